@@ -1,0 +1,170 @@
+"""A small, strict CBOR (RFC 8949) codec for the protocol's subset.
+
+Encodes deterministically (shortest heads, definite lengths, map keys sorted by
+their encoded bytes), so device and gateway produce the same bytes. Decodes
+untrusted input without trusting it: no tags, floats, undefined or
+indefinite lengths; nesting is bounded; a length is checked against the bytes
+that are really left before anything is allocated; duplicate map keys and
+trailing bytes are errors.
+"""
+
+from protocol.errors import CborError
+
+MAX_DEPTH = 6
+
+
+def _head(out, major, n):
+    if n < 24:
+        out.append((major << 5) | n)
+    elif n < 0x100:
+        out.append((major << 5) | 24)
+        out.append(n)
+    elif n < 0x10000:
+        out.append((major << 5) | 25)
+        out.extend(n.to_bytes(2, "big"))
+    elif n < 0x100000000:
+        out.append((major << 5) | 26)
+        out.extend(n.to_bytes(4, "big"))
+    elif n < 0x10000000000000000:
+        out.append((major << 5) | 27)
+        out.extend(n.to_bytes(8, "big"))
+    else:
+        raise CborError("integer too large for CBOR")
+
+
+def _enc(out, v):
+    if v is None:
+        out.append(0xF6)
+    elif v is True:
+        out.append(0xF5)
+    elif v is False:
+        out.append(0xF4)
+    elif isinstance(v, int):
+        if v >= 0:
+            _head(out, 0, v)
+        else:
+            _head(out, 1, -1 - v)
+    elif isinstance(v, (bytes, bytearray, memoryview)):
+        _head(out, 2, len(v))
+        out.extend(v)
+    elif isinstance(v, str):
+        b = v.encode("utf-8")
+        _head(out, 3, len(b))
+        out.extend(b)
+    elif isinstance(v, (list, tuple)):
+        _head(out, 4, len(v))
+        for x in v:
+            _enc(out, x)
+    elif isinstance(v, dict):
+        items = []
+        for k in v:
+            kb = bytearray()
+            _enc(kb, k)
+            items.append((bytes(kb), v[k]))
+        items.sort(key=_first)
+        _head(out, 5, len(items))
+        for kb, x in items:
+            out.extend(kb)
+            _enc(out, x)
+    else:
+        raise CborError("cannot encode " + type(v).__name__)
+
+
+def _first(item):
+    return item[0]
+
+
+def dumps(v):
+    out = bytearray()
+    _enc(out, v)
+    return bytes(out)
+
+
+def _arg(buf, i, ai, end):
+    """Read the argument of a head whose additional info is `ai`; returns (value, next index)."""
+    if ai < 24:
+        return ai, i
+    if ai == 24:
+        n = 1
+    elif ai == 25:
+        n = 2
+    elif ai == 26:
+        n = 4
+    elif ai == 27:
+        n = 8
+    elif ai == 31:
+        raise CborError("indefinite length at offset %d" % (i - 1))
+    else:
+        raise CborError("reserved additional info %d at offset %d" % (ai, i - 1))
+    if i + n > end:
+        raise CborError("truncated head at offset %d" % (i - 1))
+    return int.from_bytes(bytes(buf[i : i + n]), "big"), i + n
+
+
+def _dec(buf, i, end, depth):
+    if i >= end:
+        raise CborError("truncated at offset %d" % i)
+    ib = buf[i]
+    major = ib >> 5
+    ai = ib & 31
+    start = i
+    i += 1
+    if major == 7:
+        if ai == 20:
+            return False, i
+        if ai == 21:
+            return True, i
+        if ai == 22:
+            return None, i
+        if 25 <= ai <= 27:
+            raise CborError("float at offset %d (not used by this protocol)" % start)
+        raise CborError("simple value %d at offset %d" % (ai, start))
+    n, i = _arg(buf, i, ai, end)
+    if major == 0:
+        return n, i
+    if major == 1:
+        return -1 - n, i
+    if major == 2 or major == 3:
+        if n > end - i:
+            raise CborError("string of %d bytes at offset %d exceeds the %d left" % (n, start, end - i))
+        raw = bytes(buf[i : i + n])
+        if major == 2:
+            return raw, i + n
+        try:
+            return str(raw, "utf-8"), i + n
+        except UnicodeError:
+            raise CborError("invalid UTF-8 at offset %d" % start)
+    if major == 6:
+        raise CborError("tag at offset %d (tags are not used by this protocol)" % start)
+    if depth >= MAX_DEPTH:
+        raise CborError("nesting deeper than %d at offset %d" % (MAX_DEPTH, start))
+    if major == 4:
+        if n > end - i:
+            raise CborError("array of %d items at offset %d exceeds the %d bytes left" % (n, start, end - i))
+        out = []
+        for _ in range(n):
+            v, i = _dec(buf, i, end, depth + 1)
+            out.append(v)
+        return out, i
+    # major 5: map
+    if 2 * n > end - i:
+        raise CborError("map of %d pairs at offset %d exceeds the %d bytes left" % (n, start, end - i))
+    out = {}
+    for _ in range(n):
+        k, i = _dec(buf, i, end, depth + 1)
+        if not isinstance(k, (int, str)) or isinstance(k, bool):
+            raise CborError("map key of type %s at offset %d" % (type(k).__name__, start))
+        if k in out:
+            raise CborError("duplicate map key %r at offset %d" % (k, start))
+        v, i = _dec(buf, i, end, depth + 1)
+        out[k] = v
+    return out, i
+
+
+def loads(buf):
+    """Decode exactly one data item that fills `buf`."""
+    end = len(buf)
+    v, i = _dec(buf, 0, end, 0)
+    if i != end:
+        raise CborError("%d trailing bytes after offset %d" % (end - i, i))
+    return v

@@ -1,0 +1,175 @@
+"""The envelope: an untagged COSE_Mac0 (RFC 9052) with HMAC 256/64 (alg 4).
+
+    COSE_Mac0 = [protected: bstr .cbor {1: 4}, unprotected: {4: kid, 6: piv}, payload: bstr, tag: bstr .size 8]
+
+kid and Partial IV sit in the unprotected header, which COSE does not MAC, so
+both are bound through external_aad together with the direction and the
+protocol version; a frame cannot be replayed under another id, sequence number
+or direction (reflection). The tag is computed over the bytes as received,
+never over a re-encoding.
+"""
+
+import hashlib
+import sys
+
+from protocol import cbor
+from protocol.errors import CborError, EnvelopeError, TagError
+
+VERSION = 1
+UP = 0
+"""Device to gateway."""
+DOWN = 1
+"""Gateway to device."""
+
+ALG_HMAC_256_64 = 4
+PROTECTED = b"\xa1\x01\x04"
+TAG_LEN = 8
+MAX_KID = 8
+MAX_SEQ = (1 << 40) - 1
+
+_MAC0_PREFIX = b"\x84\x64MAC0\x43" + PROTECTED
+
+
+def _bhead(n):
+    if n < 24:
+        return bytes((0x40 | n,))
+    if n < 256:
+        return bytes((0x58, n))
+    return bytes((0x59, n >> 8, n & 0xFF))
+
+
+def piv_bytes(seq):
+    """Partial IV: the sequence number big-endian without leading zeros (0 is one zero byte)."""
+    if seq < 0 or seq > MAX_SEQ:
+        raise EnvelopeError("sequence number %d out of range" % seq)
+    n = 1
+    while seq >> (8 * n):
+        n += 1
+    return seq.to_bytes(n, "big")
+
+
+def external_aad(direction, kid, seq):
+    """CBOR [version, direction, kid, piv]: what binds the unprotected header to the tag."""
+    return cbor.dumps([VERSION, direction, kid, piv_bytes(seq)])
+
+
+def mac_structure(aad, payload):
+    return _MAC0_PREFIX + _bhead(len(aad)) + aad + _bhead(len(payload)) + payload
+
+
+def ct_equal(a, b):
+    """Compare two tags in time that does not depend on where they differ."""
+    if len(a) != len(b):
+        return False
+    r = 0
+    for i in range(len(a)):
+        r |= a[i] ^ b[i]
+    return r == 0
+
+
+class Mac:
+    """HMAC-SHA256 truncated to 64 bits for one key (RFC 2104 built on hashlib.sha256).
+
+    MicroPython has no hmac module and no sha256.copy(); on CPython the padded key
+    states are hashed once and copied per message, which doubles throughput.
+    """
+
+    def __init__(self, key):
+        if not isinstance(key, (bytes, bytearray)) or not 16 <= len(key) <= 64:
+            raise ValueError("key must be 16 to 64 bytes")
+        ik = bytearray(64)
+        ok = bytearray(64)
+        for i in range(64):
+            k = key[i] if i < len(key) else 0
+            ik[i] = k ^ 0x36
+            ok[i] = k ^ 0x5C
+        self._ik = bytes(ik)
+        self._ok = bytes(ok)
+        self._inner = None
+        self._outer = None
+        if _CAN_COPY:
+            self._inner = hashlib.sha256(self._ik)
+            self._outer = hashlib.sha256(self._ok)
+
+    def __repr__(self):
+        return "<Mac>"
+
+    def digest(self, msg):
+        if self._inner is not None:
+            h = self._inner.copy()
+            h.update(msg)
+            o = self._outer.copy()
+            o.update(h.digest())
+            return o.digest()
+        h = hashlib.sha256(self._ik)
+        h.update(msg)
+        o = hashlib.sha256(self._ok)
+        o.update(h.digest())
+        return o.digest()
+
+    def tag(self, direction, kid, seq, payload):
+        return self.digest(mac_structure(external_aad(direction, kid, seq), payload))[:TAG_LEN]
+
+
+_CAN_COPY = sys.implementation.name == "cpython"
+
+
+def seal(mac, direction, kid, seq, payload):
+    """Build the envelope bytes for an encoded payload."""
+    if not 1 <= len(kid) <= MAX_KID:
+        raise EnvelopeError("kid must be 1 to %d bytes" % MAX_KID)
+    piv = piv_bytes(seq)
+    t = mac.tag(direction, kid, seq, payload)
+    return (
+        b"\x84\x43" + PROTECTED + b"\xa2\x04" + _bhead(len(kid)) + kid + b"\x06" + _bhead(len(piv)) + piv
+        + _bhead(len(payload)) + payload + b"\x48" + t
+    )
+
+
+class Envelope:
+    """A parsed but not yet verified COSE_Mac0."""
+
+    __slots__ = ("kid", "seq", "payload", "tag")
+
+    def __init__(self, kid, seq, payload, tag):
+        self.kid = kid
+        self.seq = seq
+        self.payload = payload
+        self.tag = tag
+
+    def verify(self, mac, direction):
+        """Raise TagError unless the tag is right for this key and direction."""
+        want = mac.tag(direction, self.kid, self.seq, self.payload)
+        if not ct_equal(want, self.tag):
+            raise TagError("tag does not verify for kid %r" % (self.kid,))
+
+
+def parse(envelope, loads=None):
+    """Check the envelope's structure and return an Envelope; no key needed yet."""
+    try:
+        v = (loads or cbor.loads)(envelope)
+    except CborError:
+        raise
+    except Exception as e:  # a CPython accelerator's own exception types
+        raise CborError(str(e))
+    if type(v) is not list or len(v) != 4:
+        raise EnvelopeError("not a COSE_Mac0 array of 4")
+    prot, unprot, payload, tag = v
+    if type(prot) is not bytes or prot != PROTECTED:
+        raise EnvelopeError("protected header must be {1: 4} (HMAC 256/64)")
+    if type(unprot) is not dict or len(unprot) != 2:
+        raise EnvelopeError("unprotected header must hold exactly kid (4) and Partial IV (6)")
+    for k in unprot:
+        if type(k) is not int:
+            raise EnvelopeError("unprotected header labels must be integers")
+    kid = unprot.get(4)
+    piv = unprot.get(6)
+    if type(kid) is not bytes or not 1 <= len(kid) <= MAX_KID:
+        raise EnvelopeError("kid must be a bstr of 1 to %d bytes" % MAX_KID)
+    if type(piv) is not bytes or not 1 <= len(piv) <= 5 or (len(piv) > 1 and piv[0] == 0):
+        raise EnvelopeError("Partial IV must be 1 to 5 bytes without leading zeros")
+    if type(payload) is not bytes:
+        raise EnvelopeError("payload must be a bstr")
+    if type(tag) is not bytes or len(tag) != TAG_LEN:
+        raise EnvelopeError("tag must be %d bytes" % TAG_LEN)
+    return Envelope(kid, int.from_bytes(piv, "big"), payload, tag)
