@@ -1,0 +1,160 @@
+"""The audit log: a fixed-size ring of records on flash that survives reboots.
+
+Every unlock, door change, alarm and fault is appended before it is reported;
+a record stays marked pending until the gateway acked its event, so nothing is
+lost while the gateway is away or across reboots. The ring is bounded (N
+records of REC bytes): when it wraps onto a record still pending, that record
+is counted in `lost` (and that count is itself reported), newest wins.
+
+Record (little endian): seq u32, t u32 (unix s, 0 = no valid time), kind u8,
+comp u8, a u8, flags u8, v i32, crc16 over the first 16 bytes. Each record is
+rewritten whole, so a torn write shows as a CRC error and is skipped.
+"""
+
+import struct
+
+from locker import flash
+from protocol.crc16 import crc16
+
+_FMT = "<IIBBBBi"
+REC = 18
+EMPTY = 0xFFFFFFFF
+
+ACCESS = 1
+DOOR = 2
+ALARM = 3
+FAULT = 4
+KINDS = {1: "access", 2: "door", 3: "alarm", 4: "fault"}
+
+F_ACKED = 1
+
+
+class Record:
+    __slots__ = ("seq", "t", "kind", "comp", "a", "flags", "v")
+
+    def __init__(self, seq, t, kind, comp, a, flags, v):
+        self.seq = seq
+        self.t = t
+        self.kind = kind
+        self.comp = comp
+        self.a = a
+        self.flags = flags
+        self.v = v
+
+    def __repr__(self):
+        return "Record(%d %s comp=%d a=%d v=%d flags=%d t=%d)" % (
+            self.seq, KINDS.get(self.kind, "?"), self.comp, self.a, self.v, self.flags, self.t)
+
+    def msg(self):
+        """The protocol event for this record (eid and t are the runtime's)."""
+        k = self.kind
+        if k == ACCESS:
+            return {"type": "access", "comp": self.comp, "result": self.a, "token": self.v & 0xFFFFFFFF}
+        if k == DOOR:
+            return {"type": "door", "comp": self.comp, "open": bool(self.a & 1), "authorized": bool(self.a & 2)}
+        if k == ALARM:
+            return {"type": "alarm", "code": self.a, "comp": self.comp, "value": self.v}
+        return {"type": "fault", "code": self.a, "value": self.v}
+
+
+class AuditLog:
+    def __init__(self, path, n=128):
+        self.path = path
+        self.n = n
+        self.next_seq = 0
+        self.lost = 0
+        self.bad = 0
+        self._pending = []
+        self._buf = bytearray(REC)
+        flash.ensure_dir(path)
+        try:
+            f = open(path, "rb")
+        except OSError:
+            self._format()
+            return
+        with f:
+            top = -1
+            for _ in range(n):
+                if f.readinto(self._buf) != REC:
+                    break
+                r = self._parse(self._buf)
+                if r is None:
+                    continue
+                if r.seq > top:
+                    top = r.seq
+                if not r.flags & F_ACKED:
+                    self._pending.append(r.seq)
+        self._pending.sort()
+        self.next_seq = top + 1
+
+    def _format(self):
+        with open(self.path, "wb") as f:
+            blank = b"\xff" * REC
+            for _ in range(self.n):
+                f.write(blank)
+
+    def _parse(self, b):
+        seq = struct.unpack_from("<I", b, 0)[0]
+        if seq == EMPTY:
+            return None
+        if crc16(memoryview(b)[:16]) != (b[16] << 8) | b[17]:
+            self.bad += 1
+            return None
+        v = struct.unpack_from(_FMT, b, 0)
+        return Record(v[0], v[1], v[2], v[3], v[4], v[5], v[6])
+
+    def _write(self, r):
+        b = self._buf
+        struct.pack_into(_FMT, b, 0, r.seq, r.t, r.kind, r.comp, r.a, r.flags, r.v)
+        c = crc16(memoryview(b)[:16])
+        b[16] = c >> 8
+        b[17] = c & 0xFF
+        with open(self.path, "r+b") as f:
+            f.seek((r.seq % self.n) * REC)
+            f.write(b)
+
+    def read(self, seq):
+        """The record with this seq, or None if it was overwritten or is unreadable."""
+        with open(self.path, "rb") as f:
+            f.seek((seq % self.n) * REC)
+            if f.readinto(self._buf) != REC:
+                return None
+        r = self._parse(self._buf)
+        return r if r is not None and r.seq == seq else None
+
+    def append(self, t, kind, comp, a, v=0):
+        """Store a new pending record and return it."""
+        seq = self.next_seq
+        old = seq - self.n
+        if old >= 0 and self._pending and self._pending[0] == old:
+            self._pending.pop(0)
+            self.lost += 1
+        r = Record(seq, t or 0, kind, comp, a, 0, v)
+        self._write(r)
+        self.next_seq = seq + 1
+        self._pending.append(seq)
+        return r
+
+    def ack(self, seq):
+        """Mark a record delivered; False if it is not pending (already acked or overwritten)."""
+        if seq not in self._pending:
+            return False
+        r = self.read(seq)
+        self._pending.remove(seq)
+        if r is not None:
+            r.flags |= F_ACKED
+            self._write(r)
+        return True
+
+    def pending(self):
+        """Seqs of records not yet acked by the gateway, oldest first."""
+        return self._pending
+
+    def records(self):
+        """Every readable record, oldest first (for diagnostics; allocates)."""
+        out = []
+        for s in range(max(0, self.next_seq - self.n), self.next_seq):
+            r = self.read(s)
+            if r is not None:
+                out.append(r)
+        return out

@@ -1,0 +1,87 @@
+"""One compartment: its lock, door switch and optional occupancy sensor.
+
+Door rules: an opening within `window_ms` after an unlock pulse is authorized;
+any other opening is a tamper alarm. A door open longer than `limit_ms` raises
+door_open_too_long once per opening (value = seconds open). Every door change
+is reported as a door event. Events go to `emit(kind, comp, a, v)`.
+"""
+
+from locker import audit
+from locker.ticks import ticks_diff
+
+ALARM_TAMPER = 2
+ALARM_OPEN_TOO_LONG = 3
+
+
+class Compartment:
+    __slots__ = ("n", "lock", "door", "occ", "emit", "window_ms", "limit_ms",
+                 "_unlocked_at", "_opened_at", "_auth", "_long")
+
+    def __init__(self, n, lock, door, occ, emit, window_ms, limit_ms):
+        self.n = n
+        self.lock = lock
+        self.door = door
+        self.occ = occ
+        self.emit = emit
+        self.window_ms = window_ms
+        self.limit_ms = limit_ms
+        self._unlocked_at = None
+        self._opened_at = None
+        self._auth = False
+        self._long = False
+
+    @property
+    def is_open(self):
+        return self.door.state
+
+    @property
+    def occupied(self):
+        return self.occ is not None and self.occ.state
+
+    def locked(self):
+        return not self.door.state and not self.lock.energised and self._unlocked_at is None
+
+    def unlock(self, pulse_ms, now_ms):
+        """Pulse the lock and open the authorization window; False if the coil is busy."""
+        if not self.lock.pulse(pulse_ms, now_ms):
+            return False
+        self._unlocked_at = now_ms
+        return True
+
+    def boot_open(self, now_ms):
+        """The door was already open at boot: the opening's authorization is unknown, treat as tamper."""
+        if self.door.state:
+            self._opened(now_ms, False)
+
+    def _opened(self, now_ms, auth):
+        self._opened_at = now_ms
+        self._auth = auth
+        self._long = False
+        self.emit(audit.DOOR, self.n, 1 | (2 if auth else 0), 0)
+        if not auth:
+            self.emit(audit.ALARM, self.n, ALARM_TAMPER, 0)
+
+    def step(self, now_ms):
+        """Poll inputs and timers; return ms until this compartment needs the next step."""
+        wait = self.lock.service(now_ms)
+        u = self._unlocked_at
+        if u is not None and ticks_diff(now_ms, u) > self.window_ms:
+            self._unlocked_at = u = None
+        if self.occ is not None:
+            self.occ.poll(now_ms)
+        if self.door.poll(now_ms):
+            if self.door.state:
+                self._opened(now_ms, u is not None)
+                self._unlocked_at = None
+            else:
+                self._opened_at = None
+                self.emit(audit.DOOR, self.n, 2 if self._auth else 0, 0)
+        o = self._opened_at
+        if o is not None and not self._long:
+            el = ticks_diff(now_ms, o)
+            if el >= self.limit_ms:
+                self._long = True
+                self.emit(audit.ALARM, self.n, ALARM_OPEN_TOO_LONG, el // 1000)
+            elif self.limit_ms - el < wait:
+                wait = self.limit_ms - el
+        return wait
