@@ -1,0 +1,1 @@
+"""light_pole: motion-dimmed path light (PWM lamp, PIR/radar, ambient ADC, current sense)."""

@@ -1,0 +1,121 @@
+"""The lamp state machine: what level the lamp should have now, and how to get there.
+
+Pure logic (no pins): inputs are night, presence, autonomy and the local
+minute; the output is a Fader target. Priority, highest first:
+  manual (light_set, bounded by its hold) > presence (full, then hold) >
+  prelight (from the gateway's light wave) > base at night > off by day,
+then capped by the profile max and curfew windows. In autonomy (no gateway)
+and safe mode the floor at night is the safe level, whatever caps say: a pole
+nobody can reach errs on the side of light.
+"""
+from light_pole.curve import Fader
+from light_pole.tick import ticks_add, ticks_diff
+
+# telemetry "state" values (protocol light.state, 0..7)
+OFF = 0        # day: lamp off
+BASE = 1       # night, nobody around
+FULL = 2       # presence or its hold time
+FADE = 3       # fading down after the hold
+PRELIGHT = 4   # lit ahead of a walker by the gateway
+MANUAL = 5     # light_set override
+AUTONOMOUS = 6 # night, gateway silent: own motion logic above the safe level
+SAFE = 7       # safe mode or app fault: safe level at night, nothing else
+
+STATE_NAMES = ("off", "base", "full", "fade", "prelight", "manual", "autonomous", "safe")
+
+
+class Controller:
+    def __init__(self, profile, safe_level=30, now=0):
+        self.profile = profile
+        self.safe_level = safe_level
+        self.fader = Fader(0)
+        self.state = OFF
+        self.safe = False
+        self._night = None
+        self._full_until = now
+        self._full = False
+        self._pre_level = 0
+        self._pre_until = now
+        self._pre = False
+        self._man_level = 0
+        self._man_until = now
+        self._man = False
+        self._man_timed = False
+
+    # -- inputs from commands -------------------------------------------------------
+    def set_manual(self, level, hold_s, now):
+        """light_set: hold_s > 0 bounds it in time; 0 keeps it until the next dusk or dawn."""
+        self._man_level = level
+        self._man = True
+        self._man_timed = hold_s > 0
+        self._man_until = ticks_add(now, hold_s * 1000)
+
+    def prelight(self, level, hold_s, now):
+        if self._pre and ticks_diff(self._pre_until, now) > 0 and self._pre_level > level:
+            level = self._pre_level
+        self._pre_level = level
+        self._pre = hold_s > 0
+        self._pre_until = ticks_add(now, hold_s * 1000)
+
+    def clear_overrides(self):
+        self._man = False
+        self._pre = False
+
+    # -- the step -------------------------------------------------------------------
+    def update(self, now, night, present, autonomous=False, minute=None):
+        """Recompute the target level (percent) and start a fade if it changed.
+
+        night None (not known yet) counts as night. Returns the target in percent.
+        """
+        p = self.profile
+        if night is None:
+            night = True
+        if self._night is not None and night != self._night and not self._man_timed:
+            self._man = False  # an untimed light_set lasts until the next dusk/dawn
+        self._night = night
+        if self._man and self._man_timed and ticks_diff(self._man_until, now) <= 0:
+            self._man = False
+        if self._pre and ticks_diff(self._pre_until, now) <= 0:
+            self._pre = False
+        if present:
+            self._full = True
+            self._full_until = ticks_add(now, p.hold * 1000)
+        elif self._full and ticks_diff(self._full_until, now) <= 0:
+            self._full = False
+
+        if self.safe:
+            lvl = max(p.base, self.safe_level) if night else 0
+            state = SAFE
+        elif autonomous and night:
+            self._man = False
+            self._pre = False
+            floor = max(p.base, self.safe_level)
+            lvl = max(floor, p.full) if self._full else floor
+            lvl = max(min(lvl, p.cap(minute)), floor)
+            state = AUTONOMOUS
+        else:
+            if night:
+                lvl, state = p.base, BASE
+                if self._pre and self._pre_level > lvl:
+                    lvl, state = self._pre_level, PRELIGHT
+                if self._full and p.full >= lvl:
+                    lvl, state = p.full, FULL
+            else:
+                lvl, state = 0, OFF
+            if self._man:
+                lvl, state = self._man_level, MANUAL
+            cap = p.cap(minute)
+            if lvl > cap:
+                lvl = cap
+        target = lvl * 100
+        f = self.fader
+        if target != f.target:
+            f.go(target, p.fade_up if target > f.value(now) else p.fade_down, now)
+        if (state == BASE or state == OFF) and f.busy() and f.value(now) > target:
+            state = FADE
+        self.state = state
+        return lvl
+
+    def level(self, now):
+        """Current lamp level in centi-percent (follows the fade)."""
+        return self.fader.value(now)

@@ -1,0 +1,45 @@
+"""Local minute of day from unix time: fixed offset plus the EU summer-time rule.
+
+Curfew windows are set in local time ("dim from 23:00"), the clock is UTC.
+Integer arithmetic only, independent of the port's epoch and of time.gmtime.
+"""
+
+
+def civil(days):
+    """(year, month, day) for days since 1970-01-01 (H. Hinnant's algorithm)."""
+    z = days + 719468
+    era = z // 146097
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    d = doy - (153 * mp + 2) // 5 + 1
+    m = mp + 3 if mp < 10 else mp - 9
+    return yoe + era * 400 + (1 if m <= 2 else 0), m, d
+
+
+def days_from_civil(y, m, d):
+    y -= 1 if m <= 2 else 0
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
+def _last_sunday(y, m):
+    """Days since epoch of the last Sunday of month m (m is March or October: 31 days)."""
+    d = days_from_civil(y, m, 31)
+    return d - (d + 4) % 7  # 1970-01-01 was a Thursday: (days + 4) % 7 == 0 on Sundays
+
+
+def eu_summer(unix):
+    """True between 01:00 UTC on the last Sunday of March and of October."""
+    y = civil(unix // 86400)[0]
+    return _last_sunday(y, 3) * 86400 + 3600 <= unix < _last_sunday(y, 10) * 86400 + 3600
+
+
+def local_minute(unix, tz_min=60, eu_dst=True):
+    """Minute of the local day (0..1439)."""
+    off = tz_min + (60 if eu_dst and eu_summer(unix) else 0)
+    return ((unix + off * 60) // 60) % 1440

@@ -1,0 +1,79 @@
+"""The dimming profile (base/full levels, hold, fades, max level, curfew windows).
+
+One Profile is live at a time; a light_profile command builds a new one and
+swaps it in only if every field is valid, so a refused command changes nothing.
+"""
+from common.errors import CommandError
+
+E_BAD_VALUE = 3  # protocol.messages.E_BAD_VALUE (not imported: protocol.messages is big)
+MAX_WINDOWS = 4
+
+
+def _int(msg, name, lo, hi):
+    v = msg.get(name)
+    if type(v) is not int or v < lo or v > hi:
+        raise CommandError(E_BAD_VALUE, name, "%s must be an integer %d..%d" % (name, lo, hi))
+    return v
+
+
+def windows(v, field="curfew"):
+    """Validated curfew windows as a tuple of (start_min, end_min, max_level)."""
+    if type(v) not in (list, tuple) or len(v) > MAX_WINDOWS:
+        raise CommandError(E_BAD_VALUE, field, "at most %d windows" % MAX_WINDOWS)
+    out = []
+    for w in v:
+        if type(w) not in (list, tuple) or len(w) != 3:
+            raise CommandError(E_BAD_VALUE, field, "window must be [start_min, end_min, max_level]")
+        s, e, m = w[0], w[1], w[2]
+        for x, hi in ((s, 1439), (e, 1439), (m, 100)):
+            if type(x) is not int or x < 0 or x > hi:
+                raise CommandError(E_BAD_VALUE, field, "window value out of range")
+        if s == e:
+            raise CommandError(E_BAD_VALUE, field, "window start equals end")
+        out.append((s, e, m))
+    return tuple(out)
+
+
+class Profile:
+    """Levels in percent, hold in s, fades in ms; curfew: ((start_min, end_min, max), ...) local time."""
+
+    def __init__(self, base=20, full=100, hold=60, fade_up=800, fade_down=4000, max=100, curfew=()):
+        self.base = base
+        self.full = full
+        self.hold = hold
+        self.fade_up = fade_up
+        self.fade_down = fade_down
+        self.max = max
+        self.curfew = curfew
+
+    @classmethod
+    def from_msg(cls, msg):
+        """Build from a light_profile message (or a config dict with the same names)."""
+        base = _int(msg, "base", 0, 100)
+        full = _int(msg, "full", 1, 100)
+        if full < base:
+            raise CommandError(E_BAD_VALUE, "full", "full level below base level")
+        p = cls(base, full, _int(msg, "hold", 0, 3600), _int(msg, "fade_up", 0, 60000),
+                _int(msg, "fade_down", 0, 600000), _int(msg, "max", 1, 100),
+                windows(msg.get("curfew", ())))
+        return p
+
+    def to_msg(self):
+        return {"type": "light_profile", "base": self.base, "full": self.full, "hold": self.hold,
+                "fade_up": self.fade_up, "fade_down": self.fade_down, "max": self.max,
+                "curfew": [list(w) for w in self.curfew]}
+
+    def cap(self, minute):
+        """Highest level allowed now: the profile max, lowered by every curfew window covering `minute`.
+
+        minute is the local minute of day, or None without valid time (then no curfew:
+        a pole that does not know the time errs on the side of light).
+        """
+        c = self.max
+        if minute is None:
+            return c
+        for s, e, m in self.curfew:
+            if (s <= minute < e) if s < e else (minute >= s or minute < e):
+                if m < c:
+                    c = m
+        return c
