@@ -1,11 +1,13 @@
 """A small, strict CBOR (RFC 8949) codec for the protocol's subset.
 
-Encodes deterministically (shortest heads, definite lengths, map keys sorted by
-their encoded bytes), so device and gateway produce the same bytes. Decodes
-untrusted input without trusting it: no tags, floats, undefined or
-indefinite lengths; nesting is bounded; a length is checked against the bytes
-that are really left before anything is allocated; duplicate map keys and
-trailing bytes are errors.
+Encodes deterministically (RFC 8949 section 4.2.3, "length-first" core
+deterministic encoding as in CTAP2: shortest heads, definite lengths, map keys
+sorted by the length of their encoding, then bytewise), so device and gateway produce
+the same bytes, and accepts only that encoding, so every message has exactly
+one form on the wire. Decodes untrusted input without trusting it: no tags,
+floats, undefined or indefinite lengths; nesting is bounded; a length is
+checked against the bytes that are really left before anything is allocated;
+duplicate or unsorted map keys and trailing bytes are errors.
 """
 
 from protocol.errors import CborError
@@ -71,7 +73,7 @@ def _enc(out, v):
 
 
 def _first(item):
-    return item[0]
+    return (len(item[0]), item[0])
 
 
 def dumps(v):
@@ -98,7 +100,13 @@ def _arg(buf, i, ai, end):
         raise CborError("reserved additional info %d at offset %d" % (ai, i - 1))
     if i + n > end:
         raise CborError("truncated head at offset %d" % (i - 1))
-    return int.from_bytes(bytes(buf[i : i + n]), "big"), i + n
+    v = int.from_bytes(bytes(buf[i : i + n]), "big")
+    if v < _MIN_FOR_WIDTH[n]:
+        raise CborError("non-shortest head at offset %d" % (i - 1))
+    return v, i + n
+
+
+_MIN_FOR_WIDTH = {1: 24, 2: 0x100, 4: 0x10000, 8: 0x100000000}
 
 
 def _dec(buf, i, end, depth):
@@ -150,12 +158,17 @@ def _dec(buf, i, end, depth):
     if 2 * n > end - i:
         raise CborError("map of %d pairs at offset %d exceeds the %d bytes left" % (n, start, end - i))
     out = {}
+    prev = b""
     for _ in range(n):
+        ks = i
         k, i = _dec(buf, i, end, depth + 1)
-        if not isinstance(k, (int, str)) or isinstance(k, bool):
-            raise CborError("map key of type %s at offset %d" % (type(k).__name__, start))
-        if k in out:
-            raise CborError("duplicate map key %r at offset %d" % (k, start))
+        tk = type(k)
+        if tk is not int and tk is not str:
+            raise CborError("map key of type %s at offset %d" % (tk.__name__, ks))
+        kb = bytes(buf[ks:i])
+        if len(kb) < len(prev) or (len(kb) == len(prev) and kb <= prev):
+            raise CborError("map key at offset %d is duplicate or out of order" % ks)
+        prev = kb
         v, i = _dec(buf, i, end, depth + 1)
         out[k] = v
     return out, i

@@ -31,7 +31,7 @@ def open_envelope(envelope, direction, mac_for, window_for=None, loads=None):
     sequence number is consumed even if the payload then fails its schema, so the
     sender can be nacked. Errors raised after authentication carry .kid and .seq.
     """
-    e = cose.parse(envelope, loads)
+    e = cose.parse(envelope)
     mac = mac_for(e.kid)
     if mac is None:
         raise UnknownKeyError("no key for kid %r" % (e.kid,))
