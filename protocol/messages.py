@@ -65,6 +65,14 @@ TYPES = {}
 for _code in SCHEMAS:
     TYPES[SCHEMAS[_code][0]] = _code
 
+# capability bits in a hello
+CAPS = {1: "ultrasonic_trig", 2: "ultrasonic_uart", 4: "temperature", 8: "battery", 16: "pir", 32: "radar",
+        64: "light_sensor", 128: "current_sense", 256: "lock", 512: "door", 1024: "occupancy",
+        2048: "token_reader", 4096: "ble"}
+
+# light telemetry states
+LIGHT_STATES = {0: "day", 1: "base", 2: "full", 3: "fading", 4: "prelight", 5: "autonomous", 6: "safe", 7: "curfew"}
+
 # Events the gateway must acknowledge (the device retransmits them until it does).
 ACKED_UP = ("hello", "motion", "door", "alarm", "fault", "access")
 
