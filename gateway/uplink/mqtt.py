@@ -1,0 +1,285 @@
+"""The MQTT side of the uplink: one aiomqtt connection that drains the outbox.
+
+- QoS 1 with at most ``inflight`` publishes awaiting PUBACK (aiomqtt's cost
+  grows with the square of pending publishes; ~100 keeps it linear).
+- Rows are published in outbox order and acked (deleted) only after PUBACK.
+  After a reconnect the outbox is rewound: unacknowledged rows are sent
+  again (at-least-once; consumers drop duplicates by event id).
+- The gateway status topic is retained: ``online`` after every connect, the
+  broker publishes the ``offline`` last will if the gateway vanishes, and a
+  clean stop publishes ``offline`` itself.
+- Command requests arrive on ``.../cmd/req``; the answer (with the request's
+  ``id`` as correlation) goes through the outbox to ``.../cmd/res``.
+- Reconnects use exponential backoff with jitter between
+  ``reconnect_min_s`` and ``reconnect_max_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import math
+import random
+import ssl
+import time
+from typing import Any, Awaitable, Callable, Mapping
+
+import aiomqtt
+
+from .config import UplinkConfig
+from .errors import CommandError, OutboxError
+from .outbox import PRIO_STATE, Outbox
+from .topics import Topics
+
+__all__ = ["MqttLink", "tls_context"]
+
+log = logging.getLogger("gateway.uplink.mqtt")
+
+_MAX_REQUEST = 16 * 1024
+_REMEMBERED_REQUESTS = 1024
+
+
+def tls_context(config: UplinkConfig) -> ssl.SSLContext | None:
+    tls = config.tls
+    if not tls.enabled:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=tls.ca_file)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if tls.cert_file:
+        ctx.load_cert_chain(tls.cert_file, tls.key_file)
+    ctx.check_hostname = tls.verify_hostname
+    return ctx
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
+
+
+class MqttLink:
+    def __init__(self, config: UplinkConfig, topics: Topics, outbox: Outbox,
+                 *, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.topics = topics
+        self.outbox = outbox
+        self._clock = clock
+        self.command_dispatch: Callable[[str, str | None, dict[str, Any], str], Awaitable[Mapping[str, Any] | None]] | None = None
+        self.connected_event = asyncio.Event()
+        self.published = 0
+        self.inflight = 0
+        self.reconnects = 0
+        self.last_error: str | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._client: aiomqtt.Client | None = None
+        self._stopping = False
+        self._answers: collections.OrderedDict[tuple[str, str], bytes | None] = collections.OrderedDict()
+        self._command_tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def connected(self) -> bool:
+        return self.connected_event.is_set()
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="uplink-mqtt")
+
+    async def stop(self) -> None:
+        """Publish the retained ``offline`` status (if connected) and disconnect."""
+        self._stopping = True
+        client = self._client
+        if client is not None and self.connected:
+            try:
+                await client.publish(self.topics.status, self._status("offline", "stopped"), qos=1,
+                                     retain=True, timeout=2.0)
+            except (aiomqtt.MqttError, asyncio.TimeoutError) as exc:
+                log.info("could not publish offline status on stop: %s", exc)
+        for t in list(self._command_tasks):
+            t.cancel()
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    def _status(self, state: str, reason: str | None = None) -> bytes:
+        body: dict[str, Any] = {"state": state, "gateway": self.config.gateway_id, "sites": list(self.config.sites)}
+        if state == "online":
+            body["ts"] = self._clock()
+        if reason:
+            body["reason"] = reason
+        return _dumps(body)
+
+    def _client_for(self) -> aiomqtt.Client:
+        c = self.config
+        client = aiomqtt.Client(
+            c.host, c.port,
+            username=c.username, password=c.password,
+            identifier=c.mqtt_client_id,
+            clean_session=True,  # the outbox, not the broker session, carries undelivered data
+            keepalive=c.keepalive_s,
+            timeout=max(10.0, c.keepalive_s),
+            will=aiomqtt.Will(self.topics.status, self._status("offline", "connection lost"), qos=1, retain=True),
+            max_inflight_messages=c.inflight,
+            tls_context=tls_context(c),
+            tls_insecure=(not c.tls.verify_hostname) if c.tls.enabled else None,
+            logger=log,
+        )
+        # The window is bounded by us; aiomqtt would warn on every publish above 10.
+        client.pending_calls_threshold = c.inflight + 10
+        return client
+
+    async def _run(self) -> None:
+        delay = self.config.reconnect_min_s
+        first = True
+        while not self._stopping:
+            try:
+                client = self._client_for()
+                async with client:
+                    self._client = client
+                    if not first:
+                        self.reconnects += 1
+                    first = False
+                    delay = self.config.reconnect_min_s
+                    self.last_error = None
+                    await client.publish(self.topics.status, self._status("online"), qos=1, retain=True)
+                    for site in self.config.sites:
+                        for topic in self.topics.command_subscriptions(site):
+                            await client.subscribe(topic, qos=1)
+                    self.outbox.rewind()
+                    self.connected_event.set()
+                    log.info("connected to %s:%d", self.config.host, self.config.port)
+                    await self._serve(client)
+            except aiomqtt.MqttError as exc:
+                self.last_error = str(exc) or exc.__class__.__name__
+                log.warning("backbone connection: %s; retrying in %.1f s", self.last_error, delay)
+            except OutboxError as exc:
+                self.last_error = str(exc)
+                log.error("outbox: %s", exc)
+            finally:
+                self._client = None
+                self.connected_event.clear()
+                self.inflight = 0
+            if self._stopping:
+                break
+            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+            delay = min(delay * 2, self.config.reconnect_max_s)
+
+    async def _serve(self, client: aiomqtt.Client) -> None:
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._commands(client))
+                for _ in range(self.config.inflight):
+                    tg.create_task(self._publisher(client))
+        except BaseExceptionGroup as group:
+            for exc in group.exceptions:
+                if isinstance(exc, (aiomqtt.MqttError, OutboxError)):
+                    raise exc from None
+            raise
+
+    async def _publisher(self, client: aiomqtt.Client) -> None:
+        """One of ``inflight`` workers; each has at most one publish awaiting PUBACK.
+
+        Taking a row and handing it to paho happen in one step (no await in
+        between), so rows go on the wire in outbox order.
+        """
+        outbox = self.outbox
+        while True:
+            row = outbox.take_nowait()
+            if row is None:
+                rows = await outbox.take(1)
+                row = rows[0]
+            self.inflight += 1
+            try:
+                await client.publish(row.topic, row.payload, qos=row.qos, retain=row.retain, timeout=math.inf)
+            finally:
+                self.inflight -= 1
+            outbox.ack(row.id)
+            self.published += 1
+
+    # -- commands ------------------------------------------------------------
+
+    async def _commands(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            parsed = self.topics.parse_request(message.topic.value)
+            if parsed is None:
+                continue
+            site, device_id = parsed
+            response_topic = self.topics.response_for(message.topic.value)
+            self._handle_request(site, device_id, message.payload, response_topic)
+
+    def _handle_request(self, site: str, device_id: str | None, payload: Any, response_topic: str) -> None:
+        request, error = _parse_request(payload)
+        if error is not None:
+            corr = request.get("id") if isinstance(request, dict) and isinstance(request.get("id"), str) else None
+            self._respond(response_topic, _dumps({"id": corr, "ok": False, "error": error}))
+            return
+        corr = request.pop("id")
+        key = (response_topic, corr)
+        if key in self._answers:
+            # A redelivered request (QoS 1 duplicate or a retry): never run it twice.
+            answer = self._answers[key]
+            if answer is not None:
+                self._respond(response_topic, answer)
+            return
+        self._answers[key] = None
+        while len(self._answers) > _REMEMBERED_REQUESTS:
+            self._answers.popitem(last=False)
+        task = asyncio.get_running_loop().create_task(
+            self._run_command(site, device_id, request, corr, response_topic, key))
+        self._command_tasks.add(task)
+        task.add_done_callback(self._command_tasks.discard)
+
+    async def _run_command(self, site: str, device_id: str | None, command: dict[str, Any], corr: str,
+                           response_topic: str, key: tuple[str, str]) -> None:
+        try:
+            if self.command_dispatch is None:
+                raise CommandError("not_ready", "no command handler")
+            result = await asyncio.wait_for(
+                self.command_dispatch(site, device_id, command, corr), self.config.command_timeout_s)
+            body: dict[str, Any] = {"id": corr, "ok": True, "result": dict(result or {})}
+        except CommandError as exc:
+            body = {"id": corr, "ok": False, "error": {"code": exc.code, "message": exc.message}}
+        except asyncio.TimeoutError:
+            body = {"id": corr, "ok": False,
+                    "error": {"code": "timeout", "message": f"no result within {self.config.command_timeout_s} s"}}
+        except Exception as exc:  # a handler bug must still produce an answer
+            log.exception("command handler failed for %s", corr)
+            body = {"id": corr, "ok": False, "error": {"code": "internal", "message": exc.__class__.__name__}}
+        body["ts"] = self._clock()
+        try:
+            answer = _dumps(body)
+        except (TypeError, ValueError):
+            answer = _dumps({"id": corr, "ok": False, "ts": body["ts"],
+                             "error": {"code": "internal", "message": "result is not JSON-serialisable"}})
+        if key in self._answers:
+            self._answers[key] = answer
+        self._respond(response_topic, answer)
+
+    def _respond(self, topic: str, payload: bytes) -> None:
+        try:
+            fut = self.outbox.append(topic, payload, prio=PRIO_STATE)
+        except OutboxError as exc:
+            log.error("cannot store command response: %s", exc)
+            return
+        fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+
+def _parse_request(payload: Any) -> tuple[dict[str, Any], dict[str, str] | None]:
+    """The request object, or an error body saying what is wrong with it."""
+    if not isinstance(payload, (bytes, bytearray)):
+        payload = b"" if payload is None else str(payload).encode()
+    if len(payload) > _MAX_REQUEST:
+        return {}, {"code": "malformed", "message": f"request larger than {_MAX_REQUEST} bytes"}
+    try:
+        request = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return {}, {"code": "malformed", "message": f"not JSON: {exc}"}
+    if not isinstance(request, dict):
+        return {}, {"code": "malformed", "message": "request must be a JSON object"}
+    corr = request.get("id")
+    if not isinstance(corr, str) or not 0 < len(corr) <= 128:
+        return request, {"code": "malformed", "message": "id must be a string of 1-128 characters"}
+    if not isinstance(request.get("type"), str):
+        return request, {"code": "malformed", "message": "type must be a string naming the command"}
+    return request, None
