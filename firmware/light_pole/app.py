@@ -1,0 +1,323 @@
+"""The light pole App (contract: docs/firmware.md): wires pins to the pure logic modules.
+
+Pins (logical names in the config's "pins" map): "lamp" PWM to the LED driver's
+dim input, "motion" PIR/radar output, "ambient" light sensor ADC (brighter =
+higher), optional "lamp_cs" current-sense ADC. The fast step (motion, fade,
+PWM) does no allocation; ADC, RTC and current sense are sampled once a second.
+
+Never dark by a software fault: start() puts the lamp at the safe level before
+anything else can fail, and a failing step leaves it there (then re-raises so
+the runtime counts the fault and, if it persists, reboots into safe mode).
+"""
+from common.config import BOOL, CHOICE, INT, STR
+from common.errors import CommandError, ConfigError
+
+from light_pole import control, curve, lamp
+from light_pole.daynight import DayNight
+from light_pole.localtime import local_minute
+from light_pole.motion import Motion
+from light_pole.profile import Profile, windows
+from light_pole.sun import SunClock
+from light_pole.tick import ticks_add, ticks_diff
+
+E_BAD_VALUE = 3
+E_NOT_SUPPORTED = 4
+FAULT_LAMP = 4
+SLOW_MS = 1000
+FADE_STEP_MS = 20
+IDLE_STEP_MS = 50  # bounds the latency from a debounced edge to the lamp reacting
+PROFILE_KEY = "profile"
+
+PROFILE_KEYS = ("base", "full", "hold", "fade_up", "fade_down", "max")
+
+
+def parse_curfew(s):
+    """"1380-300:40,60-120:0" (local start-end minutes : max level) -> windows; "" -> ()."""
+    out = []
+    if s:
+        for part in s.split(","):
+            try:
+                se, m = part.split(":")
+                a, b = se.split("-")
+                out.append((int(a), int(b), int(m)))
+            except ValueError:
+                raise ConfigError("curfew", "windows look like 1380-300:40,60-120:0")
+    try:
+        return windows(out)
+    except CommandError as e:
+        raise ConfigError("curfew", str(e))
+
+
+class App:
+    ROLE = "light_pole"
+    CAPS = 0
+    FW = 10000  # 1.0.0
+    SCHEMA = {
+        # the default profile (a light_profile command overrides it until the next config change)
+        "base": (INT, 20, 0, 100),          # % at night with nobody around
+        "full": (INT, 100, 1, 100),         # % on presence
+        "hold": (INT, 60, 0, 3600),         # s at full after the last presence
+        "fade_up": (INT, 800, 0, 60000),    # ms
+        "fade_down": (INT, 4000, 0, 600000),
+        "max": (INT, 100, 1, 100),          # % cap at all times
+        "curfew": (STR, "", 0, 32),         # local windows "start-end:max,...", e.g. "1380-300:40"
+        # never dark
+        "safe": (INT, 30, 1, 100),          # % floor at night in safe mode / autonomy
+        "autonomy_s": (INT, 300, 10, 86400),  # gateway silence before the pole runs on its own
+        # inputs
+        "debounce_ms": (INT, 80, 0, 2000),
+        "motion_gap": (INT, 5, 0, 600),     # s between motion events to the gateway (counts add up)
+        "daynight": (CHOICE, "auto", ("auto", "sensor", "clock"), None),  # auto: sun clock when time is valid
+        "dark_below": (INT, 3000, 0, 65535),   # ambient read_u16: night below ...
+        "light_above": (INT, 6000, 0, 65535),  # ... day above, unchanged in between
+        "dn_dwell_s": (INT, 60, 0, 3600),
+        "lat": (INT, 5100, -9000, 9000),    # 1/100 degree, for the sun clock; set per site
+        "lon": (INT, 1000, -18000, 18000),
+        "dusk_off": (INT, 0, -120, 120),    # minutes added to sunset / sunrise
+        "dawn_off": (INT, 0, -120, 120),
+        "tz_min": (INT, 60, -720, 840),     # local standard time offset (curfew windows)
+        "eu_dst": (BOOL, True, None, None),
+        # outputs
+        "pwm_hz": (INT, 1000, 100, 40000),
+        "lamp_ma": (INT, 0, 0, 10000),      # driver current at 100 %; 0: no lamp fault check
+        "cs_ma_v": (INT, 1000, 1, 20000),   # current-sense scale, mA per volt at "lamp_cs"
+    }
+
+    def __init__(self, rt):
+        self.rt = rt
+        self.pwm = None
+        self.motion = None
+        self.ambient = None
+        self.cs = None
+        self.ctl = None
+        self.errors = 0
+        self.raw_ambient = 0
+        self.lamp_ma = 0
+        self._duty = -1
+        self._night = None
+        self._minute = None
+        self._slow_due = 0
+        self._mot_sent = 0
+        self._mot_pending = 0
+        self._mot_last = 0
+        self._cfg(rt.cfg)
+
+    # -- configuration ------------------------------------------------------------------
+    def _cfg(self, c):
+        if c["light_above"] <= c["dark_below"]:
+            raise ConfigError("light_above", "must be above dark_below")
+        if c["full"] < c["base"]:
+            raise ConfigError("full", "must not be below base")
+        self.cfg = c
+        self.curfew = parse_curfew(c["curfew"])
+        self.dn = DayNight(c["dark_below"], c["light_above"], c["dn_dwell_s"] * 1000)
+        self.sun = SunClock(c["lat"] / 100, c["lon"] / 100, c["dusk_off"], c["dawn_off"])
+        self.monitor = lamp.LampMonitor(c["lamp_ma"])
+
+    def _config_profile(self):
+        c = self.cfg
+        return Profile(c["base"], c["full"], c["hold"], c["fade_up"], c["fade_down"], c["max"], self.curfew)
+
+    @staticmethod
+    def _profile_changed(a, b):
+        for k in PROFILE_KEYS:
+            if a[k] != b[k]:
+                return True
+        return a["curfew"] != b["curfew"]
+
+    def on_config(self, values):
+        """A config command (already range-checked): cross-checks, then applied at once."""
+        old = self.cfg
+        try:
+            self._cfg(values)
+        except Exception:
+            self._cfg(old)
+            raise
+        self.ctl.safe_level = values["safe"]
+        if self._profile_changed(old, values):
+            self.ctl.profile = self._config_profile()
+            self.rt.store.delete(PROFILE_KEY)  # the operator's config is the profile again
+        if self.motion is not None:
+            self.motion.debounce_ms = values["debounce_ms"]
+        if self.pwm is not None:
+            self.pwm.freq(values["pwm_hz"])
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def start(self, safe):
+        rt = self.rt
+        c = self.cfg
+        now = rt.ticks_ms()
+        self.ctl = control.Controller(self._config_profile(), c["safe"], now)
+        self.ctl.safe = safe
+        # the lamp first, lit: nothing below may leave it dark at night
+        self.pwm = rt.hal.pwm("lamp", c["pwm_hz"], curve.duty(c["safe"] * 100))
+        self._duty = -1
+        try:
+            self.ambient = rt.hal.adc("ambient")
+        except Exception as e:
+            rt.log("light: no ambient sensor (%r): night assumed without valid time" % (e,), keep=True)
+        if rt.hal.has("lamp_cs"):
+            self.cs = rt.hal.adc("lamp_cs")
+        if not safe:
+            stored = rt.store.get(PROFILE_KEY)
+            if type(stored) is dict:
+                try:
+                    self.ctl.profile = Profile.from_msg(stored)
+                except CommandError as e:
+                    rt.log("light: stored profile refused (%s): config profile" % (e.field,), keep=True)
+            self.motion = Motion(rt.hal.pin_in("motion", "down"), rt.ticks_ms, c["debounce_ms"])
+        self.ctl.fader = curve.Fader(c["safe"] * 100)  # the first step fades from the lit boot level
+        self._slow(now)
+        self._output(now)
+
+    def step(self, now):
+        try:
+            return self._step(now)
+        except Exception:
+            self.errors += 1
+            self._fail_safe(now)
+            raise
+
+    def _step(self, now):
+        ctl = self.ctl
+        detected = False
+        m = self.motion
+        if m is not None and m.poll(now):
+            detected = True
+            self._motion_seen(now)
+        if ticks_diff(now, self._slow_due) >= 0:
+            self._slow(now)
+        if self._mot_pending and ticks_diff(now, self._mot_last) >= self.cfg["motion_gap"] * 1000:
+            self._motion_event(now)
+        ctl.update(now, self._night, detected or (m is not None and m.present), self._autonomous(now),
+                   self._minute)
+        self._output(now)
+        if ctl.fader.busy():
+            return FADE_STEP_MS
+        w = IDLE_STEP_MS
+        if m is not None:
+            d = m.wait_ms(now)
+            if 0 <= d < w:
+                w = d
+        return w
+
+    def _output(self, now):
+        d = curve.duty(self.ctl.level(now))
+        if d != self._duty:
+            self.pwm.duty_u16(d)
+            self._duty = d
+
+    def _fail_safe(self, now):
+        """After an exception: at once the safe level, unless it is surely day and a later
+        step will come (in safe mode the runtime drops a failing app: then stay lit). Must not raise."""
+        try:
+            c = self.cfg
+            lvl = max(c["safe"], c["base"])
+            if self._night is False and not self.ctl.safe:
+                lvl = 0
+            self.ctl.fader.go(lvl * 100, 0, now)
+        except Exception:
+            lvl = 100
+        try:
+            self._duty = -1
+            self.pwm.duty_u16(curve.duty(lvl * 100))
+        except Exception:
+            pass
+
+    # -- once a second: ambient, clock, current sense -------------------------------------
+    def _slow(self, now):
+        self._slow_due = ticks_add(now, SLOW_MS)
+        rt = self.rt
+        c = self.cfg
+        night = None
+        if self.ambient is not None:
+            try:
+                self.raw_ambient = self.ambient.read_u16()
+                night = self.dn.feed(self.raw_ambient, now)
+            except Exception as e:
+                rt.log("light: ambient read failed: %r" % (e,))
+        unix = rt.now()
+        if unix is not None:
+            self._minute = local_minute(unix, c["tz_min"], c["eu_dst"])
+            if c["daynight"] != "sensor":
+                night = self.sun.night(unix)
+        else:
+            self._minute = None
+            if c["daynight"] == "clock":
+                night = None  # no valid time: unknown counts as night
+        self._night = night
+        if self.cs is not None:
+            self.lamp_ma = (self.cs.read_uv() // 1000) * c["cs_ma_v"] // 1000
+            k = self.monitor.feed(self._duty, self.lamp_ma, now)
+            if k != lamp.OK:
+                rt.log("light: lamp fault %s at %d mA (duty %d)" % (lamp.KIND_NAMES[k], self.lamp_ma, self._duty),
+                       keep=True)
+                rt.event({"type": "fault", "code": FAULT_LAMP, "value": self.lamp_ma}, durable=True)
+
+    def _autonomous(self, now):
+        seen = self.rt.gateway_seen_ms
+        if seen is None:
+            seen = self.rt.started_ms
+        return ticks_diff(now, seen) >= self.cfg["autonomy_s"] * 1000
+
+    # -- motion events: the first at once (the gateway lights the neighbours), then at most one per gap
+    def _motion_seen(self, now):
+        self._mot_pending += 1
+        if ticks_diff(now, self._mot_last) >= self.cfg["motion_gap"] * 1000 or self._mot_sent == 0:
+            self._motion_event(now)
+
+    def _motion_event(self, now):
+        n = self._mot_pending
+        self._mot_pending = 0
+        self._mot_last = now
+        self._mot_sent += 1
+        self.rt.event({"type": "motion", "count": n if n < 255 else 255})
+
+    # -- gateway commands -----------------------------------------------------------------
+    def on_command(self, msg):
+        t = msg.get("type")
+        now = self.rt.ticks_ms()
+        ctl = self.ctl
+        if t == "light_profile":
+            p = Profile.from_msg(msg)
+            ctl.profile = p
+            self.rt.store.put(PROFILE_KEY, p.to_msg())
+        elif t == "light_set":
+            level = self._level(msg)
+            hold = msg.get("hold")
+            if type(hold) is not int or not 0 <= hold <= 86400:
+                raise CommandError(E_BAD_VALUE, "hold", "hold must be 0..86400 s")
+            ctl.set_manual(level, hold, now)
+        elif t == "prelight":
+            level = self._level(msg)
+            hold = msg.get("hold")
+            if type(hold) is not int or not 1 <= hold <= 3600:
+                raise CommandError(E_BAD_VALUE, "hold", "hold must be 1..3600 s")
+            ctl.prelight(level, hold, now)
+        else:
+            raise CommandError(E_NOT_SUPPORTED, "type", "a light pole does not do %s" % (t,))
+        ctl.update(now, self._night, self.motion is not None and self.motion.present, self._autonomous(now),
+                   self._minute)
+        self._output(now)
+
+    def _level(self, msg):
+        v = msg.get("level")
+        if type(v) is not int or not 0 <= v <= 100:
+            raise CommandError(E_BAD_VALUE, "level", "level must be 0..100 %")
+        if v > self.ctl.profile.max:
+            raise CommandError(E_BAD_VALUE, "level", "level above the profile max %d" % self.ctl.profile.max)
+        return v
+
+    # -- reporting ------------------------------------------------------------------------
+    def telemetry(self):
+        return {"type": "light", "level": (self.ctl.level(self.rt.ticks_ms()) + 50) // 100,
+                "state": self.ctl.state, "ambient": self.raw_ambient, "lamp_ma": min(self.lamp_ma, 0xFFFF)}
+
+    def selftest(self):
+        out = [("lamp", self.pwm is not None, "pwm duty %d" % self._duty)]
+        out.append(("ambient", self.ambient is not None, "raw %d" % self.raw_ambient))
+        out.append(("motion", self.motion is not None or self.ctl.safe,
+                    "present" if self.motion is not None and self.motion.present else "idle"))
+        if self.cs is not None:
+            out.append(("lamp_cs", not self.monitor.faulty, "%d mA" % self.lamp_ma))
+        return out
