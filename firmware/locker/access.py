@@ -37,11 +37,15 @@ class Access:
         self.used = used
         self.lockout = lockout
 
-    def decide(self, raw, comp, now_s, now_ms):
-        """Return (result, token id or 0, lockout ms started by this failure or 0)."""
+    def decide(self, raw, comp, now_s, now_ms, ready=True):
+        """Return (result, token id or 0, lockout ms started by this failure or 0).
+
+        ready=False (the lock cannot pulse now): a valid token is answered BUSY and
+        stays unused, so the user can simply present it again.
+        """
         if self.lockout.locked(now_ms):
             return LOCKED_OUT, 0, 0
-        res, tid = self._check(raw, comp, now_s)
+        res, tid = self._check(raw, comp, now_s, ready)
         if res == OK_TOKEN:
             self.lockout.success()
             return res, tid, 0
@@ -49,7 +53,7 @@ class Access:
             return res, tid, 0
         return res, tid, self.lockout.fail(now_ms)
 
-    def _check(self, raw, comp, now_s):
+    def _check(self, raw, comp, now_s, ready):
         if raw is None:
             return MALFORMED, 0
         if self.mac is None or now_s is None:
@@ -65,6 +69,8 @@ class Access:
             return WRONG_COMPARTMENT, tid
         if tid in self.used:
             return REPLAYED, tid
+        if not ready:
+            return BUSY, tid
         if not self.used.add(tid, exp, now_s):
             return BUSY, tid
         return OK_TOKEN, tid

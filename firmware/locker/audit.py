@@ -7,8 +7,10 @@ records of REC bytes): when it wraps onto a record still pending, that record
 is counted in `lost` (and that count is itself reported), newest wins.
 
 Record (little endian): seq u32, t u32 (unix s, 0 = no valid time), kind u8,
-comp u8, a u8, flags u8, v i32, crc16 over the first 16 bytes. Each record is
-rewritten whole, so a torn write shows as a CRC error and is skipped.
+comp u8, a u8, flags u8, v i32, eid u64 (the protocol event id once first sent,
+NO_EID before: a resend after a reboot keeps it, so the gateway de-duplicates),
+crc16 over the first 24 bytes. Each record is rewritten whole, so a torn write
+shows as a CRC error and is skipped.
 """
 
 import struct
@@ -16,9 +18,11 @@ import struct
 from locker import flash
 from protocol.crc16 import crc16
 
-_FMT = "<IIBBBBi"
-REC = 18
+_FMT = "<IIBBBBiQ"
+_BODY = 24
+REC = 26
 EMPTY = 0xFFFFFFFF
+NO_EID = 0xFFFFFFFFFFFFFFFF
 
 ACCESS = 1
 DOOR = 2
@@ -30,9 +34,9 @@ F_ACKED = 1
 
 
 class Record:
-    __slots__ = ("seq", "t", "kind", "comp", "a", "flags", "v")
+    __slots__ = ("seq", "t", "kind", "comp", "a", "flags", "v", "eid")
 
-    def __init__(self, seq, t, kind, comp, a, flags, v):
+    def __init__(self, seq, t, kind, comp, a, flags, v, eid=NO_EID):
         self.seq = seq
         self.t = t
         self.kind = kind
@@ -40,21 +44,27 @@ class Record:
         self.a = a
         self.flags = flags
         self.v = v
+        self.eid = eid
 
     def __repr__(self):
         return "Record(%d %s comp=%d a=%d v=%d flags=%d t=%d)" % (
             self.seq, KINDS.get(self.kind, "?"), self.comp, self.a, self.v, self.flags, self.t)
 
     def msg(self):
-        """The protocol event for this record (eid and t are the runtime's)."""
+        """The protocol event for this record, with its original time and, once assigned, its eid."""
         k = self.kind
         if k == ACCESS:
-            return {"type": "access", "comp": self.comp, "result": self.a, "token": self.v & 0xFFFFFFFF}
-        if k == DOOR:
-            return {"type": "door", "comp": self.comp, "open": bool(self.a & 1), "authorized": bool(self.a & 2)}
-        if k == ALARM:
-            return {"type": "alarm", "code": self.a, "comp": self.comp, "value": self.v}
-        return {"type": "fault", "code": self.a, "value": self.v}
+            m = {"type": "access", "comp": self.comp, "result": self.a, "token": self.v & 0xFFFFFFFF}
+        elif k == DOOR:
+            m = {"type": "door", "comp": self.comp, "open": bool(self.a & 1), "authorized": bool(self.a & 2)}
+        elif k == ALARM:
+            m = {"type": "alarm", "code": self.a, "comp": self.comp, "value": self.v}
+        else:
+            m = {"type": "fault", "code": self.a, "value": self.v}
+        m["t"] = self.t
+        if self.eid != NO_EID:
+            m["eid"] = self.eid
+        return m
 
 
 class AuditLog:
@@ -97,18 +107,18 @@ class AuditLog:
         seq = struct.unpack_from("<I", b, 0)[0]
         if seq == EMPTY:
             return None
-        if crc16(memoryview(b)[:16]) != (b[16] << 8) | b[17]:
+        if crc16(memoryview(b)[:_BODY]) != (b[_BODY] << 8) | b[_BODY + 1]:
             self.bad += 1
             return None
         v = struct.unpack_from(_FMT, b, 0)
-        return Record(v[0], v[1], v[2], v[3], v[4], v[5], v[6])
+        return Record(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7])
 
     def _write(self, r):
         b = self._buf
-        struct.pack_into(_FMT, b, 0, r.seq, r.t, r.kind, r.comp, r.a, r.flags, r.v)
-        c = crc16(memoryview(b)[:16])
-        b[16] = c >> 8
-        b[17] = c & 0xFF
+        struct.pack_into(_FMT, b, 0, r.seq, r.t, r.kind, r.comp, r.a, r.flags, r.v, r.eid)
+        c = crc16(memoryview(b)[:_BODY])
+        b[_BODY] = c >> 8
+        b[_BODY + 1] = c & 0xFF
         with open(self.path, "r+b") as f:
             f.seek((r.seq % self.n) * REC)
             f.write(b)
@@ -145,6 +155,13 @@ class AuditLog:
             r.flags |= F_ACKED
             self._write(r)
         return True
+
+    def set_eid(self, seq, eid):
+        """Remember the event id the link gave a pending record (so resends keep it)."""
+        r = self.read(seq)
+        if r is not None and r.eid != eid:
+            r.eid = eid
+            self._write(r)
 
     def pending(self):
         """Seqs of records not yet acked by the gateway, oldest first."""

@@ -285,13 +285,15 @@ def test_audit_append_ack_and_reboot():
     log.append(NOW, audit.DOOR, 2, 3)
     log.append(0, audit.ALARM, 1, 2, -5)
     assert log.pending() == [0, 1, 2]
-    assert r0.msg() == {"type": "access", "comp": 2, "result": 0, "token": 42}
+    assert r0.msg() == {"type": "access", "comp": 2, "result": 0, "token": 42, "t": NOW}
     assert log.ack(1) and not log.ack(1)
     log2 = audit.AuditLog(path, 8)  # reboot
     assert log2.pending() == [0, 2] and log2.next_seq == 3
     assert log2.read(1).flags & audit.F_ACKED
-    assert log2.read(2).msg() == {"type": "alarm", "code": 2, "comp": 1, "value": -5}
-    assert log2.read(1).msg() == {"type": "door", "comp": 2, "open": True, "authorized": True}
+    assert log2.read(2).msg() == {"type": "alarm", "code": 2, "comp": 1, "value": -5, "t": 0}
+    log2.set_eid(2, 1 << 39)
+    assert audit.AuditLog(path, 8).read(2).msg()["eid"] == 1 << 39
+    assert log2.read(1).msg() == {"type": "door", "comp": 2, "open": True, "authorized": True, "t": NOW}
 
 
 def test_audit_ring_bounded_counts_lost():

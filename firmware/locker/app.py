@@ -1,0 +1,288 @@
+"""The locker role: compartments, token reader, gateway unlocks, audit delivery.
+
+Flash layout under /state/locker/: audit.bin (ring of events, the locker's
+outbox), used.bin (single-use token ids until expiry), reqs.bin (recent
+gateway unlock request ids). The booking key is /booking.key (32 bytes, never
+printed). Pins by logical name: lock<N> (solenoid driver), door<N> (switch,
+pulled up; open = high unless door_inv), occ<N> (occupancy, when occupancy is
+on), reader (UART of the token reader, optional).
+
+Safe mode: no unlock at all (gateway or token); doors are still watched,
+alarms raised and everything audited.
+"""
+
+from common.config import BOOL, INT
+from common.errors import CommandError
+from protocol import messages
+from protocol.cose import Mac
+
+from locker import access, audit, reader
+from locker.actuator import MAX_ON_MS, MIN_ON_MS, LockActuator
+from locker.compartment import Compartment
+from locker.debounce import Debounced
+from locker.lockout import Lockout
+from locker.recent import RecentReqs
+from locker.usedids import UsedIds
+
+FW = 10000
+KEY_PATH = "/booking.key"
+STATE = "/state/locker"
+INFLIGHT = 4
+"""Audit records handed to the link at once: the runtime's own event queue is small."""
+ALARM_LOCKOUT = 8
+FAULT_FLASH = 6
+FAULT_CONFIG = 8
+
+SCHEMA = {
+    "comps": (INT, 4, 1, 32),              # compartments on this locker
+    "pulse_ms": (INT, 600, MIN_ON_MS, MAX_ON_MS),  # lock solenoid on-time (hard cap in actuator.py)
+    "window_s": (INT, 10, 2, 120),         # after an unlock, the door may open for this long
+    "open_max_s": (INT, 300, 10, 86400),   # door open longer raises door_open_too_long
+    "debounce_ms": (INT, 50, 5, 2000),     # door/occupancy contact debounce
+    "max_fail": (INT, 5, 1, 50),           # refused presentations that lock the reader out
+    "fail_win_s": (INT, 60, 5, 3600),      # ... when they fall within this window
+    "lockout_s": (INT, 120, 5, 3600),      # first lockout length (doubles up to 8x while attacked)
+    "used_cap": (INT, 128, 8, 1024),       # token ids remembered (8 bytes each on flash)
+    "occupancy": (BOOL, False, None, None),  # an occupancy sensor per compartment
+    "door_inv": (BOOL, False, None, None),   # door switch reads low when open
+}
+_REBUILD = ("comps", "occupancy", "door_inv", "debounce_ms", "used_cap")
+
+
+def _bits(comps, attr):
+    b = 0
+    for c in comps:
+        if attr(c):
+            b |= 1 << (c.n - 1)
+    return b
+
+
+class App:
+    ROLE = "locker"
+    CAPS = 0
+    FW = FW
+    SCHEMA = SCHEMA
+
+    def __init__(self, rt):
+        self.rt = rt
+        self.safe = False
+        self.comps = []
+        self.audit = None
+        self.used = None
+        self.reqs = None
+        self.access = None
+        self.lockout = None
+        self._reader = None
+        self._parser = reader.ReaderParser()
+        self._inflight = []  # [audit seq, msg dict handed to rt.event, eid saved]
+        self._lost_seen = 0
+        self._timer = None
+
+    # -- life cycle --
+
+    def start(self, safe):
+        self.safe = safe
+        now = self.rt.ticks_ms()
+        self.audit = audit.AuditLog(STATE + "/audit.bin")
+        self.reqs = RecentReqs(STATE + "/reqs.bin")
+        self._build(self.rt.cfg, now)
+        if self.rt.hal.has("reader"):
+            self._reader = self.rt.hal.uart("reader", 9600)
+        for c in self.comps:
+            c.boot_open(now)
+
+    def _build(self, cfg, now):
+        for c in self.comps:
+            c.lock.off()
+        hal = self.rt.hal
+        self.used = UsedIds(STATE + "/used.bin", cfg["used_cap"])
+        if self.used.corrupt:
+            self._emit(audit.FAULT, 0, FAULT_FLASH, 1)
+        self.lockout = Lockout(cfg["max_fail"], cfg["fail_win_s"] * 1000, cfg["lockout_s"] * 1000)
+        self.access = access.Access(self._mac(), self.rt.id, cfg["comps"], self.used, self.lockout)
+        comps = []
+        db = cfg["debounce_ms"]
+        for n in range(1, cfg["comps"] + 1):
+            lock = LockActuator(hal.pin_out("lock%d" % n, 0), self._arm)
+            door = Debounced(hal.pin_in("door%d" % n, "up"), db, cfg["door_inv"], now)
+            occ = None
+            if cfg["occupancy"]:
+                occ = Debounced(hal.pin_in("occ%d" % n, None), db, False, now)
+            comps.append(Compartment(n, lock, door, occ, self._emit, cfg["window_s"] * 1000,
+                                     cfg["open_max_s"] * 1000))
+        self.comps = comps
+
+    def _mac(self):
+        try:
+            with open(KEY_PATH, "rb") as f:
+                key = f.read()
+            return Mac(key)
+        except (OSError, ValueError):
+            self.rt.log("locker: no valid booking key at %s: tokens refused" % KEY_PATH)
+            return None
+
+    def _arm(self, ms, off):
+        """Hardware one-shot that de-energises the coil even if the main loop hangs."""
+        t = self._timer
+        if t is None:
+            try:
+                from machine import Timer
+
+                t = self._timer = Timer(0)
+            except (ImportError, ValueError, OSError):
+                return
+        t.init(mode=0, period=ms, callback=off)
+
+    # -- the loop --
+
+    def step(self, now_ms):
+        if self._reader is not None:
+            n = self._reader.any()
+            if n:
+                for comp, raw in self._parser.feed(self._reader.read(n) or b""):
+                    self.present(comp, raw, now_ms)
+        self.lockout.service(now_ms)
+        wait = 20
+        for c in self.comps:
+            w = c.step(now_ms)
+            if w < wait:
+                wait = w
+        self._pump()
+        return wait
+
+    # -- access --
+
+    def _coil_free(self, now_ms, comp):
+        """One solenoid at a time (the supply is sized for one), and that one rested."""
+        for c in self.comps:
+            if c.lock.energised:
+                return False
+        return self.comps[comp - 1].lock.ready(now_ms)
+
+    def present(self, comp, raw, now_ms):
+        """A token presented at the reader for compartment `comp`; returns the ACCESS result."""
+        if self.safe:
+            res, tid, lock_ms = access.BUSY, 0, 0
+        else:
+            ready = 1 <= comp <= len(self.comps) and self._coil_free(now_ms, comp)
+            res, tid, lock_ms = self.access.decide(raw, comp, self.rt.now(), now_ms, ready)
+        if res == access.OK_TOKEN:
+            self.comps[comp - 1].unlock(self.rt.cfg["pulse_ms"], now_ms)
+        self._emit(audit.ACCESS, comp if 0 <= comp <= 32 else 0, res, tid)
+        if lock_ms:
+            self._emit(audit.ALARM, 0, ALARM_LOCKOUT, lock_ms // 1000)
+        return res
+
+    def on_command(self, msg):
+        if msg["type"] != "unlock":
+            raise CommandError(messages.E_NOT_SUPPORTED, "type")
+        comp = msg["comp"]
+        req = msg["req"]
+        if comp > len(self.comps):
+            raise CommandError(messages.E_BAD_VALUE, "comp")
+        if req in self.reqs:
+            return None  # a retransmission of an unlock already done: ack, never open twice
+        if self.safe:
+            raise CommandError(messages.E_DENIED, "comp", "safe mode: stays locked")
+        now = self.rt.ticks_ms()
+        if not self._coil_free(now, comp):
+            raise CommandError(messages.E_BUSY, "comp")
+        self.reqs.add(req)
+        self.comps[comp - 1].unlock(self.rt.cfg["pulse_ms"], now)
+        self._emit(audit.ACCESS, comp, access.OK_COMMAND, req)
+        return None
+
+    # -- audit and delivery --
+
+    def _emit(self, kind, comp, a, v):
+        try:
+            self.audit.append(self.rt.now(), kind, comp, a, v)
+        except OSError as e:
+            self.rt.log("locker: audit write failed: %r" % (e,))
+            self.rt.event({"type": "fault", "code": FAULT_FLASH, "value": kind})
+
+    def _pump(self):
+        """Hand pending audit records to the link, a few at a time; retire those the gateway acked."""
+        fl = self._inflight
+        i = 0
+        while i < len(fl):
+            seq, msg, saved = fl[i]
+            if not saved and msg.get("eid") is not None:
+                self.audit.set_eid(seq, msg["eid"])
+                fl[i][2] = True
+            if self._acked(msg):
+                self.audit.ack(seq)
+                fl.pop(i)
+            else:
+                i += 1
+        if len(fl) >= INFLIGHT:
+            return
+        busy = [x[0] for x in fl]
+        for seq in self.audit.pending():
+            if len(fl) >= INFLIGHT:
+                break
+            if seq in busy:
+                continue
+            r = self.audit.read(seq)
+            if r is None:
+                self.audit.ack(seq)
+                continue
+            msg = r.msg()
+            self.rt.event(msg)
+            fl.append([seq, msg, "eid" in msg])
+
+    def _acked(self, msg):
+        """True once the link no longer holds msg: the gateway acked (or nacked) it."""
+        hook = getattr(self.rt, "event_acked", None)
+        if hook is not None:
+            return hook(msg)
+        for e in self.rt.session.events:
+            if e[0] is msg:
+                return False
+        return True
+
+    # -- config, telemetry, selftest --
+
+    def on_config(self, values):
+        now = self.rt.ticks_ms()
+        rebuild = False
+        for k in _REBUILD:
+            if values.get(k) != self.rt.cfg.get(k):
+                rebuild = True
+        if rebuild:
+            self._build(values, now)
+        else:
+            self.lockout.max_fail = values["max_fail"]
+            self.lockout.window_ms = values["fail_win_s"] * 1000
+            self.lockout.lock_ms = values["lockout_s"] * 1000
+            for c in self.comps:
+                c.window_ms = values["window_s"] * 1000
+                c.limit_ms = values["open_max_s"] * 1000
+
+    def telemetry(self):
+        cs = self.comps
+        return {"type": "locker", "open": _bits(cs, _is_open), "locked": _bits(cs, _is_locked),
+                "occupied": _bits(cs, _is_occ), "pending": min(len(self.audit.pending()), 0xFFFF)}
+
+    def selftest(self):
+        out = [("booking_key", self.access.mac is not None, KEY_PATH),
+               ("used_ids", not self.used.corrupt, "%d/%d" % (len(self.used), self.used.cap)),
+               ("audit", self.audit.lost == 0 and self.audit.bad == 0,
+                "pending %d lost %d bad %d" % (len(self.audit.pending()), self.audit.lost, self.audit.bad)),
+               ("reader", self._reader is not None, "uart" if self._reader is not None else "none")]
+        for c in self.comps:
+            out.append(("lock%d" % c.n, not c.lock.energised, "pulses %d" % c.lock.pulses))
+            out.append(("door%d" % c.n, True, "open" if c.is_open else "closed"))
+        return out
+
+
+def _is_open(c):
+    return c.is_open
+
+
+def _is_locked(c):
+    return c.locked()
+
+
+def _is_occ(c):
+    return c.occupied
