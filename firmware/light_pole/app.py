@@ -281,6 +281,7 @@ class App:
         if t == "light_profile":
             p = Profile.from_msg(msg)
             ctl.profile = p
+            ctl.clear_manual()
             self.rt.store.put(PROFILE_KEY, p.to_msg())
         elif t == "light_set":
             level = self._level(msg)

@@ -11,17 +11,17 @@ nobody can reach errs on the side of light.
 from light_pole.curve import Fader
 from light_pole.tick import ticks_add, ticks_diff
 
-# telemetry "state" values (protocol light.state, 0..7)
-OFF = 0        # day: lamp off
-BASE = 1       # night, nobody around
-FULL = 2       # presence or its hold time
-FADE = 3       # fading down after the hold
-PRELIGHT = 4   # lit ahead of a walker by the gateway
-MANUAL = 5     # light_set override
-AUTONOMOUS = 6 # night, gateway silent: own motion logic above the safe level
-SAFE = 7       # safe mode or app fault: safe level at night, nothing else
+# telemetry "state" values (protocol.messages.LIGHT_STATES)
+OFF = 0         # day: lamp off
+BASE = 1        # night, nobody around
+FULL = 2        # presence or its hold time; also a light_set above base (the protocol has no "manual")
+FADE = 3        # fading down after the hold
+PRELIGHT = 4    # lit ahead of a walker by the gateway
+AUTONOMOUS = 5  # night, gateway silent: own motion logic above the safe level
+SAFE = 6        # safe mode: safe level at night, nothing else
+CURFEW = 7      # a curfew window holds the level below what it would be
 
-STATE_NAMES = ("off", "base", "full", "fade", "prelight", "manual", "autonomous", "safe")
+STATE_NAMES = ("day", "base", "full", "fading", "prelight", "autonomous", "safe", "curfew")
 
 
 class Controller:
@@ -44,7 +44,8 @@ class Controller:
 
     # -- inputs from commands -------------------------------------------------------
     def set_manual(self, level, hold_s, now):
-        """light_set: hold_s > 0 bounds it in time; 0 keeps it until the next dusk or dawn."""
+        """light_set: for hold_s seconds, or with 0 until changed (another light_set, a
+        light_profile, autonomy or a reboot: it is not persisted)."""
         self._man_level = level
         self._man = True
         self._man_timed = hold_s > 0
@@ -57,9 +58,8 @@ class Controller:
         self._pre = hold_s > 0
         self._pre_until = ticks_add(now, hold_s * 1000)
 
-    def clear_overrides(self):
+    def clear_manual(self):
         self._man = False
-        self._pre = False
 
     # -- the step -------------------------------------------------------------------
     def update(self, now, night, present, autonomous=False, minute=None):
@@ -70,8 +70,6 @@ class Controller:
         p = self.profile
         if night is None:
             night = True
-        if self._night is not None and night != self._night and not self._man_timed:
-            self._man = False  # an untimed light_set lasts until the next dusk/dawn
         self._night = night
         if self._man and self._man_timed and ticks_diff(self._man_until, now) <= 0:
             self._man = False
@@ -103,10 +101,13 @@ class Controller:
             else:
                 lvl, state = 0, OFF
             if self._man:
-                lvl, state = self._man_level, MANUAL
+                lvl = self._man_level
+                state = FULL if lvl > p.base else (BASE if lvl else OFF)
+            if lvl > p.max:
+                lvl = p.max
             cap = p.cap(minute)
             if lvl > cap:
-                lvl = cap
+                lvl, state = cap, CURFEW
         target = lvl * 100
         f = self.fader
         if target != f.target:

@@ -244,7 +244,7 @@ def test_commands_validate_and_name_the_field():
         raise AssertionError("level above max accepted")
     app.on_command({"type": "light_set", "level": 55, "hold": 2})
     _run(rt, app, 100)
-    assert _pct(rt) == 55 and app.ctl.state == control.MANUAL
+    assert _pct(rt) == 55 and app.ctl.state == control.FULL
     _run(rt, app, 2500)
     assert _pct(rt) == 10
     app.on_command({"type": "prelight", "level": 40, "hold": 3, "hops": 2})

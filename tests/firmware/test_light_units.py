@@ -303,19 +303,24 @@ def test_prelight_and_manual_are_bounded_in_time():
     assert c.update(5199, True, False) == 60
     assert c.update(5200, True, False) == 20
     c.set_manual(75, 3, 6000)
-    assert c.update(6000, True, True) == 75 and c.state == control.MANUAL
+    assert c.update(6000, True, True) == 75 and c.state == control.FULL
     assert c.update(9000, True, False) == 100  # manual expired; presence hold still running
-    c.set_manual(0, 0, 10000)  # until the next dusk/dawn
-    assert c.update(10000, True, False) == 0
-    assert c.update(500000, True, False) == 0
-    c.update(500001, False, False)
-    assert c.update(500002, True, False) == 20  # dawn ended it; next night is normal
+    c.set_manual(10, 0, 10000)  # until changed
+    assert c.update(10000, True, False) == 10 and c.state == control.FADE
+    assert c.update(20000, True, False) == 10 and c.state == control.BASE
+    assert c.update(500000, False, False) == 10  # day or night: the operator said so
+    c.set_manual(0, 0, 500001)
+    assert c.update(500001, True, False) == 0 and c.state == control.FADE
+    assert c.update(510000, True, False) == 0 and c.state == control.OFF
+    c.clear_manual()  # a light_profile command
+    assert c.update(510001, True, False) == 20
 
 
 def test_curfew_and_max_cap_everything_but_autonomy_keeps_safe_floor():
     c = _ctl(max=90, curfew=((1380, 300, 0),))
     assert c.update(0, True, True, minute=22 * 60) == 90
     assert c.update(1, True, True, minute=23 * 60) == 0  # insect curfew: off even with presence
+    assert c.state == control.CURFEW
     c.set_manual(100, 60, 2)
     assert c.update(2, True, False, minute=23 * 60) == 0
     assert c.update(3, True, True, autonomous=True, minute=23 * 60) == 30  # gateway gone: safe floor
