@@ -1,0 +1,380 @@
+"""The runtime: boots a role App, links it to the gateway and supervises it.
+
+Boot: config -> boot counter (safe mode after too many fast reboots) -> key ->
+watchdog -> App(rt).start(safe) -> hello. Then one cooperative loop: poll the
+link, step the app when it asked to be stepped, send heartbeats, feed the
+watchdog only when the app step returned normally. See docs/firmware.md.
+"""
+
+import gc
+import sys
+
+try:
+    import asyncio
+except ImportError:
+    import uasyncio as asyncio
+
+from protocol import messages
+
+from common import VERSION, clock, config, hal
+from common.bootcount import BootCount
+from common.config import ConfigError
+from common.errors import CommandError, ProvisionError
+from common.link import open_link
+from common.session import Session
+from common.store import Store
+
+KEY_PATH = "/key.bin"
+MAX_APP_ERRORS = 3
+"""Consecutive failed app steps after which the watchdog is starved (-> reset)."""
+FAULT_SAFE_MODE = 7
+FAULT_CONFIG = 8
+
+
+class Runtime:
+    """What an App sees as `rt` (the contract in docs/firmware.md)."""
+
+    def __init__(self, dev, key, store, app_cls, cause=None, transport=None):
+        self.dev = dev
+        self.id = dev.id
+        self.store = store
+        self.hal = hal.Hal(dev.pins)
+        self._rtc = dev.rt
+        self.cause = hal.reset_cause() if cause is None else cause
+        self.boot = BootCount(store, self.cause, self._rtc["safe_boots"])
+        self.safe = self.boot.safe
+        self.app_cls = app_cls
+        self.fw = getattr(app_cls, "FW", VERSION)
+        self.started_ms = clock.ticks_ms()
+        self.gateway_seen_ms = None
+        self.logs = []
+        self.app = None
+        self.app_errors = 0
+        self.steps = 0
+        self.healthy = True
+        self._faults = []
+        self._sleep_ms = None
+        self._reboot_at = None
+        self._welcome_ms = None
+        self._hb_due = 0
+        self._batt = None
+        config.check_schema(app_cls.SCHEMA, "app")
+        try:
+            self.cfg = config.validate(app_cls.SCHEMA, dev.app, where="app.")
+        except ConfigError as e:
+            self.log("config refused at boot: %s; defaults and safe mode" % e, keep=True)
+            self.cfg = config.defaults(app_cls.SCHEMA)
+            self.safe = True
+            self._faults.append((FAULT_CONFIG, 0))
+        if self.safe and self.boot.fast > self._rtc["safe_boots"]:
+            self.log("safe mode after %d fast boots" % self.boot.fast, keep=True)
+            self._faults.append((FAULT_SAFE_MODE, self.boot.fast))
+        role = messages.ROLE_IDS.get(app_cls.ROLE)
+        if role is None or app_cls.ROLE != dev.role:
+            raise ProvisionError("config role %r does not match the firmware's %r" % (dev.role, app_cls.ROLE))
+        hello = {"type": "hello", "role": role, "fw": self.fw, "caps": app_cls.CAPS}
+        self.session = Session(dev.kid, key, transport or open_link(dev.link), store, hello, dev.link,
+                               self._command, self._welcomed)
+        self._hb_state = hal.rtc_memory()
+
+    # ---- the App-facing API ----
+
+    def ticks_ms(self):
+        return clock.ticks_ms()
+
+    def now(self):
+        """Unix seconds, or None while the time is not valid."""
+        return clock.now()
+
+    def send(self, msg):
+        """Send telemetry (not acked); returns its sequence number."""
+        return self.session.send(msg)
+
+    def event(self, msg, durable=False, on_ack=None):
+        """Queue an acked event; the runtime sets eid (first sequence number) and t, and
+        retransmits it with backoff until the gateway answers. durable: kept on flash
+        until then; every pending event is made durable before a deep sleep or reboot.
+        on_ack(msg, nack) runs when the answer arrives (nack None for an ack)."""
+        if msg.get("t") is None:
+            msg["t"] = clock.now() or 0
+        self.session.event(msg, clock.ticks_ms(), durable, on_ack)
+
+    def log(self, text, keep=False):
+        """Console and a RAM ring of 16 lines; keep=True also appends to /state/log.txt."""
+        print(text)
+        self.logs.append(text)
+        if len(self.logs) > 16:
+            self.logs.pop(0)
+        if keep and self._rtc["log_kb"]:
+            _flash_log(self.store.root, text, self._rtc["log_kb"] * 1024)
+
+    @property
+    def link_up(self):
+        """True once a welcome arrived (acked events flow, downlink is accepted)."""
+        return self.session.welcomed
+
+    def battery_mv(self):
+        """Battery voltage (mV) from ADC "batt" and rt.batt_div, or None on mains power."""
+        div = self._rtc["batt_div"]
+        if not div or not self.hal.has("batt"):
+            return None
+        if self._batt is None:
+            self._batt = self.hal.adc("batt")
+        return self._batt.read_uv() * div // 1000000
+
+    def sleep_request(self, ms):
+        """Deep-sleep for ms once pending events are acked (or rt.awake_s is over)."""
+        self._sleep_ms = ms
+
+    def pending_events(self):
+        return len(self.session.events)
+
+    # ---- boot and loop ----
+
+    def start(self):
+        self.wdt = hal.watchdog(self._rtc["wdt_ms"])
+        try:
+            self.app = self.app_cls(self)
+            self.app.start(self.safe)
+        except Exception as e:
+            self._crash("app start", e)
+            if not self.safe:
+                raise
+            self.app = None  # safe mode and still failing: link only
+        try:
+            for name, ok, detail in self.app.selftest() if self.app else ():
+                if not ok:
+                    self.log("selftest %s: %s" % (name, detail))
+        except Exception as e:
+            self._crash("selftest", e)
+        now = clock.ticks_ms()
+        self._app_due = now
+        if self.cause == hal.CAUSE_DEEPSLEEP:
+            left = self._hb_left()
+            self._hb_due = clock.ticks_add(now, left)
+            if self.session.events or left <= 0:
+                self.session.start_hello(now)
+        else:
+            self._hb_due = clock.ticks_add(now, self.session.hb_s * 1000)
+            self.session.start_hello(now)
+        for code, value in self._faults:
+            self.event({"type": "fault", "code": code, "value": value})
+
+    def _hb_left(self):
+        s = self._hb_state
+        if s and len(s) >= 4:
+            return int.from_bytes(s[:4], "big")
+        return 0
+
+    def _welcomed(self, msg, now):
+        if not clock.set_time(msg["time"]):
+            self.log("welcome time %d not valid; keeping RTC" % msg["time"])
+        if self._welcome_ms is None and self.cause != hal.CAUSE_DEEPSLEEP:
+            self._hb_due = now  # first welcome after a reset: report diagnostics at once
+        self._welcome_ms = now
+
+    def step(self, now):
+        """One loop iteration; returns ms to wait before the next."""
+        s = self.session
+        wait = s.poll(now)
+        self.gateway_seen_ms = s.seen_ms
+        if self.app is not None and clock.ticks_diff(now, self._app_due) >= 0:
+            try:
+                w = self.app.step(now)
+                self.app_errors = 0
+                self._app_due = clock.ticks_add(now, w if type(w) is int and w >= 0 else 1000)
+            except Exception as e:
+                self.app_errors += 1
+                self._crash("app step", e)
+                self._app_due = clock.ticks_add(now, 1000)
+                if self.safe:
+                    self.app = None
+        self.steps += 1
+        self.healthy = self.app_errors < MAX_APP_ERRORS
+        if self.app is not None:
+            wait = min(wait, max(clock.ticks_diff(self._app_due, now), 0))
+        if clock.ticks_diff(now, self._hb_due) >= 0:
+            self.heartbeat()
+            self._hb_due = clock.ticks_add(now, s.hb_s * 1000)
+        up = clock.ticks_diff(now, self.started_ms)
+        if self.healthy and not self.boot.stable and up >= self._rtc["stable_s"] * 1000:
+            self.boot.mark_stable()
+        retry = self._rtc["safe_retry_s"]
+        if self.safe and retry and self.healthy and up >= retry * 1000:
+            self.log("safe mode held %d s: rebooting to try normal mode" % retry, keep=True)
+            self._reboot_at = now
+        if self._reboot_at is not None and clock.ticks_diff(now, self._reboot_at) >= 0:
+            self.reboot()
+        if self._sleep_ms is not None and self._may_sleep(now, up):
+            self.deep_sleep(self._sleep_ms)
+        if self.wdt is not None and self.healthy:
+            self.wdt.feed()
+        elif self.wdt is None and not self.healthy:
+            self.log("app failing and no watchdog: reset", keep=True)
+            hal.reset()
+        return min(wait, self.dev.link["poll_ms"])
+
+    def _may_sleep(self, now, up):
+        s = self.session
+        if up >= self._rtc["awake_s"] * 1000:
+            return True
+        if s.events or s.hello_pending:
+            return False
+        if self._welcome_ms is not None and clock.ticks_diff(now, self._welcome_ms) < self._rtc["linger_ms"]:
+            return False
+        return True
+
+    def heartbeat(self):
+        gc.collect()
+        st = self.cause & 7
+        if self.safe:
+            st |= messages.ST_SAFE_MODE
+        if clock.now() is not None:
+            st |= messages.ST_TIME_VALID
+        if self.app is None:
+            st |= messages.ST_LINK_ONLY
+        mv = self.battery_mv()
+        self.send({"type": "heartbeat", "uptime": clock.ticks_diff(clock.ticks_ms(), self.started_ms) // 1000,
+                   "heap": min(hal.mem_free(), 0xFFFFFFFF), "boots": self.boot.boots, "status": st,
+                   "fw": self.fw, "batt": None if mv is None else min(mv // 20, 255),
+                   "dropped": min(self.session.dropped, 0xFFFFFFFF)})
+        if self.app is not None:
+            try:
+                t = self.app.telemetry()
+                if t is not None:
+                    self.send(t)
+            except Exception as e:
+                self._crash("telemetry", e)
+
+    def deep_sleep(self, ms):
+        self.session.persist_events()
+        if not self.safe:
+            self.boot.mark_stable()
+        left = clock.ticks_diff(self._hb_due, clock.ticks_ms()) - ms
+        hal.rtc_memory(max(left, 0).to_bytes(4, "big"))
+        hal.deepsleep(ms)
+
+    def reboot(self):
+        self.session.persist_events()
+        if self.healthy:
+            self.boot.mark_stable()
+        hal.reset()
+
+    def _crash(self, where, e):
+        self.log("%s failed: %r" % (where, e), keep=True)
+        sys.print_exception(e)
+
+    # ---- downlink commands (already authenticated and fresh) ----
+
+    def _command(self, msg):
+        t = msg["type"]
+        if t == "config":
+            return self._config(msg["values"])
+        if t == "time":
+            return None if clock.set_time(msg["time"]) else (messages.E_BAD_VALUE, "time")
+        if t == "reboot":
+            self._reboot_at = clock.ticks_add(clock.ticks_ms(), msg["delay"] * 1000)
+            return None
+        if self.app is None or self.safe:
+            return (messages.E_NOT_READY, "")
+        try:
+            self.app.on_command(msg)
+        except CommandError as e:
+            return (e.code, e.field)
+        except ConfigError as e:
+            return (messages.E_BAD_VALUE, e.field)
+        return None
+
+    def _config(self, values):
+        """Validate all, let the app check and apply, persist; any refusal keeps the old config."""
+        old = self.cfg
+        try:
+            new = config.validate(self.app_cls.SCHEMA, values, base=old)
+        except ConfigError as e:
+            return (messages.E_BAD_VALUE, e.field)
+        try:
+            if self.app is not None:
+                self.app.on_config(new)
+        except ConfigError as e:
+            return (messages.E_BAD_VALUE, e.field)
+        except CommandError as e:
+            return (e.code, e.field)
+        try:
+            config.save_app(config.PATH, self.dev, new)
+        except OSError as e:
+            self.log("config not saved: %r" % e, keep=True)
+            if self.app is not None:
+                self.app.on_config(old)
+            return (messages.E_INTERNAL, "")
+        self.cfg = new
+        return None
+
+    async def run(self):
+        while True:
+            await clock.sleep_ms(self.step(clock.ticks_ms()))
+
+
+def _flash_log(root, text, limit):
+    import os
+    path = root + "/log.txt"
+    try:
+        if os.stat(path)[6] > limit:
+            os.rename(path, root + "/log.old")
+    except OSError:
+        pass
+    try:
+        with open(path, "a") as f:
+            f.write(text)
+            f.write("\n")
+    except OSError:
+        pass
+
+
+def load_app(role):
+    """The role package's App class (/lib/<role>/app.py)."""
+    mod = __import__(role + ".app", None, None, ["App"])
+    return mod.App
+
+
+def boot(config_path=config.PATH, key_path=KEY_PATH):
+    """Build the Runtime from the provisioned files; ProvisionError if the board cannot talk."""
+    dev = config.load(config_path)
+    try:
+        with open(key_path, "rb") as f:
+            key = f.read()
+    except OSError:
+        raise ProvisionError("%s is missing: provision the board's link key" % key_path)
+    if len(key) != 32:
+        raise ProvisionError("%s must hold 32 bytes, not %d" % (key_path, len(key)))
+    rt = Runtime(dev, key, Store(), load_app(dev.role))
+    rt.start()
+    return rt
+
+
+async def _main():
+    try:
+        rt = boot()
+    except ProvisionError as e:
+        print("park-edge: not provisioned:", e)
+        return
+    except Exception as e:  # crash during boot: reset and let the fast-boot counter decide
+        sys.print_exception(e)
+        _flash_log("/state", "boot failed: %r" % e, 4096)
+        hal.reset()
+        return
+    try:
+        await rt.run()
+    except Exception as e:  # a runtime bug: record it and reset rather than sit in the REPL
+        sys.print_exception(e)
+        _flash_log("/state", "runtime failed: %r" % e, 4096)
+        hal.reset()
+
+
+def main():
+    """Entry point for /main.py: asyncio.run where it exists; on the WebAssembly port the
+    JavaScript event loop drives the task."""
+    run = getattr(asyncio, "run", None)
+    if run is not None:
+        run(_main())
+    else:
+        asyncio.create_task(_main())
