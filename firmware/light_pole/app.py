@@ -22,6 +22,7 @@ from light_pole.tick import ticks_add, ticks_diff
 
 E_BAD_VALUE = 3
 E_NOT_SUPPORTED = 4
+FAULT_SENSOR_STUCK = 2
 FAULT_LAMP = 4
 SLOW_MS = 1000
 FADE_STEP_MS = 20
@@ -50,7 +51,7 @@ def parse_curfew(s):
 
 class App:
     ROLE = "light_pole"
-    CAPS = 0
+    CAPS = 16 | 64  # pir, light_sensor (protocol.messages.CAPS); the current sense is optional
     FW = 10000  # 1.0.0
     SCHEMA = {
         # the default profile (a light_profile command overrides it until the next config change)
@@ -67,6 +68,7 @@ class App:
         # inputs
         "debounce_ms": (INT, 80, 0, 2000),
         "motion_gap": (INT, 5, 0, 600),     # s between motion events to the gateway (counts add up)
+        "stuck_s": (INT, 1800, 0, 86400),   # motion input active this long = stuck sensor (fault); 0: never
         "daynight": (CHOICE, "auto", ("auto", "sensor", "clock"), None),  # auto: sun clock when time is valid
         "dark_below": (INT, 3000, 0, 65535),   # ambient read_u16: night below ...
         "light_above": (INT, 6000, 0, 65535),  # ... day above, unchanged in between
@@ -100,6 +102,7 @@ class App:
         self._mot_sent = 0
         self._mot_pending = 0
         self._mot_last = 0
+        self.stuck = False
         self._cfg(rt.cfg)
 
     # -- configuration ------------------------------------------------------------------
@@ -182,15 +185,20 @@ class App:
         ctl = self.ctl
         detected = False
         m = self.motion
+        if self.stuck and m is not None and not m.present:
+            self.stuck = False
+            self.rt.log("light: motion input released", keep=True)
         if m is not None and m.poll(now):
             detected = True
             self._motion_seen(now)
+        present = detected or (m is not None and m.present)
+        if present and self._stuck_check(m, now):
+            present = False
         if ticks_diff(now, self._slow_due) >= 0:
             self._slow(now)
         if self._mot_pending and ticks_diff(now, self._mot_last) >= self.cfg["motion_gap"] * 1000:
             self._motion_event(now)
-        ctl.update(now, self._night, detected or (m is not None and m.present), self._autonomous(now),
-                   self._minute)
+        ctl.update(now, self._night, present, self._autonomous(now), self._minute)
         self._output(now)
         if ctl.fader.busy():
             return FADE_STEP_MS
@@ -253,6 +261,19 @@ class App:
                 rt.log("light: lamp fault %s at %d mA (duty %d)" % (lamp.KIND_NAMES[k], self.lamp_ma, self._duty),
                        keep=True)
                 rt.event({"type": "fault", "code": FAULT_LAMP, "value": self.lamp_ma}, durable=True)
+
+    def _stuck_check(self, m, now):
+        """A sensor active for stuck_s is broken (or taped over): ignore it until it lets go,
+        so a dead PIR cannot keep a lamp at full all night."""
+        lim = self.cfg["stuck_s"]
+        if self.stuck:
+            return True
+        if lim and m.high_ms(now) >= lim * 1000:
+            self.stuck = True
+            self.rt.log("light: motion input active for %d s: stuck, ignored until it clears" % lim, keep=True)
+            self.rt.event({"type": "fault", "code": FAULT_SENSOR_STUCK, "value": lim}, durable=True)
+            return True
+        return False
 
     def _autonomous(self, now):
         seen = self.rt.gateway_seen_ms
@@ -317,8 +338,9 @@ class App:
     def selftest(self):
         out = [("lamp", self.pwm is not None, "pwm duty %d" % self._duty)]
         out.append(("ambient", self.ambient is not None, "raw %d" % self.raw_ambient))
-        out.append(("motion", self.motion is not None or self.ctl.safe,
-                    "present" if self.motion is not None and self.motion.present else "idle"))
+        out.append(("motion", (self.motion is not None or self.ctl.safe) and not self.stuck,
+                    "stuck" if self.stuck else ("present" if self.motion is not None and self.motion.present
+                                                else "idle")))
         if self.cs is not None:
             out.append(("lamp_cs", not self.monitor.faulty, "%d mA" % self.lamp_ma))
         return out

@@ -342,3 +342,24 @@ def test_lamp_fault_event_from_current_sense():
     t = app.telemetry()
     assert t["type"] == "light" and t["level"] == 100 and t["lamp_ma"] == 0 and t["state"] == control.FULL
     assert [n for n, ok, _ in app.selftest() if not ok] == ["lamp_cs"]
+
+
+def test_stuck_motion_sensor_is_reported_and_ignored_until_released():
+    rt, app = _boot({"stuck_s": 60, "hold": 5})
+    _run(rt, app, 5000)
+    rt.hal.motion.set(1)
+    _run(rt, app, 59000, step=50)
+    assert _pct(rt) == 100 and not app.stuck
+    _run(rt, app, 2000)
+    assert app.stuck
+    faults = [e[0] for e in rt.events if e[0]["type"] == "fault"]
+    assert len(faults) == 1 and faults[0]["code"] == 2
+    _run(rt, app, 10000)
+    assert _pct(rt) == 20  # back to base although the input is still high
+    assert ("motion", False) in [(n, ok) for n, ok, _ in app.selftest()]
+    rt.hal.motion.set(0)
+    _run(rt, app, 1000)
+    assert not app.stuck
+    rt.hal.motion.set(1)
+    _run(rt, app, 2000)
+    assert _pct(rt) == 100
