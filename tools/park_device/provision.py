@@ -1,0 +1,348 @@
+"""provision: give a board its identity, config and a fresh per-device key, and register it.
+
+Order matters for "the board left as it was": everything that can refuse (ids, config
+schema, registry conflicts) is checked before the board is touched; files go in through
+a rename; if registering fails afterwards, the board's previous files are put back.
+Keys live in memory only long enough to be written; they are never printed or logged.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import sys
+from pathlib import Path
+
+from .board import Board
+from .errors import BadConfig, BoardError, KeyConflict, NotProvisioned, RegistryError
+from .roles import check_role, firmware_root, needs_booking_key
+
+ID_RE = re.compile(r"[A-Za-z0-9_\-]{1,8}")
+SITE_RE = re.compile(r"[a-z0-9_\-]{1,32}")
+KEY_LEN = 32
+SECTIONS = ("link", "rt", "pins", "app")
+
+
+def parse_set(items: list[str]) -> dict:
+    """--set app.depth_mm=1200 --set pins.pir=4 -> {"app": {"depth_mm": 1200}, "pins": {"pir": 4}}."""
+    out: dict = {}
+    for item in items or ():
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise BadConfig(f"--set {item!r} must look like section.name=value", where="--set",
+                            hint="sections: " + ", ".join(SECTIONS))
+        path, raw = item.split("=", 1)
+        section, name = path.split(".", 1)
+        if section not in SECTIONS:
+            raise BadConfig(f"--set {item!r}: unknown section {section!r}", where="--set",
+                            hint="sections: " + ", ".join(SECTIONS))
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw  # bare text
+        out.setdefault(section, {})[name] = value
+    return out
+
+
+def compose(device_id: str, role: str, site: str, base: dict | None, sets: dict) -> dict:
+    """The /config.json document: identity + the sections from --config, overlaid by --set."""
+    if not isinstance(device_id, str) or not ID_RE.fullmatch(device_id):
+        raise BadConfig(f"device id {device_id!r} must be 1-8 of A-Z a-z 0-9 _ -", where="--id",
+                        hint="park convention: c001 containers, l001 light poles, k001 lockers")
+    check_role(role)
+    if not isinstance(site, str) or not SITE_RE.fullmatch(site):
+        raise BadConfig(f"site {site!r} must be 1-32 of a-z 0-9 _ -", where="--site")
+    base = dict(base or {})
+    for k in base:
+        if k not in SECTIONS and k not in ("id", "role", "site"):
+            raise BadConfig(f"unknown top-level key {k!r}", where="config file",
+                            hint="allowed: " + ", ".join(SECTIONS))
+    for k in ("id", "role", "site"):
+        if k in base and base[k] != {"id": device_id, "role": role, "site": site}[k]:
+            raise BadConfig(f"config file says {k}={base[k]!r} but the command line says "
+                            f"{ {'id': device_id, 'role': role, 'site': site}[k]!r}", where=f"config file: {k}")
+    cfg = {"id": device_id, "site": site, "role": role}
+    for s in SECTIONS:
+        sec = dict(base.get(s) or {})
+        if not isinstance(sec, dict):
+            raise BadConfig(f"section {s} must be a map", where=f"config file: {s}")
+        sec.update(sets.get(s, {}))
+        cfg[s] = sec
+    return cfg
+
+
+def load_config_file(path: str | None) -> dict | None:
+    if not path:
+        return None
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise BadConfig(f"cannot read {path}: {e.strerror}", where=path) from None
+    try:
+        if path.endswith(".toml"):
+            import tomllib
+            return tomllib.loads(text)
+        return json.loads(text)
+    except ValueError as e:
+        raise BadConfig(f"{path} is not valid {'TOML' if path.endswith('.toml') else 'JSON'}: {e}", where=path) from None
+
+
+def validate_host(cfg: dict, fw_root: Path | None = None) -> None:
+    """Run the firmware's own config checks (firmware/common/config.py) here, before touching the board."""
+    root = str(Path(fw_root or firmware_root()))
+    if not os.path.isfile(os.path.join(root, "common", "config.py")):
+        return
+    added = root not in sys.path
+    saved = {k: sys.modules.pop(k) for k in list(sys.modules) if k == "common" or k.startswith("common.")}
+    if added:
+        sys.path.insert(0, root)
+    try:
+        from common import config as fwconfig  # the device's module, run under CPython
+        from common.errors import ConfigError, ProvisionError
+        try:
+            fwconfig.DeviceConfig(cfg)
+        except ConfigError as e:
+            raise BadConfig(f"{e.field}: {e.reason}", where=e.field) from None
+        except ProvisionError as e:
+            raise BadConfig(str(e), where="config") from None
+    finally:
+        for k in [k for k in sys.modules if k == "common" or k.startswith("common.")]:
+            del sys.modules[k]
+        sys.modules.update(saved)
+        if added:
+            sys.path.remove(root)
+
+
+_BOARD_CHECK = r"""
+def _pd_check(path, role):
+    from common import config as C
+    from common.errors import ConfigError, ProvisionError
+    try:
+        dc = C.load(path)
+        try:
+            App = __import__(role + '.app', None, None, ['App']).App
+        except ImportError:
+            App = None
+        if App is not None:
+            C.validate(App.SCHEMA, dc.app, where='app.')
+        print(json.dumps({'ok': 1, 'app_checked': App is not None}))
+    except ConfigError as e:
+        print(json.dumps({'ok': 0, 'field': e.field, 'reason': e.reason}))
+    except ProvisionError as e:
+        print(json.dumps({'ok': 0, 'field': 'config', 'reason': str(e)}))
+"""
+
+
+def _dump(cfg: dict) -> bytes:
+    return (json.dumps(cfg, sort_keys=True, separators=(",", ":")) + "\n").encode()
+
+
+def read_key_file(path: str) -> bytes:
+    """A 32-byte key as raw bytes or 64 hex characters; refuses world-readable files."""
+    st = os.stat(path)
+    if st.st_mode & 0o077:
+        raise KeyConflict(f"{path} is readable by others (mode {st.st_mode & 0o777:o})", where=path,
+                          hint=f"chmod 600 {path}")
+    data = Path(path).read_bytes()
+    if len(data) != KEY_LEN:
+        try:
+            data = bytes.fromhex(data.decode().strip())
+        except ValueError:
+            raise BadConfig(f"{path} must hold {KEY_LEN} raw bytes or {2 * KEY_LEN} hex characters", where=path) from None
+    if len(data) != KEY_LEN:
+        raise BadConfig(f"{path} must hold a {KEY_LEN}-byte key", where=path)
+    return data
+
+
+def write_private(path: str, data: bytes) -> None:
+    """Create a 0600 file from the start (no window where it is readable by others), replace atomically."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+class RegistryTarget:
+    """Where a device gets registered: the gateway's SQLite registry, or a 0600 import file."""
+
+    def __init__(self, registry: str | None, import_file: str | None) -> None:
+        if registry and import_file:
+            raise BadConfig("give --registry or --import-file, not both", where="--registry")
+        self.registry, self.import_file = registry, import_file
+
+    def describe(self) -> str:
+        return f"registry {self.registry}" if self.registry else f"import file {self.import_file}"
+
+    def _open(self):
+        try:
+            from gateway.registry import Registry
+        except ImportError as e:
+            raise RegistryError("the gateway package is not installed here", where=self.registry,
+                                hint="use --import-file and run `park-gateway device import FILE` on the gateway") from e
+        return Registry(self.registry)
+
+    def existing_key(self, device_id: str) -> tuple[bytes | None, str | None]:
+        """(key registered for this id, id that owns `key` lookups are done in check())."""
+        if not self.registry:
+            return None, None
+        from gateway.registry import UnknownDevice
+        with self._open() as reg:
+            try:
+                return reg.get(device_id).key, None
+            except UnknownDevice:
+                return None, None
+
+    def owner_of(self, key: bytes) -> str | None:
+        if not self.registry:
+            return None
+        with self._open() as reg:
+            for d in reg.all():
+                if secrets.compare_digest(d.key, key):
+                    return d.id
+        return None
+
+    def register(self, device_id: str, role: str, site: str, key: bytes, position: str | None,
+                 replace: bool) -> str:
+        if self.registry:
+            from gateway.registry import DuplicateDevice, DuplicateKey, RegistryError as GwRegistryError
+            with self._open() as reg:
+                try:
+                    reg.add(device_id, role, site, key, position=position, replace=replace)
+                except (DuplicateKey, DuplicateDevice) as e:
+                    raise KeyConflict(str(e), where=self.registry) from None
+                except GwRegistryError as e:
+                    raise RegistryError(str(e), where=self.registry) from None
+            return "registry"
+        doc = {"id": device_id, "role": role, "site": site, "key_hex": key.hex(), "position": position}
+        write_private(self.import_file, (json.dumps(doc, sort_keys=True) + "\n").encode())
+        return "import_file"
+
+
+def provision(ui, port: str | None, device_id: str, role: str, site: str, *, registry: str | None = None,
+              import_file: str | None = None, config_file: str | None = None, sets: list[str] = (),
+              position: str | None = None, replace: bool = False, booking_key: str | None = None,
+              timeout: float = 10.0, restart: bool = True, fw_root=None,
+              serial_number: str | None = None) -> tuple[str, dict]:
+    target = RegistryTarget(registry, import_file or (None if registry else f"{device_id}.device.json"))
+    cfg = compose(device_id, role, site, load_config_file(config_file), parse_set(list(sets)))
+    validate_host(cfg, fw_root)
+    new_cfg = _dump(cfg)
+    token_key = None
+    if needs_booking_key(role) and booking_key:
+        if os.path.exists(booking_key):
+            token_key = read_key_file(booking_key)
+    registered_key, _ = target.existing_key(device_id)
+
+    with Board.open(port, timeout=timeout, serial_number=serial_number) as b:
+        info = b.info()
+        old_cfg_doc = info.get("config") or {}
+        old_id = old_cfg_doc.get("id")
+        board_key = b.read_file("/key.bin") if info.get("has_key") else None
+        if board_key is not None and len(board_key) != KEY_LEN:
+            board_key = None  # a damaged key file is replaced like a missing one
+        if board_key is not None and old_id not in (None, device_id) and not replace:
+            raise KeyConflict(f"this board is already provisioned as {old_id} with its own key", where=b.port,
+                              hint=f"to re-purpose it as {device_id}, run again with --replace "
+                                   f"(and remove {old_id} from the gateway)")
+        key, key_state = board_key, "kept"
+        if key is None or old_id != device_id:
+            key, key_state = secrets.token_bytes(KEY_LEN), "new"
+        if registered_key is not None and not secrets.compare_digest(registered_key, key) and not replace:
+            raise KeyConflict(f"device {device_id} is already registered with a different key "
+                              "(another board may carry this id)", where=target.registry,
+                              hint="choose another --id, or --replace to re-key it (the old board stops working)")
+        owner = target.owner_of(key)
+        if owner not in (None, device_id):
+            raise KeyConflict(f"this board's key already belongs to device {owner}", where=target.registry,
+                              hint="run again with --replace to give the board a fresh key")
+
+        need_token = needs_booking_key(role) and (token_key is not None or not info.get("has_booking_key"))
+        if needs_booking_key(role) and not info.get("has_booking_key") and not booking_key:
+            raise BadConfig("a locker needs the booking token key: give --booking-key FILE "
+                            "(created with a fresh key if it does not exist)", where="--booking-key")
+        if needs_booking_key(role) and booking_key and token_key is None:
+            token_key = secrets.token_bytes(KEY_LEN)
+            write_private(booking_key, token_key)
+            ui.note(f"created a new booking key in {booking_key} (0600); give it to the booking system")
+
+        old_cfg_bytes = b.read_file("/config.json") if info.get("config") is not None else None
+        changed = []
+        try:
+            if old_cfg_bytes != new_cfg:
+                b.write_file("/config.json.new", new_cfg)
+                check = _board_check(b, role)
+                if check is not None and not check["ok"]:
+                    raise BadConfig(f"{check['field']}: {check['reason']}", where=check["field"],
+                                    hint="the board's firmware refused this config; nothing was changed")
+                b.exec("_pd_replace('/config.json.new', '/config.json')")
+                changed.append("/config.json")
+            if key_state == "new":
+                b.write_file("/key.bin", key)
+                changed.append("/key.bin")
+            if need_token:
+                b.write_file("/booking.key", token_key)
+                changed.append("/booking.key")
+            how = target.register(device_id, role, site, key, position,
+                                  replace=replace or registered_key is not None)
+        except BaseException:
+            _rollback(b, changed, old_cfg_bytes, board_key)
+            raise
+        finally:
+            b.remove("/config.json.new")
+        if restart and changed:
+            b.restart()
+
+    result = {"id": device_id, "role": role, "site": site, "port": b.port, "key": key_state,
+              "changed": changed, "registered": {"how": how, "where": target.registry or target.import_file},
+              "position": position}
+    if changed:
+        what = ("new key" if key_state == "new" else "key kept") + \
+               (", config written" if "/config.json" in changed else ", config unchanged")
+    else:
+        what = "already provisioned, nothing changed"
+    return (f"provision: {device_id} ({role}, {site}) on {b.port}: {what}; registered in {target.describe()}",
+            result)
+
+
+def _board_check(b: Board, role: str) -> dict | None:
+    """Let the deployed firmware validate the new config (None when no firmware is deployed yet)."""
+    if b.hashes(["/lib/common/config.mpy"])["/lib/common/config.mpy"] is None:
+        return None
+    b.exec(_BOARD_CHECK)
+    return b.call_json(f"_pd_check('/config.json.new', {role!r})")
+
+
+def _rollback(b: Board, changed: list[str], old_cfg: bytes | None, old_key: bytes | None) -> None:
+    try:
+        if "/config.json" in changed:
+            if old_cfg is None:
+                b.remove("/config.json")
+            else:
+                b.write_file("/config.json", old_cfg)
+        if "/key.bin" in changed:
+            if old_key is None:
+                b.remove("/key.bin")
+            else:
+                b.write_file("/key.bin", old_key)
+        if "/booking.key" in changed:
+            b.remove("/booking.key")
+    except Exception as e:  # report the original error; say the board may need a re-run
+        raise BoardError(f"could not restore the board after a failure: {e}", where=b.port,
+                         hint="run provision again") from e
+
+
+def read_identity(b: Board) -> dict:
+    info = b.info()
+    cfg = info.get("config")
+    if not cfg or not info.get("has_key"):
+        raise NotProvisioned("the board has no identity (/config.json and /key.bin)", where=b.port,
+                             hint="run `park-device provision`")
+    return cfg
