@@ -1,0 +1,140 @@
+# _vboard_boot: bring-up helpers the vboard worker calls before the firmware runs.
+# Not for firmware use. Installs the virtual timebase into `time` and `asyncio` (so
+# unmodified code using time.ticks_ms / asyncio.sleep also runs on virtual time),
+# provides asyncio.run (missing in the WebAssembly port), runs boot.py/main.py like the
+# ESP32 port, and gives the worker a heap sampler and an "is Python busy" probe.
+import sys
+import gc
+import time
+import asyncio
+import asyncio.core as _core
+import js
+
+_vb = js.vboard
+_real_ticks = _core.ticks           # asyncio's run loop keeps real ticks (it uses JS timers)
+_q = _core._task_queue
+_tdiff = time.ticks_diff
+_heap_live = False
+main_globals = {"__name__": "__main__"}
+
+
+def busy():
+    t = _q.peek()
+    return t is not None and _tdiff(t.ph_key, _real_ticks()) <= 0
+
+
+def mem_sample():
+    if _heap_live:
+        gc.collect()
+    return gc.mem_alloc()
+
+
+def _crash(where, e):
+    sys.print_exception(e)
+    try:
+        import json
+        import io
+        buf = io.StringIO()
+        sys.print_exception(e, buf)
+        _vb.event("crash", json.dumps({"where": where, "error": repr(e), "traceback": buf.getvalue()}))
+    except Exception:
+        pass
+
+
+def _run(coro):
+    """asyncio.run for the WebAssembly port: start the main task on the JS event loop.
+
+    Returns at once (code after asyncio.run() in main.py runs immediately, unlike on a
+    device where it blocks forever); an exception that ends the task is printed and
+    recorded as a 'fw_crash' event, like a board dropping to the REPL.
+    """
+    async def _main():
+        try:
+            return await coro
+        except Exception as e:
+            _crash("asyncio.run", e)
+    return asyncio.create_task(_main())
+
+
+# The WebAssembly port's file system reports Emscripten errno numbers (ENOENT is 44)
+# while its errno module has the standard ones (errno.ENOENT == 2), so firmware doing
+# `e.errno == errno.ENOENT` would misbehave. The ESP32's VFS reports standard numbers;
+# translate so the virtual flash behaves like the device (and mpremote sees "ENOENT").
+_EMS_ERRNO = {63: 1, 44: 2, 29: 5, 8: 9, 2: 13, 20: 17, 43: 19, 54: 20, 31: 21, 28: 22,
+              51: 28, 69: 30, 55: 39}
+
+
+def _errno_fix(fn):
+    def wrapped(*args, **kw):
+        try:
+            return fn(*args, **kw)
+        except OSError as e:
+            n = _EMS_ERRNO.get(e.errno)
+            if n is None:
+                raise
+            raise OSError(n)
+    return wrapped
+
+
+def _install_errno_fix():
+    import os
+    import builtins
+    for name in ("stat", "listdir", "ilistdir", "mkdir", "rmdir", "remove", "unlink", "rename",
+                 "chdir", "statvfs"):
+        if hasattr(os, name):
+            setattr(os, name, _errno_fix(getattr(os, name)))
+    builtins.open = _errno_fix(builtins.open)
+
+
+def install(patch_time, heap_mode):
+    global _heap_live
+    _heap_live = heap_mode == "live"
+    asyncio.run = _run
+    _install_errno_fix()
+    if not patch_time:
+        return
+    import vclock
+    gmtime = time.gmtime
+
+    def _gm(secs=None):
+        return gmtime(vclock.time() if secs is None else secs)
+
+    def _sleep_ms(ms):
+        _vb.busy_sleep(int(ms))
+
+    def _sleep(s):
+        _vb.busy_sleep(int(s * 1000))
+
+    def _sleep_us(us):
+        _vb.busy_sleep(int(us) // 1000)
+
+    time.ticks_ms = vclock.ticks_ms
+    time.ticks_us = vclock.ticks_us
+    time.time = vclock.time
+    time.time_ns = lambda: vclock.time_ms() * 1000000
+    time.gmtime = _gm
+    time.localtime = _gm
+    time.sleep = _sleep
+    time.sleep_ms = _sleep_ms
+    time.sleep_us = _sleep_us
+    asyncio.sleep = vclock.sleep
+    asyncio.sleep_ms = vclock.sleep_ms
+
+
+def run_file(name):
+    """Run a flash file as the ESP32 port runs boot.py/main.py (__name__ == '__main__')."""
+    try:
+        f = open(name)
+    except OSError:
+        return False
+    try:
+        src = f.read()
+    finally:
+        f.close()
+    try:
+        exec(compile(src, name, "exec"), main_globals)
+    except Exception as e:
+        _crash(name, e)
+    except SystemExit:
+        pass
+    return True
