@@ -1,0 +1,116 @@
+"""Waste: fill levels become collection-needed events and a pickup list per site.
+
+Thresholds are per site (near_full < full). An event is raised when a
+container crosses a threshold upwards, once; it is re-armed when the container
+is emptied (fill back below near_full minus a hysteresis). Fire alarms go up
+the moment they arrive (the device's alarm is itself an uplink event; a hot
+temperature reading the device did not flag raises the gateway's own). A
+reading of "not measured" (fill null) or a sensor fault marks the container
+as flagged until a good reading arrives.
+"""
+
+from __future__ import annotations
+
+from gateway.config import SiteConfig
+
+ROLE = "container_sensor"
+HYSTERESIS = 10
+SENSOR_FAULTS = {1: "sensor_no_echo", 2: "sensor_stuck", 3: "sensor_range", 9: "temp_sensor"}
+
+
+class Container:
+    __slots__ = ("id", "fill", "temp", "level", "fault", "since", "hot")
+
+    def __init__(self, cid: str):
+        self.id = cid
+        self.fill = None
+        self.temp = None
+        self.level = "ok"  # ok | near_full | full
+        self.fault = None
+        self.since = None
+        self.hot = False
+
+
+class Waste:
+    def __init__(self, sites: dict[str, SiteConfig], alert):
+        self.sites = sites
+        self.alert = alert
+        self.containers: dict[str, dict[str, Container]] = {n: {} for n in sites}
+
+    def _c(self, s) -> Container | None:
+        by = self.containers.get(s.site)
+        if by is None:
+            return None
+        c = by.get(s.id)
+        if c is None:
+            c = by[s.id] = Container(s.id)
+        return c
+
+    def on_message(self, s, msg: dict, now: float) -> None:
+        t = msg["type"]
+        c = self._c(s)
+        if c is None:
+            return
+        if t == "fill":
+            self._fill(s, c, msg, now)
+        elif t == "alarm":
+            code = msg["code"]
+            if code == 1:
+                c.hot = True
+                self.alert(s, "fire", {"source": "device", "value": msg["value"]}, "%s-%d-fire" % (s.id, msg["eid"]), now)
+            elif code in (5, 6):
+                self._level(s, c, "full" if code == 6 else "near_full", c.fill, now, "%s-%d" % (s.id, msg["eid"]))
+            elif code == 7:
+                c.level = "ok"
+                c.since = None
+        elif t == "fault" and msg["code"] in SENSOR_FAULTS:
+            c.fault = SENSOR_FAULTS[msg["code"]]
+            self.alert(s, "sensor_fault", {"fault": c.fault, "value": msg["value"]}, "%s-%d-sensor" % (s.id, msg["eid"]), now)
+
+    def _fill(self, s, c: Container, msg: dict, now: float) -> None:
+        w = self.sites[s.site].waste
+        fill, temp = msg["fill"], msg["temp"]
+        c.temp = temp
+        if temp >= w.fire_temp and not c.hot:
+            c.hot = True
+            self.alert(s, "fire", {"source": "gateway", "temp": temp}, "%s-fire-%d" % (s.id, int(now * 1000)), now)
+        elif temp < w.fire_temp - 10:
+            c.hot = False
+        if fill is None:
+            if c.fault is None:
+                c.fault = "no_reading"
+                self.alert(s, "sensor_fault", {"fault": "no_reading"}, "%s-noread-%d" % (s.id, int(now * 1000)), now)
+            return
+        if c.fault is not None:
+            c.fault = None
+        c.fill = fill
+        if fill >= w.full:
+            self._level(s, c, "full", fill, now, "%s-full-%d" % (s.id, int(now * 1000)))
+        elif fill >= w.near_full:
+            self._level(s, c, "near_full", fill, now, "%s-near-%d" % (s.id, int(now * 1000)))
+        elif fill < w.near_full - HYSTERESIS and c.level != "ok":
+            c.level = "ok"
+            c.since = None
+            self.alert(s, "emptied", {"fill": fill}, "%s-empty-%d" % (s.id, int(now * 1000)), now)
+
+    def _level(self, s, c: Container, level: str, fill, now: float, event_id: str) -> None:
+        rank = {"ok": 0, "near_full": 1, "full": 2}
+        if rank[level] <= rank[c.level]:
+            return
+        c.level = level
+        c.since = c.since or now
+        self.alert(s, "collection_needed", {"level": level, "fill": fill}, event_id, now)
+
+    def pickups(self, site: str | None = None) -> dict[str, list[dict]]:
+        """Per site: containers to collect, fullest first, then flagged sensors to inspect."""
+        out = {}
+        for name, by in self.containers.items():
+            if site is not None and name != site:
+                continue
+            todo = [c for c in by.values() if c.level != "ok"]
+            todo.sort(key=lambda c: (-(c.fill or 0), c.since or 0))
+            out[name] = [{"id": c.id, "level": c.level, "fill": c.fill, "since": c.since, "fault": c.fault}
+                         for c in todo]
+            out[name] += [{"id": c.id, "level": "inspect", "fill": c.fill, "since": None, "fault": c.fault}
+                          for c in by.values() if c.level == "ok" and c.fault]
+        return out

@@ -1,0 +1,256 @@
+"""Device registry in SQLite: who may talk to the gateway, with which key, and where it stands.
+
+The file holds link keys, so it is created 0600 and its directory 0700; keys
+never leave through repr(), logs or `export` unless asked for by name. The
+same file keeps each device's protocol counters (downlink sequence ceiling,
+uplink replay window) so a restart neither reuses a number nor accepts a replay.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import stat
+import time
+from dataclasses import dataclass
+
+from protocol.messages import ROLE_IDS
+
+ID_RE = re.compile(r"[A-Za-z0-9_\-]{1,8}")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS devices (
+    id TEXT PRIMARY KEY,
+    role TEXT NOT NULL,
+    site TEXT NOT NULL,
+    key BLOB NOT NULL UNIQUE,
+    position TEXT,
+    fw INTEGER,
+    last_seen REAL,
+    added REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counters (
+    id TEXT PRIMARY KEY REFERENCES devices(id) ON DELETE CASCADE,
+    down_ceiling INTEGER,
+    up_top INTEGER NOT NULL DEFAULT -1,
+    up_bits INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+
+class RegistryError(Exception):
+    """A registry operation was refused; the message says which device and why."""
+
+
+class DuplicateDevice(RegistryError):
+    pass
+
+
+class DuplicateKey(RegistryError):
+    pass
+
+
+class UnknownDevice(RegistryError):
+    pass
+
+
+class InvalidDevice(RegistryError):
+    pass
+
+
+@dataclass
+class Device:
+    id: str
+    role: str
+    site: str
+    key: bytes
+    position: str | None = None
+    fw: int | None = None
+    last_seen: float | None = None
+
+    def __repr__(self) -> str:
+        return "Device(id=%r, role=%r, site=%r, key=<%d bytes>, position=%r, fw=%r)" % (
+            self.id, self.role, self.site, len(self.key), self.position, self.fw)
+
+    def public(self) -> dict:
+        return {"id": self.id, "role": self.role, "site": self.site, "position": self.position,
+                "fw": self.fw, "last_seen": self.last_seen}
+
+
+def _private_dir(d: str) -> None:
+    if d and not os.path.isdir(d):
+        os.makedirs(d, mode=0o700, exist_ok=True)
+
+
+def validate(device_id, role, site, key, position=None) -> None:
+    if not isinstance(device_id, str) or not ID_RE.fullmatch(device_id):
+        raise InvalidDevice("device id %r must be 1-8 of A-Z a-z 0-9 _ -" % (device_id,))
+    if role not in ROLE_IDS:
+        raise InvalidDevice("device %s: role %r is not one of %s" % (device_id, role, ", ".join(ROLE_IDS)))
+    if not isinstance(site, str) or not re.fullmatch(r"[a-z0-9_\-]{1,32}", site):
+        raise InvalidDevice("device %s: site %r must be 1-32 of a-z 0-9 _ -" % (device_id, site))
+    if not isinstance(key, (bytes, bytearray)) or not 16 <= len(key) <= 64:
+        raise InvalidDevice("device %s: key must be 16 to 64 bytes" % device_id)
+    if position is not None and not isinstance(position, str):
+        raise InvalidDevice("device %s: position must be text" % device_id)
+
+
+class Registry:
+    """The registry file; one connection, used from the event loop thread only."""
+
+    def __init__(self, path: str):
+        self.path = path
+        _private_dir(os.path.dirname(os.path.abspath(path)))
+        old = os.umask(0o077)
+        try:
+            self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        finally:
+            os.umask(old)
+        os.chmod(path, 0o600)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self.db.executescript(_SCHEMA)
+        for suffix in ("-wal", "-shm"):
+            if os.path.exists(path + suffix):
+                os.chmod(path + suffix, 0o600)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- devices
+
+    def add(self, device_id: str, role: str, site: str, key: bytes, position: str | None = None,
+            replace: bool = False) -> Device:
+        """Register a device; a key or id that belongs to another device is refused (DuplicateKey/DuplicateDevice)."""
+        validate(device_id, role, site, key, position)
+        key = bytes(key)
+        cur = self.db.execute("SELECT id FROM devices WHERE key = ?", (key,)).fetchone()
+        if cur and cur[0] != device_id:
+            raise DuplicateKey("device %s: this key already belongs to device %s" % (device_id, cur[0]))
+        exists = self.db.execute("SELECT 1 FROM devices WHERE id = ?", (device_id,)).fetchone()
+        if exists and not replace:
+            raise DuplicateDevice("device %s is already registered (use replace to re-provision)" % device_id)
+        with self.db:
+            self.db.execute("BEGIN")
+            if exists:
+                self.db.execute("UPDATE devices SET role=?, site=?, key=?, position=? WHERE id=?",
+                                (role, site, key, position, device_id))
+                # a re-provisioned board starts its counters afresh; its first hello gets a resync if needed
+                self.db.execute("DELETE FROM counters WHERE id=?", (device_id,))
+            else:
+                self.db.execute("INSERT INTO devices(id, role, site, key, position, added) VALUES (?,?,?,?,?,?)",
+                                (device_id, role, site, key, position, time.time()))
+        return Device(device_id, role, site, key, position)
+
+    def remove(self, device_id: str) -> None:
+        with self.db:
+            self.db.execute("BEGIN")
+            n = self.db.execute("DELETE FROM devices WHERE id=?", (device_id,)).rowcount
+        if not n:
+            raise UnknownDevice("no device %r" % device_id)
+
+    def get(self, device_id: str) -> Device:
+        r = self.db.execute("SELECT id, role, site, key, position, fw, last_seen FROM devices WHERE id=?",
+                            (device_id,)).fetchone()
+        if r is None:
+            raise UnknownDevice("no device %r" % device_id)
+        return Device(*r)
+
+    def all(self) -> list[Device]:
+        return [Device(*r) for r in self.db.execute(
+            "SELECT id, role, site, key, position, fw, last_seen FROM devices ORDER BY id")]
+
+    def set_seen(self, rows: list[tuple[float, int | None, str]]) -> None:
+        """Batch update (last_seen, fw, id); fw None leaves it unchanged."""
+        self.db.executemany("UPDATE devices SET last_seen=?, fw=COALESCE(?, fw) WHERE id=?", rows)
+
+    # -- protocol counters
+
+    def counters(self, device_id: str) -> tuple[int | None, int, int]:
+        r = self.db.execute("SELECT down_ceiling, up_top, up_bits FROM counters WHERE id=?",
+                            (device_id,)).fetchone()
+        return (r[0], r[1], r[2]) if r else (None, -1, 0)
+
+    def store_ceiling(self, device_id: str, ceiling: int) -> None:
+        """Durable before return: SeqCounter relies on it."""
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.execute("INSERT INTO counters(id, down_ceiling) VALUES (?, ?) "
+                            "ON CONFLICT(id) DO UPDATE SET down_ceiling=excluded.down_ceiling",
+                            (device_id, ceiling))
+
+    def store_windows(self, rows: list[tuple[str, int, int]], seen: list[tuple[float, int | None, str]] = ()) -> None:
+        """One transaction for a batch of (id, top, bits) replay windows and last-seen updates."""
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany("INSERT INTO counters(id, up_top, up_bits) VALUES (?, ?, ?) "
+                                "ON CONFLICT(id) DO UPDATE SET up_top=excluded.up_top, up_bits=excluded.up_bits",
+                                rows)
+            if seen:
+                self.set_seen(list(seen))
+
+    # -- import / export
+
+    def import_file(self, path: str, replace: bool = False) -> list[str]:
+        """Read a provisioning file: one JSON object or a list of {"id","role","site","key_hex","position"}."""
+        st = os.stat(path)
+        if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise RegistryError("%s: holds keys but is readable by others (mode %o); chmod 600 it"
+                                % (path, stat.S_IMODE(st.st_mode)))
+        with open(path, encoding="utf-8") as f:
+            try:
+                doc = json.load(f)
+            except json.JSONDecodeError as e:
+                raise RegistryError("%s:%d: not valid JSON: %s" % (path, e.lineno, e.msg)) from None
+        items = doc if isinstance(doc, list) else [doc]
+        added = []
+        parsed = []
+        for i, d in enumerate(items):
+            where = "%s: entry %d" % (path, i)
+            if not isinstance(d, dict):
+                raise RegistryError("%s: must be an object" % where)
+            extra = set(d) - {"id", "role", "site", "key_hex", "position"}
+            if extra:
+                raise RegistryError("%s: unknown field %s" % (where, ", ".join(sorted(extra))))
+            for k in ("id", "role", "site", "key_hex"):
+                if k not in d:
+                    raise RegistryError("%s: missing field %r" % (where, k))
+            try:
+                key = bytes.fromhex(d["key_hex"])
+            except (TypeError, ValueError):
+                raise RegistryError("%s: key_hex is not hex" % where) from None
+            try:
+                validate(d["id"], d["role"], d["site"], key, d.get("position"))
+            except InvalidDevice as e:
+                raise InvalidDevice("%s: %s" % (where, e)) from None
+            parsed.append((d["id"], d["role"], d["site"], key, d.get("position")))
+        for p in parsed:
+            self.add(*p, replace=replace)
+            added.append(p[0])
+        return added
+
+    def export(self, with_keys: bool = False) -> list[dict]:
+        out = []
+        for d in self.all():
+            e = {"id": d.id, "role": d.role, "site": d.site, "position": d.position}
+            if with_keys:
+                e["key_hex"] = d.key.hex()
+            out.append(e)
+        return out
+
+
+def write_private(path: str, text: str) -> None:
+    """Write a file that may hold keys: created 0600, never briefly world-readable."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.chmod(path, 0o600)
