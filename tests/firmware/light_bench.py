@@ -1,0 +1,116 @@
+"""Bench for light_pole virtual-board tests: deploys the real firmware onto a vboard and
+plays the gateway over the board's link UART with the protocol package (a test peer, not
+the product gateway). Kept in L's files (no shared conftest)."""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import serial
+
+from protocol import codec, cose, framing, messages
+
+ROOT = Path(__file__).resolve().parents[2]
+FW = ROOT / "firmware"
+KEY = bytes(range(32))
+KID = b"l001"
+PINS = {"lamp": 25, "motion": 27, "ambient": 34, "lamp_cs": 35}
+DARK = 1000
+BRIGHT = 40000
+NOON_2026_06_21 = 1782043200  # 2026-06-21T12:00:00Z
+NO_TIME = 1000000             # 1970: the RTC has no valid time
+
+
+def deploy_tree(dst: Path, app: dict, rt: dict | None = None) -> Path:
+    """The flash image a technician's `park-device flash` would write."""
+    ign = shutil.ignore_patterns("__pycache__", "*.pyc", "vmachine")
+    shutil.copyfile(FW / "common" / "main.py", dst / "main.py")
+    (dst / "lib").mkdir()
+    shutil.copytree(FW / "common", dst / "lib" / "common", ignore=ign)
+    shutil.copytree(ROOT / "protocol", dst / "lib" / "protocol",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "vectors", "*.md", "*.cddl", "cpython.py"))
+    shutil.copytree(FW / "light_pole", dst / "lib" / "light_pole", ignore=ign)
+    cfg = {"id": KID.decode(), "site": "stadtpark", "role": "light_pole",
+           "link": {"uart": 1, "baud": 115200, "tx": 17, "rx": 16, "hello_max": 2},
+           "rt": dict({"wdt_ms": 8000}, **(rt or {})), "pins": PINS, "app": app}
+    (dst / "config.json").write_text(json.dumps(cfg))
+    (dst / "key.bin").write_bytes(KEY)
+    return dst
+
+
+class Gateway:
+    """Minimal gateway end: welcomes hellos, acks events, sends commands, records uplink."""
+
+    def __init__(self, board, welcome_time: int = 0, hb: int = 0, ack_events: bool = True):
+        self.b = board
+        self.mac = cose.Mac(KEY)
+        self.ser = serial.serial_for_url(board.link_url, timeout=0)
+        self.de = framing.Deframer()
+        self.seq = 1
+        self.welcome_time = welcome_time
+        self.hb = hb
+        self.ack_events = ack_events
+        self.up: list[dict] = []
+        self.replies: dict[int, dict] = {}
+        self.silent = False
+
+    def close(self) -> None:
+        self.ser.close()
+
+    def _send(self, msg: dict) -> int:
+        s = self.seq
+        self.seq += 1
+        self.ser.write(codec.pack(self.mac, cose.DOWN, KID, s, msg))
+        return s
+
+    def pump(self) -> None:
+        """Handle everything the board sent so far."""
+        data = self.ser.read(65536)
+        for env, err in self.de.feed(data or b""):
+            assert err is None, err
+            r = codec.open_envelope(env, cose.UP, lambda k: self.mac if k == KID else None)
+            m = r.msg
+            self.up.append(m)
+            if self.silent:
+                continue
+            t = m["type"]
+            if t == "hello":
+                self._send({"type": "welcome", "echo": m["nonce"], "time": self.welcome_time, "hb": self.hb})
+            elif t in messages.ACKED_UP and self.ack_events:
+                self._send({"type": "ack", "ref": r.seq})
+            elif t in ("ack", "nack"):
+                self.replies[m["ref"]] = m
+
+    def run(self, ms: int, step: int = 200) -> None:
+        """Advance the board's virtual clock by ms, serving the link in between."""
+        left = ms
+        while left > 0:
+            d = min(step, left)
+            self.b.advance(d)
+            time.sleep(0.001)
+            self.pump()
+            left -= d
+
+    def connect(self) -> None:
+        """Run until the board has been welcomed (its first hello is sent before we listen)."""
+        for _ in range(100):
+            self.run(200)
+            if any(m["type"] == "hello" for m in self.up):
+                self.run(200)
+                return
+        raise AssertionError("no hello from the board")
+
+    def command(self, msg: dict, max_ms: int = 5000) -> dict:
+        """Send one command and run until its ack/nack arrives; returns it."""
+        s = self._send(msg)
+        spent = 0
+        while s not in self.replies:
+            assert spent < max_ms, f"no answer to {msg}"
+            self.run(20, 20)
+            spent += 20
+        return self.replies.pop(s)
+
+    def of(self, t: str) -> list[dict]:
+        return [m for m in self.up if m["type"] == t]
