@@ -1,6 +1,6 @@
 """light_pole on a virtual board: the unmodified firmware (common runtime + light_pole +
 protocol) in genuine MicroPython, peripherals driven through tools/vboard, the gateway
-played over the link UART by light_bench.Gateway."""
+played over the link UART by test_light_bench.Gateway."""
 from __future__ import annotations
 
 import pytest
@@ -10,7 +10,7 @@ import mpvm
 pytest.importorskip("serial")
 from vboard import VirtualBoard  # noqa: E402
 
-from light_bench import BRIGHT, DARK, NO_TIME, NOON_2026_06_21, PINS, Gateway, deploy_tree  # noqa: E402
+from test_light_bench import BRIGHT, DARK, NO_TIME, NOON_2026_06_21, PINS, Gateway, deploy_tree  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not mpvm.node_available(), reason="MicroPython VM not installed: run ./dev setup")
 

@@ -1,4 +1,4 @@
-"""Bench for light_pole virtual-board tests: deploys the real firmware onto a vboard and
+"""Bench for light_pole virtual-board tests (no tests here; named test_light_* for ownership): deploys the real firmware onto a vboard and
 plays the gateway over the board's link UART with the protocol package (a test peer, not
 the product gateway). Kept in L's files (no shared conftest)."""
 from __future__ import annotations
