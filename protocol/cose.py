@@ -38,6 +38,9 @@ def _bhead(n):
     return bytes((0x59, n >> 8, n & 0xFF))
 
 
+_HEADS = [bytes((0x40 | n,)) for n in range(24)]
+
+
 def piv_bytes(seq):
     """Partial IV: the sequence number big-endian without leading zeros (0 is one zero byte)."""
     if seq < 0 or seq > MAX_SEQ:
@@ -50,7 +53,12 @@ def piv_bytes(seq):
 
 def external_aad(direction, kid, seq):
     """CBOR [version, direction, kid, piv]: what binds the unprotected header to the tag."""
-    return cbor.dumps([VERSION, direction, kid, piv_bytes(seq)])
+    return _aad(direction, kid, piv_bytes(seq))
+
+
+def _aad(direction, kid, piv):
+    # The deterministic CBOR of [1, direction, kid, piv], written out: this runs per frame.
+    return b"\x84\x01" + (b"\x01" if direction else b"\x00") + _bhead(len(kid)) + kid + _bhead(len(piv)) + piv
 
 
 def mac_structure(aad, payload):
@@ -58,13 +66,20 @@ def mac_structure(aad, payload):
 
 
 def ct_equal(a, b):
-    """Compare two tags in time that does not depend on where they differ."""
+    """Compare two tags in time that does not depend on where they differ.
+
+    MicroPython has no hmac.compare_digest; CPython's (in C) replaces this below.
+    """
     if len(a) != len(b):
         return False
     r = 0
     for i in range(len(a)):
         r |= a[i] ^ b[i]
     return r == 0
+
+
+if sys.implementation.name == "cpython":
+    from hmac import compare_digest as ct_equal  # noqa: F811
 
 
 class Mac:
@@ -110,6 +125,14 @@ class Mac:
     def tag(self, direction, kid, seq, payload):
         return self.digest(mac_structure(external_aad(direction, kid, seq), payload))[:TAG_LEN]
 
+    def tag_piv(self, direction, kid, piv, payload):
+        k = len(kid)
+        p = len(piv)
+        # [ "MAC0", protected, bstr([1, dir, kid, piv]), payload ] with every head written out
+        msg = b"".join((_MAC0_PREFIX, _HEADS[5 + k + p], b"\x84\x01\x01" if direction else b"\x84\x01\x00",
+                        _HEADS[k], kid, _HEADS[p], piv, _bhead(len(payload)), payload))
+        return self.digest(msg)[:TAG_LEN]
+
 
 _CAN_COPY = sys.implementation.name == "cpython"
 
@@ -129,19 +152,23 @@ def seal(mac, direction, kid, seq, payload):
 class Envelope:
     """A parsed but not yet verified COSE_Mac0."""
 
-    __slots__ = ("kid", "seq", "payload", "tag")
+    __slots__ = ("kid", "seq", "piv", "payload", "tag")
 
-    def __init__(self, kid, seq, payload, tag):
+    def __init__(self, kid, piv, payload, tag):
         self.kid = kid
-        self.seq = seq
+        self.piv = piv
+        self.seq = int.from_bytes(piv, "big")
         self.payload = payload
         self.tag = tag
 
     def verify(self, mac, direction):
         """Raise TagError unless the tag is right for this key and direction."""
-        want = mac.tag(direction, self.kid, self.seq, self.payload)
+        want = mac.tag_piv(direction, self.kid, self.piv, self.payload)
         if not ct_equal(want, self.tag):
             raise TagError("tag does not verify for kid %r" % (self.kid,))
+
+
+_LEAD = b"\x84\x43\xa1\x01\x04\xa2\x04"
 
 
 def _canonical(env):
@@ -150,40 +177,31 @@ def _canonical(env):
     This is the hot path in both VMs: no CBOR decoder, no allocation but the fields.
     """
     n = len(env)
-    if n < 18 or env[0] != 0x84 or env[1:7] != b"\x43\xa1\x01\x04\xa2\x04":
+    if n < 18 or env[:7] != _LEAD:
         return None
     k = env[7] - 0x40
-    if not 1 <= k <= MAX_KID:
-        return None
     i = 8 + k
-    kid = env[8:i]
-    if env[i] != 0x06:
+    if not 1 <= k <= MAX_KID or env[i] != 0x06:
         return None
     p = env[i + 1] - 0x40
     if not 1 <= p <= 5:
         return None
-    piv = env[i + 2 : i + 2 + p]
-    if len(piv) != p or (p > 1 and piv[0] == 0):
+    j = i + 2 + p
+    piv = env[i + 2 : j]
+    if (p > 1 and piv[0] == 0) or j >= n:
         return None
-    i += 2 + p
-    if i >= n:
-        return None
-    h = env[i]
+    h = env[j]
     if h < 0x58:
         m = h - 0x40
-        i += 1
-    elif h == 0x58:
-        if i + 1 >= n:
-            return None
-        m = env[i + 1]
-        if m < 24:
-            return None
-        i += 2
+        j += 1
+    elif h == 0x58 and j + 1 < n and env[j + 1] >= 24:
+        m = env[j + 1]
+        j += 2
     else:
         return None
-    if m < 0 or i + m + 9 != n or env[i + m] != 0x48:
+    if m < 0 or j + m + 9 != n or env[j + m] != 0x48:
         return None
-    return Envelope(bytes(kid), int.from_bytes(bytes(piv), "big"), bytes(env[i : i + m]), bytes(env[i + m + 1 :]))
+    return Envelope(env[8:i], piv, env[j : j + m], env[j + m + 1 :])
 
 
 def parse(envelope):

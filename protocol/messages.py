@@ -227,9 +227,13 @@ def from_list(v, direction=None):
     i = 1
     for f in fields:
         x = v[i]
-        _check(name, f, x)
-        msg[f[0]] = x
         i += 1
+        if f[1] <= I:
+            if type(x) is not int or x < f[2] or x > f[3]:
+                _check(name, f, x)
+        else:
+            _check(name, f, x)
+        msg[f[0]] = x
     return msg
 
 
