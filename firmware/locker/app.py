@@ -74,7 +74,7 @@ class App:
         self.lockout = None
         self._reader = None
         self._parser = reader.ReaderParser()
-        self._inflight = []  # [audit seq, msg dict handed to rt.event, eid saved]
+        self._inflight = []  # [audit seq, msg handed to rt.event, eid saved, answered]
         self._lost_seen = 0
         self._timer = None
 
@@ -202,44 +202,47 @@ class App:
             self.rt.event({"type": "fault", "code": FAULT_FLASH, "value": kind})
 
     def _pump(self):
-        """Hand pending audit records to the link, a few at a time; retire those the gateway acked."""
+        """Hand pending audit records to the link, a few at a time; retire those the gateway answered."""
         fl = self._inflight
         i = 0
         while i < len(fl):
-            seq, msg, saved = fl[i]
-            if not saved and msg.get("eid") is not None:
-                self.audit.set_eid(seq, msg["eid"])
-                fl[i][2] = True
-            if self._acked(msg):
-                self.audit.ack(seq)
+            e = fl[i]
+            if not e[2] and e[1].get("eid") is not None:
+                self.audit.set_eid(e[0], e[1]["eid"])
+                e[2] = True
+            if e[3]:
+                self.audit.ack(e[0])
                 fl.pop(i)
             else:
                 i += 1
         if len(fl) >= INFLIGHT:
             return
-        busy = [x[0] for x in fl]
         for seq in self.audit.pending():
             if len(fl) >= INFLIGHT:
                 break
-            if seq in busy:
+            if self._inflight_has(seq):
                 continue
             r = self.audit.read(seq)
             if r is None:
                 self.audit.ack(seq)
                 continue
             msg = r.msg()
-            self.rt.event(msg)
-            fl.append([seq, msg, "eid" in msg])
+            fl.append([seq, msg, "eid" in msg, False])
+            self.rt.event(msg, False, self._answered)
 
-    def _acked(self, msg):
-        """True once the link no longer holds msg: the gateway acked (or nacked) it."""
-        hook = getattr(self.rt, "event_acked", None)
-        if hook is not None:
-            return hook(msg)
-        for e in self.rt.session.events:
-            if e[0] is msg:
-                return False
-        return True
+    def _inflight_has(self, seq):
+        for e in self._inflight:
+            if e[0] == seq:
+                return True
+        return False
+
+    def _answered(self, msg, nack):
+        """The gateway acked (or nacked: it will never take it) an audit event."""
+        if nack is not None:
+            self.rt.log("locker: gateway refused %s: %r" % (msg["type"], nack))
+        for e in self._inflight:
+            if e[1] is msg:
+                e[3] = True
 
     # -- config, telemetry, selftest --
 

@@ -104,10 +104,10 @@ class FakeRt:
     def log(self, text, keep=False):
         self.logs.append(text)
 
-    def event(self, msg, durable=False):
+    def event(self, msg, durable=False, on_ack=None):
         if msg.get("t") is None:
             msg["t"] = self.t
-        self.session.events.append([msg, [], 0, 0, durable])
+        self.session.events.append([msg, [], 0, 0, durable, on_ack])
 
     def send_pending(self):
         for e in self.session.events:
@@ -118,8 +118,11 @@ class FakeRt:
 
     def ack(self, msg):
         for i in range(len(self.session.events)):
-            if self.session.events[i][0] is msg:
+            e = self.session.events[i]
+            if e[0] is msg:
                 self.session.events.pop(i)
+                if e[5] is not None:
+                    e[5](msg, None)
                 return
         raise AssertionError("not pending")
 

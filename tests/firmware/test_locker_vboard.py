@@ -1,0 +1,251 @@
+"""The locker firmware, unmodified, on a virtual board in genuine MicroPython.
+
+Each test boots /main.py (common runtime + locker App) on tools/vboard, drives door
+switches, and talks the real protocol over the board's link UART (pyserial
+socket://) as the gateway would. Lock pulses are measured from recorded pin edges
+on the board's virtual clock.
+"""
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+import mpvm
+
+ROOT = Path(__file__).resolve().parents[2]
+FW = ROOT / "firmware"
+
+pytestmark = [
+    pytest.mark.micropython,
+    pytest.mark.skipif(not mpvm.node_available(), reason="MicroPython VM not installed: run ./dev setup"),
+]
+
+serial = pytest.importorskip("serial")
+vboard = pytest.importorskip("vboard")
+
+from protocol import cbor, codec, cose, framing, messages, token  # noqa: E402
+from protocol.cose import Mac  # noqa: E402
+
+LINK_KEY = bytes(range(32))
+BOOKING_KEY = bytes(range(100, 132))
+KID = b"k001"
+NOW = 1_790_000_000
+PINS = {"lock1": 12, "door1": 13, "lock2": 14, "door2": 15, "reader": {"uart": 2, "tx": 17, "rx": 16}}
+ACCESS = {v: k for k, v in messages.ACCESS.items()}
+ALARM = {v: k for k, v in messages.ALARMS.items()}
+
+
+def _firmware():
+    files = {"/main.py": FW / "common" / "main.py"}
+    for pkg, src in (("protocol", ROOT / "protocol"), ("common", FW / "common"), ("locker", FW / "locker")):
+        for f in src.glob("*.py"):
+            files["/lib/%s/%s" % (pkg, f.name)] = f
+    return files
+
+
+class Gateway:
+    """The gateway end of the link, just enough protocol for a test: welcome, acks, commands."""
+
+    def __init__(self, board):
+        self.board = board
+        self.ser = serial.serial_for_url(board.link_url, timeout=0)
+        self.mac = Mac(LINK_KEY)
+        self.deframer = framing.Deframer()
+        self.seq = 1
+        self.online = True
+        self.received = []  # (seq, msg) in arrival order
+        self.hellos = 0
+
+    def close(self):
+        self.ser.close()
+
+    def send(self, msg):
+        return self.send_payload(messages.encode(msg))
+
+    def send_payload(self, payload):
+        """An authentic frame around any payload (also one the schema would refuse)."""
+        seq = self.seq
+        self.seq += 1
+        self.ser.write(framing.encode_frame(cose.seal(self.mac, cose.DOWN, KID, seq, payload)))
+        return seq
+
+    def _read(self):
+        quiet = 0
+        while quiet < 3:
+            data = self.ser.read(4096)
+            if data:
+                quiet = 0
+                for env, err in self.deframer.feed(data):
+                    assert err is None, err
+                    r = codec.open_envelope(env, cose.UP, lambda k: self.mac if k == KID else None)
+                    self.received.append((r.seq, r.msg))
+                    self._answer(r.seq, r.msg)
+            else:
+                quiet += 1
+                time.sleep(0.01)
+
+    def _answer(self, seq, msg):
+        if not self.online:
+            return
+        t = msg["type"]
+        if t == "hello":
+            self.hellos += 1
+            self.send({"type": "welcome", "echo": msg["nonce"], "time": int(self.board.unix_time), "hb": 3600})
+        elif t in messages.ACKED_UP:
+            self.send({"type": "ack", "ref": seq})
+
+    def run(self, ms, step=250):
+        """Advance the board's clock by ms, answering the device as we go."""
+        self._read()
+        left = ms
+        while left > 0:
+            self.board.advance(min(step, left))
+            left -= step
+            self._read()
+
+    def msgs(self, *types):
+        return [m for _, m in self.received if not types or m["type"] in types]
+
+    def events(self):
+        """Distinct events by eid (the device may retransmit), in first-arrival order."""
+        seen = {}
+        for _, m in self.received:
+            if "eid" in m and m["eid"] not in seen:
+                seen[m["eid"]] = m
+        return list(seen.values())
+
+    def answer_to(self, ref):
+        for _, m in self.received:
+            if m["type"] in ("ack", "nack") and m["ref"] == ref:
+                return m
+        return None
+
+
+@pytest.fixture
+def locker(tmp_path):
+    """A provisioned locker: 2 compartments, doors closed, link up (welcome done)."""
+    flash = tmp_path / "flash"
+    flash.mkdir()
+    (flash / "key.bin").write_bytes(LINK_KEY)
+    (flash / "booking.key").write_bytes(BOOKING_KEY)
+    b = vboard.VirtualBoard(firmware_files=_firmware(), flash_dir=flash, record_pins=True, start_time=NOW,
+                            name="locker")
+    b.start()  # not provisioned yet (no /config.json): the runtime waits for a technician
+    gw = None
+    try:
+        for name in ("door1", "door2"):
+            b.set_pin(PINS[name], 0)  # doors closed (switch pulls the line low)
+        cfg = {"id": "k001", "site": "stadtpark", "role": "locker", "link": {"uart": 1},
+               "rt": {"wdt_ms": 8000}, "pins": PINS, "app": {"comps": 2, "open_max_s": 60, "window_s": 10}}
+        b.write_flash("config.json", json.dumps(cfg))
+        b.reset()
+        gw = Gateway(b)
+        gw.run(3000)
+        assert gw.hellos >= 1, b.log()
+        b.clear_events()
+        yield b, gw
+    finally:
+        if gw is not None:
+            gw.close()
+        b.stop()
+        shutil.rmtree(flash, ignore_errors=True)
+
+
+def _pulses(b, pin):
+    """[(start_ms, on_ms)] of the pin's high pulses from recorded edges."""
+    out, t1 = [], None
+    for e in b.events("pin"):
+        if e["pin"] != pin:
+            continue
+        if e["value"] == 1 and t1 is None:
+            t1 = e["t_ms"]
+        elif e["value"] == 0 and t1 is not None:
+            out.append((t1, e["t_ms"] - t1))
+            t1 = None
+    if t1 is not None:
+        out.append((t1, None))
+    return out
+
+
+def test_gateway_unlock_pulses_once_and_is_acked(locker):
+    b, gw = locker
+    ref = gw.send({"type": "unlock", "comp": 2, "req": 4711, "reason": "support"})
+    gw.run(3000)
+    assert gw.answer_to(ref) == {"type": "ack", "ref": ref}
+    p = _pulses(b, PINS["lock2"])
+    assert len(p) == 1 and p[0][1] is not None and 0 < p[0][1] <= 1500
+    assert _pulses(b, PINS["lock1"]) == []
+    ev = [m for m in gw.events() if m["type"] == "access"]
+    assert [(m["comp"], m["result"], m["token"]) for m in ev] == [(2, ACCESS["ok_command"], 4711)]
+    # a retransmitted unlock (same req, new seq) is acked but never opens again
+    ref2 = gw.send({"type": "unlock", "comp": 2, "req": 4711, "reason": "support"})
+    gw.run(8000)
+    assert gw.answer_to(ref2)["type"] == "ack"
+    assert len(_pulses(b, PINS["lock2"])) == 1
+
+
+def test_unlock_out_of_range_is_nacked_and_nothing_moves(locker):
+    b, gw = locker
+    ref = gw.send({"type": "unlock", "comp": 3, "req": 1, "reason": ""})
+    ref_bad = gw.send_payload(cbor.dumps([messages.TYPES["unlock"], 0, 2, ""]))  # outside the protocol schema
+    gw.run(1000)
+    assert gw.answer_to(ref) == {"type": "nack", "ref": ref, "code": messages.E_BAD_VALUE, "field": "comp"}
+    nk = gw.answer_to(ref_bad)
+    assert nk["type"] == "nack" and nk["code"] == messages.E_MALFORMED and nk["field"] == "comp"
+    assert b.events("pin") == []
+    assert b.state()["state"] == "running"
+
+
+def test_door_opened_without_unlock_is_tamper(locker):
+    b, gw = locker
+    b.set_pin(PINS["door1"], 1)
+    gw.run(1000)
+    ev = [(m["type"], m.get("comp"), m.get("open"), m.get("authorized"), m.get("code")) for m in gw.events()]
+    assert ev == [("door", 1, True, False, None), ("alarm", 1, None, None, ALARM["tamper"])]
+
+
+def test_authorized_open_close_and_open_too_long(locker):
+    b, gw = locker
+    gw.send({"type": "unlock", "comp": 1, "req": 9, "reason": ""})
+    gw.run(1000)
+    b.set_pin(PINS["door1"], 1)
+    gw.run(1000)
+    got = [(m["type"], m.get("open"), m.get("authorized")) for m in gw.events()]
+    assert got == [("access", None, None), ("door", True, True)]
+    gw.run(61000)  # open_max_s = 60
+    al = [m for m in gw.events() if m["type"] == "alarm"]
+    assert [(m["code"], m["comp"]) for m in al] == [(ALARM["door_open_too_long"], 1)] and al[0]["value"] >= 60
+    b.set_pin(PINS["door1"], 0)
+    gw.run(1000)
+    last = gw.events()[-1]
+    assert (last["type"], last["open"], last["authorized"]) == ("door", False, True)
+
+
+def test_events_kept_while_gateway_away_and_across_reboot(locker):
+    b, gw = locker
+    gw.online = False
+    for i in range(3):  # three tamper openings while nobody listens
+        b.set_pin(PINS["door2"], 1)
+        gw.run(500)
+        b.set_pin(PINS["door2"], 0)
+        gw.run(500)
+    b.reset()  # and the board reboots before the gateway is back
+    gw.received.clear()
+    gw.online = True
+    gw.run(20000)
+    ev = gw.events()
+    doors = [(m["comp"], m["open"]) for m in ev if m["type"] == "door"]
+    assert doors == [(2, True), (2, False)] * 3
+    assert [m["code"] for m in ev if m["type"] == "alarm"] == [ALARM["tamper"]] * 3
+    # delivered once each (same eid on every retransmission) and retired from the audit
+    gw.received.clear()
+    gw.run(30000)
+    assert [m for m in gw.msgs() if m["type"] in ("door", "alarm")] == []
+    tele = gw.msgs("locker")
+    gw.send({"type": "reboot", "delay": 0})
+    gw.run(3000)
+    tele = gw.msgs("locker")
+    assert tele and tele[-1]["pending"] == 0 and tele[-1]["open"] == 0
