@@ -9,6 +9,7 @@ Never dark by a software fault: start() puts the lamp at the safe level before
 anything else can fail, and a failing step leaves it there (then re-raises so
 the runtime counts the fault and, if it persists, reboots into safe mode).
 """
+from common import config
 from common.config import BOOL, CHOICE, INT, STR
 from common.errors import CommandError, ConfigError
 
@@ -24,6 +25,7 @@ E_BAD_VALUE = 3
 E_NOT_SUPPORTED = 4
 FAULT_SENSOR_STUCK = 2
 FAULT_LAMP = 4
+FAULT_CONFIG = 8
 SLOW_MS = 1000
 FADE_STEP_MS = 20
 IDLE_STEP_MS = 50  # bounds the latency from a debounced edge to the lamp reacting
@@ -103,7 +105,14 @@ class App:
         self._mot_pending = 0
         self._mot_last = 0
         self.stuck = False
-        self._cfg(rt.cfg)
+        try:
+            self._cfg(rt.cfg)
+        except ConfigError as e:
+            # per-field valid but inconsistent (the runtime checks fields only): run on the
+            # defaults rather than crash-loop with the lamp dark, and say so
+            rt.log("light: config refused (%s): defaults" % (e,), keep=True)
+            rt.event({"type": "fault", "code": FAULT_CONFIG, "value": 0}, durable=True)
+            self._cfg(config.defaults(self.SCHEMA))
 
     # -- configuration ------------------------------------------------------------------
     def _cfg(self, c):
@@ -160,7 +169,10 @@ class App:
         except Exception as e:
             rt.log("light: no ambient sensor (%r): night assumed without valid time" % (e,), keep=True)
         if rt.hal.has("lamp_cs"):
-            self.cs = rt.hal.adc("lamp_cs")
+            try:
+                self.cs = rt.hal.adc("lamp_cs")
+            except Exception as e:
+                rt.log("light: no current sense (%r)" % (e,), keep=True)
         if not safe:
             stored = rt.store.get(PROFILE_KEY)
             if type(stored) is dict:
@@ -168,7 +180,11 @@ class App:
                     self.ctl.profile = Profile.from_msg(stored)
                 except CommandError as e:
                     rt.log("light: stored profile refused (%s): config profile" % (e.field,), keep=True)
-            self.motion = Motion(rt.hal.pin_in("motion", "down"), rt.ticks_ms, c["debounce_ms"])
+            try:
+                self.motion = Motion(rt.hal.pin_in("motion", "down"), rt.ticks_ms, c["debounce_ms"])
+            except Exception as e:  # no motion input: base level all night, never a crash loop
+                rt.log("light: no motion input (%r)" % (e,), keep=True)
+                rt.event({"type": "fault", "code": FAULT_CONFIG, "value": 1}, durable=True)
         self.ctl.fader = curve.Fader(c["safe"] * 100)  # the first step fades from the lit boot level
         self._slow(now)
         self._output(now)

@@ -363,3 +363,26 @@ def test_stuck_motion_sensor_is_reported_and_ignored_until_released():
     rt.hal.motion.set(1)
     _run(rt, app, 2000)
     assert _pct(rt) == 100
+
+
+def test_inconsistent_boot_config_runs_on_defaults_and_reports():
+    rt = FakeRt({"dark_below": 9000, "light_above": 8000})
+    app = App(rt)
+    app.start(False)
+    assert app.dn.dark_below == 3000
+    assert [e[0]["code"] for e in rt.events] == [8]
+    _run(rt, app, 6000)
+    assert _pct(rt) == 20
+
+
+def test_missing_motion_pin_is_a_fault_not_a_crash_loop():
+    rt = FakeRt()
+
+    def no_pin(name, pull=None):
+        raise ConfigError("pins." + name, "not in the pin map")
+    rt.hal.pin_in = no_pin
+    app = App(rt)
+    app.start(False)
+    assert app.motion is None and [e[0]["code"] for e in rt.events] == [8]
+    _run(rt, app, 6000)
+    assert _pct(rt) == 20

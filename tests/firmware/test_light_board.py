@@ -86,3 +86,91 @@ def test_debounce_ignores_a_short_glitch(bench):
     g.run(2000)
     assert b.pwm_duty(LAMP) == duty_for(20)
     assert not g.of("motion")
+
+
+def _state(g):
+    return g.of("light")[-1]["state"]
+
+
+def test_light_sensor_day_night_with_hysteresis_and_dwell(bench):
+    b, g = bench(hb=10)
+    g.connect()
+    g.run(2000)
+    assert b.pwm_duty(LAMP) == duty_for(20)
+    b.set_adc(AMBIENT, BRIGHT)  # headlights for 3 s: shorter than the 5 s dwell
+    g.run(3000)
+    b.set_adc(AMBIENT, DARK)
+    g.run(3000)
+    assert b.pwm_duty(LAMP) == duty_for(20)
+    b.set_adc(AMBIENT, BRIGHT)  # dawn
+    g.run(7000)
+    assert b.pwm_duty(LAMP) == 0
+    b.set_adc(AMBIENT, 4500)  # between the thresholds: nothing changes
+    g.run(8000)
+    assert b.pwm_duty(LAMP) == 0
+    g.run(3000)
+    assert _state(g) == 0 and g.of("light")[-1]["ambient"] == 4500
+    b.set_adc(AMBIENT, DARK)
+    g.run(7000)
+    assert b.pwm_duty(LAMP) == duty_for(20)
+
+
+def test_valid_time_follows_the_sun_not_a_dirty_sensor(bench):
+    # Cologne; the ambient sensor reads dark all day (dirty), the time is valid
+    b, g = bench(app={"lat": 5094, "lon": 696}, start_time=NOON_2026_06_21, welcome_time=NOON_2026_06_21)
+    g.connect()
+    g.run(3000)
+    assert b.pwm_duty(LAMP) == 0
+    assert g.command({"type": "time", "time": NOON_2026_06_21 + 8 * 3600 + 40 * 60})["type"] == "ack"  # 20:40 UTC
+    g.run(3000)
+    assert b.pwm_duty(LAMP) == duty_for(20)
+
+
+def test_commands_set_level_prelight_profile_and_nacks_name_the_field(bench):
+    b, g = bench()
+    g.connect()
+    g.run(2000)
+    r = g.command({"type": "light_set", "level": 60, "hold": 3})
+    assert r["type"] == "ack"
+    g.run(1000)
+    assert b.pwm_duty(LAMP) == duty_for(60)
+    g.run(4000)
+    assert b.pwm_duty(LAMP) == duty_for(20)
+    assert g.command({"type": "prelight", "level": 50, "hold": 2, "hops": 1})["type"] == "ack"
+    g.run(1000)
+    assert b.pwm_duty(LAMP) == duty_for(50)
+    r = g.command({"type": "light_profile", "base": 60, "full": 40, "hold": 5, "fade_up": 0, "fade_down": 0,
+                   "max": 100, "curfew": []})
+    assert (r["type"], r["code"], r["field"]) == ("nack", 3, "full")
+    r = g.command({"type": "prelight", "level": 50, "hold": 0, "hops": 1})
+    assert (r["type"], r["code"], r["field"]) == ("nack", 3, "hold")
+    r = g.wait_reply(g.send_raw([144, 101, 5]))  # light_set level 101: refused by the protocol schema
+    assert (r["type"], r["code"], r["field"]) == ("nack", 1, "level")
+    assert g.command({"type": "light_profile", "base": 10, "full": 70, "hold": 2, "fade_up": 0,
+                      "fade_down": 0, "max": 70, "curfew": []})["type"] == "ack"
+    r = g.command({"type": "light_set", "level": 80, "hold": 5})
+    assert (r["type"], r["code"], r["field"]) == ("nack", 3, "level")
+    g.run(3000)
+    assert b.pwm_duty(LAMP) == duty_for(10)
+    b.set_pin(MOTION, 1)
+    g.run(500)
+    assert b.pwm_duty(LAMP) == duty_for(70)
+    b.set_pin(MOTION, 0)
+    b.reset()  # the profile survives a reboot
+    g.connect()
+    g.run(3000)
+    assert b.pwm_duty(LAMP) == duty_for(10)
+    assert not b.events("fw_crash")
+
+
+def test_curfew_caps_presence_and_reports_curfew_state(bench):
+    # 23:30 local (CEST) on 2026-06-21 = 21:30 UTC; curfew 23:00-05:00 at most 40 %
+    t = NOON_2026_06_21 + 9 * 3600 + 30 * 60
+    b, g = bench(app={"curfew": "1380-300:40", "lat": 5094, "lon": 696}, start_time=t, welcome_time=t, hb=10)
+    g.connect()
+    g.run(2000)
+    b.set_pin(MOTION, 1)
+    g.run(1000)
+    assert b.pwm_duty(LAMP) == duty_for(40)
+    g.run(10000)
+    assert _state(g) == 7
