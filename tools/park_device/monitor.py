@@ -1,7 +1,7 @@
 """monitor: the board's console log, live, without interrupting the firmware.
 
 Only reads (no Ctrl-C, no raw REPL): the firmware keeps running while a technician
-watches. --reset soft-reboots first to see the boot log. Ends on Ctrl-C, after
+watches. --reset resets the board first to see the boot log. Ends on Ctrl-C, after
 --duration seconds, or when a line matches --until (for scripts and the bench).
 """
 from __future__ import annotations
@@ -27,7 +27,11 @@ def monitor(ui, port: str | None, *, duration: float | None = None, until: str |
     s = serial.serial_for_url(port, baudrate=baud, timeout=0.2, exclusive=True)
     try:
         if reset:
-            s.write(b"\x03\x02\x04")  # stop, friendly REPL, soft reboot
+            # stop the firmware, friendly REPL, then a real reset: the boot log from the first line
+            s.write(b"\r\x03\x03\x02")
+            time.sleep(0.2)
+            s.reset_input_buffer()
+            s.write(b"import machine; machine.reset()\r")
         try:
             while duration is None or time.monotonic() - start < duration:
                 chunk = s.read(256)

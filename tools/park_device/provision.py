@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .board import Board
 from .errors import BadConfig, BoardError, KeyConflict, NotProvisioned, RegistryError
-from .roles import check_role, firmware_root, needs_booking_key
+from .roles import check_role, firmware_root, needs_booking_key, template
 
 ID_RE = re.compile(r"[A-Za-z0-9_\-]{1,8}")
 SITE_RE = re.compile(r"[a-z0-9_\-]{1,32}")
@@ -44,8 +44,9 @@ def parse_set(items: list[str]) -> dict:
     return out
 
 
-def compose(device_id: str, role: str, site: str, base: dict | None, sets: dict) -> dict:
-    """The /config.json document: identity + the sections from --config, overlaid by --set."""
+def compose(device_id: str, role: str, site: str, base: dict | None, sets: dict,
+            use_template: bool = True) -> dict:
+    """The /config.json document: identity + reference wiring, the sections from --config, then --set."""
     if not isinstance(device_id, str) or not ID_RE.fullmatch(device_id):
         raise BadConfig(f"device id {device_id!r} must be 1-8 of A-Z a-z 0-9 _ -", where="--id",
                         hint="park convention: c001 containers, l001 light poles, k001 lockers")
@@ -53,6 +54,7 @@ def compose(device_id: str, role: str, site: str, base: dict | None, sets: dict)
     if not isinstance(site, str) or not SITE_RE.fullmatch(site):
         raise BadConfig(f"site {site!r} must be 1-32 of a-z 0-9 _ -", where="--site")
     base = dict(base or {})
+    tmpl = template(role) if use_template else {}
     for k in base:
         if k not in SECTIONS and k not in ("id", "role", "site"):
             raise BadConfig(f"unknown top-level key {k!r}", where="config file",
@@ -63,9 +65,11 @@ def compose(device_id: str, role: str, site: str, base: dict | None, sets: dict)
                             f"{ {'id': device_id, 'role': role, 'site': site}[k]!r}", where=f"config file: {k}")
     cfg = {"id": device_id, "site": site, "role": role}
     for s in SECTIONS:
-        sec = dict(base.get(s) or {})
-        if not isinstance(sec, dict):
+        given = base.get(s) or {}
+        if not isinstance(given, dict):
             raise BadConfig(f"section {s} must be a map", where=f"config file: {s}")
+        # a pins map from the file replaces the reference wiring whole (no stray GPIOs left over)
+        sec = dict(given) if (s == "pins" and given) else {**tmpl.get(s, {}), **given}
         sec.update(sets.get(s, {}))
         cfg[s] = sec
     return cfg
@@ -274,6 +278,7 @@ def provision(ui, port: str | None, device_id: str, role: str, site: str, *, reg
             ui.note(f"created a new booking key in {booking_key} (0600); give it to the booking system")
 
         old_cfg_bytes = b.read_file("/config.json") if info.get("config") is not None else None
+        old_token = b.read_file("/booking.key") if need_token and info.get("has_booking_key") else None
         changed = []
         try:
             if old_cfg_bytes != new_cfg:
@@ -293,7 +298,7 @@ def provision(ui, port: str | None, device_id: str, role: str, site: str, *, reg
             how = target.register(device_id, role, site, key, position,
                                   replace=replace or registered_key is not None)
         except BaseException:
-            _rollback(b, changed, old_cfg_bytes, board_key)
+            _rollback(b, changed, old_cfg_bytes, board_key, old_token)
             raise
         finally:
             b.remove("/config.json.new")
@@ -320,7 +325,8 @@ def _board_check(b: Board, role: str) -> dict | None:
     return b.call_json(f"_pd_check('/config.json.new', {role!r})")
 
 
-def _rollback(b: Board, changed: list[str], old_cfg: bytes | None, old_key: bytes | None) -> None:
+def _rollback(b: Board, changed: list[str], old_cfg: bytes | None, old_key: bytes | None,
+              old_token: bytes | None) -> None:
     try:
         if "/config.json" in changed:
             if old_cfg is None:
@@ -333,7 +339,10 @@ def _rollback(b: Board, changed: list[str], old_cfg: bytes | None, old_key: byte
             else:
                 b.write_file("/key.bin", old_key)
         if "/booking.key" in changed:
-            b.remove("/booking.key")
+            if old_token is None:
+                b.remove("/booking.key")
+            else:
+                b.write_file("/booking.key", old_token)
     except Exception as e:  # report the original error; say the board may need a re-run
         raise BoardError(f"could not restore the board after a failure: {e}", where=b.port,
                          hint="run provision again") from e

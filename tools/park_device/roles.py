@@ -40,3 +40,24 @@ def firmware_root() -> Path:
 def protocol_root() -> Path:
     import protocol
     return Path(protocol.__file__).resolve().parent
+
+
+# The park's reference wiring (ESP32-DevKitC, docs/technician.md): defaults that a
+# --config file or --set overrides. Input-only GPIOs 34-39 carry the ADCs; 6-11 (flash)
+# and the strapping pins 0/2/12/15 are avoided.
+LINK = {"uart": 1, "baud": 115200, "tx": 17, "rx": 16}
+TEMPLATES = {
+    "container_sensor": {"link": LINK, "rt": {"batt_div": 2000},
+                         "pins": {"trig": 5, "echo": 18, "temp": 34, "batt": 35}, "app": {}},
+    "light_pole": {"link": LINK, "rt": {}, "pins": {"lamp": 25, "motion": 27, "ambient": 34, "lamp_cs": 35},
+                   "app": {}},
+    "locker": {"link": LINK, "rt": {},
+               "pins": {"lock1": 25, "lock2": 26, "lock3": 27, "lock4": 32,
+                        "door1": 33, "door2": 13, "door3": 14, "door4": 4},
+               "app": {"comps": 4}},
+}
+
+
+def template(role: str) -> dict:
+    t = TEMPLATES[check_role(role)]
+    return {k: dict(v) for k, v in t.items()}
