@@ -7,6 +7,7 @@ watchdog only when the app step returned normally. See docs/firmware.md.
 """
 
 import gc
+import json
 import sys
 
 try:
@@ -75,7 +76,7 @@ class Runtime:
         hello = {"type": "hello", "role": role, "fw": self.fw, "caps": app_cls.CAPS}
         self.session = Session(dev.kid, key, transport or open_link(dev.link), store, hello, dev.link,
                                self._command, self._welcomed)
-        self._hb_state = hal.rtc_memory()
+        self.retained = _load_retained(store) if self.cause == hal.CAUSE_DEEPSLEEP else {}
 
     # ---- the App-facing API ----
 
@@ -126,6 +127,11 @@ class Runtime:
         """Deep-sleep for ms once pending events are acked (or rt.awake_s is over)."""
         self._sleep_ms = ms
 
+    def retain(self, key, value):
+        """Keep a small JSON value across deep sleep in RTC memory (lost on power loss and on
+        any other reset); read it back from rt.retained after the wake."""
+        self.retained[key] = value
+
     def pending_events(self):
         return len(self.session.events)
 
@@ -142,7 +148,8 @@ class Runtime:
                 raise
             self.app = None  # safe mode and still failing: link only
         try:
-            for name, ok, detail in self.app.selftest() if self.app else ():
+            tests = self.app.selftest() if self.app and self.cause != hal.CAUSE_DEEPSLEEP else ()
+            for name, ok, detail in tests:
                 if not ok:
                     self.log("selftest %s: %s" % (name, detail))
         except Exception as e:
@@ -161,10 +168,8 @@ class Runtime:
             self.event({"type": "fault", "code": code, "value": value})
 
     def _hb_left(self):
-        s = self._hb_state
-        if s and len(s) >= 4:
-            return int.from_bytes(s[:4], "big")
-        return 0
+        v = self.retained.get("_hb")
+        return v if type(v) is int else 0
 
     def _welcomed(self, msg, now):
         if not clock.set_time(msg["time"]):
@@ -250,8 +255,8 @@ class Runtime:
         self.session.persist_events()
         if not self.safe:
             self.boot.mark_stable()
-        left = clock.ticks_diff(self._hb_due, clock.ticks_ms()) - ms
-        hal.rtc_memory(max(left, 0).to_bytes(4, "big"))
+        self.retained["_hb"] = max(clock.ticks_diff(self._hb_due, clock.ticks_ms()) - ms, 0)
+        _save_retained(self.store, self.retained)
         hal.deepsleep(ms)
 
     def reboot(self):
@@ -312,6 +317,25 @@ class Runtime:
     async def run(self):
         while True:
             await clock.sleep_ms(self.step(clock.ticks_ms()))
+
+
+def _load_retained(store):
+    raw = hal.rtc_memory()
+    if raw is None:
+        d = store.get("retained")
+    else:
+        try:
+            d = json.loads(raw) if raw else None
+        except ValueError:
+            d = None
+    return d if type(d) is dict else {}
+
+
+def _save_retained(store, d):
+    """RTC slow memory survives deep sleep without a flash write; flash where a port has none."""
+    raw = json.dumps(d)
+    if len(raw) > 2048 or hal.rtc_memory(raw.encode()) is None:
+        store.put("retained", d)
 
 
 def _flash_log(root, text, limit):

@@ -1,0 +1,1 @@
+"""Waste-container fill sensor: wake, measure, report, deep-sleep (battery powered)."""

@@ -1,0 +1,135 @@
+"""Firmware test helpers: flash images for virtual boards and a gateway peer.
+
+`deploy_tree` builds the flash a technician's deploy would write (main.py, /lib packages,
+/config.json, /key.bin). `Peer` is a test peer that plays the gateway over the board's
+link UART with the protocol package (it is not the product gateway): it welcomes
+hellos, acks events, sends commands and records every uplink message.
+benchmarks/bench_footprint.py loads this file too.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+FW = ROOT / "firmware"
+KEY = bytes(range(32))
+T_2026 = 1767225600  # 2026-01-01T00:00:00Z
+_IGN = shutil.ignore_patterns("__pycache__", "*.pyc", "vmachine")
+_IGN_PROTO = shutil.ignore_patterns("__pycache__", "*.pyc", "vectors", "*.md", "*.cddl", "cpython.py")
+
+
+def vboard_available() -> bool:
+    try:
+        import mpvm
+        import vboard  # noqa: F401
+    except ImportError:
+        return False
+    return mpvm.node_available() and hasattr(vboard, "VirtualBoard")
+
+
+def deploy_tree(dst: Path, role: str, kid: str, pins: dict, app: dict | None = None,
+                rt: dict | None = None, link: dict | None = None) -> Path:
+    """Write a board's flash image into dst (an empty directory)."""
+    dst.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(FW / "common" / "main.py", dst / "main.py")
+    (dst / "lib").mkdir(exist_ok=True)
+    shutil.copytree(FW / "common", dst / "lib" / "common", ignore=_IGN)
+    shutil.copytree(ROOT / "protocol", dst / "lib" / "protocol", ignore=_IGN_PROTO)
+    shutil.copytree(FW / role, dst / "lib" / role, ignore=_IGN)
+    cfg = {"id": kid, "site": "stadtpark", "role": role,
+           "link": dict({"uart": 1, "baud": 115200, "tx": 17, "rx": 16, "hello_max": 4}, **(link or {})),
+           "rt": dict({"wdt_ms": 8000}, **(rt or {})), "pins": pins, "app": app or {}}
+    (dst / "config.json").write_text(json.dumps(cfg))
+    (dst / "key.bin").write_bytes(KEY)
+    return dst
+
+
+class Peer:
+    """Gateway end of one board's link (protocol package over pyserial socket://)."""
+
+    def __init__(self, board, kid: bytes, welcome_time: int = T_2026, hb: int = 0, ack_events: bool = True):
+        import serial
+
+        from protocol import cose, framing
+        self.b = board
+        self.kid = kid
+        self.mac = cose.Mac(KEY)
+        self.ser = serial.serial_for_url(board.link_url, timeout=0)
+        self.de = framing.Deframer()
+        self.seq = 1
+        self.welcome_time = welcome_time
+        self.hb = hb
+        self.ack_events = ack_events
+        self.welcome = True
+        self.up: list[tuple[int, dict]] = []
+        self.replies: dict[int, dict] = {}
+        self.errors: list[Exception] = []
+
+    def close(self) -> None:
+        self.ser.close()
+
+    def send(self, msg: dict, seq: int | None = None) -> int:
+        from protocol import codec, cose
+        s = self.seq if seq is None else seq
+        self.seq = max(self.seq, s + 1)
+        self.ser.write(codec.pack(self.mac, cose.DOWN, self.kid, s, msg))
+        return s
+
+    def raw(self, data: bytes) -> None:
+        self.ser.write(data)
+
+    def pump(self) -> None:
+        from protocol import codec, cose, messages
+        data = self.ser.read(65536)
+        for env, err in self.de.feed(data or b""):
+            if err is not None:
+                self.errors.append(err)
+                continue
+            r = codec.open_envelope(env, cose.UP, lambda k: self.mac if k == self.kid else None)
+            m = r.msg
+            self.up.append((r.seq, m))
+            t = m["type"]
+            if t == "hello" and self.welcome:
+                self.send({"type": "welcome", "echo": m["nonce"], "time": self.welcome_time, "hb": self.hb})
+            elif t in messages.ACKED_UP and t != "hello" and self.ack_events:
+                self.send({"type": "ack", "ref": r.seq})
+            elif t in ("ack", "nack"):
+                self.replies[m["ref"]] = m
+
+    def run(self, ms: int, step: int = 100) -> None:
+        """Advance the board's virtual clock by ms, serving the link in between."""
+        left = ms
+        while left > 0:
+            d = min(step, left)
+            self.b.advance(d)
+            time.sleep(0.002)
+            self.pump()
+            left -= d
+        time.sleep(0.002)
+        self.pump()
+
+    def command(self, msg: dict, max_ms: int = 5000) -> dict:
+        """Send one command and run until its ack/nack arrives; returns it."""
+        s = self.send(msg)
+        spent = 0
+        while s not in self.replies:
+            assert spent < max_ms, f"no answer to {msg}"
+            self.run(20, 20)
+            spent += 20
+        return self.replies.pop(s)
+
+    def of(self, t: str) -> list[dict]:
+        return [m for s, m in self.up if m["type"] == t]
+
+    def clear(self) -> None:
+        self.up.clear()
+
+
+@pytest.fixture
+def flash(tmp_path):
+    return tmp_path / "flash"
