@@ -13,6 +13,7 @@ is given, ``persistence false``.  ``extra`` lines are appended verbatim
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -64,6 +65,8 @@ class Mosquitto:
             f"listener {self.port} {self.host}" if self.listen else "",
             "allow_anonymous true" if not any(l.startswith("allow_anonymous") for l in self.extra) else "",
             "set_tcp_nodelay true",
+            # As root, Mosquitto would switch to user "mosquitto" and lose access to our temp dirs.
+            f"user {pwd.getpwuid(os.getuid()).pw_name}" if os.geteuid() == 0 else "",
             "max_queued_messages 0",  # unlimited for offline persistent subscribers
             "max_inflight_messages 100",
             f"log_dest file {self.log_path}",

@@ -73,7 +73,8 @@ class MqttLink:
         self._task: asyncio.Task[None] | None = None
         self._client: aiomqtt.Client | None = None
         self._stopping = False
-        self._answers: collections.OrderedDict[tuple[str, str], bytes | None] = collections.OrderedDict()
+        # per request: its answer, or how many redeliveries wait for it
+        self._answers: collections.OrderedDict[tuple[str, str], bytes | int] = collections.OrderedDict()
         self._command_tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -217,12 +218,15 @@ class MqttLink:
         corr = request.pop("id")
         key = (response_topic, corr)
         if key in self._answers:
-            # A redelivered request (QoS 1 duplicate or a retry): never run it twice.
+            # A redelivered request (QoS 1 duplicate or a retry): never run it twice,
+            # but answer every delivery (once the first run has finished).
             answer = self._answers[key]
-            if answer is not None:
+            if isinstance(answer, bytes):
                 self._respond(response_topic, answer)
+            else:
+                self._answers[key] = answer + 1
             return
-        self._answers[key] = None
+        self._answers[key] = 0
         while len(self._answers) > _REMEMBERED_REQUESTS:
             self._answers.popitem(last=False)
         task = asyncio.get_running_loop().create_task(
@@ -252,9 +256,11 @@ class MqttLink:
         except (TypeError, ValueError):
             answer = _dumps({"id": corr, "ok": False, "ts": body["ts"],
                              "error": {"code": "internal", "message": "result is not JSON-serialisable"}})
-        if key in self._answers:
+        waiting = self._answers.get(key)
+        if waiting is not None:
             self._answers[key] = answer
-        self._respond(response_topic, answer)
+        for _ in range(1 + (waiting if isinstance(waiting, int) else 0)):
+            self._respond(response_topic, answer)
 
     def _respond(self, topic: str, payload: bytes) -> None:
         try:

@@ -313,7 +313,7 @@ class Outbox:
         directory = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(directory, exist_ok=True)
         try:
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            db = sqlite3.connect(self.path, timeout=1.0, isolation_level=None, check_same_thread=False)
             # EXCLUSIVE: one process owns the outbox; a second gateway fails loudly.
             db.execute("PRAGMA locking_mode=EXCLUSIVE")
             mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
