@@ -38,11 +38,11 @@ echo = machine.Pin(12, machine.Pin.IN)
 lock = machine.Pin(5, machine.Pin.OUT, value=0)
 button = machine.Pin(4, machine.Pin.IN, machine.Pin.PULL_UP)
 adc = machine.ADC(machine.Pin(34), atten=machine.ADC.ATTN_11DB)
-unlock_requests = []
+unlock = asyncio.Event()
 
 
 def on_button(pin):
-    unlock_requests.append(ticks_ms())
+    unlock.set()
 
 
 button.irq(on_button, trigger=machine.Pin.IRQ_FALLING)
@@ -66,7 +66,7 @@ async def link_echo():
             if data.strip() == b"reset":
                 machine.reset()
             uart.write(b"echo:" + data)
-        await sleep_ms(10)
+        await sleep_ms(cfg.get("poll_ms", 10))
 
 
 def measure_mm():
@@ -88,12 +88,11 @@ async def sensor():
 
 async def locker():
     while True:
-        if unlock_requests:
-            unlock_requests.pop(0)
-            lock.value(1)
-            await sleep_ms(300)
-            lock.value(0)
-        await sleep_ms(20)
+        await unlock.wait()
+        unlock.clear()
+        lock.value(1)
+        await sleep_ms(300)
+        lock.value(0)
 
 
 async def watchdog():

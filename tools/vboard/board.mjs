@@ -109,13 +109,21 @@ function bootWorker(cause) {
 }
 function failPending(e) { for (const [, p] of wReplies) p.reject(e); wReplies.clear(); }
 
+// timeoutMs is a no-progress timeout: any message from the worker restarts it.
+let lastWorkerMsg = performance.now();
 function toWorker(msg, timeoutMs) {
   const w = worker;
   if (!w) return Promise.reject(new Error(`board is ${st.state}`));
   const id = wSeq++;
   return new Promise((resolve, reject) => {
     let timer = null;
-    if (timeoutMs) timer = setTimeout(() => { wReplies.delete(id); reject(Object.assign(new Error("worker timeout"), { hang: true })); }, timeoutMs);
+    const check = () => {
+      const idle = performance.now() - lastWorkerMsg;
+      if (idle >= timeoutMs) { wReplies.delete(id); reject(Object.assign(new Error("worker timeout"), { hang: true })); }
+      else timer = setTimeout(check, timeoutMs - idle + 5);
+    };
+    lastWorkerMsg = performance.now();
+    if (timeoutMs) timer = setTimeout(check, timeoutMs);
     wReplies.set(id, {
       resolve: (v) => { if (timer) clearTimeout(timer); resolve(v); },
       reject: (e) => { if (timer) clearTimeout(timer); reject(e); },
@@ -126,12 +134,15 @@ function toWorker(msg, timeoutMs) {
 function tellWorker(msg) { if (worker && st.state !== "asleep") worker.postMessage(msg); }
 
 let resetting = false;
+let resetWaiters = [];           // host commands waiting for the next reset to finish
 let resetDone = null;            // promise: a reset in progress completes
 let lastWdt = null;              // {timeout, at} mirrored from the worker, for hang handling
 
 function onWorkerMessage(w, m, readyResolve) {
   if (w !== worker) return;      // a stale boot
+  lastWorkerMsg = performance.now();
   switch (m.t) {
+    case "progress": break;
     case "console": writeConsole(Buffer.from(m.b)); break;
     case "log": notify({ ev: "log", line: m.line, t_ms: m.t_ms }); break;
     case "event":
@@ -178,7 +189,12 @@ function onReset(m, readyResolve) {
   event("reset", { cause: m.cause, sleep_ms: m.sleep_ms ?? undefined });
   readyResolve();
   let resolveDone; resetDone = new Promise((r) => { resolveDone = r; });
-  const finish = () => { resetting = false; for (const [, p] of pend) p.resolve({ reset: m.cause }); resolveDone(); };
+  const finish = () => {
+    resetting = false;
+    for (const [, p] of pend) p.resolve({ reset: m.cause });
+    const ws = resetWaiters; resetWaiters = []; for (const r of ws) r();
+    resolveDone();
+  };
   if (m.cause === "deepsleep") {
     st.state = "asleep";
     st.wakeAt = m.sleep_ms === null || m.sleep_ms === undefined ? Infinity : st.now + m.sleep_ms;
@@ -317,8 +333,12 @@ async function handle(c) {
     case "sync_flash": if (worker && st.state === "running") { await toWorker({ cmd: "sync_flash" }, 5000); } return {};
     case "power_cycle": await powerCycle(c.off_ms || 0, "power"); return { now_ms: st.now };
     case "reset": {
-      if (st.state === "running") { tellWorker({ cmd: "reset", kind: c.kind || "hard" }); await new Promise((r) => setImmediate(r)); }
-      else await powerCycle(0, c.kind || "hard");
+      if (st.state === "running") {
+        const done = new Promise((r) => resetWaiters.push(r));
+        tellWorker({ cmd: "reset", kind: c.kind || "hard" });
+        const t = new Promise((r) => setTimeout(() => r("timeout"), cfg.hang_timeout_ms));
+        if ((await Promise.race([done, t])) === "timeout") await powerCycle(0, c.kind || "hard");
+      } else await powerCycle(0, c.kind || "hard");
       while (resetting || st.state === "booting") { if (resetting) await resetDone; else await workerReady; }
       return {};
     }

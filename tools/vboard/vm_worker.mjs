@@ -127,6 +127,7 @@ async function settle() {
     if (!busy) { await new Promise((r) => setImmediate(r)); if (!pyBusy()) return; }
   }
 }
+let lastProgress = 0;       // the main thread's hang detector wants a sign of life
 async function advanceTo(target) {
   if (realtime) throw new Error("advance() is only available in stepped mode (realtime=False)");
   for (;;) {
@@ -137,6 +138,8 @@ async function advanceTo(target) {
     if (fireDue(vnow)) return;
     await settle();
     if (dead) return;
+    const r = performance.now();
+    if (r - lastProgress > 200) { lastProgress = r; post({ t: "progress", now_ms: vnow }); }
   }
   vnow = Math.max(vnow, target);
   await settle();
@@ -298,7 +301,7 @@ const API = {
     if (ms > 0) API.busy_sleep(ms);
   },
   deepsleep(ms) { event("deepsleep", { ms: ms < 0 ? null : ms }); requestReset("deepsleep", { sleep_ms: ms < 0 ? null : ms }); halt(); },
-  reset(kind) { event(kind === "soft" ? "soft_reset" : "reset", {}); requestReset(kind === "soft" ? "soft" : "hard"); halt(); },
+  reset(kind) { requestReset(kind === "soft" ? "soft" : "hard"); halt(); },
   reset_cause: () => W.reset_cause,
   wake_reason: () => W.wake_reason,
   unique_id: () => W.uid,

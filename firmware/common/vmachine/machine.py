@@ -9,7 +9,11 @@ import js as _js
 import binascii as _binascii
 import time as _time
 
-_vb = _js.vboard
+try:
+    _vb = _js.vboard
+except AttributeError:
+    raise ImportError("machine: this is the virtual-board machine module and no vboard is "
+                      "running it (use tools/vboard, or the real machine module on a device)")
 
 # reset causes (ESP32 port values)
 PWRON_RESET = 1
