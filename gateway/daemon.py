@@ -123,12 +123,19 @@ class Daemon:
         self.control: Control | None = None
         self.links = []
         self.ready = asyncio.Event()
+        self.done = asyncio.Event()
         self._stop = asyncio.Event()
 
     def stop(self) -> None:
         self._stop.set()
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            self.done.set()
+
+    async def _run(self) -> None:
         from gateway.uplink import Uplink
 
         cfg = self.cfg

@@ -31,7 +31,8 @@ _COMMANDS = ("time", "light_set", "light_profile", "prelight", "unlock", "config
 
 
 class SimDevice:
-    """One simulated device. `answer(msg)` decides the reply to a command: None = ack, (code, field) = nack."""
+    """One simulated device. `answer(msg)` decides the reply to a command: None = ack, (code, field) = nack,
+    "silent" = the reply is lost."""
 
     def __init__(self, kid: str, key: bytes, role: str, fw: int = 10000, caps: int = 0):
         self.id = kid
@@ -180,6 +181,8 @@ class SimDevice:
                 self.seen_req.add(msg["req"])
             self.commands.append(msg)
             a = self.answer(msg)
+            if a == "silent":  # the reply is lost on the way (the gateway must retransmit)
+                return
             if a is None:
                 self.send({"type": "ack", "ref": seq})
             else:

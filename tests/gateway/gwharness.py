@@ -110,7 +110,7 @@ async def running(cfg, **kw):
         yield d
     finally:
         d.stop()
-        await asyncio.wait_for(task, 10)
+        await asyncio.wait_for(task, 10)  # a test may have stopped it already
 
 
 async def _ready(d, task):

@@ -1,0 +1,85 @@
+"""Registry: identity and keys in SQLite, private file modes, typed refusals, import/export."""
+
+import json
+import os
+import stat
+
+import pytest
+
+from gateway.registry import (DuplicateDevice, DuplicateKey, InvalidDevice, Registry, RegistryError,
+                              UnknownDevice, write_private)
+
+K1 = bytes(range(32))
+K2 = bytes(range(1, 33))
+
+
+def mode(p):
+    return stat.S_IMODE(os.stat(p).st_mode)
+
+
+def test_add_get_and_private_modes(tmp_path):
+    path = tmp_path / "state" / "registry.sqlite"
+    with Registry(str(path)) as reg:
+        reg.add("l001", "light_pole", "stadtpark", K1, position="path-a/3")
+        d = reg.get("l001")
+        assert (d.role, d.site, d.key, d.position) == ("light_pole", "stadtpark", K1, "path-a/3")
+        assert K1.hex() not in repr(d) and "32 bytes" in repr(d)
+    assert mode(path) == 0o600
+    assert mode(path.parent) == 0o700
+
+
+def test_duplicate_id_and_key_are_refused(tmp_path):
+    with Registry(str(tmp_path / "r.sqlite")) as reg:
+        reg.add("l001", "light_pole", "stadtpark", K1)
+        with pytest.raises(DuplicateDevice, match="l001"):
+            reg.add("l001", "light_pole", "stadtpark", K2)
+        with pytest.raises(DuplicateKey, match="already belongs to device l001"):
+            reg.add("l002", "light_pole", "stadtpark", K1)
+        reg.add("l001", "light_pole", "nordpark", K2, replace=True)
+        assert reg.get("l001").key == K2 and reg.get("l001").site == "nordpark"
+        reg.remove("l001")
+        with pytest.raises(UnknownDevice):
+            reg.get("l001")
+
+
+@pytest.mark.parametrize("args,needle", [
+    (("toolongid9", "light_pole", "s", K1), "device id"),
+    (("l001", "toaster", "s", K1), "role"),
+    (("l001", "light_pole", "Bad Site", K1), "site"),
+    (("l001", "light_pole", "s", b"short"), "16 to 64 bytes"),
+])
+def test_invalid_devices(tmp_path, args, needle):
+    with Registry(str(tmp_path / "r.sqlite")) as reg:
+        with pytest.raises(InvalidDevice, match=needle):
+            reg.add(*args)
+
+
+def test_counters_survive_reopen(tmp_path):
+    p = str(tmp_path / "r.sqlite")
+    with Registry(p) as reg:
+        reg.add("c001", "container_sensor", "stadtpark", K1)
+        reg.store_ceiling("c001", 256)
+        reg.store_windows([("c001", 77, 0b1011)], [(123.0, 10203, "c001")])
+    with Registry(p) as reg:
+        assert reg.counters("c001") == (256, 77, 0b1011)
+        assert reg.get("c001").fw == 10203 and reg.get("c001").last_seen == 123.0
+
+
+def test_import_file_checks_mode_and_content(tmp_path):
+    f = tmp_path / "prov.json"
+    write_private(str(f), json.dumps([{"id": "k001", "role": "locker", "site": "stadtpark", "key_hex": K1.hex(),
+                                       "position": None}]))
+    assert mode(f) == 0o600
+    with Registry(str(tmp_path / "r.sqlite")) as reg:
+        assert reg.import_file(str(f)) == ["k001"]
+        assert reg.get("k001").key == K1
+        os.chmod(f, 0o644)
+        with pytest.raises(RegistryError, match="readable by others"):
+            reg.import_file(str(f), replace=True)
+        os.chmod(f, 0o600)
+        f.write_text('{"id": "k002", "role": "locker", "site": "stadtpark"}')
+        with pytest.raises(RegistryError, match="entry 0: missing field 'key_hex'"):
+            reg.import_file(str(f))
+        exported = reg.export()
+        assert exported == [{"id": "k001", "role": "locker", "site": "stadtpark", "position": None}]
+        assert reg.export(with_keys=True)[0]["key_hex"] == K1.hex()
