@@ -114,3 +114,65 @@ def test_garbage_and_forged_frames_are_dropped_counted_and_harmless(bench):
     assert not [s for s in g.replies.values() if s.get("ref") == 999]
     assert g.of("heartbeat")[-1]["dropped"] >= 2
     assert b.boots == boots and not b.events("fw_crash")
+
+
+def _repl_exec(port: int, code: str) -> str:
+    """Run code in the board's raw REPL (alongside the running firmware, as mpremote exec would)."""
+    import socket
+    import time
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        s.sendall(b"\r\x03\x01")
+        out = b""
+        deadline = time.monotonic() + 10
+        while b"raw REPL" not in out:
+            assert time.monotonic() < deadline, out
+            out += s.recv(4096)
+        s.sendall(code.encode() + b"\x04")
+        out = b""
+        while out.count(b"\x04") < 2:
+            assert time.monotonic() < deadline, out
+            out += s.recv(4096)
+        s.sendall(b"\x02")
+        return out.decode(errors="replace")
+    finally:
+        s.close()
+
+
+def test_exception_in_the_app_leaves_the_lamp_lit_then_watchdog_recovers(tmp_path):
+    """Fault injection from the console (like a technician with mpremote): the live firmware's
+    Controller.update starts raising. The lamp must go to the safe level at once, even though
+    the operator had switched it off, and the watchdog must then reset the board."""
+    d = tmp_path / "img"
+    d.mkdir()
+    deploy_tree(d, {"fade_up": 400, "fade_down": 1000}, {"wdt_ms": 8000})
+    b = VirtualBoard(deploy_dir=d, flash_dir=tmp_path / "flash", start_time=NO_TIME, console_pty=False,
+                     console_port=0, record_pwm=True, name="l001")
+    b.start()
+    g = Gateway(b)
+    try:
+        b.set_adc(AMBIENT, DARK)
+        g.connect()
+        assert g.command({"type": "light_set", "level": 0, "hold": 3600})["type"] == "ack"
+        g.run(2000)
+        assert b.pwm_duty(LAMP) == 0
+        boots = b.boots
+        out = _repl_exec(b.console_port, "import light_pole.control as c\n"
+                                         "def boom(*a, **k):\n    raise RuntimeError('injected')\n"
+                                         "c.Controller.update = boom\nprint('patched')\n")
+        assert "patched" in out, out
+        b.clear_events()
+        g.run(200, 20)
+        assert b.pwm_duty(LAMP) == duty_for(30)
+        assert any("injected" in ln for ln in b.log())
+        g.run(12000)  # 3 failed steps stop the watchdog feed; it bites after 8 s
+        assert b.boots == boots + 1
+        assert b.events("wdt_expired") and b.events("boot")[-1]["cause"] == "wdt"
+        g.connect()
+        g.run(3000)
+        assert b.pwm_duty(LAMP) == duty_for(20)  # fresh boot, normal logic, manual level gone
+        duties = [e["duty_u16"] for e in b.events("pwm") if e["pin"] == LAMP]
+        assert duties and min(d for d in duties if d is not None) >= duty_for(20), duties
+    finally:
+        g.close()
+        b.stop()
