@@ -28,12 +28,12 @@ _RECORD_KEYS = frozenset(("n", "u", "t", "ut", "s") + _VALUE_KEYS)
 # The SenML units this gateway emits (IANA SenML registry, primary units).
 UNITS = frozenset(("%", "Cel", "V", "A", "W", "lx", "s", "m", "B", "count", "%RH", "dBm", "/"))
 
-# Per-role translation of protocol telemetry fields: field -> (SenML name, unit, scale).
+# Per-role translation of protocol telemetry fields: (field, SenML name, unit, divisor).
 # A field that is None ("not measured") is left out of the pack, never sent as 0.
 _FIELDS: dict[str, tuple[tuple[str, str, str | None, float], ...]] = {
     "fill": (("fill", "fill", "%", 1), ("temp", "temp", "Cel", 1), ("batt", "batt", None, 1)),
     "light": (("level", "level", "%", 1), ("state", "state", None, 1), ("ambient", "ambient", "lx", 1),
-              ("lamp_ma", "lamp_current", "A", 0.001)),
+              ("lamp_ma", "lamp_current", "A", 1000)),
     "locker": (("open", "open", None, 1), ("locked", "locked", None, 1), ("occupied", "occupied", None, 1),
                ("pending", "pending", "count", 1)),
     "heartbeat": (("uptime", "uptime", "s", 1), ("heap", "heap_free", "B", 1), ("boots", "boots", "count", 1),
@@ -60,13 +60,13 @@ def records_from_message(role: str, msg: Mapping[str, Any]) -> list[dict[str, An
     if kind not in allowed:
         raise SenmlError(None, "type", f"{role} does not send {kind!r} telemetry (expected {allowed})")
     out = []
-    for field, name, unit, scale in _FIELDS[kind]:
+    for field, name, unit, divisor in _FIELDS[kind]:
         if field not in msg:
             raise SenmlError(None, field, f"missing from {kind} message")
         value = msg[field]
         if value is None:
             continue
-        rec: dict[str, Any] = {"n": name, "v": value * scale if scale != 1 else value}
+        rec: dict[str, Any] = {"n": name, "v": value / divisor if divisor != 1 else value}
         if unit:
             rec["u"] = unit
         out.append(rec)
