@@ -47,10 +47,10 @@ def mpy_cross_exe() -> str:
 def mpy_cross_version() -> tuple[int, int]:
     """(major, sub) of the .mpy files mpy-cross emits, from `mpy-cross --version` ("... mpy v6.3")."""
     out = subprocess.run([mpy_cross_exe(), "--version"], capture_output=True, text=True, timeout=30).stdout
-    m = re.search(r"mpy v(\d+)\.(\d+)", out)
+    m = re.search(r"mpy v(\d+)(?:\.(\d+))?", out)
     if not m:
         raise BuildFailed(f"cannot read the .mpy version from mpy-cross --version: {out.strip()!r}")
-    return int(m.group(1)), int(m.group(2))
+    return int(m.group(1)), int(m.group(2) or 0)
 
 
 def _package_files(root: Path, package: str) -> list[tuple[Path, str]]:
