@@ -20,11 +20,21 @@ const PKG = pathToFileURL(path.join(path.dirname(new URL(import.meta.url).pathna
 
 // asyncio in the wasm port schedules its run loop with js.setTimeout(fn, 0), which Node
 // clamps to >= 1 ms. Map zero delays to setImmediate so stepping a virtual day is fast.
+// Zero-delay runs are counted: when none is pending (and no microtask queued one),
+// every asyncio task is blocked on a virtual-clock promise or I/O, i.e. Python is idle.
 const realSetTimeout = globalThis.setTimeout.bind(globalThis);
 const realClearTimeout = globalThis.clearTimeout.bind(globalThis);
-globalThis.setTimeout = (fn, ms, ...args) => (!(ms > 0) ? setImmediate(fn, ...args) : realSetTimeout(fn, ms, ...args));
+let pendingZero = 0;
+globalThis.setTimeout = (fn, ms, ...args) => {
+  if (ms > 0) return realSetTimeout(fn, ms, ...args);
+  pendingZero++;
+  const h = setImmediate(() => { if (!h._vbDone) { h._vbDone = true; pendingZero--; } fn(...args); });
+  h._vbZero = true;
+  return h;
+};
 globalThis.clearTimeout = (h) => {
-  if (h && h.constructor && h.constructor.name === "Immediate") clearImmediate(h); else realClearTimeout(h);
+  if (h && h._vbZero) { if (!h._vbDone) { h._vbDone = true; pendingZero--; } clearImmediate(h); }
+  else realClearTimeout(h);
 };
 
 const post = (m) => parentPort.postMessage(m);
@@ -50,7 +60,6 @@ const uartRx = {};            // id -> array of bytes
 let lastTrigRise = null;      // virtual ms of the last rising edge on the ultrasonic trigger pin
 let heapPeak = 0;
 let memAlloc = null;          // Python gc.mem_alloc (or live sampler)
-let pyBusy = null;            // Python function: is an asyncio task ready to run?
 let wdt = null;               // {timeout, at}
 let timers = [];              // [{at, seq, resolve}] sorted by (at, seq)
 let seq = 0;
@@ -116,15 +125,16 @@ function sampleHeap(v) {
   if (typeof v === "number" && v > heapPeak) { heapPeak = v; return; }
   if (memAlloc) { try { const a = memAlloc(); if (a > heapPeak) heapPeak = a; } catch (e) { /* VM busy */ } }
 }
-// Let Python run until no asyncio task is ready (stepped mode quiescence).
+// Let Python run until no asyncio task is ready (stepped mode quiescence). Pure JS:
+// a JS->Python call costs ~80 us, a setImmediate turn ~5 us.
 async function settle() {
-  for (let i = 0; i < 100000; i++) {
+  for (let i = 0; i < 10000000; i++) {
     await new Promise((r) => setImmediate(r));
     if (dead) return;
-    sampleHeap();
-    let busy = false;
-    try { busy = pyBusy(); } catch (e) { busy = false; }
-    if (!busy) { await new Promise((r) => setImmediate(r)); if (!pyBusy()) return; }
+    if (pendingZero === 0) {
+      await Promise.resolve();
+      if (pendingZero === 0) return;
+    }
   }
 }
 let lastProgress = 0;       // the main thread's hang detector wants a sign of life
@@ -143,6 +153,7 @@ async function advanceTo(target) {
   }
   vnow = Math.max(vnow, target);
   await settle();
+  sampleHeap();
 }
 
 // ---------------------------------------------------------------------------- flash
@@ -430,7 +441,6 @@ import _vboard_boot
 _vboard_boot.install(${W.patch_time ? "True" : "False"}, ${JSON.stringify(W.heap_mode)})`);
   const bootmod = mp.pyimport("_vboard_boot");
   memAlloc = bootmod.mem_sample;
-  pyBusy = bootmod.busy;
   post({ t: "booted", cause: W.reset_cause });
   inRepl = true;   // banner + prompt go to the console only; the REPL runs alongside the firmware
   try { mp.replInit(); } finally { inRepl = false; }

@@ -2,25 +2,16 @@
 # Not for firmware use. Installs the virtual timebase into `time` and `asyncio` (so
 # unmodified code using time.ticks_ms / asyncio.sleep also runs on virtual time),
 # provides asyncio.run (missing in the WebAssembly port), runs boot.py/main.py like the
-# ESP32 port, and gives the worker a heap sampler and an "is Python busy" probe.
+# ESP32 port, and gives the worker a heap sampler.
 import sys
 import gc
 import time
 import asyncio
-import asyncio.core as _core
 import js
 
 _vb = js.vboard
-_real_ticks = _core.ticks           # asyncio's run loop keeps real ticks (it uses JS timers)
-_q = _core._task_queue
-_tdiff = time.ticks_diff
 _heap_live = False
 main_globals = {"__name__": "__main__"}
-
-
-def busy():
-    t = _q.peek()
-    return t is not None and _tdiff(t.ph_key, _real_ticks()) <= 0
 
 
 def mem_sample():
