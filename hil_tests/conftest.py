@@ -1,0 +1,240 @@
+"""HIL fixtures: the bench (--bench FILE, default benches/virtual.toml), a real Mosquitto as the
+city backbone, the real gateway daemon as a subprocess, and boards brought up by park-device."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+for p in (ROOT, ROOT / "tools"):
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
+
+from hil_tests import bench as benchmod  # noqa: E402
+
+
+def pytest_addoption(parser):
+    parser.addoption("--bench", default=os.environ.get("PARK_BENCH", str(HERE / "benches" / "virtual.toml")),
+                     help="bench description file (hil_tests/benches/*.toml)")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "needs(*features): the bench must have these features "
+                                       "(peripherals, power, brownout, link_unplug, gateway_kill, broker_outage)")
+
+
+@pytest.fixture(scope="session")
+def bench(request) -> benchmod.Bench:
+    return benchmod.load(request.config.getoption("--bench"))
+
+
+@pytest.fixture(autouse=True)
+def _needs(request, bench):
+    m = request.node.get_closest_marker("needs")
+    if m:
+        missing = bench.missing(m.args)
+        if missing:
+            pytest.skip(f"bench {bench.name!r} ({bench.path.name}) lacks feature(s): {', '.join(missing)}")
+
+
+# ------------------------------------------------------------------------------ backbone
+@pytest.fixture
+def broker():
+    sys.path.insert(0, str(ROOT / "tests"))
+    from mosquitto import Mosquitto
+    with Mosquitto() as b:
+        yield b
+
+
+class Backbone:
+    """A city-side subscriber (paho-mqtt) recording every message under park/#."""
+
+    def __init__(self, broker) -> None:
+        import paho.mqtt.client as mqtt
+        self.msgs: list[tuple[str, bytes, bool]] = []
+        self.lock = threading.Lock()
+        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="hil-backbone")
+        self.c.on_connect = lambda c, u, f, rc, p=None: c.subscribe("park/#", qos=1)
+        self.c.on_message = self._on
+        self.c.connect(broker.host, broker.port)
+        self.c.loop_start()
+
+    def _on(self, c, u, m) -> None:
+        with self.lock:
+            self.msgs.append((m.topic, m.payload, m.retain))
+
+    def topic(self, t: str) -> list[bytes]:
+        with self.lock:
+            return [p for (tt, p, _) in self.msgs if tt == t]
+
+    def json(self, t: str) -> list:
+        return [json.loads(p) for p in self.topic(t)]
+
+    def wait(self, pred, timeout: float = 30, what: str = "backbone message"):
+        """Wait (bounded; not a timing assertion) until pred() is truthy; returns its value."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            v = pred()
+            if v:
+                return v
+            time.sleep(0.05)
+        with self.lock:
+            seen = sorted({t for t, _, _ in self.msgs})
+        raise AssertionError(f"timed out waiting for {what}; topics seen: {seen}")
+
+    def close(self) -> None:
+        self.c.loop_stop()
+        self.c.disconnect()
+
+
+@pytest.fixture
+def backbone(broker):
+    b = Backbone(broker)
+    yield b
+    b.close()
+
+
+# ------------------------------------------------------------------------------ gateway
+class GatewayProcess:
+    """`park-gateway run --config FILE` as its own process (so kill -9 is real)."""
+
+    def __init__(self, tmp: Path, broker, site: str) -> None:
+        self.tmp, self.broker, self.site = tmp, broker, site
+        self.state = tmp / "gw-state"
+        self.config = tmp / "gateway.toml"
+        self.sock = tmp / "api.sock"
+        self.links: list[str] = []
+        self.proc: subprocess.Popen | None = None
+        self.log = tmp / "gateway.log"
+
+    @property
+    def registry(self) -> str:
+        return str(self.state / "registry.sqlite")
+
+    def write_config(self, edges=()) -> None:
+        links = "".join(f'[[links]]\nname = "link{i}"\ntype = "url"\nurl = "{u}"\nreconnect_max = 0.5\n\n'
+                        for i, u in enumerate(self.links))
+        edges_toml = "[" + ", ".join(f'["{a}", "{b}"]' for a, b in edges) + "]"
+        self.config.write_text(textwrap.dedent(f"""\
+            [gateway]
+            state_dir = "{self.state}"
+            api_socket = "{self.sock}"
+
+            [uplink]
+            broker = "mqtt://{self.broker.host}:{self.broker.port}"
+            gateway_id = "gw-hil"
+            reconnect_min_s = 0.1
+            reconnect_max_s = 1.0
+
+            [sites.{self.site}]
+            latitude = 51.0
+            longitude = 10.0
+            timezone = "Europe/Berlin"
+
+            [sites.{self.site}.lighting]
+            hops = 2
+            prelight = 70
+            hold = 60
+            edges = {edges_toml}
+            """) + "\n" + links)
+
+    def start(self) -> None:
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tools")]))
+        self._logf = open(self.log, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "run", "--config", str(self.config)],
+                                     stdout=self._logf, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        end = time.monotonic() + 20
+        while not self.sock.exists():
+            if self.proc.poll() is not None or time.monotonic() > end:
+                raise AssertionError(f"gateway did not start (rc={self.proc.poll()}):\n{self.tail()}")
+            time.sleep(0.05)
+
+    def kill9(self) -> None:
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if getattr(self, "_logf", None):
+            self._logf.close()
+
+    def tail(self, n: int = 40) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+
+@pytest.fixture
+def gateway(tmp_path, broker, bench):
+    g = GatewayProcess(tmp_path, broker, bench.site)
+    g.state.mkdir(mode=0o700)
+    yield g
+    g.stop()
+
+
+# ------------------------------------------------------------------------------ boards
+@pytest.fixture(scope="session")
+def role_flash(tmp_path_factory):
+    """One deployed flash image per role (deploy is the slow step); boards start from a copy and
+    deploy again, which then only verifies (every file unchanged)."""
+    cache: dict[str, Path] = {}
+
+    def get(role: str) -> Path:
+        if role not in cache:
+            import vboard
+            from park_device.deploy import deploy
+            from park_device.ui import UI
+            import io
+            d = tmp_path_factory.mktemp(f"flash-{role}")
+            b = vboard.VirtualBoard(realtime=True, flash_dir=d, name=f"tmpl-{role}").start()
+            try:
+                deploy(UI(quiet=True, out=io.StringIO(), err=io.StringIO()), b.console_pty, role, timeout=15)
+            finally:
+                b.stop()
+            cache[role] = d
+        return cache[role]
+    return get
+
+
+@pytest.fixture
+def boards(bench, gateway, role_flash, tmp_path):
+    """boards(*ids) -> {id: BoardStrategy} provisioned into the gateway's registry, links configured."""
+    made: list = []
+
+    def bring_up(*ids: str, state: str = "provisioned"):
+        out = {}
+        for i in ids:
+            spec = bench.board(i)
+            if spec.kind == "virtual":
+                flash = tmp_path / f"flash-{i}"
+                shutil.copytree(role_flash(spec.role), flash)
+                res = benchmod.VirtualBoardResource(spec, flash)
+            else:
+                res = benchmod.SerialBoardResource(spec)
+            bk = str(tmp_path / "booking.key") if spec.role == "locker" else None
+            st = benchmod.BoardStrategy(res, gateway.registry, bench.site, bk).to(state)
+            made.append(st)
+            gateway.links.append(res.link_url)
+            out[i] = st
+        return out
+    yield bring_up
+    for st in made:
+        st.res.stop()
