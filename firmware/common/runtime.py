@@ -181,6 +181,8 @@ class Runtime:
     def step(self, now):
         """One loop iteration; returns ms to wait before the next."""
         s = self.session
+        if s.events and not s.welcomed and not s.hello_pending:
+            s.start_hello(now)  # a sleeper wakes without a session: events need one for their acks
         wait = s.poll(now)
         self.gateway_seen_ms = s.seen_ms
         if self.app is not None and clock.ticks_diff(now, self._app_due) >= 0:

@@ -13,12 +13,12 @@ C20 = C0 + 20 * DC
 
 def echo_to_mm(echo_us, temp_c):
     """Round-trip echo time -> distance in mm at air temperature temp_c."""
-    return echo_us * (C0 + DC * temp_c) // 2000000
+    return (echo_us * (C0 + DC * temp_c) + 1000000) // 2000000
 
 
 def rescale_mm(mm, temp_c):
     """A distance a sensor computed at 20 °C, corrected to temp_c."""
-    return mm * (C0 + DC * temp_c) // C20
+    return (mm * (C0 + DC * temp_c) + C20 // 2) // C20
 
 
 def median(vals):

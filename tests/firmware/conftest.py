@@ -66,6 +66,8 @@ class Peer:
         self.hb = hb
         self.ack_events = ack_events
         self.welcome = True
+        self.after_welcome: list[dict] = []
+        self.after_welcome_seqs: list[int] = []
         self.up: list[tuple[int, dict]] = []
         self.replies: dict[int, dict] = {}
         self.errors: list[Exception] = []
@@ -96,6 +98,8 @@ class Peer:
             t = m["type"]
             if t == "hello" and self.welcome:
                 self.send({"type": "welcome", "echo": m["nonce"], "time": self.welcome_time, "hb": self.hb})
+                while self.after_welcome:  # what a gateway queued for a sleeping device
+                    self.after_welcome_seqs.append(self.send(self.after_welcome.pop(0)))
             elif t in messages.ACKED_UP and t != "hello" and self.ack_events:
                 self.send({"type": "ack", "ref": r.seq})
             elif t in ("ack", "nack"):
