@@ -359,6 +359,9 @@ function onControlLine(line) {
   let c;
   try { c = JSON.parse(line); } catch (e) { notify({ ev: "stderr", text: `bad control line: ${line}` }); return; }
   chain = chain.then(async () => {
+    // Bytes the host wrote to the link/console before this command are readable in the
+    // same poll phase; one setImmediate lets them reach the worker first (ordering).
+    await new Promise((r) => setImmediate(r));
     try { notify({ id: c.id, ok: true, result: await handle(c) }); }
     catch (e) { notify({ id: c.id, ok: false, error: String(e && e.message || e) }); }
   });

@@ -4,11 +4,15 @@
 # (board.advance(ms)) so hours or days of firmware time run in seconds. On a real
 # device the same names fall back to time/asyncio, so firmware never branches.
 #
-# API (same names as firmware/common/clock.py on the device):
+# API (the names of firmware/common/clock.py, plus a few):
 #   ticks_ms(), ticks_us(), ticks_diff(a, b), ticks_add(t, d)
-#   time() -> int unix seconds (RTC), time_ms() -> int unix milliseconds, now() == time()
 #   await sleep_ms(ms), await sleep(s)   (asyncio-compatible awaitables)
+#   now() -> unix seconds from the RTC, or None before VALID_FROM (RTC not set)
+#   set_time(unix) -> bool (False for an impossible time)
+#   time() -> raw RTC unix seconds, time_ms() -> raw RTC unix milliseconds
 #   VIRTUAL -> True on a virtual board
+# On a board, firmware/common/clock.py itself also runs on virtual time: the board
+# patches time.ticks_*/time.time/asyncio.sleep* and provides machine.RTC.
 import time as _time
 
 try:
@@ -48,8 +52,7 @@ if VIRTUAL:
     async def sleep(s):
         await _vb.sleep(int(s * 1000), _mem())
 
-    def set_time(unix_seconds):
-        """Set the RTC (what an NTP sync or the gateway's time message would do)."""
+    def _set_rtc(unix_seconds):
         _vb.set_unix_ms(str(int(unix_seconds) * 1000))
 else:
     import asyncio as _asyncio
@@ -59,18 +62,34 @@ else:
     sleep_ms = _asyncio.sleep_ms
     sleep = _asyncio.sleep
 
+    _EPOCH = 946684800 if _time.gmtime(0)[0] == 2000 else 0  # older ports count from 2000
+
     def time():
-        return int(_time.time())
+        return int(_time.time()) + _EPOCH
 
     def time_ms():
         try:
-            return _time.time_ns() // 1000000
+            return _time.time_ns() // 1000000 + _EPOCH * 1000
         except AttributeError:
-            return int(_time.time()) * 1000
+            return time() * 1000
 
-    def set_time(unix_seconds):
+    def _set_rtc(unix_seconds):
         import machine
-        t = _time.gmtime(int(unix_seconds))
+        epoch = 946684800 if _time.gmtime(0)[0] == 2000 else 0
+        t = _time.gmtime(int(unix_seconds) - epoch)
         machine.RTC().datetime((t[0], t[1], t[2], t[6], t[3], t[4], t[5], 0))
 
-now = time
+VALID_FROM = 1704067200  # 2024-01-01: an RTC earlier than this was never set
+
+
+def now():
+    t = time()
+    return t if t >= VALID_FROM else None
+
+
+def set_time(unix_seconds):
+    """Set the RTC (what an NTP sync or the gateway's time message would do)."""
+    if type(unix_seconds) is not int or unix_seconds < VALID_FROM:
+        return False
+    _set_rtc(unix_seconds)
+    return True
