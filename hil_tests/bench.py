@@ -183,8 +183,9 @@ class BoardStrategy:
 
     STATES = ("off", "started", "deployed", "provisioned")
 
-    def __init__(self, res, registry: str, site: str, booking_key: str | None = None) -> None:
+    def __init__(self, res, registry: str, site: str, booking_key: str | None = None, sets=()) -> None:
         self.res, self.registry, self.site, self.booking_key = res, registry, site, booking_key
+        self.sets = list(sets)
         self.console = ConsoleDriver(res)
         self.state = "off"
         self.results: dict[str, dict] = {}
@@ -198,6 +199,6 @@ class BoardStrategy:
             self.results["deploy"] = self.console.deploy()
             self.state = "deployed"
         if self.STATES.index(self.state) < 3 <= want:
-            self.results["provision"] = self.console.provision(self.site, self.registry, self.booking_key)
+            self.results["provision"] = self.console.provision(self.site, self.registry, self.booking_key, self.sets)
             self.state = "provisioned"
         return self

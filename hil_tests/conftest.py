@@ -122,7 +122,7 @@ class GatewayProcess:
     def registry(self) -> str:
         return str(self.state / "registry.sqlite")
 
-    def write_config(self, edges=()) -> None:
+    def write_config(self, edges=(), latitude: float = 51.0, longitude: float = 10.0, hold: int = 60) -> None:
         links = "".join(f'[[links]]\nname = "link{i}"\ntype = "url"\nurl = "{u}"\nreconnect_max = 0.5\n\n'
                         for i, u in enumerate(self.links))
         edges_toml = "[" + ", ".join(f'["{a}", "{b}"]' for a, b in edges) + "]"
@@ -138,14 +138,14 @@ class GatewayProcess:
             reconnect_max_s = 1.0
 
             [sites.{self.site}]
-            latitude = 51.0
-            longitude = 10.0
-            timezone = "Europe/Berlin"
+            latitude = {latitude}
+            longitude = {longitude}
+            timezone = "UTC"
 
             [sites.{self.site}.lighting]
             hops = 2
             prelight = 70
-            hold = 60
+            hold = {hold}
             edges = {edges_toml}
             """) + "\n" + links)
 
@@ -219,7 +219,7 @@ def boards(bench, gateway, role_flash, tmp_path):
     """boards(*ids) -> {id: BoardStrategy} provisioned into the gateway's registry, links configured."""
     made: list = []
 
-    def bring_up(*ids: str, state: str = "provisioned"):
+    def bring_up(*ids: str, state: str = "provisioned", sets=()):
         out = {}
         for i in ids:
             spec = bench.board(i)
@@ -230,7 +230,7 @@ def boards(bench, gateway, role_flash, tmp_path):
             else:
                 res = benchmod.SerialBoardResource(spec)
             bk = str(tmp_path / "booking.key") if spec.role == "locker" else None
-            st = benchmod.BoardStrategy(res, gateway.registry, bench.site, bk).to(state)
+            st = benchmod.BoardStrategy(res, gateway.registry, bench.site, bk, sets).to(state)
             made.append(st)
             gateway.links.append(res.link_url)
             out[i] = st
