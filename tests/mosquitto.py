@@ -95,13 +95,23 @@ class Mosquitto:
             if self.proc.poll() is not None:
                 err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
                 raise RuntimeError(f"mosquitto exited with {self.proc.returncode}: {err}{self.log()}")
-            try:
-                with socket.create_connection((self.host, self.port), timeout=0.2):
-                    return self
-            except OSError:
-                time.sleep(0.02)
+            if all(self._accepts(port) for port in self._listener_ports()):
+                return self
+            time.sleep(0.02)
         self.stop()
         raise RuntimeError(f"mosquitto did not accept connections on {self.port} within {timeout} s\n{self.log()}")
+
+    def _listener_ports(self) -> list[int]:
+        ports = [self.port] if self.listen else []
+        ports += [int(line.split()[1]) for line in self.extra if line.startswith("listener ")]
+        return ports
+
+    def _accepts(self, port: int) -> bool:
+        try:
+            with socket.create_connection((self.host, port), timeout=0.2):
+                return True
+        except OSError:
+            return False
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
         proc, self.proc = self.proc, None

@@ -28,13 +28,15 @@ backbone down still starts and stores everything.
 ``event``/``telemetry``/``availability`` return once the message is committed
 to the outbox; that is the point after which the daemon may ack a device.
 They raise ``OutboxError`` if the commit failed (then do not ack), and
-``TopicError``/``SenmlError`` for input that can never be published.
+``TopicError``/``SenmlError``/``PayloadError`` for input that can never be
+published (nothing is stored then either).
 """
 
 from .config import OutboxConfig, TlsConfig, UplinkConfig
 from .errors import (
     CommandError,
     OutboxError,
+    PayloadError,
     SenmlError,
     TopicError,
     UplinkConfigError,
@@ -52,6 +54,7 @@ __all__ = [
     "UplinkError",
     "UplinkConfigError",
     "OutboxError",
+    "PayloadError",
     "SenmlError",
     "TopicError",
     "CommandError",

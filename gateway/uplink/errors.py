@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["UplinkError", "UplinkConfigError", "SenmlError", "TopicError", "OutboxError", "CommandError"]
+__all__ = ["UplinkError", "UplinkConfigError", "SenmlError", "TopicError", "PayloadError", "OutboxError", "CommandError"]
 
 
 class UplinkError(Exception):
@@ -33,6 +33,10 @@ class SenmlError(UplinkError, ValueError):
 
 class TopicError(UplinkError, ValueError):
     """A site, device id or event kind that cannot be one MQTT topic level."""
+
+
+class PayloadError(UplinkError, ValueError):
+    """An event body or timestamp that cannot become a JSON message."""
 
 
 class OutboxError(UplinkError):

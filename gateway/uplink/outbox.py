@@ -38,6 +38,8 @@ _CLASS = {PRIO_TELEMETRY: "telemetry", PRIO_EVENT: "event", PRIO_STATE: "event"}
 _MEMORY_ROWS = 20_000  # rows kept for the publisher in memory before paging from disk
 _PAGE = 1000
 _AGE_CHECK_S = 1.0
+_RETRY_S = 0.5  # after a failed commit (disk full, I/O error)
+_CLOSE_TIMEOUT_S = 5.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -104,7 +106,6 @@ class Outbox:
         self._fetching = False
         self._generation = 0
         self._wake = asyncio.Event()
-        self._empty = asyncio.Event()
         self.depth = 0
         self.bytes = 0
         self._oldest: float | None = None
@@ -130,13 +131,17 @@ class Outbox:
         """Commit what is pending, then close; rows not yet delivered stay on disk."""
         if self._closed:
             return
-        while self._busy or self._pending or self._acked:
-            if not self._busy:
+        assert self._loop is not None and self._exec is not None
+        deadline = self._loop.time() + _CLOSE_TIMEOUT_S
+        while (self._busy or self._pending or self._acked) and self._loop.time() < deadline:
+            if not self._busy and not self._kick_scheduled:
                 self._kick()
             await asyncio.sleep(0.001)
+        fut, self._pending_fut, self._pending = self._pending_fut, None, []
+        if fut is not None and not fut.done():
+            fut.set_exception(OutboxError(f"{self.path}: closed before these messages could be committed"))
         self._closed = True
         self._wake.set()
-        assert self._loop is not None and self._exec is not None
         await self._loop.run_in_executor(self._exec, self._t_close)
         self._exec.shutdown(wait=True)
         self._exec = None
@@ -177,42 +182,49 @@ class Outbox:
         self._busy = True
         assert self._loop is not None
         job = self._loop.run_in_executor(self._exec, self._t_commit, batch, acked)
-        job.add_done_callback(lambda j: self._committed(j, batch, fut))
+        job.add_done_callback(lambda j: self._committed(j, batch, acked, fut))
 
-    def _committed(self, job: "asyncio.Future[_Result]", batch: list, fut: "asyncio.Future[None] | None") -> None:
+    def _committed(self, job: "asyncio.Future[_Result]", batch: list, acked: list[int],
+                   fut: "asyncio.Future[None] | None") -> None:
         self._busy = False
         exc = job.exception()
         if exc is not None:
+            # The batch is NOT stored: its callers learn it and must not ack devices.
             err = exc if isinstance(exc, OutboxError) else OutboxError(f"outbox commit failed: {exc}")
             if fut is not None and not fut.done():
                 fut.set_exception(err)
-        else:
-            res = job.result()
-            if batch and not self._spilled:
-                first = res.first_id
-                dropped = set()
-                for d in res.drops:
-                    dropped.update(d[3])
-                mem = self._mem
-                for i, (_, _, qos, retain, topic, payload) in enumerate(batch):
-                    rid = first + i
-                    if rid not in dropped:
-                        mem.append(Row(rid, topic, payload, qos, bool(retain)))
-                self._loaded_upto = first + len(batch) - 1
-                if dropped and mem:
-                    self._mem = collections.deque(r for r in mem if r.id not in dropped)
-                if len(self._mem) > _MEMORY_ROWS:
-                    self._spill()
-            elif res.drops and not self._spilled:
-                dropped = set()
-                for d in res.drops:
-                    dropped.update(d[3])
-                self._mem = collections.deque(r for r in self._mem if r.id not in dropped)
-            self._apply(res)
-            if fut is not None and not fut.done():
-                fut.set_result(None)
-            if batch:
-                self._wake.set()
+            self._acked[:0] = acked  # deletes are retried; until then a row may be sent twice
+            if self._acked or self._pending:
+                assert self._loop is not None
+                self._kick_scheduled = True
+                self._loop.call_later(_RETRY_S, self._kick)
+            return
+        res = job.result()
+        if batch and not self._spilled:
+            first = res.first_id
+            dropped = set()
+            for d in res.drops:
+                dropped.update(d[3])
+            mem = self._mem
+            for i, (_, _, qos, retain, topic, payload) in enumerate(batch):
+                rid = first + i
+                if rid not in dropped:
+                    mem.append(Row(rid, topic, payload, qos, bool(retain)))
+            self._loaded_upto = first + len(batch) - 1
+            if dropped and mem:
+                self._mem = collections.deque(r for r in mem if r.id not in dropped)
+            if len(self._mem) > _MEMORY_ROWS:
+                self._spill()
+        elif res.drops and not self._spilled:
+            dropped = set()
+            for d in res.drops:
+                dropped.update(d[3])
+            self._mem = collections.deque(r for r in self._mem if r.id not in dropped)
+        self._apply(res)
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+        if batch:
+            self._wake.set()
         if self._pending or self._acked:
             self._kick()
 
@@ -225,10 +237,6 @@ class Outbox:
                     self._dropped[key] = self._dropped.get(key, 0) + n
             if self._on_drop is not None:
                 self._on_drop(reason, tele, ev)
-        if self.depth == 0:
-            self._empty.set()
-        else:
-            self._empty.clear()
 
     # -- reading -------------------------------------------------------------
 

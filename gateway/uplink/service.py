@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Mapping, Sequence
 
 from .config import UplinkConfig
+from .errors import CommandError, PayloadError, TopicError
 from .mqtt import MqttLink
 from .outbox import PRIO_EVENT, PRIO_STATE, PRIO_TELEMETRY, Outbox
 from .senml import Record, encode_pack, records_from_message
@@ -64,6 +66,12 @@ def _dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
 
 
+def _check_ts(ts: Any, what: str) -> float:
+    if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not math.isfinite(ts) or ts < 0:
+        raise PayloadError(f"{what}: ts must be seconds since the Unix epoch, got {ts!r}")
+    return ts
+
+
 class Uplink:
     """Durable, ordered, at-least-once uplink to the backbone (async context manager)."""
 
@@ -114,8 +122,6 @@ class Uplink:
     def _site(self, site: str) -> str:
         if site not in self._sites:
             check_segment(site, "site")
-            from .errors import TopicError
-
             raise TopicError(f"site {site!r} is not served by this gateway (uplink.sites = {sorted(self._sites)})")
         return site
 
@@ -128,9 +134,16 @@ class Uplink:
         covers all earlier ones.
         """
         topic = self.topics.event(self._site(site), device_id, kind)
-        if not isinstance(event_id, str) or not event_id:
-            raise ValueError(f"event_id must be a non-empty string, got {event_id!r}")
-        payload = _dumps({"id": event_id, "ts": ts, "site": site, "device": device_id, "kind": kind, "data": dict(body)})
+        where = f"event {site}/{device_id}/{kind}"
+        if not isinstance(event_id, str) or not 0 < len(event_id) <= 128:
+            raise PayloadError(f"{where}: event_id must be a string of 1-128 characters, got {event_id!r}")
+        try:
+            payload = _dumps({"id": event_id, "ts": _check_ts(ts, where), "site": site, "device": device_id,
+                              "kind": kind, "data": dict(body)})
+        except (TypeError, ValueError) as exc:
+            if isinstance(exc, PayloadError):
+                raise
+            raise PayloadError(f"{where}: body is not JSON-serialisable ({exc})") from None
         return self.outbox.append(topic, payload, prio=PRIO_EVENT)
 
     async def event(
@@ -168,7 +181,8 @@ class Uplink:
     async def availability(self, site: str, device_id: str, online: bool, ts: float | None = None) -> None:
         """Retained ``{"state": "online"|"offline", "ts"}`` on the device's availability topic."""
         topic = self.topics.availability(self._site(site), device_id)
-        payload = _dumps({"state": "online" if online else "offline", "ts": self._clock() if ts is None else ts})
+        when = self._clock() if ts is None else _check_ts(ts, f"availability {site}/{device_id}")
+        payload = _dumps({"state": "online" if online else "offline", "ts": when})
         await self.outbox.append(topic, payload, retain=True, prio=PRIO_STATE)
 
     # -- commands ------------------------------------------------------------
@@ -181,12 +195,8 @@ class Uplink:
         self, site: str, device_id: str | None, command: dict[str, Any], correlation: str
     ) -> Mapping[str, Any] | None:
         if site not in self._sites:
-            from .errors import CommandError
-
             raise CommandError("unknown_site", f"site {site!r} is not served by this gateway")
         if self._handler is None:
-            from .errors import CommandError
-
             raise CommandError("not_ready", "the gateway has no command handler yet")
         return await self._handler(site, device_id, command, correlation)
 

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
+import os
+import subprocess
 import sys
 import threading
 import time
@@ -32,11 +36,41 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     broker.close()
 
 
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory) -> Path:
+    """A test CA, a server certificate for 127.0.0.1/localhost and a client certificate (openssl CLI)."""
+    d = tmp_path_factory.mktemp("pki")
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
+
+    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    for ca in ("ca", "other-ca"):
+        run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{ca}.key", "-out", f"{ca}.pem",
+            "-days", "2", "-subj", f"/CN=park-test-{ca}")
+    for name, ext in (("server", ["-extfile", "san.ext"]), ("client", [])):
+        run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
+            "-subj", f"/CN=park-test-{name}")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", f"{name}.pem", "-days", "2", *ext)
+    for key in d.glob("*.key"):
+        os.chmod(key, 0o600)
+    return d
+
+
+def mosquitto_password_line(user: str, password: str) -> str:
+    """A Mosquitto 2 password file entry ($7$ = PBKDF2-SHA512), as mosquitto_passwd writes it."""
+    salt = os.urandom(12)
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, 101)
+    return f"{user}:$7$101${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+
+
 class Subscriber:
     """A paho-mqtt client in its own thread that records every message it gets."""
 
     def __init__(self, broker: Mosquitto, topic: str = "#", *, client_id: str | None = None,
-                 clean: bool = True) -> None:
+                 clean: bool = True, username: str | None = None, password: str | None = None,
+                 port: int | None = None) -> None:
         self.messages: list[paho.MQTTMessage] = []
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
@@ -44,10 +78,12 @@ class Subscriber:
         self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id or "",
                                   clean_session=clean)
         self.client.reconnect_delay_set(0.05, 0.5)
+        if username:
+            self.client.username_pw_set(username, password)
         self.client.on_message = self._on_message
         self.client.on_connect = lambda c, u, f, rc, p=None: c.subscribe(topic, qos=1)
         self.client.on_subscribe = lambda *a: self._subscribed.set()
-        self.client.connect(broker.host, broker.port, keepalive=30)
+        self.client.connect(broker.host, port or broker.port, keepalive=30)
         self.client.loop_start()
         if not self._subscribed.wait(10):
             raise RuntimeError("subscriber did not get SUBACK")

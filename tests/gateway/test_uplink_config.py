@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 
 import pytest
 
@@ -21,22 +20,6 @@ def error_for(**kw) -> UplinkConfigError:
     with pytest.raises(UplinkConfigError) as info:
         make(**kw)
     return info.value
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    """A CA and a client certificate made with the openssl CLI."""
-    d = tmp_path_factory.mktemp("pki")
-    run = lambda *a: subprocess.run(["openssl", *a], cwd=d, check=True, capture_output=True)  # noqa: E731
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
-        "-subj", "/CN=park-test-ca")
-    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "client.key", "-out", "client.csr",
-        "-subj", "/CN=gw-test")
-    run("x509", "-req", "-in", "client.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-        "-out", "client.pem", "-days", "2")
-    for name in ("ca.key", "client.key"):
-        os.chmod(d / name, 0o600)
-    return d
 
 
 def test_defaults_and_broker_url():

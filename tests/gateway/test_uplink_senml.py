@@ -77,3 +77,23 @@ def test_unsafe_topic_levels_are_refused(bad):
         check_segment(bad, "device id")
     with pytest.raises(TopicError):
         Topics("park", "gw1").telemetry("stadtpark", bad)
+
+
+async def test_unpublishable_input_is_refused_before_it_is_stored(tmp_path):
+    from gateway.uplink import PayloadError, Uplink, UplinkConfig
+
+    cfg = UplinkConfig.from_mapping({"sites": ["stadtpark"], "broker": "mqtt://127.0.0.1:1", "reconnect_min_s": 5})
+    async with Uplink(cfg, tmp_path / "o.sqlite") as up:
+        with pytest.raises(PayloadError, match="not JSON-serialisable"):
+            up.event_nowait("stadtpark", "c001", "alarm", {"nonce": b"\x01"}, "c001-1", T0)
+        with pytest.raises(PayloadError, match="ts must be"):
+            await up.event("stadtpark", "c001", "alarm", {}, "c001-1", float("nan"))
+        with pytest.raises(PayloadError, match="event_id"):
+            await up.event("stadtpark", "c001", "alarm", {}, "", T0)
+        with pytest.raises(TopicError, match="not served"):
+            await up.event("schlosspark", "c001", "alarm", {}, "c001-1", T0)
+        with pytest.raises(TopicError):
+            await up.availability("stadtpark", "c/01", True)
+        with pytest.raises(SenmlError):
+            await up.telemetry("stadtpark", "c001", "container_sensor", [{"n": "fill", "v": "full"}])
+        assert up.stats().outbox_depth == 0 and not up.stats().connected
