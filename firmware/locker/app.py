@@ -165,7 +165,11 @@ class App:
             res, tid, lock_ms = access.BUSY, 0, 0
         else:
             ready = 1 <= comp <= len(self.comps) and self._coil_free(now_ms, comp)
-            res, tid, lock_ms = self.access.decide(raw, comp, self.rt.now(), now_ms, ready)
+            try:
+                res, tid, lock_ms = self.access.decide(raw, comp, self.rt.now(), now_ms, ready)
+            except Exception as e:  # flash full or a bug: fail closed; reader input never stops the loop
+                self.rt.log("locker: token check failed: %r" % (e,), True)
+                res, tid, lock_ms = access.BUSY, 0, 0
         if res == access.OK_TOKEN:
             self.comps[comp - 1].unlock(self.rt.cfg["pulse_ms"], now_ms)
         self._emit(audit.ACCESS, comp if 0 <= comp <= 32 else 0, res, tid)

@@ -54,7 +54,7 @@ def parse_line(line):
         comp = comp * 10 + ch - 48
     try:
         raw = binascii.a2b_base64(line[sp + 1:])
-    except ValueError:  # binascii.Error is a ValueError on CPython
+    except Exception:  # ValueError on ESP32 and CPython; a bare Exception from micropython-lib's binascii
         return (comp, None)
     if not raw:
         return (comp, None)

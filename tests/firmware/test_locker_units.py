@@ -216,6 +216,8 @@ def test_reader_lines():
     assert p.feed(b"3 " + b"\r\n") == [(0, None)]
     assert p.feed(b"x3 AAAA\n") == [(0, None)]
     assert p.feed(b"4 !!!!\n")[0][1] is None
+    assert p.feed(b"2 !!not base64!!\n") == [(2, None)]
+    assert p.feed(b"2 QUJD\n5 QUJDRA\n") == [(2, b"ABC"), (5, None)]
     assert p.feed(b"\n") == []
 
 

@@ -6,6 +6,7 @@ socket://) as the gateway would. Lock pulses are measured from recorded pin edge
 on the board's virtual clock.
 """
 
+import base64
 import json
 import shutil
 import time
@@ -25,6 +26,8 @@ pytestmark = [
 
 serial = pytest.importorskip("serial")
 vboard = pytest.importorskip("vboard")
+if not hasattr(vboard, "VirtualBoard"):
+    pytest.skip("tools/vboard has no VirtualBoard yet", allow_module_level=True)
 
 from protocol import cbor, codec, cose, framing, messages, token  # noqa: E402
 from protocol.cose import Mac  # noqa: E402
@@ -73,8 +76,9 @@ class Gateway:
         return seq
 
     def _read(self):
+        """Take everything the device sent during the last advance (it is already on its way)."""
         quiet = 0
-        while quiet < 3:
+        while quiet < 2:
             data = self.ser.read(4096)
             if data:
                 quiet = 0
@@ -85,7 +89,7 @@ class Gateway:
                     self._answer(r.seq, r.msg)
             else:
                 quiet += 1
-                time.sleep(0.01)
+                time.sleep(0.005)
 
     def _answer(self, seq, msg):
         if not self.online:
@@ -97,7 +101,7 @@ class Gateway:
         elif t in messages.ACKED_UP:
             self.send({"type": "ack", "ref": seq})
 
-    def run(self, ms, step=250):
+    def run(self, ms, step=500):
         """Advance the board's clock by ms, answering the device as we go."""
         self._read()
         left = ms
@@ -152,6 +156,24 @@ def locker(tmp_path):
             gw.close()
         b.stop()
         shutil.rmtree(flash, ignore_errors=True)
+
+
+READER_UART = PINS["reader"]["uart"]
+
+
+def _present(b, comp, raw):
+    """Present a token at the reader: the reader module's line on the reader UART."""
+    line = reader_line(comp, raw) if raw is not None else comp
+    for name in ("uart_write", "uart_send", "uart_input"):
+        fn = getattr(b, name, None)
+        if fn is not None:
+            return fn(READER_UART, line)
+    pytest.skip("tools/vboard cannot feed a non-link UART from the host yet (asked of V); "
+                "the reader path runs in MicroPython in test_locker_app.py")
+
+
+def reader_line(comp, raw):
+    return b"%d %s\n" % (comp, base64.b64encode(raw))
 
 
 def _pulses(b, pin):
@@ -215,7 +237,7 @@ def test_authorized_open_close_and_open_too_long(locker):
     gw.run(1000)
     got = [(m["type"], m.get("open"), m.get("authorized")) for m in gw.events()]
     assert got == [("access", None, None), ("door", True, True)]
-    gw.run(61000)  # open_max_s = 60
+    gw.run(61000, step=5000)  # open_max_s = 60
     al = [m for m in gw.events() if m["type"] == "alarm"]
     assert [(m["code"], m["comp"]) for m in al] == [(ALARM["door_open_too_long"], 1)] and al[0]["value"] >= 60
     b.set_pin(PINS["door1"], 0)
@@ -249,3 +271,85 @@ def test_events_kept_while_gateway_away_and_across_reboot(locker):
     gw.run(3000)
     tele = gw.msgs("locker")
     assert tele and tele[-1]["pending"] == 0 and tele[-1]["open"] == 0
+
+
+def test_pulse_bound_holds_against_config_and_reset_mid_pulse(locker):
+    b, gw = locker
+    ref = gw.send({"type": "config", "values": {"pulse_ms": 60000}})
+    gw.run(500)
+    assert gw.answer_to(ref) == {"type": "nack", "ref": ref, "code": messages.E_BAD_VALUE, "field": "pulse_ms"}
+    ref = gw.send({"type": "config", "values": {"pulse_ms": 1500}})
+    gw.run(500)
+    assert gw.answer_to(ref)["type"] == "ack"
+    gw.send({"type": "unlock", "comp": 1, "req": 1, "reason": ""})
+    gw.run(4000)
+    (start, on), = _pulses(b, PINS["lock1"])
+    assert 1500 <= on <= 1540  # the configured on-time, ended by the firmware (virtual clock)
+    # a second unlock while the coil rests is refused busy; the gateway retries later
+    ref = gw.send({"type": "unlock", "comp": 1, "req": 2, "reason": ""})
+    gw.run(500)
+    assert gw.answer_to(ref)["code"] == messages.E_BUSY
+    gw.run(4000)
+    gw.send({"type": "unlock", "comp": 1, "req": 3, "reason": ""})
+    gw.run(200)
+    assert b.pin(PINS["lock1"]) == 1
+    b.clear_events()
+    b.reset()  # the board resets while the coil is energised
+    gw.run(2000)
+    st = b.state()
+    # a reset releases the GPIO (None: not driven since boot); the firmware re-takes it low
+    assert st["pins"].get(str(PINS["lock1"])) in (None, 0)
+    assert st["pin_modes"][str(PINS["lock1"])]["mode"] == "out"
+    assert [e for e in b.events("pin") if e["value"] == 1] == []
+
+
+def test_tokens_at_the_reader(locker):
+    b, gw = locker
+    t = int(b.unix_time)
+    good = token.issue(BOOKING_KEY, "k001", 1, t - 60, t + 3600, 1001)
+    _present(b, 1, good)
+    gw.run(1000)
+    assert len(_pulses(b, PINS["lock1"])) == 1
+    cases = [
+        (1, good, "replayed", 1001),
+        (2, token.issue(bytes(32), "k001", 2, t - 60, t + 3600, 1002), "forged", 0),
+        (2, token.issue(BOOKING_KEY, "k001", 2, t - 60, t - 1, 1003), "expired", 1003),
+        (2, token.issue(BOOKING_KEY, "k001", 1, t - 60, t + 3600, 1004), "wrong_compartment", 1004),
+        (2, token.issue(BOOKING_KEY, "k002", 2, t - 60, t + 3600, 1005), "wrong_locker", 1005),
+    ]
+    for comp, raw, _, _ in cases:
+        _present(b, comp, raw)
+        gw.run(600)
+    gw.run(20000)
+    acc = [(m["comp"], m["result"], m["token"]) for m in gw.events() if m["type"] == "access"]
+    want = [(1, ACCESS["ok_token"], 1001)] + [(c, ACCESS[r], tid) for c, _, r, tid in cases]
+    assert acc == want
+    assert [m["code"] for m in gw.events() if m["type"] == "alarm"] == [ALARM["lockout"]]  # 5th failure
+    fresh = token.issue(BOOKING_KEY, "k001", 2, t - 60, t + 3600, 1006)
+    _present(b, 2, fresh)  # locked out: even a valid token is refused, and not burned
+    gw.run(1000)
+    assert gw.events()[-1]["result"] == ACCESS["locked_out"]
+    assert _pulses(b, PINS["lock2"]) == []
+    gw.run(130000, step=10000)  # lockout_s default 120
+    _present(b, 2, fresh)
+    gw.run(1000)
+    assert gw.events()[-1]["result"] == ACCESS["ok_token"] and len(_pulses(b, PINS["lock2"])) == 1
+
+
+def test_used_token_remembered_across_reboot_and_bad_lines(locker):
+    b, gw = locker
+    t = int(b.unix_time)
+    good = token.issue(BOOKING_KEY, "k001", 2, t - 60, t + 3600, 77)
+    _present(b, 2, good)
+    gw.run(1000)
+    b.reset()
+    gw.run(3000)
+    _present(b, 2, good)
+    _present(b, b"2 !!not base64!!\n", None)
+    _present(b, b"x" * 500 + b"\n", None)
+    _present(b, 2, token.issue(BOOKING_KEY, "k001", 2, t + 600, t + 3600, 78))
+    gw.run(20000)
+    acc = [(m["result"], m["token"]) for m in gw.events() if m["type"] == "access"]
+    assert acc == [(ACCESS["ok_token"], 77), (ACCESS["replayed"], 77), (ACCESS["malformed"], 0),
+                   (ACCESS["malformed"], 0), (ACCESS["not_yet_valid"], 78)]
+    assert len(_pulses(b, PINS["lock2"])) == 1
