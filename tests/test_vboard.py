@@ -90,13 +90,25 @@ def test_pwm_adc_ultrasonic_and_temperature(tmp_path):
         assert b.log()[-1].startswith("measure None mm")
 
 
-def test_ultrasonic_needs_a_trigger_pulse():
-    code = textwrap.dedent("""
+def test_ultrasonic_needs_a_trigger_pulse(tmp_path):
+    fw = tmp_path / "main.py"
+    fw.write_text(textwrap.dedent("""
         import machine
-        print(machine.time_pulse_us(machine.Pin(12), 1, 30000))
-    """)
+        trig, echo = machine.Pin(13, machine.Pin.OUT), machine.Pin(12, machine.Pin.IN)
+        print(machine.time_pulse_us(echo, 1, 30000))
+        trig.on(); trig.off()
+        print(machine.time_pulse_us(echo, 1, 30000), machine.time_pulse_us(echo, 1, 30000))
+        trig.on(); trig.off()
+        print(machine.time_pulse_us(echo, 1, 1000))
+    """))
+    with VirtualBoard(firmware_files={"main.py": fw}, flash_dir=tmp_path / "f",
+                      ultrasonic={"trig": 13, "echo": 12}, distance_mm=1715, temperature_c=20) as b:
+        assert b.log() == ["-1", "9988 -1", "-2"]  # 2 * 1.715 m / 343.42 m/s
+
+
+def test_machine_refuses_outside_a_board():
     # plain mpvm has no vboard: the machine module must refuse clearly, not fake values
-    r = mpvm.run(code=code, mounts={vboard.VMACHINE_DIR: "/vm"}, paths=["/vm"])
+    r = mpvm.run(code="import machine", mounts={vboard.VMACHINE_DIR: "/vm"}, paths=["/vm"])
     assert r.returncode == 1 and "vboard" in r.stderr
 
 
@@ -329,3 +341,24 @@ def test_clock_module_falls_back_off_board():
     r = mpvm.run(code=code, mounts={vboard.VMACHINE_DIR: "/vm"}, paths=["/vm"])
     assert r.ok, r.stderr
     assert r.stdout.strip() == "False True True"
+
+
+def test_realtime_wdt_bites_a_spinning_firmware(tmp_path):
+    fw = tmp_path / "main.py"
+    fw.write_text(textwrap.dedent("""
+        import asyncio, machine
+        print("cause", machine.reset_cause())
+        async def main():
+            wdt = machine.WDT(timeout=300)
+            if machine.reset_cause() == machine.WDT_RESET:
+                while True:
+                    wdt.feed()
+                    await asyncio.sleep_ms(100)
+            await asyncio.sleep_ms(100)
+            while True:
+                pass
+        asyncio.run(main())
+    """))
+    with VirtualBoard(firmware_files={"main.py": fw}, flash_dir=tmp_path / "f", realtime=True) as b:
+        b.wait_log(f"cause {vboard.WDT_RESET}", timeout=10)
+        assert [e["cause"] for e in b.events("reset")] == ["wdt"]

@@ -406,5 +406,12 @@ async function main() {
   try { await bootWorker("power"); }
   catch (e) { fatal("boot", `firmware did not boot: ${e && e.message}`); return; }
   notify({ ev: "started", now_ms: st.now });
+  if (realtime) {
+    // A firmware spinning without awaiting never lets the worker's own WDT timer run:
+    // the main thread bites for it (200 ms grace for the worker to do it itself).
+    setInterval(() => {
+      if (st.state === "running" && !resetting && lastWdt && nowRT() > lastWdt.at + 200) onHang().catch(() => {});
+    }, 100).unref();
+  }
 }
 main();
