@@ -157,6 +157,9 @@ class MqttLink:
             except OutboxError as exc:
                 self.last_error = str(exc)
                 log.error("outbox: %s", exc)
+            except Exception as exc:  # noqa: BLE001 - a bug must not end the uplink for good
+                self.last_error = f"{exc.__class__.__name__}: {exc}"
+                log.exception("uplink connection failed unexpectedly; reconnecting")
             finally:
                 self._client = None
                 self.connected_event.clear()

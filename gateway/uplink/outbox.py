@@ -51,6 +51,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     topic   TEXT    NOT NULL,
     payload BLOB    NOT NULL
 );
+-- Size caps drop the oldest telemetry first: find it without scanning the table.
+CREATE INDEX IF NOT EXISTS outbox_prio ON outbox (prio, id);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
