@@ -16,17 +16,19 @@ from common.errors import CommandError
 from protocol import messages
 from protocol.cose import Mac
 
-from locker import access, audit, reader
+from locker import access, audit, compartment, reader
 from locker.actuator import MAX_ON_MS, MIN_ON_MS, LockActuator
-from locker.compartment import Compartment
 from locker.debounce import Debounced
 from locker.lockout import Lockout
 from locker.recent import RecentReqs
+from locker.ticks import ticks_diff
 from locker.usedids import UsedIds
 
 FW = 10000
 KEY_PATH = "/booking.key"
 STATE = "/state/locker"
+TELEMETRY_GAP_MS = 2000
+"""Occupancy changes are sent as telemetry at once, but not more often than this."""
 INFLIGHT = 4
 """Audit records handed to the link at once: the runtime's own event queue is small."""
 ALARM_LOCKOUT = 8
@@ -59,7 +61,7 @@ def _bits(comps, attr):
 
 class App:
     ROLE = "locker"
-    CAPS = 0
+    CAPS = 256 | 512 | 1024 | 2048  # lock, door, occupancy, token_reader (protocol.messages.CAPS)
     FW = FW
     SCHEMA = SCHEMA
 
@@ -77,6 +79,8 @@ class App:
         self._inflight = []  # [audit seq, msg handed to rt.event, eid saved, answered]
         self._lost_seen = 0
         self._timer = None
+        self._occ_sent = 0
+        self._tele_at = None
 
     # -- life cycle --
 
@@ -88,8 +92,28 @@ class App:
         self._build(self.rt.cfg, now)
         if self.rt.hal.has("reader"):
             self._reader = self.rt.hal.uart("reader", 9600)
-        for c in self.comps:
-            c.boot_open(now)
+
+    def _last_words(self):
+        """comp -> what the audit last recorded for its door or lock (see Compartment.boot)."""
+        top = {}
+        last = {}
+
+        def see(r):
+            k = r.kind
+            if k == audit.DOOR:
+                w = compartment.LAST_NONE
+                if r.a & 1:
+                    w = compartment.LAST_OPEN_AUTH if r.a & 2 else compartment.LAST_OPEN
+            elif k == audit.ACCESS and (r.a == access.OK_TOKEN or r.a == access.OK_COMMAND):
+                w = compartment.LAST_UNLOCK
+            else:
+                return
+            if r.seq > top.get(r.comp, -1):
+                top[r.comp] = r.seq
+                last[r.comp] = w
+
+        self.audit.scan(see)
+        return last
 
     def _build(self, cfg, now):
         for c in self.comps:
@@ -108,9 +132,12 @@ class App:
             occ = None
             if cfg["occupancy"]:
                 occ = Debounced(hal.pin_in("occ%d" % n, None), db, False, now)
-            comps.append(Compartment(n, lock, door, occ, self._emit, cfg["window_s"] * 1000,
+            comps.append(compartment.Compartment(n, lock, door, occ, self._emit, cfg["window_s"] * 1000,
                                      cfg["open_max_s"] * 1000))
         self.comps = comps
+        last = self._last_words()
+        for c in comps:
+            c.boot(now, last.get(c.n, compartment.LAST_NONE))
 
     def _mac(self):
         try:
@@ -148,7 +175,17 @@ class App:
             if w < wait:
                 wait = w
         self._pump()
+        if self.rt.cfg["occupancy"]:
+            self._occupancy(now_ms)
         return wait
+
+    def _occupancy(self, now_ms):
+        """Report a changed occupancy (a parcel placed or taken) without waiting for the heartbeat."""
+        if _bits(self.comps, _is_occ) == self._occ_sent:
+            return
+        if self._tele_at is None or ticks_diff(now_ms, self._tele_at) >= TELEMETRY_GAP_MS:
+            self.rt.send(self.telemetry())
+            self._tele_at = now_ms
 
     # -- access --
 
@@ -268,8 +305,9 @@ class App:
 
     def telemetry(self):
         cs = self.comps
+        self._occ_sent = _bits(cs, _is_occ)
         return {"type": "locker", "open": _bits(cs, _is_open), "locked": _bits(cs, _is_locked),
-                "occupied": _bits(cs, _is_occ), "pending": min(len(self.audit.pending()), 0xFFFF)}
+                "occupied": self._occ_sent, "pending": min(len(self.audit.pending()), 0xFFFF)}
 
     def selftest(self):
         out = [("booking_key", self.access.mac is not None, KEY_PATH),

@@ -12,6 +12,11 @@ from locker.ticks import ticks_diff
 ALARM_TAMPER = 2
 ALARM_OPEN_TOO_LONG = 3
 
+LAST_NONE = 0
+LAST_UNLOCK = 1
+LAST_OPEN = 2
+LAST_OPEN_AUTH = 3
+
 
 class Compartment:
     __slots__ = ("n", "lock", "door", "occ", "emit", "window_ms", "limit_ms",
@@ -48,10 +53,22 @@ class Compartment:
         self._unlocked_at = now_ms
         return True
 
-    def boot_open(self, now_ms):
-        """The door was already open at boot: the opening's authorization is unknown, treat as tamper."""
+    def boot(self, now_ms, last):
+        """Resume after a reset from the audit's last word on this compartment.
+
+        last: LAST_NONE (closed / nothing), LAST_UNLOCK (an unlock was the last thing),
+        LAST_OPEN or LAST_OPEN_AUTH (door was open). A door found open that was not
+        open before and had no unlock was forced while the board was down: tamper.
+        """
         if self.door.state:
-            self._opened(now_ms, False)
+            if last == LAST_OPEN or last == LAST_OPEN_AUTH:
+                self._opened_at = now_ms
+                self._auth = last == LAST_OPEN_AUTH
+                self._long = False
+            else:
+                self._opened(now_ms, last == LAST_UNLOCK)
+        elif last == LAST_OPEN or last == LAST_OPEN_AUTH:
+            self.emit(audit.DOOR, self.n, 2 if last == LAST_OPEN_AUTH else 0, 0)
 
     def _opened(self, now_ms, auth):
         self._opened_at = now_ms

@@ -94,6 +94,11 @@ class FakeRt:
         self.t = NOW
         self.ms = 0
         self.logs = []
+        self.sent = []
+
+    def send(self, msg):
+        messages.encode(msg)
+        self.sent.append(msg)
 
     def now(self):
         return self.t
@@ -285,6 +290,48 @@ def test_audit_survives_reboot_and_keeps_eid():
     assert b.audit.pending() == [] and b.telemetry()["pending"] == 0
 
 
+def _reboot(rt):
+    rt.session.events = []
+    b = app.App(rt)
+    b.start(False)
+    return b
+
+
+def _drain(rt, a):
+    got = []
+    for _ in range(5):
+        for m in rt.send_pending():
+            got.append((m["type"], m.get("comp"), m.get("code", m.get("open")), m.get("authorized")))
+            rt.ack(m)
+        _run(rt, a, 20)
+    return got
+
+
+def test_reboot_resumes_doors_from_the_audit():
+    rt, a = _setup()
+    a.on_command({"type": "unlock", "comp": 1, "req": 1, "reason": ""})
+    _run(rt, a, 500)
+    rt.hal.pins["door1"].v = 1
+    _run(rt, a, 500)
+    assert _drain(rt, a) == [("access", 1, None, None), ("door", 1, True, True)]
+    b = _reboot(rt)  # door 1 still open after an authorized opening: nothing new
+    _run(rt, b, 200)
+    assert _drain(rt, b) == []
+    rt.hal.pins["door2"].v = 1  # forced while the board was down
+    rt.hal.pins["door1"].v = 0  # closed while the board was down
+    b = _reboot(rt)
+    _run(rt, b, 200)
+    assert sorted(_drain(rt, b)) == [("alarm", 2, 2, None), ("door", 1, False, True), ("door", 2, True, False)]
+    _run(rt, b, 5000)
+    b.on_command({"type": "unlock", "comp": 1, "req": 2, "reason": ""})  # unlocked, then reset before it opened
+    _run(rt, b, 100)
+    _drain(rt, b)
+    rt.hal.pins["door1"].v = 1
+    b = _reboot(rt)
+    _run(rt, b, 200)
+    assert _drain(rt, b) == [("door", 1, True, True)]
+
+
 def test_safe_mode_never_unlocks_but_audits_doors():
     rt, a = _setup()
     b = app.App(rt)
@@ -323,6 +370,20 @@ def test_telemetry_bitmaps():
     t = a.telemetry()
     messages.encode(t)
     assert t["open"] == 4 and t["occupied"] == 2 and t["locked"] == 3 and t["pending"] == 2
+
+
+def test_occupancy_change_sent_as_telemetry_rate_limited():
+    rt, a = _setup({"comps": 2, "occupancy": True})
+    _run(rt, a, 200)
+    assert rt.sent == []
+    rt.hal.pins["occ1"].v = 1
+    _run(rt, a, 200)
+    assert [m["occupied"] for m in rt.sent] == [1]
+    rt.hal.pins["occ2"].v = 1
+    _run(rt, a, 200)
+    assert len(rt.sent) == 1  # not more often than TELEMETRY_GAP_MS
+    _run(rt, a, app.TELEMETRY_GAP_MS)
+    assert [m["occupied"] for m in rt.sent] == [1, 3]
 
 
 def test_config_change_applies():

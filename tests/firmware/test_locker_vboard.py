@@ -7,6 +7,7 @@ on the board's virtual clock.
 """
 
 import base64
+import contextlib
 import json
 import shutil
 import time
@@ -52,8 +53,9 @@ def _firmware():
 class Gateway:
     """The gateway end of the link, just enough protocol for a test: welcome, acks, commands."""
 
-    def __init__(self, board):
+    def __init__(self, board, hb=3600):
         self.board = board
+        self.hb = hb
         self.ser = serial.serial_for_url(board.link_url, timeout=0)
         self.mac = Mac(LINK_KEY)
         self.deframer = framing.Deframer()
@@ -97,7 +99,7 @@ class Gateway:
         t = msg["type"]
         if t == "hello":
             self.hellos += 1
-            self.send({"type": "welcome", "echo": msg["nonce"], "time": int(self.board.unix_time), "hb": 3600})
+            self.send({"type": "welcome", "echo": msg["nonce"], "time": int(self.board.unix_time), "hb": self.hb})
         elif t in messages.ACKED_UP:
             self.send({"type": "ack", "ref": seq})
 
@@ -128,10 +130,12 @@ class Gateway:
         return None
 
 
-@pytest.fixture
-def locker(tmp_path):
-    """A provisioned locker: 2 compartments, doors closed, link up (welcome done)."""
-    flash = tmp_path / "flash"
+APP = {"comps": 2, "open_max_s": 60, "window_s": 10}
+
+
+@contextlib.contextmanager
+def provisioned(flash, app=APP, pins=PINS, hb=3600):
+    """A provisioned locker, doors closed, link up (welcome done): (board, gateway)."""
     flash.mkdir()
     (flash / "key.bin").write_bytes(LINK_KEY)
     (flash / "booking.key").write_bytes(BOOKING_KEY)
@@ -140,13 +144,14 @@ def locker(tmp_path):
     b.start()  # not provisioned yet (no /config.json): the runtime waits for a technician
     gw = None
     try:
-        for name in ("door1", "door2"):
-            b.set_pin(PINS[name], 0)  # doors closed (switch pulls the line low)
+        for name in pins:
+            if name.startswith("door"):
+                b.set_pin(pins[name], 0)  # doors closed (the switch pulls the line low)
         cfg = {"id": "k001", "site": "stadtpark", "role": "locker", "link": {"uart": 1},
-               "rt": {"wdt_ms": 8000}, "pins": PINS, "app": {"comps": 2, "open_max_s": 60, "window_s": 10}}
+               "rt": {"wdt_ms": 8000}, "pins": pins, "app": app}
         b.write_flash("config.json", json.dumps(cfg))
         b.reset()
-        gw = Gateway(b)
+        gw = Gateway(b, hb)
         gw.run(3000)
         assert gw.hellos >= 1, b.log()
         b.clear_events()
@@ -156,6 +161,12 @@ def locker(tmp_path):
             gw.close()
         b.stop()
         shutil.rmtree(flash, ignore_errors=True)
+
+
+@pytest.fixture
+def locker(tmp_path):
+    with provisioned(tmp_path / "flash") as bg:
+        yield bg
 
 
 READER_UART = PINS["reader"]["uart"]
@@ -353,3 +364,18 @@ def test_used_token_remembered_across_reboot_and_bad_lines(locker):
     assert acc == [(ACCESS["ok_token"], 77), (ACCESS["replayed"], 77), (ACCESS["malformed"], 0),
                    (ACCESS["malformed"], 0), (ACCESS["not_yet_valid"], 78)]
     assert len(_pulses(b, PINS["lock2"])) == 1
+
+
+def test_occupancy_sensor_reported_in_telemetry(tmp_path):
+    pins = dict(PINS, occ1=20, occ2=21)
+    with provisioned(tmp_path / "flash", dict(APP, occupancy=True), pins, hb=60) as (b, gw):
+        gw.received.clear()
+        b.set_pin(pins["occ2"], 1)  # a parcel placed in compartment 2
+        b.set_pin(pins["door1"], 1)
+        gw.run(1000)
+        t = gw.msgs("locker")
+        assert t and t[-1]["occupied"] == 2  # sent on the change, not only with the heartbeat
+        gw.run(60000, step=5000)
+        hb = gw.msgs("locker")[-1]
+        assert (hb["occupied"], hb["open"], hb["locked"]) == (2, 1, 2)
+        assert len(gw.msgs("heartbeat")) >= 1
