@@ -260,7 +260,7 @@ async def test_commands_are_answered_with_their_correlation_id(mosquitto, subscr
 
 
 async def test_drops_are_counted_and_announced_to_the_backbone(mosquitto, subscriber_factory, tmp_path):
-    sub = subscriber_factory(mosquitto, "park/gateway/gw-test/event/#")
+    sub = subscriber_factory(mosquitto, "park/gateway/gw-test/event/#", client_id="ops", clean=False)
     port = mosquitto.port
     mosquitto.stop()
     cfg = config(mosquitto, outbox={"max_messages": 10})
