@@ -52,7 +52,8 @@ def deploy_tree(dst: Path, role: str, kid: str, pins: dict, app: dict | None = N
 class Peer:
     """Gateway end of one board's link (protocol package over pyserial socket://)."""
 
-    def __init__(self, board, kid: bytes, welcome_time: int = T_2026, hb: int = 0, ack_events: bool = True):
+    def __init__(self, board, kid: bytes, welcome_time: int = T_2026, hb: int = 0, ack_events: bool = True,
+                 welcome: bool = True):
         import serial
 
         from protocol import cose, framing
@@ -65,7 +66,7 @@ class Peer:
         self.welcome_time = welcome_time
         self.hb = hb
         self.ack_events = ack_events
-        self.welcome = True
+        self.welcome = welcome
         self.after_welcome: list[dict] = []
         self.after_welcome_seqs: list[int] = []
         self.up: list[tuple[int, dict]] = []
@@ -116,6 +117,16 @@ class Peer:
             left -= d
         time.sleep(0.002)
         self.pump()
+
+    def connect(self, max_ms: int = 10_000) -> None:
+        """Run until the board's hello was welcomed (the board's first hello may go out
+        before this peer listens, like a UART with nobody on the other end)."""
+        spent = 0
+        while not any(m["type"] == "hello" for s, m in self.up):
+            assert spent < max_ms, "no hello from the board"
+            self.run(100)
+            spent += 100
+        self.run(200)
 
     def command(self, msg: dict, max_ms: int = 5000) -> dict:
         """Send one command and run until its ack/nack arrives; returns it."""
