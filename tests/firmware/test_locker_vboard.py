@@ -112,6 +112,15 @@ class Gateway:
             left -= step
             self._read()
 
+    def run_until(self, pred, max_ms, step=500):
+        """Advance until pred() holds (checked after each step); fail after max_ms of board time."""
+        spent = 0
+        self._read()
+        while not pred():
+            assert spent < max_ms, "not reached within %d ms of board time" % max_ms
+            self.run(step, step)
+            spent += step
+
     def msgs(self, *types):
         return [m for _, m in self.received if not types or m["type"] in types]
 
@@ -268,14 +277,15 @@ def test_events_kept_while_gateway_away_and_across_reboot(locker):
     b.reset()  # and the board reboots before the gateway is back
     gw.received.clear()
     gw.online = True
-    gw.run(20000)
+    gw.run_until(lambda: len(gw.events()) >= 9, 30000)
+    gw.run(2000)
     ev = gw.events()
     doors = [(m["comp"], m["open"]) for m in ev if m["type"] == "door"]
     assert doors == [(2, True), (2, False)] * 3
     assert [m["code"] for m in ev if m["type"] == "alarm"] == [ALARM["tamper"]] * 3
     # delivered once each (same eid on every retransmission) and retired from the audit
     gw.received.clear()
-    gw.run(30000)
+    gw.run(30000, step=3000)
     assert [m for m in gw.msgs() if m["type"] in ("door", "alarm")] == []
     tele = gw.msgs("locker")
     gw.send({"type": "reboot", "delay": 0})
@@ -331,7 +341,8 @@ def test_tokens_at_the_reader(locker):
     for comp, raw, _, _ in cases:
         _present(b, comp, raw)
         gw.run(600)
-    gw.run(20000)
+    gw.run_until(lambda: len(gw.events()) >= 7, 30000)
+    gw.run(1000)
     acc = [(m["comp"], m["result"], m["token"]) for m in gw.events() if m["type"] == "access"]
     want = [(1, ACCESS["ok_token"], 1001)] + [(c, ACCESS[r], tid) for c, _, r, tid in cases]
     assert acc == want
@@ -359,7 +370,8 @@ def test_used_token_remembered_across_reboot_and_bad_lines(locker):
     _present(b, b"2 !!not base64!!\n", None)
     _present(b, b"x" * 500 + b"\n", None)
     _present(b, 2, token.issue(BOOKING_KEY, "k001", 2, t + 600, t + 3600, 78))
-    gw.run(20000)
+    gw.run_until(lambda: len(gw.events()) >= 5, 30000)
+    gw.run(1000)
     acc = [(m["result"], m["token"]) for m in gw.events() if m["type"] == "access"]
     assert acc == [(ACCESS["ok_token"], 77), (ACCESS["replayed"], 77), (ACCESS["malformed"], 0),
                    (ACCESS["malformed"], 0), (ACCESS["not_yet_valid"], 78)]
