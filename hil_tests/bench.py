@@ -90,6 +90,17 @@ def load(path: str | Path) -> Bench:
                  (doc.get("power") or {}).get("relay"), b.get("firmware_image"))
 
 
+def lamp_duty(level: int) -> int:
+    """The PWM duty a light pole drives for a level in %: the firmware's own dimming curve
+    (firmware/light_pole/curve.py runs unchanged under CPython)."""
+    import importlib
+    import sys
+    fw = str(Path(__file__).resolve().parents[1] / "firmware")
+    if fw not in sys.path:
+        sys.path.append(fw)
+    return importlib.import_module("light_pole.curve").duty(level * 100)
+
+
 # ------------------------------------------------------------------------------ resources
 class VirtualBoardResource:
     def __init__(self, spec: BoardSpec, flash_dir: Path) -> None:

@@ -122,7 +122,8 @@ class GatewayProcess:
     def registry(self) -> str:
         return str(self.state / "registry.sqlite")
 
-    def write_config(self, edges=(), latitude: float = 51.0, longitude: float = 10.0, hold: int = 60) -> None:
+    def write_config(self, edges=(), latitude: float = 51.0, longitude: float = 10.0, hold: int = 60,
+                     base: int = 10, prelight: int = 70) -> None:
         links = "".join(f'[[links]]\nname = "link{i}"\ntype = "url"\nurl = "{u}"\nreconnect_max = 0.5\n\n'
                         for i, u in enumerate(self.links))
         edges_toml = "[" + ", ".join(f'["{a}", "{b}"]' for a, b in edges) + "]"
@@ -144,7 +145,8 @@ class GatewayProcess:
 
             [sites.{self.site}.lighting]
             hops = 2
-            prelight = 70
+            base = {base}
+            prelight = {prelight}
             hold = {hold}
             edges = {edges_toml}
             """) + "\n" + links)

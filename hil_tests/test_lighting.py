@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import datetime as dt
-import time
 
 import pytest
 
-LAMP, MOTION, AMBIENT = 25, 27, 34  # the reference wiring (park_device.roles.TEMPLATES)
+from hil_tests import bench as benchmod
+
+LAMP, MOTION, AMBIENT, LAMP_CS = 25, 27, 34, 35  # the reference wiring (park_device.roles.TEMPLATES)
+HEALTHY_LAMP_UV = 350_000  # 350 mV at the current-sense input = 350 mA at cs_ma_v 1000 (a lit LED driver)
+BASE, PRELIGHT = 10, 70    # the site's night base level and prelight level (gateway config)
 
 
 def dark_longitude() -> float:
@@ -17,31 +20,45 @@ def dark_longitude() -> float:
 
 
 @pytest.mark.needs("peripherals")
-@pytest.mark.xfail(strict=False, reason=(
-    "prelight of l002/l003 after motion at l001 IS observed end to end (real firmware, gateway, Mosquitto); "
-    "the fade-back check is unfinished: the base duty is sampled before the poles settled (seen 247/152/157) "
-    "and the reference wiring's lamp_cs ADC reads 0 mA on a virtual board, so the poles raise lamp_fault. "
-    "Fix: wait for a settled base, set lamp_cs on the vboards (engineer T, next step)"))
 def test_walker_prelights_poles_ahead_then_all_fade_back(boards, gateway, backbone, bench):
-    sets = ["app.daynight=\"sensor\"", "app.hold=2", "app.fade_down=200", "app.fade_up=100", "app.base=20"]
+    sets = ["app.daynight=\"sensor\"", "app.debounce_ms=20"]
     poles = boards("l001", "l002", "l003", sets=sets)
-    for st in poles.values():
-        st.res.vb.set_adc(AMBIENT, 0)  # dark for the poles' own light sensors
-    gateway.write_config(edges=[("l001", "l002"), ("l002", "l003")], latitude=0.0, longitude=dark_longitude(),
-                         hold=3)
-    gateway.start()
-    for i in poles:
-        backbone.wait(lambda i=i: any(p.get("state") == "online" for p in
-                                      backbone.json(f"park/{bench.site}/device/{i}/availability")),
-                      timeout=60, what=f"{i} online\n{gateway.tail()}")
     vb = {i: st.res.vb for i, st in poles.items()}
-    base = {i: vb[i].pwm_duty(LAMP) for i in vb}
+    for b in vb.values():
+        b.set_adc(AMBIENT, 0)                  # dark for the poles' own light sensors
+        b.set_adc(LAMP_CS, uv=HEALTHY_LAMP_UV)  # a healthy lamp draws current while lit
+    gateway.write_config(edges=[("l001", "l002"), ("l002", "l003")], latitude=0.0, longitude=dark_longitude(),
+                         hold=3, base=BASE, prelight=PRELIGHT)
+    gateway.start()
+    site = bench.site
+    base_duty = benchmod.lamp_duty(BASE)
+    # the gateway's night profile (base 10 %) reaches every pole; wait until each lamp settled there
+    backbone.wait(lambda: all(vb[i].pwm_duty(LAMP) == base_duty for i in vb) or None, timeout=60,
+                  what=f"all poles at the site's base duty {base_duty}: "
+                       f"{ {i: vb[i].pwm_duty(LAMP) for i in vb} }\n{gateway.tail()}")
     vb["l001"].set_pin(MOTION, 1)
-    lit = backbone.wait(lambda: all((vb[i].pwm_duty(LAMP) or 0) > base[i] for i in ("l002", "l003")) or None,
-                        timeout=30, what=f"prelight of l002 and l003 (base {base})\n{gateway.tail()}")
-    assert lit
+    prelit = benchmod.lamp_duty(PRELIGHT)
+    full = benchmod.lamp_duty(100)
+    backbone.wait(lambda: (vb["l001"].pwm_duty(LAMP) == full and
+                           all((vb[i].pwm_duty(LAMP) or 0) >= prelit for i in ("l002", "l003"))) or None,
+                  timeout=30, what=f"l001 at full and l002, l003 prelit to {PRELIGHT} %: "
+                                   f"{ {i: vb[i].pwm_duty(LAMP) for i in vb} }\n{gateway.tail()}")
     vb["l001"].set_pin(MOTION, 0)
-    backbone.wait(lambda: all(vb[i].pwm_duty(LAMP) == base[i] for i in vb) or None, timeout=20,
-                  what=f"all poles back at base {base}")
-    events = backbone.json(f"park/{bench.site}/device/l001/event/motion")
-    assert events and all("id" in e or "event_id" in e for e in events)
+    # hold (3 s) then fade (3 s): every pole comes back to the base level, none goes dark
+    backbone.wait(lambda: all(vb[i].pwm_duty(LAMP) == base_duty for i in vb) or None, timeout=40,
+                  what=f"all poles back at base duty {base_duty}: { {i: vb[i].pwm_duty(LAMP) for i in vb} }")
+    events = backbone.json(f"park/{site}/device/l001/event/motion")
+    assert events and events[0]["id"].startswith("l001-") and events[0]["data"]["count"] >= 1
+    # each pole reported light telemetry with a lit lamp and its current, and none was called faulty
+    for i in vb:
+        def lit_pack(i=i):
+            for pack in backbone.json(f"park/{site}/device/{i}/telemetry"):
+                r = {x["n"]: x.get("v") for x in pack}
+                if r.get("level", 0) > 0 and "lamp_current" in r:
+                    return r
+            return None
+        r = backbone.wait(lit_pack, timeout=30, what=f"light telemetry of {i}")
+        assert r["lamp_current"] == pytest.approx(0.35, abs=0.01)
+    for i in vb:
+        assert backbone.topic(f"park/{site}/device/{i}/event/lamp_fault") == [], i
+        assert backbone.topic(f"park/{site}/device/{i}/event/fault") == [], i
