@@ -332,6 +332,17 @@ def test_reboot_resumes_doors_from_the_audit():
     assert _drain(rt, b) == [("door", 1, True, True)]
 
 
+def test_audit_overflow_while_gateway_away_is_reported():
+    rt, a = _setup()
+    for i in range(a.audit.n + 3):
+        rt.hal.pins["door1"].v = i % 2 == 0
+        _run(rt, a, 100)
+    assert a.audit.lost > 0
+    faults = [m for m in rt.send_pending() if m["type"] == "fault"]
+    assert faults and faults[-1]["code"] == app.FAULT_FLASH and faults[-1]["value"] == a.audit.lost
+    assert any(e[4] for e in rt.session.events if e[0]["type"] == "fault")  # durable
+
+
 def test_safe_mode_never_unlocks_but_audits_doors():
     rt, a = _setup()
     b = app.App(rt)
