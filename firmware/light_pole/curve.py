@@ -5,8 +5,6 @@ Levels are in centi-percent (0..10000, "cl") so fades are smooth without floats
 curve: 1% -> 0.1% light, 100% -> 100%, exponential in between, i.e. equal steps
 in level look like equal steps in brightness. Fades run linearly in level.
 """
-from array import array
-
 from light_pole.tick import ticks_diff
 
 FULL = 10000
@@ -14,15 +12,25 @@ DUTY_MAX = 65535
 MAX_FADE = 1000000  # ms; (MAX_FADE << 10) < 2**30
 
 
-def _table():
-    t = array("H", [0] * 101)
-    for p in range(1, 101):
-        # DALI: arc n (1..254) -> 10^((n-1)/(253/3) - 1) %; level p% spans arcs 1..254
-        t[p] = int(DUTY_MAX * 10 ** (3 * (p - 1) / 99 - 3) + 0.5)
-    return t
+# duty at level p% for p = 0..100, little-endian u16: 0, then round(65535 * 10^(3(p-1)/99 - 3)).
+# A constant (not computed at import): no float work at boot, identical on a float32 ESP32,
+# and it stays in flash when frozen. tests/firmware/test_light_units.py recomputes it.
+_T = (
+    b"\x00\x00\x42\x00\x46\x00\x4b\x00\x51\x00\x57\x00\x5d\x00\x64\x00\x6b\x00\x73\x00\x7b\x00\x84\x00"
+    b"\x8d\x00\x97\x00\xa2\x00\xae\x00\xbb\x00\xc8\x00\xd7\x00\xe6\x00\xf7\x00\x09\x01\x1c\x01\x30\x01"
+    b"\x46\x01\x5e\x01\x77\x01\x92\x01\xaf\x01\xce\x01\xf0\x01\x14\x02\x3a\x02\x63\x02\x8f\x02\xbf\x02"
+    b"\xf1\x02\x28\x03\x62\x03\xa1\x03\xe4\x03\x2c\x04\x79\x04\xcc\x04\x25\x05\x84\x05\xea\x05\x57\x06"
+    b"\xcd\x06\x4a\x07\xd1\x07\x62\x08\xfd\x08\xa3\x09\x56\x0a\x15\x0b\xe2\x0b\xbe\x0c\xa9\x0d\xa6\x0e"
+    b"\xb5\x0f\xd8\x10\x0f\x12\x5d\x13\xc4\x14\x44\x16\xe0\x17\x9a\x19\x73\x1b\x6f\x1d\x8f\x1f\xd7\x21"
+    b"\x49\x24\xe9\x26\xb9\x29\xbc\x2c\xf8\x2f\x70\x33\x27\x37\x23\x3b\x6a\x3f\xff\x43\xe9\x48\x2d\x4e"
+    b"\xd4\x53\xe3\x59\x62\x60\x59\x67\xd1\x6e\xd3\x76\x69\x7f\x9e\x88\x7e\x92\x14\x9d\x6e\xa8\x9a\xb4"
+    b"\xa7\xc1\xa5\xcf\xa7\xde\xbe\xee\xff\xff"
+)
 
 
-_T = _table()
+def table(p):
+    """Duty for a whole percent p (0..100)."""
+    return _T[2 * p] | _T[2 * p + 1] << 8
 
 
 def duty(cl):
@@ -32,8 +40,8 @@ def duty(cl):
     if cl >= FULL:
         return DUTY_MAX
     i = cl // 100
-    a = _T[i]
-    return a + (_T[i + 1] - a) * (cl - i * 100) // 100
+    a = table(i)
+    return a + (table(i + 1) - a) * (cl - i * 100) // 100
 
 
 class Fader:

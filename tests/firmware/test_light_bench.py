@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import time
 from pathlib import Path
 
@@ -123,3 +124,24 @@ class Gateway:
 
     def of(self, t: str) -> list[dict]:
         return [m for m in self.up if m["type"] == t]
+
+
+def repl_exec(port: int, code: str) -> str:
+    """Run code in the board's raw REPL (alongside the running firmware, as mpremote exec would)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        s.sendall(b"\r\x03\x01")
+        out = b""
+        deadline = time.monotonic() + 10
+        while b"raw REPL" not in out:
+            assert time.monotonic() < deadline, out
+            out += s.recv(4096)
+        s.sendall(code.encode() + b"\x04")
+        out = b""
+        while out.count(b"\x04") < 2:
+            assert time.monotonic() < deadline, out
+            out += s.recv(4096)
+        s.sendall(b"\x02")
+        return out.decode(errors="replace")
+    finally:
+        s.close()

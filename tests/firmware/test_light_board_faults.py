@@ -10,7 +10,7 @@ pytest.importorskip("serial")
 from vboard import VirtualBoard  # noqa: E402
 
 from protocol import codec, cose, messages  # noqa: E402
-from test_light_bench import DARK, NO_TIME, PINS, Gateway, deploy_tree  # noqa: E402
+from test_light_bench import DARK, NO_TIME, PINS, Gateway, deploy_tree, repl_exec  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not mpvm.node_available(), reason="MicroPython VM not installed: run ./dev setup")
 
@@ -116,29 +116,6 @@ def test_garbage_and_forged_frames_are_dropped_counted_and_harmless(bench):
     assert b.boots == boots and not b.events("fw_crash")
 
 
-def _repl_exec(port: int, code: str) -> str:
-    """Run code in the board's raw REPL (alongside the running firmware, as mpremote exec would)."""
-    import socket
-    import time
-    s = socket.create_connection(("127.0.0.1", port), timeout=10)
-    try:
-        s.sendall(b"\r\x03\x01")
-        out = b""
-        deadline = time.monotonic() + 10
-        while b"raw REPL" not in out:
-            assert time.monotonic() < deadline, out
-            out += s.recv(4096)
-        s.sendall(code.encode() + b"\x04")
-        out = b""
-        while out.count(b"\x04") < 2:
-            assert time.monotonic() < deadline, out
-            out += s.recv(4096)
-        s.sendall(b"\x02")
-        return out.decode(errors="replace")
-    finally:
-        s.close()
-
-
 def test_exception_in_the_app_leaves_the_lamp_lit_then_watchdog_recovers(tmp_path):
     """Fault injection from the console (like a technician with mpremote): the live firmware's
     Controller.update starts raising. The lamp must go to the safe level at once, even though
@@ -157,7 +134,7 @@ def test_exception_in_the_app_leaves_the_lamp_lit_then_watchdog_recovers(tmp_pat
         g.run(2000)
         assert b.pwm_duty(LAMP) == 0
         boots = b.boots
-        out = _repl_exec(b.console_port, "import light_pole.control as c\n"
+        out = repl_exec(b.console_port, "import light_pole.control as c\n"
                                          "def boom(*a, **k):\n    raise RuntimeError('injected')\n"
                                          "c.Controller.update = boom\nprint('patched')\n")
         assert "patched" in out, out

@@ -79,6 +79,12 @@ def test_curve_is_dali_logarithmic():
     assert abs(r1 - r2) < 0.01, (r1, r2)
 
 
+def test_curve_table_is_the_dali_formula():
+    assert curve.table(0) == 0 and len(curve._T) == 202
+    for p in range(1, 101):
+        assert curve.table(p) == int(65535 * 10 ** (3 * (p - 1) / 99 - 3) + 0.5), p
+
+
 def test_fade_is_linear_in_level_and_retargets_smoothly():
     f = curve.Fader(0)
     f.go(10000, 1000, 0)
