@@ -1,6 +1,7 @@
 """The locker firmware, unmodified, on a virtual board in genuine MicroPython.
 
-Each test boots /main.py (common runtime + locker App) on tools/vboard, drives door
+Each test deploys what `park-device deploy` puts on a real locker (mpy-cross .mpy
+packages + /main.py), boots it on tools/vboard, drives door
 switches, and talks the real protocol over the board's link UART (pyserial
 socket://) as the gateway would. Lock pulses are measured from recorded pin edges
 on the board's virtual clock.
@@ -42,11 +43,18 @@ ACCESS = {v: k for k, v in messages.ACCESS.items()}
 ALARM = {v: k for k, v in messages.ALARMS.items()}
 
 
-def _firmware():
-    files = {"/main.py": FW / "common" / "main.py"}
-    for pkg, src in (("protocol", ROOT / "protocol"), ("common", FW / "common"), ("locker", FW / "locker")):
-        for f in src.glob("*.py"):
-            files["/lib/%s/%s" % (pkg, f.name)] = f
+@pytest.fixture(scope="module")
+def firmware(tmp_path_factory):
+    """What `park-device deploy` writes to a locker: .mpy packages (mpy-cross) and /main.py."""
+    from park_device import build
+
+    out = tmp_path_factory.mktemp("locker-build")
+    files = {}
+    for i, art in enumerate(build.build("locker")):
+        p = out / ("%d.bin" % i)
+        p.write_bytes(art.data)
+        files[art.dest] = p
+    assert "/lib/locker/app.mpy" in files and "/main.py" in files
     return files
 
 
@@ -143,12 +151,12 @@ APP = {"comps": 2, "open_max_s": 60, "window_s": 10}
 
 
 @contextlib.contextmanager
-def provisioned(flash, app=APP, pins=PINS, hb=3600):
+def provisioned(firmware, flash, app=APP, pins=PINS, hb=3600):
     """A provisioned locker, doors closed, link up (welcome done): (board, gateway)."""
     flash.mkdir()
     (flash / "key.bin").write_bytes(LINK_KEY)
     (flash / "booking.key").write_bytes(BOOKING_KEY)
-    b = vboard.VirtualBoard(firmware_files=_firmware(), flash_dir=flash, record_pins=True, start_time=NOW,
+    b = vboard.VirtualBoard(firmware_files=firmware, flash_dir=flash, record_pins=True, start_time=NOW,
                             name="locker")
     b.start()  # not provisioned yet (no /config.json): the runtime waits for a technician
     gw = None
@@ -173,8 +181,8 @@ def provisioned(flash, app=APP, pins=PINS, hb=3600):
 
 
 @pytest.fixture
-def locker(tmp_path):
-    with provisioned(tmp_path / "flash") as bg:
+def locker(firmware, tmp_path):
+    with provisioned(firmware, tmp_path / "flash") as bg:
         yield bg
 
 
@@ -378,9 +386,9 @@ def test_used_token_remembered_across_reboot_and_bad_lines(locker):
     assert len(_pulses(b, PINS["lock2"])) == 1
 
 
-def test_occupancy_sensor_reported_in_telemetry(tmp_path):
+def test_occupancy_sensor_reported_in_telemetry(firmware, tmp_path):
     pins = dict(PINS, occ1=20, occ2=21)
-    with provisioned(tmp_path / "flash", dict(APP, occupancy=True), pins, hb=60) as (b, gw):
+    with provisioned(firmware, tmp_path / "flash", dict(APP, occupancy=True), pins, hb=60) as (b, gw):
         gw.received.clear()
         b.set_pin(pins["occ2"], 1)  # a parcel placed in compartment 2
         b.set_pin(pins["door1"], 1)
