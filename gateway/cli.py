@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--duration", type=float, default=0, help="stop after SECONDS (default: until Ctrl-C)")
     dm.add_argument("--broker", help="mqtt://HOST:PORT of an existing broker instead of a local Mosquitto")
     dm.add_argument("--state-dir", help="keep demo state here (default: a temporary directory)")
+    dm.add_argument("--night", action="store_true",
+                    help="place the park where it is night now, so the light wave shows at any hour")
     return ap
 
 
@@ -310,7 +312,7 @@ def cmd_demo(args) -> int:
     from gateway.demo import main as demo_main
 
     return demo_main(duration=args.duration, broker=args.broker, state_dir=args.state_dir,
-                     as_json=getattr(args, "json", False))
+                     as_json=getattr(args, "json", False), night=args.night)
 
 
 def main(argv=None) -> int:
