@@ -329,7 +329,7 @@ def _site(ctx: _Ctx, name: str, d) -> SiteConfig:
         setattr(L, k, ctx.get(ld, lp, k, int, getattr(L, k), 0, 15))
     for k in ("base", "full", "prelight", "day_level"):
         setattr(L, k, ctx.get(ld, lp, k, int, getattr(L, k), 0, 100))
-    L.hold = ctx.get(ld, lp, "hold", int, L.hold, 0, 3600)
+    L.hold = ctx.get(ld, lp, "hold", int, L.hold, 1, 3600)
     L.fault_ma = ctx.get(ld, lp, "fault_ma", int, L.fault_ma, 0, 65535)
     for k in ("dusk_offset_min", "dawn_offset_min"):
         setattr(L, k, ctx.get(ld, lp, k, int, 0, -180, 180))
