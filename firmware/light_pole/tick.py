@@ -10,8 +10,8 @@ except ImportError:
     _PERIOD = 1 << 30
     _HALF = 1 << 29
 
-    def ticks_diff(a, b):
+    def ticks_diff(a, b):  # type: ignore[no-redef,misc]
         return ((a - b + _HALF) & (_PERIOD - 1)) - _HALF
 
-    def ticks_add(a, d):
+    def ticks_add(a, d):  # type: ignore[no-redef,misc]
         return (a + d) & (_PERIOD - 1)
