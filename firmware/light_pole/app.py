@@ -334,8 +334,8 @@ class App:
             ctl.prelight(level, hold, now)
         else:
             raise CommandError(E_NOT_SUPPORTED, "type", "a light pole does not do %s" % (t,))
-        ctl.update(now, self._night, self.motion is not None and self.motion.present, self._autonomous(now),
-                   self._minute)
+        ctl.update(now, self._night, self.motion is not None and self.motion.present and not self.stuck,
+                   self._autonomous(now), self._minute)
         self._output(now)
 
     def _level(self, msg):

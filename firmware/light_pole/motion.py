@@ -27,9 +27,13 @@ class Motion:
 
     def poll(self, now):
         """Return True exactly once per debounced rising edge."""
-        if not self._pending or ticks_diff(now, self._edge) < self.debounce_ms:
+        e = self._edge
+        if not self._pending or ticks_diff(now, e) < self.debounce_ms:
             return False
         self._pending = False
+        if self._edge != e:  # an edge came in just now: it gets its own debounce time
+            self._pending = True
+            return False
         v = self._pin.value() == 1
         if v == self.present:
             return False
