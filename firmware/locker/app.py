@@ -65,17 +65,18 @@ class App:
     SCHEMA = SCHEMA
 
     def __init__(self, rt):
+        """Flash state and the token decision (no pins yet: those are start()'s)."""
         self.rt = rt
         self.safe = False
-        self.comps = []
-        self.audit = None
-        self.used = None
-        self.reqs = None
-        self.access = None
-        self.lockout = None
+        self.comps = []  # type: list
+        self.audit = audit.AuditLog(STATE + "/audit.bin")
+        self.reqs = RecentReqs(STATE + "/reqs.bin")
+        self.lockout = Lockout(1, 0, 0)
+        self.used = self._open_used(rt.cfg["used_cap"])
+        self.access = access.Access(self._mac(), rt.id, 0, self.used, self.lockout)
         self._reader = None
         self._parser = reader.ReaderParser()
-        self._inflight = []  # [audit seq, msg handed to rt.event, eid saved, answered]
+        self._inflight = []  # type: list  # [audit seq, msg handed to rt.event, eid saved, answered]
         self._lost_seen = 0
         self._timer = None
         self._occ_sent = 0
@@ -85,17 +86,14 @@ class App:
 
     def start(self, safe):
         self.safe = safe
-        now = self.rt.ticks_ms()
-        self.audit = audit.AuditLog(STATE + "/audit.bin")
-        self.reqs = RecentReqs(STATE + "/reqs.bin")
-        self._build(self.rt.cfg, now)
+        self._build(self.rt.cfg, self.rt.ticks_ms())
         if self.rt.hal.has("reader"):
             self._reader = self.rt.hal.uart("reader", 9600)
 
     def _last_words(self):
         """comp -> what the audit last recorded for its door or lock (see Compartment.boot)."""
-        top = {}
-        last = {}
+        top = {}  # type: dict
+        last = {}  # type: dict
 
         def see(r):
             k = r.kind
@@ -115,14 +113,14 @@ class App:
         return last
 
     def _build(self, cfg, now):
+        """(Re)create compartments and the access policy from a config."""
         for c in self.comps:
             c.lock.off()
         hal = self.rt.hal
-        self.used = UsedIds(STATE + "/used.bin", cfg["used_cap"])
-        if self.used.corrupt:
-            self._emit(audit.FAULT, 0, FAULT_FLASH, 1)
+        if cfg["used_cap"] != self.used.cap:
+            self.used = self._open_used(cfg["used_cap"])
         self.lockout = Lockout(cfg["max_fail"], cfg["fail_win_s"] * 1000, cfg["lockout_s"] * 1000)
-        self.access = access.Access(self._mac(), self.rt.id, cfg["comps"], self.used, self.lockout)
+        self.access = access.Access(self.access.mac, self.rt.id, cfg["comps"], self.used, self.lockout)
         comps = []
         db = cfg["debounce_ms"]
         for n in range(1, cfg["comps"] + 1):
@@ -132,11 +130,17 @@ class App:
             if cfg["occupancy"]:
                 occ = Debounced(hal.pin_in("occ%d" % n, None), db, False, now)
             comps.append(compartment.Compartment(n, lock, door, occ, self._emit, cfg["window_s"] * 1000,
-                                     cfg["open_max_s"] * 1000))
+                                                 cfg["open_max_s"] * 1000))
         self.comps = comps
         last = self._last_words()
         for c in comps:
             c.boot(now, last.get(c.n, compartment.LAST_NONE))
+
+    def _open_used(self, cap):
+        u = UsedIds(STATE + "/used.bin", cap)
+        if u.corrupt:  # replays of tokens used before are possible until they expire: say so
+            self._emit(audit.FAULT, 0, FAULT_FLASH, 1)
+        return u
 
     def _mac(self):
         try:

@@ -74,7 +74,7 @@ class AuditLog:
         self.next_seq = 0
         self.lost = 0
         self.bad = 0
-        self._pending = []
+        self._pending = []  # type: list
         self._buf = bytearray(REC)
         flash.ensure_dir(path)
         try:
@@ -180,7 +180,7 @@ class AuditLog:
 
     def records(self):
         """Every readable record, oldest first (diagnostics and tests; allocates)."""
-        out = []
+        out = []  # type: list
         self.scan(out.append)
         out.sort(key=_seq)
         return out

@@ -23,6 +23,7 @@ from locker.compartment import ALARM_OPEN_TOO_LONG, ALARM_TAMPER, Compartment
 from locker.debounce import Debounced
 from locker.lockout import Lockout
 from locker.recent import RecentReqs
+from locker.ticks import ticks_add
 from locker.usedids import UsedIds
 from protocol import token
 from protocol.cose import Mac
@@ -98,6 +99,17 @@ def test_actuator_tiny_pulse_gets_minimum_and_timer_backstop():
     assert armed[0][0] == actuator.MIN_ON_MS
     armed[0][1](None)  # the hardware timer fires although the loop never ran
     assert p.v == 0 and not a.energised
+
+
+def test_actuator_pulse_across_tick_wrap():
+    p = Pin()
+    a = actuator.LockActuator(p)
+    t0 = (1 << 30) - 100
+    assert a.pulse(300, t0)
+    a.service(ticks_add(t0, 299))
+    assert p.v == 1
+    a.service(ticks_add(t0, 300))  # 200 after the wrap
+    assert p.v == 0
 
 
 def test_actuator_rest_survives_tick_wrap_horizon():
