@@ -105,6 +105,7 @@ class App:
         self._mot_pending = 0
         self._mot_last = 0
         self.stuck = False
+        self._mode = -1
         try:
             self._cfg(rt.cfg)
         except ConfigError as e:
@@ -216,6 +217,7 @@ class App:
             self._motion_event(now)
         ctl.update(now, self._night, present, self._autonomous(now), self._minute)
         self._output(now)
+        self._report_mode()
         if ctl.fader.busy():
             return FADE_STEP_MS
         w = IDLE_STEP_MS
@@ -224,6 +226,16 @@ class App:
             if 0 <= d < w:
                 w = d
         return w
+
+    def _report_mode(self):
+        """Telemetry when the operating mode changes (dusk, dawn, autonomy, curfew), not per walker:
+        walkers are motion events already."""
+        st = self.ctl.state
+        mode = st if st == control.OFF or st >= control.AUTONOMOUS else control.BASE
+        if mode != self._mode:
+            self._mode = mode
+            if getattr(self.rt, "link_up", False):
+                self.rt.send(self.telemetry())
 
     def _output(self, now):
         d = curve.duty(self.ctl.level(now))

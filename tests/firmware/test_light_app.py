@@ -113,6 +113,7 @@ class FakeRt:
         self.gateway_seen_ms = 1000
         self.unix = None
         self.events = []
+        self.sent = []
         self.logs = []
 
     def ticks_ms(self):
@@ -124,8 +125,10 @@ class FakeRt:
     def event(self, msg, durable=False):
         self.events.append((msg, durable))
 
+    link_up = True
+
     def send(self, msg):
-        pass
+        self.sent.append(msg)
 
     def log(self, text, keep=False):
         self.logs.append(text)
@@ -205,6 +208,8 @@ def test_day_by_sensor_turns_off_after_dwell():
     assert _pct(rt) == 20
     _run(rt, app, 7000)
     assert rt.hal.pwm_.d == 0 and app.ctl.state == control.OFF
+    # telemetry when the mode changes (boot at night, dawn), not on every step or fade
+    assert [m["state"] for m in rt.sent] == [control.FADE, control.OFF]
 
 
 def test_valid_time_uses_the_sun_not_the_sensor():
