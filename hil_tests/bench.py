@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import io
 import shlex
+import socket
+import struct
 import subprocess
+import threading
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,6 +91,15 @@ def load(path: str | Path) -> Bench:
         raise BenchError(f"{path}: 'peripherals' is only available with virtual boards")
     return Bench(b.get("name", path.stem), b.get("site", "stadtpark"), feats, boards, path,
                  (doc.get("power") or {}).get("relay"), b.get("firmware_image"))
+
+
+def known_bug(ok: bool, reason: str) -> None:
+    """One assertion marked xfail(strict=True) for a bug in another engineer's part: call it
+    after every other assertion of the test. Fails (XPASS strict) once the bug is fixed."""
+    import pytest
+    if ok:
+        raise AssertionError("XPASS(strict): fixed, remove this known_bug(): " + reason)
+    pytest.xfail(reason)
 
 
 def lamp_duty(level: int) -> int:
@@ -188,15 +200,134 @@ class PowerDriver:
         subprocess.run(shlex.split(self.relay["on"].format(channel=ch)), check=True)
 
 
+class LinkCable:
+    """The cable between the gateway and a virtual board's link UART, which the bench can pull.
+
+    A TCP relay in front of the board's link socket: the gateway's link URL points here.
+    unplug() cuts every connection and refuses new ones (the gateway sees its port go away
+    and retries); bytes the board sends meanwhile are lost on the wire, as with a pulled
+    USB cable. plug() lets the gateway's next reconnect through."""
+
+    def __init__(self, target_url: str) -> None:
+        host, port = target_url.split("://", 1)[1].rsplit(":", 1)
+        self.target = (host, int(port))
+        self.srv = socket.create_server(("127.0.0.1", 0))
+        self.url = "socket://127.0.0.1:%d" % self.srv.getsockname()[1]
+        self.plugged = True
+        self.connects = 0
+        self._pairs: list[tuple[socket.socket, socket.socket]] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        threading.Thread(target=self._accept, name="cable-accept", daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                a, _ = self.srv.accept()
+            except OSError:
+                return
+            if not self.plugged:
+                a.close()
+                continue
+            try:
+                b = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                a.close()
+                continue
+            for s in (a, b):
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                s.settimeout(None)
+            with self._lock:
+                self._pairs.append((a, b))
+                self.connects += 1
+            threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+            threading.Thread(target=self._pump, args=(b, a), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while True:
+                d = src.recv(4096)
+                if not d:
+                    break
+                dst.sendall(d)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def _cut(self) -> None:
+        with self._lock:
+            pairs, self._pairs = self._pairs, []
+        for pair in pairs:
+            for s in pair:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                s.close()
+
+    def unplug(self) -> None:
+        self.plugged = False
+        self._cut()
+
+    def plug(self) -> None:
+        self.plugged = True
+
+    def close(self) -> None:
+        self._closed = True
+        self.srv.close()
+        self._cut()
+
+
+class LockerAudit:
+    """The locker's audit ring as the firmware left it in flash (/state/locker/audit.bin):
+    what the device itself recorded and which records the gateway acknowledged.
+
+    Format (firmware/locker/audit.py): 26-byte records, little endian seq u32, t u32,
+    kind u8, comp u8, a u8, flags u8, v i32, eid u64, then CRC-16 (big endian) over 24 bytes."""
+
+    PATH = "state/locker/audit.bin"
+    KINDS = {1: "access", 2: "door", 3: "alarm", 4: "fault"}
+    NO_EID = 0xFFFFFFFFFFFFFFFF
+
+    def __init__(self, vb) -> None:
+        self.vb = vb
+
+    def records(self) -> list[dict]:
+        from protocol.crc16 import crc16
+        try:
+            raw = self.vb.read_flash(self.PATH)
+        except OSError:
+            return []
+        out = []
+        for off in range(0, len(raw) - 25, 26):
+            b = raw[off:off + 26]
+            seq, t, kind, comp, a, flags, v, eid = struct.unpack_from("<IIBBBBiQ", b, 0)
+            if seq == 0xFFFFFFFF or crc16(b[:24]) != (b[24] << 8) | b[25]:
+                continue
+            out.append({"seq": seq, "t": t, "kind": self.KINDS.get(kind, kind), "comp": comp, "a": a,
+                        "acked": bool(flags & 1), "v": v, "eid": None if eid == self.NO_EID else eid})
+        return sorted(out, key=lambda r: r["seq"])
+
+    def of(self, kind: str) -> list[dict]:
+        return [r for r in self.records() if r["kind"] == kind]
+
+
 # ------------------------------------------------------------------------------ strategy
 class BoardStrategy:
     """Bring a board to a state, doing only the missing steps (every step is idempotent)."""
 
     STATES = ("off", "started", "deployed", "provisioned")
 
-    def __init__(self, res, registry: str, site: str, booking_key: str | None = None, sets=()) -> None:
+    def __init__(self, res, registry: str, site: str, booking_key: str | None = None, sets=(),
+                 inputs: dict | None = None) -> None:
         self.res, self.registry, self.site, self.booking_key = res, registry, site, booking_key
         self.sets = list(sets)
+        self.inputs = dict(inputs or {})  # virtual boards: pin levels set before the firmware boots provisioned
         self.console = ConsoleDriver(res)
         self.state = "off"
         self.results: dict[str, dict] = {}
@@ -205,6 +336,8 @@ class BoardStrategy:
         want = self.STATES.index(state)
         if self.STATES.index(self.state) < 1 <= want:
             self.res.start()
+            for pin, v in self.inputs.items():
+                self.res.vb.set_pin(pin, v)
             self.state = "started"
         if self.STATES.index(self.state) < 2 <= want:
             self.results["deploy"] = self.console.deploy()

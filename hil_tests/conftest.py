@@ -50,25 +50,34 @@ def _needs(request, bench):
 
 # ------------------------------------------------------------------------------ backbone
 @pytest.fixture
-def broker():
+def broker(tmp_path):
+    """Mosquitto with persistence, so the backbone's persistent session survives an outage."""
     sys.path.insert(0, str(ROOT / "tests"))
     from mosquitto import Mosquitto
-    with Mosquitto() as b:
+    with Mosquitto(persistence_dir=tmp_path / "mosquitto") as b:
         yield b
 
 
 class Backbone:
-    """A city-side subscriber (paho-mqtt) recording every message under park/#."""
+    """A city-side subscriber (paho-mqtt) recording every message under park/#.
+
+    A persistent session (clean_session False, QoS 1): while the broker is down or the
+    subscriber reconnects, the broker keeps its messages, as a real backbone consumer's."""
 
     def __init__(self, broker) -> None:
         import paho.mqtt.client as mqtt
         self.msgs: list[tuple[str, bytes, bool]] = []
         self.lock = threading.Lock()
-        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="hil-backbone")
+        self.subscribed = threading.Event()
+        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="hil-backbone", clean_session=False)
         self.c.on_connect = lambda c, u, f, rc, p=None: c.subscribe("park/#", qos=1)
+        self.c.on_subscribe = lambda *a: self.subscribed.set()
         self.c.on_message = self._on
+        self.c.reconnect_delay_set(0.1, 1)
         self.c.connect(broker.host, broker.port)
         self.c.loop_start()
+        if not self.subscribed.wait(10):
+            raise AssertionError("backbone subscriber: no SUBACK from the broker")
 
     def _on(self, c, u, m) -> None:
         with self.lock:
@@ -80,6 +89,13 @@ class Backbone:
 
     def json(self, t: str) -> list:
         return [json.loads(p) for p in self.topic(t)]
+
+    def events(self, device: str, kind: str, site: str = "stadtpark") -> dict[str, list[dict]]:
+        """Event id -> every delivery of it (at-least-once: a redelivery repeats the id)."""
+        out: dict[str, list[dict]] = {}
+        for e in self.json(f"park/{site}/device/{device}/event/{kind}"):
+            out.setdefault(e["id"], []).append(e)
+        return out
 
     def wait(self, pred, timeout: float = 30, what: str = "backbone message"):
         """Wait (bounded; not a timing assertion) until pred() is truthy; returns its value."""
@@ -152,6 +168,8 @@ class GatewayProcess:
             """) + "\n" + links)
 
     def start(self) -> None:
+        if self.sock.exists():
+            self.sock.unlink()  # left by a killed daemon; its reappearance says the new one is up
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tools")]))
         self._logf = open(self.log, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "run", "--config", str(self.config)],
@@ -221,7 +239,9 @@ def boards(bench, gateway, role_flash, tmp_path):
     """boards(*ids) -> {id: BoardStrategy} provisioned into the gateway's registry, links configured."""
     made: list = []
 
-    def bring_up(*ids: str, state: str = "provisioned", sets=()):
+    def bring_up(*ids: str, state: str = "provisioned", sets=(), cable: bool = False, inputs=None):
+        """cable=True puts a pullable LinkCable between the gateway and each board's link;
+        inputs={pin: level} are set on virtual boards before they boot provisioned."""
         out = {}
         for i in ids:
             spec = bench.board(i)
@@ -232,11 +252,20 @@ def boards(bench, gateway, role_flash, tmp_path):
             else:
                 res = benchmod.SerialBoardResource(spec)
             bk = str(tmp_path / "booking.key") if spec.role == "locker" else None
-            st = benchmod.BoardStrategy(res, gateway.registry, bench.site, bk, sets).to(state)
+            st = benchmod.BoardStrategy(res, gateway.registry, bench.site, bk, sets,
+                                        inputs if spec.kind == "virtual" else None).to(state)
             made.append(st)
-            gateway.links.append(res.link_url)
+            if cable:
+                st.cable = benchmod.LinkCable(res.link_url)
+                cables.append(st.cable)
+                gateway.links.append(st.cable.url)
+            else:
+                gateway.links.append(res.link_url)
             out[i] = st
         return out
+    cables: list = []
     yield bring_up
+    for c in cables:
+        c.close()
     for st in made:
         st.res.stop()
