@@ -24,15 +24,34 @@ NOON_2026_06_21 = 1782043200  # 2026-06-21T12:00:00Z
 NO_TIME = 1000000             # 1970: the RTC has no valid time
 
 
-def deploy_tree(dst: Path, app: dict, rt: dict | None = None) -> Path:
-    """The flash image a technician's `park-device flash` would write."""
-    ign = shutil.ignore_patterns("__pycache__", "*.pyc", "vmachine")
-    shutil.copyfile(FW / "common" / "main.py", dst / "main.py")
-    (dst / "lib").mkdir()
-    shutil.copytree(FW / "common", dst / "lib" / "common", ignore=ign)
-    shutil.copytree(ROOT / "protocol", dst / "lib" / "protocol",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "vectors", "*.md", "*.cddl", "cpython.py"))
-    shutil.copytree(FW / "light_pole", dst / "lib" / "light_pole", ignore=ign)
+_BUILD: list = []
+
+
+def _artifacts() -> list:
+    """`park-device deploy`'s build of the light_pole role (mpy-cross .mpy + /main.py), made once."""
+    if not _BUILD:
+        from park_device import build
+        _BUILD.extend(build.build("light_pole"))
+    return _BUILD
+
+
+def deploy_tree(dst: Path, app: dict, rt: dict | None = None, source: bool = False) -> Path:
+    """The flash image `park-device deploy` + `provision` write to a pole: .mpy packages, /main.py,
+    /config.json, /key.bin (source=True: the .py files instead, e.g. for readable tracebacks)."""
+    if source:
+        ign = shutil.ignore_patterns("__pycache__", "*.pyc", "vmachine")
+        shutil.copyfile(FW / "common" / "main.py", dst / "main.py")
+        (dst / "lib").mkdir()
+        shutil.copytree(FW / "common", dst / "lib" / "common", ignore=ign)
+        shutil.copytree(ROOT / "protocol", dst / "lib" / "protocol",
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "vectors", "*.md", "*.cddl",
+                                                      "cpython.py"))
+        shutil.copytree(FW / "light_pole", dst / "lib" / "light_pole", ignore=ign)
+    else:
+        for art in _artifacts():
+            f = dst / art.dest.lstrip("/")
+            f.parent.mkdir(parents=True, exist_ok=True)
+            f.write_bytes(art.data)
     cfg = {"id": KID.decode(), "site": "stadtpark", "role": "light_pole",
            "link": {"uart": 1, "baud": 115200, "tx": 17, "rx": 16, "hello_max": 2},
            "rt": dict({"wdt_ms": 8000}, **(rt or {})), "pins": PINS, "app": app}

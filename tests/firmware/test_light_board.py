@@ -49,6 +49,8 @@ def bench(tmp_path):
 
 def test_boots_lit_and_settles_at_base_at_night(bench):
     b, g = bench()
+    lp = b.flash_path / "lib" / "light_pole"
+    assert (lp / "app.mpy").is_file() and not list(lp.glob("*.py"))  # what park-device deploys: .mpy
     assert b.pwm_duty(LAMP) == duty_for(30)  # safe level from the first instant
     g.connect()
     g.run(3000)
