@@ -1,0 +1,399 @@
+#!/usr/bin/env python3
+"""The whole gateway under load, against one real Mosquitto.
+
+    python benchmarks/bench_gateway.py [--frames 100000] [--soak 60] [--json]
+    python benchmarks/bench_gateway.py --only soak --soak 1800     # the 30-minute soak
+
+Three measurements, each with `park-gateway run` as its own process (the same
+command systemd runs) and the devices played by a load generator in this
+process (gateway.devsim's frames: a CPython TEST PEER, not the firmware) over
+loopback TCP:
+
+  throughput  authenticated device frames per second through everything: link,
+              deframe, verify (HMAC + replay window), session, control loops,
+              SQLite WAL outbox (group commit, synchronous=FULL), MQTT QoS 1 until
+              PUBACK. 80 % telemetry (fill), 20 % acked events (door). Timed from
+              the first frame written to the last message acknowledged by the broker.
+              Next to it, on the same broker in the same run: G2's bare paho-mqtt
+              QoS 1 loop (benchmarks/bench_mqtt_baseline.py, 100 in flight) over
+              the same number of messages.
+  latency     motion frame in -> pre-light frame out, p50/p99, with 1,000 fill
+              frames/s of other traffic. Measured at the device side, so it
+              includes two loopback TCP hops: an upper bound of the in-gateway time.
+  soak        gateway RSS sampled every 5 s under 2,000 frames/s of mixed traffic.
+
+Figures are written into docs/gateway.md by hand; re-run to check them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import secrets
+import signal
+import statistics
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tools"), str(ROOT / "tests"), str(ROOT / "benchmarks")]
+
+from gateway.api import request  # noqa: E402
+from gateway.registry import Registry  # noqa: E402
+from mosquitto import Mosquitto  # noqa: E402
+from protocol import codec, cose, messages  # noqa: E402
+from protocol.framing import Deframer  # noqa: E402
+
+
+def night_longitude() -> float:
+    now = dt.datetime.now(dt.timezone.utc)
+    lon = ((24 - (now.hour + now.minute / 60)) * 15) % 360
+    return lon - 360 if lon > 180 else lon
+
+
+class Device:
+    def __init__(self, did: str, role: str):
+        self.id, self.role = did, role
+        self.kid = did.encode()
+        self.key = secrets.token_bytes(32)
+        self.mac = cose.Mac(self.key)
+        self.seq = 0
+
+    def frame(self, msg: dict) -> bytes:
+        self.seq += 1
+        return codec.pack(self.mac, cose.UP, self.kid, self.seq, msg)
+
+
+class Generator:
+    """The device side: a TCP server the gateway connects to; acks commands, times pre-lights."""
+
+    def __init__(self, devices: list[Device]):
+        self.devices = {d.kid: d for d in devices}
+        self.writer = None
+        self.connected = asyncio.Event()
+        self.deframer = Deframer()
+        self.on_down = None
+        self.down = 0
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        return "tcp://127.0.0.1:%d" % self.server.sockets[0].getsockname()[1]
+
+    async def _accept(self, r, w):
+        self.writer = w
+        self.connected.set()
+        while True:
+            data = await r.read(1 << 16)
+            if not data:
+                return
+            if self.on_down is None:
+                self.down += data.count(0)
+                continue
+            for env, err in self.deframer.feed(data):
+                if err is None:
+                    self.on_down(env)
+
+    def write(self, data: bytes) -> None:
+        self.writer.write(data)
+
+    def hello_all(self) -> None:
+        for d in self.devices.values():
+            self.write(d.frame({"type": "hello", "role": messages.ROLE_IDS[d.role], "fw": 10000, "caps": 0,
+                                "nonce": secrets.token_bytes(8)}))
+
+
+def config(work: Path, url: str, broker: int, edges, hold: int = 60) -> Path:
+    text = textwrap.dedent(f"""\
+        [gateway]
+        state_dir = "{work}/state"
+        api_socket = "{work}/api.sock"
+        log_level = "warning"
+        [uplink]
+        broker = "mqtt://127.0.0.1:{broker}"
+        gateway_id = "bench"
+        [uplink.outbox]
+        durability = "full"
+        [sites.stadtpark]
+        latitude = 0.0
+        longitude = {night_longitude()}
+        timezone = "UTC"
+        [sites.stadtpark.lighting]
+        hops = 1
+        hold = {hold}
+        prelight = 70
+        edges = {json.dumps([list(e) for e in edges])}
+        [sites.stadtpark.waste]
+        near_full = 98
+        full = 99
+        [roles.container_sensor]
+        heartbeat = 3600
+        [roles.locker]
+        heartbeat = 3600
+        [roles.light_pole]
+        heartbeat = 3600
+        [[links]]
+        name = "load"
+        type = "tcp"
+        url = "{url}"
+        """)
+    p = work / "gateway.toml"
+    p.write_text(text)
+    return p
+
+
+class Gateway:
+    def __init__(self, cfg_path: Path, work: Path, devices: list[Device]):
+        self.cfg_path, self.work = cfg_path, work
+        (work / "state").mkdir(mode=0o700, exist_ok=True)
+        with Registry(str(work / "state" / "registry.sqlite")) as reg:
+            for d in devices:
+                reg.add(d.id, d.role, "stadtpark", d.key)
+        self.sock = str(work / "api.sock")
+
+    async def start(self):
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tools")]))
+        self.log = open(self.work / "gateway.log", "ab")
+        prof = ["-m", "cProfile", "-o", os.environ["BENCH_PROFILE"]] if os.environ.get("BENCH_PROFILE") else []
+        self.proc = await asyncio.create_subprocess_exec(sys.executable, *prof, "-m", "gateway.cli", "run", "--config",
+                                                         str(self.cfg_path), stdout=self.log, stderr=self.log, env=env)
+        for _ in range(400):
+            if os.path.exists(self.sock):
+                return
+            await asyncio.sleep(0.025)
+        raise RuntimeError("gateway did not start: " + (self.work / "gateway.log").read_text())
+
+    async def status(self) -> dict:
+        return await request(self.sock, {"op": "status"})
+
+    def rss_kb(self) -> int:
+        with open("/proc/%d/status" % self.proc.pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
+
+    async def stop(self):
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(self.proc.wait(), 30)
+        self.log.close()
+
+
+async def wait_published(gw: Gateway, target: int, timeout: float = 600) -> dict:
+    end = time.monotonic() + timeout
+    while True:
+        st = await gw.status()
+        if st["backbone"]["published"] >= target:
+            return st
+        if time.monotonic() > end:
+            raise RuntimeError("only %d of %d published" % (st["backbone"]["published"], target))
+        await asyncio.sleep(0.02)
+
+
+async def throughput(port: int, n: int) -> dict:
+    devs = [Device("c%03d" % i, "container_sensor") for i in range(80)] + \
+           [Device("k%03d" % i, "locker") for i in range(20)]
+    with tempfile.TemporaryDirectory(prefix="bench-gw-") as tmp:
+        work = Path(tmp)
+        gen = Generator(devs)
+        url = await gen.start()
+        gw = Gateway(config(work, url, port, []), work, devs)
+        await gw.start()
+        try:
+            await asyncio.wait_for(gen.connected.wait(), 20)
+            gen.hello_all()
+            await asyncio.sleep(1.0)
+            base = (await wait_published(gw, 0))["backbone"]
+            while base["outbox_depth"]:
+                await asyncio.sleep(0.05)
+                base = (await gw.status())["backbone"]
+            # pre-build every frame so the generator costs nothing while timed
+            frames = []
+            for i in range(n):
+                d = devs[i % len(devs)]
+                if d.role == "locker" and i % 5 == 0:
+                    frames.append(d.frame({"type": "door", "eid": d.seq + 1, "t": 0, "comp": 1 + i % 8,
+                                           "open": bool(i & 1), "authorized": True}))
+                else:
+                    c = devs[i % 80]
+                    frames.append(c.frame({"type": "fill", "fill": 20 + i % 60, "temp": 12, "batt": 180}))
+            blob = b"".join(frames)
+            t0 = time.perf_counter()
+            step = 1 << 16
+            for o in range(0, len(blob), step):
+                gen.write(blob[o:o + step])
+                await gen.writer.drain()
+            t_sent = time.perf_counter() - t0
+            st = await wait_published(gw, base["published"] + n)
+            dt_ = time.perf_counter() - t0
+            c = st["counters"]
+            return {"frames": n, "frames_per_s": n / dt_, "offer_s": t_sent, "total_s": dt_,
+                    "drops": {k: v for k, v in c.items() if k.startswith("drop")},
+                    "acks_down": gen.down, "rss_kb": gw.rss_kb()}
+        finally:
+            await gw.stop()
+
+
+async def latency(port: int, seconds: float, background: int) -> dict:
+    pairs = 50
+    poles = [Device("l%03d" % i, "light_pole") for i in range(2 * pairs)]
+    bins = [Device("c%03d" % i, "container_sensor") for i in range(50)]
+    edges = [(poles[2 * i].id, poles[2 * i + 1].id) for i in range(pairs)]
+    with tempfile.TemporaryDirectory(prefix="bench-lat-") as tmp:
+        work = Path(tmp)
+        gen = Generator(poles + bins)
+        url = await gen.start()
+        gw = Gateway(config(work, url, port, edges, hold=2), work, poles + bins)
+        await gw.start()
+        sent: dict[bytes, float] = {}
+        lat: list[float] = []
+        by_kid = gen.devices
+
+        def on_down(env: bytes) -> None:
+            t = time.perf_counter()
+            e = cose.parse(env)
+            d = by_kid.get(e.kid)
+            if d is None:
+                return
+            msg = messages.decode(e.payload, cose.DOWN)
+            if msg["type"] == "prelight":
+                t0 = sent.pop(e.kid, None)
+                if t0 is not None:
+                    lat.append(t - t0)
+            if msg["type"] not in ("ack", "nack", "welcome", "resync"):
+                gen.write(d.frame({"type": "ack", "ref": e.seq}))
+
+        gen.on_down = on_down
+        try:
+            await asyncio.wait_for(gen.connected.wait(), 20)
+            gen.hello_all()
+            await asyncio.sleep(1.5)
+            stop = time.monotonic() + seconds
+
+            async def bg():
+                i = 0
+                tick = 0.01
+                per = max(1, background // 100)
+                nxt = time.perf_counter()
+                while time.monotonic() < stop:
+                    for _ in range(per):
+                        b = bins[i % len(bins)]
+                        gen.write(b.frame({"type": "fill", "fill": 20 + i % 50, "temp": 10, "batt": 170}))
+                        i += 1
+                    nxt += tick
+                    await asyncio.sleep(max(0.0, nxt - time.perf_counter()))
+                return i
+
+            async def walkers():
+                k = 0
+                while time.monotonic() < stop:
+                    a, b = poles[2 * (k % pairs)], poles[2 * (k % pairs) + 1]
+                    sent[b.kid] = time.perf_counter()
+                    gen.write(a.frame({"type": "motion", "eid": a.seq + 1, "t": 0, "count": 1}))
+                    k += 1
+                    await asyncio.sleep(0.05)
+                return k
+
+            nbg, nmo = await asyncio.gather(bg(), walkers())
+            await asyncio.sleep(0.5)
+            lat.sort()
+            ms = [x * 1000 for x in lat]
+            return {"motions": nmo, "prelights_timed": len(ms), "background_frames": nbg,
+                    "background_per_s": nbg / seconds,
+                    "p50_ms": statistics.median(ms), "p99_ms": ms[int(len(ms) * 0.99) - 1], "max_ms": ms[-1]}
+        finally:
+            await gw.stop()
+
+
+async def soak(port: int, seconds: float, rate: int) -> dict:
+    devs = [Device("c%03d" % i, "container_sensor") for i in range(80)] + \
+           [Device("k%03d" % i, "locker") for i in range(20)]
+    with tempfile.TemporaryDirectory(prefix="bench-soak-") as tmp:
+        work = Path(tmp)
+        gen = Generator(devs)
+        url = await gen.start()
+        gw = Gateway(config(work, url, port, []), work, devs)
+        await gw.start()
+        samples = []
+        try:
+            await asyncio.wait_for(gen.connected.wait(), 20)
+            gen.hello_all()
+            await asyncio.sleep(1.0)
+            t0 = time.monotonic()
+            nxt = time.perf_counter()
+            i = 0
+            last_sample = 0.0
+            while time.monotonic() - t0 < seconds:
+                for _ in range(rate // 100):
+                    d = devs[i % len(devs)]
+                    if d.role == "locker":
+                        gen.write(d.frame({"type": "door", "eid": d.seq + 1, "t": 0, "comp": 1 + i % 8,
+                                           "open": bool(i & 1), "authorized": True}))
+                    else:
+                        gen.write(d.frame({"type": "fill", "fill": 20 + i % 60, "temp": 12, "batt": 180}))
+                    i += 1
+                if time.monotonic() - last_sample >= 5:
+                    last_sample = time.monotonic()
+                    samples.append((round(last_sample - t0), gw.rss_kb()))
+                nxt += 0.01
+                await asyncio.sleep(max(0.0, nxt - time.perf_counter()))
+            st = await gw.status()
+        finally:
+            await gw.stop()
+    rss = [s[1] for s in samples]
+    warm = rss[len(rss) // 5:] or rss  # after the first fifth (caches, outbox memory rows) settle
+    return {"seconds": seconds, "rate": rate, "frames": i, "rss_first_kb": rss[0], "rss_after_warmup_kb": warm[0],
+            "rss_last_kb": rss[-1], "rss_max_kb": max(rss), "growth_after_warmup_kb": rss[-1] - warm[0],
+            "samples": samples, "published": st["backbone"]["published"], "outbox_depth": st["backbone"]["outbox_depth"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--frames", type=int, default=100_000)
+    ap.add_argument("--latency-seconds", type=float, default=20)
+    ap.add_argument("--background", type=int, default=1000)
+    ap.add_argument("--soak", type=float, default=60, help="soak seconds (the documented soak is 1800)")
+    ap.add_argument("--soak-rate", type=int, default=2000)
+    ap.add_argument("--only", choices=("throughput", "latency", "soak"))
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args()
+    res: dict = {"cpus": os.cpu_count()}
+    with Mosquitto() as broker:
+        if a.only in (None, "throughput"):
+            from bench_mqtt_baseline import bench_paho
+
+            res["bare_paho_msgs_per_s"] = bench_paho(broker.port, a.frames, 100)
+            res["throughput"] = asyncio.run(throughput(broker.port, a.frames))
+            res["throughput"]["percent_of_bare"] = 100 * res["throughput"]["frames_per_s"] / res["bare_paho_msgs_per_s"]
+        if a.only in (None, "latency"):
+            res["latency"] = asyncio.run(latency(broker.port, a.latency_seconds, a.background))
+        if a.only in (None, "soak"):
+            res["soak"] = asyncio.run(soak(broker.port, a.soak, a.soak_rate))
+    if a.json:
+        print(json.dumps(res, indent=2))
+        return
+    print("%d CPUs, one Mosquitto (set_tcp_nodelay true), gateway = `park-gateway run` process" % res["cpus"])
+    if "throughput" in res:
+        t = res["throughput"]
+        print("throughput: %d frames in %.2f s = %.0f frames/s through the whole gateway; bare paho QoS 1 loop "
+              "%.0f msg/s -> %.0f%% (drops %s)" % (t["frames"], t["total_s"], t["frames_per_s"],
+                                                  res["bare_paho_msgs_per_s"], t["percent_of_bare"], t["drops"] or 0))
+    if "latency" in res:
+        l = res["latency"]
+        print("pre-light latency: p50 %.2f ms, p99 %.2f ms, max %.2f ms over %d motions with %.0f frames/s "
+              "background" % (l["p50_ms"], l["p99_ms"], l["max_ms"], l["prelights_timed"], l["background_per_s"]))
+    if "soak" in res:
+        s = res["soak"]
+        print("soak: %ds at %d frames/s: RSS %d kB after warm-up -> %d kB at the end (max %d kB), growth %+d kB"
+              % (s["seconds"], s["rate"], s["rss_after_warmup_kb"], s["rss_last_kb"], s["rss_max_kb"],
+                 s["growth_after_warmup_kb"]))
+
+
+if __name__ == "__main__":
+    main()
