@@ -22,7 +22,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from park_device import ports
+from park_device import ports, roles
 from park_device.deploy import deploy
 from park_device.provision import provision
 from park_device.ui import UI
@@ -118,7 +118,11 @@ class VirtualBoardResource:
     def __init__(self, spec: BoardSpec, flash_dir: Path) -> None:
         import vboard
         self.spec = spec
-        self.vb = vboard.VirtualBoard(realtime=True, flash_dir=flash_dir, name=spec.id)
+        kw = {}
+        if spec.role == "container_sensor":  # the reference wiring's trigger/echo ultrasonic sensor
+            pins = roles.TEMPLATES["container_sensor"]["pins"]
+            kw = {"ultrasonic": {"trig": pins["trig"], "echo": pins["echo"]}, "distance_mm": None}
+        self.vb = vboard.VirtualBoard(realtime=True, flash_dir=flash_dir, name=spec.id, **kw)
 
     def start(self) -> None:
         self.vb.start()
@@ -283,6 +287,55 @@ class LinkCable:
         self._cut()
 
 
+class ReaderDriver:
+    """The locker's token reader module: presents "<comp> <base64 token>\\n" lines on the
+    reader UART (firmware/locker/reader.py), which the firmware parses and decides on.
+
+    A real bench wires a USB-UART to the reader pins (not written yet). A virtual board
+    that offers host input on a non-link UART (`uart_write`) is used directly. Until
+    tools/vboard has that, the bytes reach the simulated UART through the board's console
+    (the real raw REPL that park-device uses): a TEST DOUBLE for the reader's wire only:
+    it adds a host-fed receive buffer to the simulated `machine.UART`
+    (firmware/common/vmachine) that `any()`/`read()` serve first. The firmware's reader
+    parser, token check, lock pulse and audit run unchanged."""
+
+    _WIRE = (
+        "import machine\n"
+        "U = machine.UART\n"
+        "if not hasattr(U, '_bench_rx'):\n"
+        "    U._bench_rx = {}\n"
+        "    U._hw_any = U.any\n"
+        "    U._hw_read = U.read\n"
+        "    def _any(self):\n"
+        "        return len(U._bench_rx.get(self._id, b'')) + U._hw_any(self)\n"
+        "    def _read(self, n=-1):\n"
+        "        q = U._bench_rx.get(self._id, b'')\n"
+        "        if not q:\n"
+        "            return U._hw_read(self, n)\n"
+        "        k = len(q) if n is None or n < 0 else min(n, len(q))\n"
+        "        U._bench_rx[self._id] = q[k:]\n"
+        "        return q[:k]\n"
+        "    U.any = _any\n"
+        "    U.read = _read\n"
+    )
+
+    def __init__(self, res, uart: int) -> None:
+        self.res, self.uart = res, uart
+
+    def present(self, comp: int, raw: bytes) -> None:
+        import binascii
+        line = b"%d " % comp + binascii.b2a_base64(raw).strip() + b"\n"
+        vb = getattr(self.res, "vb", None)
+        if vb is None:
+            raise BenchError(f"board {self.res.spec.id}: no reader wiring on this bench")
+        if hasattr(vb, "uart_write"):
+            vb.uart_write(self.uart, line)
+            return
+        from park_device.board import Board
+        with Board.open(self.res.console, timeout=10, soft_reset=False) as b:
+            b.exec(self._WIRE + "U._bench_rx[%d] = U._bench_rx.get(%d, b'') + %r\n" % (self.uart, self.uart, line))
+
+
 class LockerAudit:
     """The locker's audit ring as the firmware left it in flash (/state/locker/audit.bin):
     what the device itself recorded and which records the gateway acknowledged.
@@ -327,7 +380,8 @@ class BoardStrategy:
                  inputs: dict | None = None) -> None:
         self.res, self.registry, self.site, self.booking_key = res, registry, site, booking_key
         self.sets = list(sets)
-        self.inputs = dict(inputs or {})  # virtual boards: pin levels set before the firmware boots provisioned
+        # virtual boards, set before the firmware boots provisioned: {pin: level} or {("adc", pin): uv}
+        self.inputs = dict(inputs or {})
         self.console = ConsoleDriver(res)
         self.state = "off"
         self.results: dict[str, dict] = {}
@@ -337,7 +391,12 @@ class BoardStrategy:
         if self.STATES.index(self.state) < 1 <= want:
             self.res.start()
             for pin, v in self.inputs.items():
-                self.res.vb.set_pin(pin, v)
+                if isinstance(pin, tuple) and pin[0] == "adc":
+                    self.res.vb.set_adc(pin[1], uv=v)
+                elif pin == "distance_mm":
+                    self.res.vb.set_distance_mm(v)
+                else:
+                    self.res.vb.set_pin(pin, v)
             self.state = "started"
         if self.STATES.index(self.state) < 2 <= want:
             self.results["deploy"] = self.console.deploy()

@@ -256,6 +256,9 @@ def boards(bench, gateway, role_flash, tmp_path):
                                         inputs if spec.kind == "virtual" else None).to(state)
             made.append(st)
             if cable:
+                if spec.kind != "virtual":
+                    raise benchmod.BenchError(f"{bench.path}: board {i}: pulling a real link cable needs a "
+                                              "switchable USB hub, which the bench does not drive yet")
                 st.cable = benchmod.LinkCable(res.link_url)
                 cables.append(st.cable)
                 gateway.links.append(st.cable.url)

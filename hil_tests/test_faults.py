@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pytest
 
-from hil_tests.bench import LockerAudit
+from hil_tests.bench import LockerAudit, PowerDriver
 
 DOORS = (33, 13, 14, 4)  # the reference wiring's door switches (park_device.roles.TEMPLATES); 0 = closed
 DOOR1 = DOORS[0]
@@ -66,7 +66,7 @@ def test_faults_lose_nothing_broker_outage_unplug_brownout_gateway_kill9(boards,
 
     # 3. brown-out mid-traffic: power lost right after two door changes, events still in flight
     door_changes(2)
-    vb.power_cycle(200)
+    PowerDriver(st.res, bench.relay).cycle(200)
     door_changes(2)
     vb.wait_for(all_acked, timeout=60)
     assert vb.boots >= 2
