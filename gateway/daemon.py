@@ -54,7 +54,6 @@ class Out:
 
     def __init__(self, uplink):
         self.uplink = uplink
-        self._last: asyncio.Future | None = None
         self.errors = 0
 
     def _failed(self, e: Exception) -> asyncio.Future:
@@ -69,7 +68,6 @@ class Out:
             f = self.uplink.event_nowait(s.site, s.id, msg["type"], describe(msg), event_id(s.id, msg["eid"]), now)
         except Exception as e:  # noqa: BLE001 - typed uplink errors; never ack what is not stored
             return self._failed(e)
-        self._last = f
         return f
 
     def alert(self, s, kind: str, body: dict, eid: str, now: float) -> asyncio.Future:
@@ -77,7 +75,6 @@ class Out:
             f = self.uplink.event_nowait(s.site, s.id, kind, body, eid, now)
         except Exception as e:  # noqa: BLE001
             return self._failed(e)
-        self._last = f
         f.add_done_callback(_consume)
         return f
 
@@ -92,16 +89,6 @@ class Out:
     def availability(self, s, online: bool) -> None:
         t = asyncio.ensure_future(self.uplink.availability(s.site, s.id, online))
         t.add_done_callback(_consume)
-
-    def durable(self) -> asyncio.Future:
-        """Completes once everything queued so far is committed (commits finish in order)."""
-        if self._last is not None and not self._last.done():
-            f = asyncio.get_running_loop().create_future()
-            self._last.add_done_callback(lambda x: f.done() or f.set_result(None))
-            return f
-        f = asyncio.get_running_loop().create_future()
-        f.set_result(None)
-        return f
 
 
 def _consume(f: asyncio.Future) -> None:

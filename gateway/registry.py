@@ -110,7 +110,8 @@ class Registry:
             os.umask(old)
         os.chmod(path, 0o600)
         self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
+        # FULL: a downlink ceiling must survive power loss, or numbers would be reused
+        self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute("PRAGMA foreign_keys=ON")
         self.db.executescript(_SCHEMA)
         for suffix in ("-wal", "-shm"):
@@ -142,10 +143,10 @@ class Registry:
         with self.db:
             self.db.execute("BEGIN")
             if exists:
+                # counters stay: a re-provisioned board that restarts at 0 is resynced above every
+                # number it used before, so its event ids (eid) never repeat for this device id
                 self.db.execute("UPDATE devices SET role=?, site=?, key=?, position=? WHERE id=?",
                                 (role, site, key, position, device_id))
-                # a re-provisioned board starts its counters afresh; its first hello gets a resync if needed
-                self.db.execute("DELETE FROM counters WHERE id=?", (device_id,))
             else:
                 self.db.execute("INSERT INTO devices(id, role, site, key, position, added) VALUES (?,?,?,?,?,?)",
                                 (device_id, role, site, key, position, time.time()))

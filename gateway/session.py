@@ -86,7 +86,7 @@ class DeviceSession:
         self.online = bool(dev.last_seen) and time.time() - dev.last_seen <= offline_after
         self.hb = hb
         self.offline_after = offline_after
-        self.eids: set[int] = set()
+        self.eids: dict[int, asyncio.Future] = {}
         self.eid_order: collections.deque = collections.deque()
         self.queue: collections.deque = collections.deque()
         self.inflight: dict[int, Command] = {}
@@ -110,15 +110,13 @@ class DeviceSession:
     def site(self) -> str:
         return self.dev.site
 
-    def remember(self, eid: int) -> bool:
-        """True if eid is new; keeps the last EID_MEMORY per device."""
-        if eid in self.eids:
-            return False
-        self.eids.add(eid)
-        self.eid_order.append(eid)
-        if len(self.eid_order) > EID_MEMORY:
-            self.eids.discard(self.eid_order.popleft())
-        return True
+    def remember(self, eid: int, fut: asyncio.Future) -> None:
+        """Keep the outbox future of the last EID_MEMORY events, to de-duplicate retransmissions."""
+        if eid not in self.eids:
+            self.eid_order.append(eid)
+            if len(self.eid_order) > EID_MEMORY:
+                self.eids.pop(self.eid_order.popleft(), None)
+        self.eids[eid] = fut
 
     def info(self) -> dict:
         d = self.dev.public()
@@ -228,20 +226,21 @@ class Sessions:
     def _refused(self, link, envelope: bytes, e: ProtocolError) -> None:
         code = e.code
         kid = getattr(e, "kid", None)
+        seq = getattr(e, "seq", None)
         if kid is not None and isinstance(e, ReplayError):
             if self._stale_hello(link, kid, envelope):
                 return
-        if kid is not None and isinstance(e, SchemaError):
+        elif kid is not None and seq is not None:
             s = self.by_kid.get(kid)
-            if s is not None:  # authentic but malformed: nack so the device stops retrying
+            if s is not None:  # authentic, but the payload is bad: nack so the device stops retrying
                 self.counters["nacked_" + code] += 1
                 link.counters["nacked_" + code] += 1
                 s.link = link
                 s.last_seen = self.clock()
                 s.dirty = True
-                self._send(s, {"type": "nack", "ref": e.seq,
+                self._send(s, {"type": "nack", "ref": seq,
                                "code": messages.E_UNKNOWN_TYPE if isinstance(e, UnknownTypeError) else messages.E_MALFORMED,
-                               "field": (e.field or "")[:12]})
+                               "field": (getattr(e, "field", "") or "")[:12]})
                 return
         self.counters["drop_" + code] += 1
         link.counters["drop_" + code] += 1
@@ -286,11 +285,13 @@ class Sessions:
     def _event(self, s: DeviceSession, seq: int, msg: dict, now: float) -> None:
         eid = msg["eid"]
         ack = {"type": "ack", "ref": seq}
-        if not s.remember(eid):
+        fut = s.eids.get(eid)
+        if fut is not None and not (fut.done() and (fut.cancelled() or fut.exception() is not None)):
+            # a retransmission: ack once the first copy is durable (it may still be committing)
             self.counters["duplicate_events"] += 1
-            fut = self.out.durable()  # the first copy may still be committing: ack after it
         else:
             fut = self.out.event(s, msg, now)
+            s.remember(eid, fut)
             if self.control is not None:
                 self.control.on_message(s, msg, now)
             self._emit({"kind": "event", "device": s.id, "site": s.site, "msg": msg})
@@ -298,7 +299,7 @@ class Sessions:
 
     def _ack_durable(self, f: asyncio.Future, s: DeviceSession, ack: dict) -> None:
         if f.cancelled() or f.exception() is not None:
-            self.counters["event_not_stored"] += 1  # no ack: the device retransmits
+            self.counters["event_not_stored"] += 1  # no ack: the device retransmits, and it is stored then
             log.error("event from %s not stored, not acked: %s", s.id, f.exception() if not f.cancelled() else "cancelled")
             return
         self._send(s, ack)

@@ -8,6 +8,8 @@ from urllib.parse import urlsplit
 
 from gateway.links.base import Link
 
+MAX_BACKLOG = 256 * 1024
+
 
 class TcpLink(Link):
     kind = "tcp"
@@ -42,6 +44,9 @@ class TcpLink(Link):
         w = self._writer
         if w is None or w.is_closing():
             self.counters["tx_dropped"] += 1
+            return
+        if w.transport.get_write_buffer_size() > MAX_BACKLOG:
+            self.counters["tx_dropped"] += 1  # the peer stopped reading: do not grow without bound
             return
         w.write(frame)
         self.counters["tx_frames"] += 1

@@ -62,8 +62,9 @@ async def test_status_devices_device_commands_and_json(tmp_path):
         assert rc == 1 and "unknown_device" in err
         # tail shows live traffic
         tail = asyncio.create_task(cli("--config", path, "tail", "--count", "1", "--json"))
-        await asyncio.sleep(0.5)
-        pole.send({"type": "light", "level": 40, "state": 2, "ambient": 3, "lamp_ma": 300})
+        while not tail.done():  # until the tail process is attached and has seen one
+            pole.send({"type": "light", "level": 40, "state": 2, "ambient": 3, "lamp_ma": 300})
+            await asyncio.wait([tail], timeout=0.2)
         rc, out, err = await tail
         ev = json.loads(out.splitlines()[0])
         assert ev["kind"] == "telemetry" and ev["device"] == "l001" and ev["msg"]["level"] == 40

@@ -113,6 +113,13 @@ async def test_authentic_bad_payload_gets_a_nack_naming_the_field(park):
     await until(lambda: any(m["type"] == "nack" and m["ref"] == seq for m in dev.received), what="nack")
     nack = [m for m in dev.received if m["type"] == "nack"][0]
     assert nack["field"] == "fill" and nack["code"] == messages.E_MALFORMED
+    seq2 = dev.take()  # authentic, but not CBOR at all
+    link.write(framing.encode_frame(cose.seal(dev.mac, cose.UP, dev.kid, seq2, b"\xff\x00")))
+    seq3 = dev.take()  # authentic, a message type this gateway does not know
+    link.write(framing.encode_frame(cose.seal(dev.mac, cose.UP, dev.kid, seq3, cbor.dumps([99, 1]))))
+    await until(lambda: {m["ref"] for m in dev.received if m["type"] == "nack"} >= {seq2, seq3}, what="nacks")
+    codes = {m["ref"]: m["code"] for m in dev.received if m["type"] == "nack"}
+    assert codes[seq2] == messages.E_MALFORMED and codes[seq3] == messages.E_UNKNOWN_TYPE
 
 
 async def test_device_that_lost_its_counter_is_resynced(park):
