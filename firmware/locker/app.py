@@ -210,9 +210,9 @@ class App:
             except Exception as e:  # flash full or a bug: fail closed; reader input never stops the loop
                 self.rt.log("locker: token check failed: %r" % (e,), True)
                 res, tid, lock_ms = access.BUSY, 0, 0
+        self._emit(audit.ACCESS, comp if 0 <= comp <= 32 else 0, res, tid)  # written ahead of the pulse
         if res == access.OK_TOKEN:
             self.comps[comp - 1].unlock(self.rt.cfg["pulse_ms"], now_ms)
-        self._emit(audit.ACCESS, comp if 0 <= comp <= 32 else 0, res, tid)
         if lock_ms:
             self._emit(audit.ALARM, 0, ALARM_LOCKOUT, lock_ms // 1000)
         return res
@@ -232,8 +232,8 @@ class App:
         if not self._coil_free(now, comp):
             raise CommandError(messages.E_BUSY, "comp")
         self.reqs.add(req)
-        self.comps[comp - 1].unlock(self.rt.cfg["pulse_ms"], now)
         self._emit(audit.ACCESS, comp, access.OK_COMMAND, req)
+        self.comps[comp - 1].unlock(self.rt.cfg["pulse_ms"], now)
         return None
 
     # -- audit and delivery --
