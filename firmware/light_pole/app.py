@@ -29,6 +29,7 @@ FAULT_CONFIG = 8
 SLOW_MS = 1000
 FADE_STEP_MS = 20
 IDLE_STEP_MS = 50  # bounds the latency from a debounced edge to the lamp reacting
+EVIDENCE_MS = 10000  # an event unacked this long (3 retransmissions) means the gateway is gone
 PROFILE_KEY = "profile"
 
 PROFILE_KEYS = ("base", "full", "hold", "fade_up", "fade_down", "max")
@@ -106,6 +107,9 @@ class App:
         self._mot_last = 0
         self.stuck = False
         self._mode = -1
+        self._cmd_ms = rt.started_ms
+        self._unacked_since = -1
+        self._auto = False
         try:
             self._cfg(rt.cfg)
         except ConfigError as e:
@@ -304,10 +308,31 @@ class App:
         return False
 
     def _autonomous(self, now):
-        seen = self.rt.gateway_seen_ms
+        """Is the gateway gone? Silence alone is no proof (a healthy gateway may have nothing to
+        say on a quiet night, and heartbeats are not acked), so after autonomy_s of silence it
+        also takes evidence: no welcome since boot, an event unanswered for EVIDENCE_MS, or a
+        gateway override (light_set/prelight) in force that nobody could revoke."""
+        rt = self.rt
+        seen = rt.gateway_seen_ms
         if seen is None:
-            seen = self.rt.started_ms
-        return ticks_diff(now, seen) >= self.cfg["autonomy_s"] * 1000
+            seen = rt.started_ms
+        if ticks_diff(self._cmd_ms, seen) > 0:
+            seen = self._cmd_ms
+        if ticks_diff(now, seen) < self.cfg["autonomy_s"] * 1000:
+            self._unacked_since = -1
+            self._auto = False
+            return False
+        if self._auto:  # latched until the gateway is heard again
+            return True
+        if not rt.link_up or self.ctl.overridden(now):
+            self._auto = True
+        elif rt.pending_events() == 0:
+            self._unacked_since = -1
+        elif self._unacked_since == -1:
+            self._unacked_since = now
+        elif ticks_diff(now, self._unacked_since) >= EVIDENCE_MS:
+            self._auto = True
+        return self._auto
 
     # -- motion events: the first at once (the gateway lights the neighbours), then at most one per gap
     def _motion_seen(self, now):
@@ -326,6 +351,7 @@ class App:
     def on_command(self, msg):
         t = msg.get("type")
         now = self.rt.ticks_ms()
+        self._cmd_ms = now  # a command is proof of life (rt.gateway_seen_ms is updated after this call)
         ctl = self.ctl
         if t == "light_profile":
             p = Profile.from_msg(msg)

@@ -61,6 +61,11 @@ class Controller:
     def clear_manual(self):
         self._man = False
 
+    def overridden(self, now):
+        """A gateway decision (light_set, prelight) is in force."""
+        return (self._man and (not self._man_timed or ticks_diff(self._man_until, now) > 0)) or \
+            (self._pre and ticks_diff(self._pre_until, now) > 0)
+
     # -- the step -------------------------------------------------------------------
     def update(self, now, night, present, autonomous=False, minute=None):
         """Recompute the target level (percent) and start a fade if it changed.

@@ -113,6 +113,7 @@ class FakeRt:
         self.gateway_seen_ms = 1000
         self.unix = None
         self.events = []
+        self.unacked = 0
         self.sent = []
         self.logs = []
 
@@ -124,6 +125,11 @@ class FakeRt:
 
     def event(self, msg, durable=False):
         self.events.append((msg, durable))
+        if not self.gateway_alive:
+            self.unacked += 1
+
+    def pending_events(self):
+        return self.unacked
 
     link_up = True
 
@@ -302,6 +308,19 @@ def test_gateway_silence_at_night_means_own_logic_at_safe_floor():
     rt.hal.motion.set(1)
     _run(rt, app, 2000)
     assert _pct(rt) == 100  # still its own motion logic
+
+
+def test_silence_alone_is_not_autonomy_an_unanswered_event_is():
+    rt, app = _boot({"autonomy_s": 60, "hold": 5})
+    rt.gateway_alive = False  # no downlink from now on: a quiet healthy gateway looks the same ...
+    _run(rt, app, 120000)
+    assert app.ctl.state == control.BASE and _pct(rt) == 20  # ... so this is not autonomy yet
+    rt.hal.motion.set(1)  # a walker: its motion event goes unanswered -> evidence
+    _run(rt, app, 2000)
+    assert app.ctl.state == control.FULL
+    rt.hal.motion.set(0)
+    _run(rt, app, 20000)
+    assert rt.unacked == 1 and app.ctl.state == control.AUTONOMOUS and _pct(rt) == 30
 
 
 def test_safe_mode_lights_safe_level_without_motion():

@@ -64,6 +64,22 @@ def test_gateway_silence_at_night_runs_own_motion_logic_at_safe_level(bench):
     assert b.pwm_duty(LAMP) == duty_for(30)
 
 
+def test_quiet_healthy_gateway_is_not_autonomy_a_dead_one_is_found_by_an_unanswered_event(bench):
+    b, g = bench(app={"autonomy_s": 10, "hold": 2})
+    g.connect()
+    g.run(15000)  # the gateway acks and welcomes but has nothing to say: no downlink for 15 s
+    assert b.pwm_duty(LAMP) == duty_for(20)  # silence alone is no proof: still the profile's base
+    g.silent = True  # now it is gone
+    b.set_pin(MOTION, 1)
+    g.run(1000)
+    b.set_pin(MOTION, 0)
+    g.run(16000)  # the motion event is retransmitted unanswered -> autonomy
+    assert b.pwm_duty(LAMP) == duty_for(30)
+    g.silent = False  # back: its ack of the next retransmission (backoff 2, 4, 8, 16 s) is a downlink
+    g.run(20000)
+    assert b.pwm_duty(LAMP) == duty_for(20)
+
+
 def test_lamp_fault_from_current_sense_is_an_acked_event(bench):
     b, g = bench(app={"lamp_ma": 700, "cs_ma_v": 1000})
     g.connect()
