@@ -61,15 +61,15 @@ def bench_paho(port: int, n: int, inflight: int) -> float:
     c.on_publish = on_publish
     c.connect("127.0.0.1", port)
     c.loop_start()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for p in payloads:
         window.acquire()
         c.publish(TOPIC, p, qos=1)
     done.wait(120)
-    dt = time.perf_counter() - t0
+    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
     c.disconnect()
     c.loop_stop()
-    return n / dt
+    return {"msgs_per_s": n / dt, "cpu_us_per_msg": 1e6 * cpu / n}
 
 
 async def bench_aiomqtt(port: int, n: int, inflight: int) -> float:
@@ -82,9 +82,9 @@ async def bench_aiomqtt(port: int, n: int, inflight: int) -> float:
             for p in it:
                 await c.publish(TOPIC, p, qos=1)
 
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         await asyncio.gather(*(worker() for _ in range(inflight)))
-        return n / (time.perf_counter() - t0)
+        return {"msgs_per_s": n / (time.perf_counter() - t0), "cpu_us_per_msg": 1e6 * (time.process_time() - c0) / n}
 
 
 async def bench_outbox(n: int, durability: str, batch: int) -> float:
@@ -92,15 +92,15 @@ async def bench_outbox(n: int, durability: str, batch: int) -> float:
         ob = Outbox(Path(d) / "o.sqlite", OutboxConfig(durability=durability))
         await ob.open()
         payloads = [payload(i) for i in range(n)]
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for start in range(0, n, batch):
             fut = None
             for p in payloads[start:start + batch]:
                 fut = ob.append(TOPIC, p)
             await fut
-        dt = time.perf_counter() - t0
+        dt, cpu = time.perf_counter() - t0, time.process_time() - c0
         await ob.close()
-    return n / dt
+    return {"msgs_per_s": n / dt, "cpu_us_per_msg": 1e6 * cpu / n}
 
 
 async def bench_uplink(port: int, n: int, inflight: int, durability: str, batch: int) -> dict:
@@ -111,7 +111,7 @@ async def bench_uplink(port: int, n: int, inflight: int, durability: str, batch:
     with tempfile.TemporaryDirectory() as d:
         async with Uplink(cfg, Path(d) / "outbox.sqlite") as up:
             await up.wait_connected(10)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             durable_lat = []
             for start in range(0, n, batch):
                 t1 = time.perf_counter()
@@ -125,10 +125,10 @@ async def bench_uplink(port: int, n: int, inflight: int, durability: str, batch:
                     await asyncio.sleep(0.001)
             t_durable = time.perf_counter() - t0
             await up.drain(300)
-            dt = time.perf_counter() - t0
+            dt, cpu = time.perf_counter() - t0, time.process_time() - c0
             stats = up.stats()
     durable_lat.sort()
-    return {"msgs_per_s": n / dt, "durable_p50_ms": 1000 * durable_lat[len(durable_lat) // 2],
+    return {"msgs_per_s": n / dt, "cpu_us_per_msg": 1e6 * cpu / n, "durable_p50_ms": 1000 * durable_lat[len(durable_lat) // 2],
             "durable_p99_ms": 1000 * durable_lat[int(len(durable_lat) * 0.99)], "published": stats.published,
             "append_phase_s": t_durable}
 
@@ -143,26 +143,30 @@ def main() -> None:
     n, w = args.messages, args.inflight
     results: dict = {"messages": n, "inflight": w, "cpus": os.cpu_count()}
     with Mosquitto() as broker:
-        results["paho_msgs_per_s"] = bench_paho(broker.port, n, w)
-        results["aiomqtt_msgs_per_s"] = asyncio.run(bench_aiomqtt(broker.port, n, w))
-        results["outbox_full_appends_per_s"] = asyncio.run(bench_outbox(n, "full", args.batch))
-        results["outbox_normal_appends_per_s"] = asyncio.run(bench_outbox(n, "normal", args.batch))
+        results["paho"] = bench_paho(broker.port, n, w)
+        results["aiomqtt"] = asyncio.run(bench_aiomqtt(broker.port, n, w))
+        results["outbox_full"] = asyncio.run(bench_outbox(n, "full", args.batch))
+        results["outbox_normal"] = asyncio.run(bench_outbox(n, "normal", args.batch))
         results["uplink_full"] = asyncio.run(bench_uplink(broker.port, n, w, "full", args.batch))
         results["uplink_normal"] = asyncio.run(bench_uplink(broker.port, n, w, "normal", args.batch))
+    results["loadavg_1min"] = os.getloadavg()[0]
     if args.json:
         print(json.dumps(results, indent=2))
         return
-    bare = results["paho_msgs_per_s"]
-    print(f"{n} QoS 1 messages, <= {w} in flight, {results['cpus']} CPUs, Mosquitto with set_tcp_nodelay true")
-    print(f"  bare paho-mqtt loop              {bare:9.0f} msg/s")
-    print(f"  bare aiomqtt loop                {results['aiomqtt_msgs_per_s']:9.0f} msg/s")
-    print(f"  outbox appends (durability full)   {results['outbox_full_appends_per_s']:9.0f} msg/s  (no broker)")
-    print(f"  outbox appends (durability normal) {results['outbox_normal_appends_per_s']:9.0f} msg/s  (no broker)")
-    for mode in ("full", "normal"):
-        r = results[f"uplink_{mode}"]
-        print(f"  uplink end to end ({mode:6})      {r['msgs_per_s']:9.0f} msg/s  = {100 * r['msgs_per_s'] / bare:3.0f}% "
-              f"of bare paho, {100 * r['msgs_per_s'] / results['aiomqtt_msgs_per_s']:3.0f}% of bare aiomqtt; "
-              f"batch durable p50 {r['durable_p50_ms']:.2f} ms p99 {r['durable_p99_ms']:.2f} ms")
+    bare = results["paho"]["msgs_per_s"]
+    print(f"{n} QoS 1 messages, <= {w} in flight, {results['cpus']} CPUs, Mosquitto with set_tcp_nodelay true, "
+          f"load average {results['loadavg_1min']:.1f}")
+    print("                                         msg/s   CPU us/msg (this process)")
+    rows = [("bare paho-mqtt loop", "paho"), ("bare aiomqtt loop", "aiomqtt"),
+            ("outbox appends, full (no broker)", "outbox_full"), ("outbox appends, normal (no broker)", "outbox_normal"),
+            ("uplink end to end, full", "uplink_full"), ("uplink end to end, normal", "uplink_normal")]
+    for label, key in rows:
+        r = results[key]
+        extra = ""
+        if key.startswith("uplink"):
+            extra = (f"  = {100 * r['msgs_per_s'] / bare:.0f}% of bare paho; batch durable p50 "
+                     f"{r['durable_p50_ms']:.1f} ms p99 {r['durable_p99_ms']:.1f} ms")
+        print(f"  {label:36} {r['msgs_per_s']:9.0f} {r['cpu_us_per_msg']:9.1f}{extra}")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import time
 from typing import Any, Awaitable, Callable, Mapping
 
 import aiomqtt
+import paho.mqtt.client as paho
 
 from .config import UplinkConfig
 from .errors import CommandError, OutboxError
@@ -121,7 +122,9 @@ class MqttLink:
             keepalive=c.keepalive_s,
             timeout=max(10.0, c.keepalive_s),
             will=aiomqtt.Will(self.topics.status, self._status("offline", "connection lost"), qos=1, retain=True),
-            max_inflight_messages=c.inflight,
+            # Our own window bounds what is in flight; paho's limit (0 = none) would
+            # only add a scan of all pending messages on every PUBACK.
+            max_inflight_messages=0,
             tls_context=tls_context(c),
             tls_insecure=(not c.tls.verify_hostname) if c.tls.enabled else None,
             logger=log,
@@ -173,13 +176,67 @@ class MqttLink:
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._commands(client))
-                for _ in range(self.config.inflight):
-                    tg.create_task(self._publisher(client))
+                pc = getattr(client, "_client", None)
+                if isinstance(pc, paho.Client):
+                    tg.create_task(self._drain_direct(pc))
+                else:
+                    for _ in range(self.config.inflight):
+                        tg.create_task(self._publisher(client))
         except BaseExceptionGroup as group:
             for exc in group.exceptions:
                 if isinstance(exc, (aiomqtt.MqttError, OutboxError)):
                     raise exc from None
             raise
+
+    async def _drain_direct(self, pc: paho.Client) -> None:
+        """Drain the outbox through aiomqtt's paho client with paho's own PUBACK callback.
+
+        aiomqtt's ``publish`` creates an Event per message and scans every
+        pending call on each publish; at 100 in flight that halves the rate.
+        Here one coroutine publishes rows in order while fewer than
+        ``inflight`` await PUBACK, and the callback acks the outbox row.  The
+        connection, TLS, will, subscriptions and aiomqtt's own publishes stay
+        with aiomqtt (its callback still gets every mid that is not ours).
+        """
+        outbox = self.outbox
+        window = self.config.inflight
+        pending: dict[int, int] = {}  # paho mid -> outbox row id
+        room = asyncio.Event()
+        theirs = pc.on_publish
+
+        def on_publish(client: Any, userdata: Any, mid: int, reason: Any, props: Any) -> None:
+            rid = pending.pop(mid, None)
+            if rid is None:
+                theirs(client, userdata, mid, reason, props)
+                return
+            outbox.ack(rid)
+            self.published += 1
+            self.inflight = len(pending)
+            room.set()
+
+        pc.on_publish = on_publish
+        if not log.isEnabledFor(logging.DEBUG):
+            pc.disable_logger()  # paho logs every packet at DEBUG; errors still reach aiomqtt
+        try:
+            while True:
+                row = outbox.take_nowait()
+                if row is None:
+                    row = (await outbox.take(1))[0]
+                while len(pending) >= window:
+                    room.clear()
+                    await room.wait()
+                info = pc.publish(row.topic, row.payload, row.qos, row.retain)
+                if info.rc != paho.MQTT_ERR_SUCCESS:
+                    raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
+                if info.is_published():  # QoS 0: written, nothing to wait for
+                    outbox.ack(row.id)
+                    self.published += 1
+                    continue
+                pending[info.mid] = row.id
+                self.inflight = len(pending)
+        finally:
+            pc.on_publish = theirs
+            self.inflight = 0
 
     async def _publisher(self, client: aiomqtt.Client) -> None:
         """One of ``inflight`` workers; each has at most one publish awaiting PUBACK.
