@@ -77,6 +77,9 @@ class MqttLink:
         # per request: its answer, or how many redeliveries wait for it
         self._answers: collections.OrderedDict[tuple[str, str], bytes | int] = collections.OrderedDict()
         self._command_tasks: set[asyncio.Task[None]] = set()
+        # Drain via paho's PUBACK callback; False (or an aiomqtt without a paho
+        # client inside) uses ``inflight`` workers awaiting aiomqtt's publish.
+        self.direct = True
 
     @property
     def connected(self) -> bool:
@@ -177,7 +180,7 @@ class MqttLink:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._commands(client))
                 pc = getattr(client, "_client", None)
-                if isinstance(pc, paho.Client):
+                if self.direct and isinstance(pc, paho.Client):
                     tg.create_task(self._drain_direct(pc))
                 else:
                     for _ in range(self.config.inflight):

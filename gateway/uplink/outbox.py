@@ -189,7 +189,7 @@ class Outbox:
     def _committed(self, job: "asyncio.Future[_Result]", batch: list, acked: list[int],
                    fut: "asyncio.Future[None] | None") -> None:
         self._busy = False
-        exc = job.exception()
+        exc = OutboxError("commit cancelled") if job.cancelled() else job.exception()
         if exc is not None:
             # The batch is NOT stored: its callers learn it and must not ack devices.
             err = exc if isinstance(exc, OutboxError) else OutboxError(f"outbox commit failed: {exc}")
@@ -287,7 +287,7 @@ class Outbox:
             if gen != self._generation:
                 return
             self._fetching = False
-            if j.exception() is not None:
+            if j.cancelled() or j.exception() is not None:
                 self._acked.extend(acked)
                 self._wake.set()
                 self._loop.call_later(0.5, self._wake.set)  # type: ignore[union-attr]

@@ -70,6 +70,21 @@ async def test_event_telemetry_and_availability_reach_the_backbone(mosquitto, su
     assert states == ["online", "offline"]  # online on connect, offline on a clean stop
 
 
+@pytest.mark.parametrize("direct", [True, False], ids=["paho-callback", "aiomqtt-publish"])
+async def test_both_drain_paths_keep_order_with_a_full_window(mosquitto, subscriber_factory, tmp_path, direct):
+    sub = subscriber_factory(mosquitto, "park/stadtpark/device/+/event/#")
+    async with Uplink(config(mosquitto, inflight=20), tmp_path / "outbox.sqlite") as up:
+        up._link.direct = direct
+        await up.wait_connected(10)
+        for b in range(10):
+            futs = [up.event_nowait("stadtpark", "l002", "motion", {}, str(b * 200 + i), 1.8e9) for i in range(200)]
+            await futs[-1]
+        await up.drain(20)
+        assert up.stats().published == 2000 and up.stats().inflight == 0
+    await sub.until(lambda: len(sub.messages) >= 2000, what="2000 events")
+    assert [int(json.loads(m.payload)["id"]) for m in sub.messages] == list(range(2000))
+
+
 async def test_broker_outage_outbox_grows_then_drains_in_order(mosquitto, subscriber_factory, tmp_path):
     # A persistent subscriber session (the broker has persistence on), like a backbone consumer.
     sub = subscriber_factory(mosquitto, "park/stadtpark/device/+/event/#", client_id="consumer", clean=False)
