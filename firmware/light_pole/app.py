@@ -238,7 +238,7 @@ class App:
         mode = st if st == control.OFF or st >= control.AUTONOMOUS else control.BASE
         if mode != self._mode:
             self._mode = mode
-            if getattr(self.rt, "link_up", False):
+            if self.rt.link_up:
                 self.rt.send(self.telemetry())
 
     def _output(self, now):
