@@ -40,6 +40,7 @@ log = logging.getLogger("gateway.uplink.mqtt")
 
 _MAX_REQUEST = 16 * 1024
 _REMEMBERED_REQUESTS = 1024
+_STABLE_S = 10.0  # a connection that lasted this long resets the reconnect backoff
 
 
 def tls_context(config: UplinkConfig) -> ssl.SSLContext | None:
@@ -140,6 +141,7 @@ class MqttLink:
         delay = self.config.reconnect_min_s
         first = True
         while not self._stopping:
+            up_since: float | None = None
             try:
                 client = self._client_for()
                 async with client:
@@ -147,7 +149,7 @@ class MqttLink:
                     if not first:
                         self.reconnects += 1
                     first = False
-                    delay = self.config.reconnect_min_s
+                    up_since = time.monotonic()
                     self.last_error = None
                     await client.publish(self.topics.status, self._status("online"), qos=1, retain=True)
                     for site in self.config.sites:
@@ -159,7 +161,7 @@ class MqttLink:
                     await self._serve(client)
             except aiomqtt.MqttError as exc:
                 self.last_error = str(exc) or exc.__class__.__name__
-                log.warning("backbone connection: %s; retrying in %.1f s", self.last_error, delay)
+                log.warning("backbone connection: %s; retrying with backoff", self.last_error)
             except OutboxError as exc:
                 self.last_error = str(exc)
                 log.error("outbox: %s", exc)
@@ -172,6 +174,8 @@ class MqttLink:
                 self.inflight = 0
             if self._stopping:
                 break
+            if up_since is not None and time.monotonic() - up_since > _STABLE_S:
+                delay = self.config.reconnect_min_s  # it was a good connection: retry soon
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
             delay = min(delay * 2, self.config.reconnect_max_s)
 
