@@ -202,26 +202,21 @@ class Outbox:
                 self._loop.call_later(_RETRY_S, self._kick)
             return
         res = job.result()
+        dropped: set[int] = set()
+        for d in res.drops:
+            dropped.update(d[3])
         if batch and not self._spilled:
             first = res.first_id
-            dropped = set()
-            for d in res.drops:
-                dropped.update(d[3])
             mem = self._mem
             for i, (_, _, qos, retain, topic, payload) in enumerate(batch):
-                rid = first + i
-                if rid not in dropped:
-                    mem.append(Row(rid, topic, payload, qos, bool(retain)))
+                mem.append(Row(first + i, topic, payload, qos, bool(retain)))
             self._loaded_upto = first + len(batch) - 1
-            if dropped and mem:
-                self._mem = collections.deque(r for r in mem if r.id not in dropped)
-            if len(self._mem) > _MEMORY_ROWS:
-                self._spill()
-        elif res.drops and not self._spilled:
-            dropped = set()
-            for d in res.drops:
-                dropped.update(d[3])
+        if dropped and self._mem:
+            # Dropped rows still waiting in memory must not be sent after all
+            # (one already handed to the broker may still arrive).
             self._mem = collections.deque(r for r in self._mem if r.id not in dropped)
+        if len(self._mem) > _MEMORY_ROWS:
+            self._spill()
         self._apply(res)
         if fut is not None and not fut.done():
             fut.set_result(None)
@@ -289,8 +284,7 @@ class Outbox:
             self._fetching = False
             if j.cancelled() or j.exception() is not None:
                 self._acked.extend(acked)
-                self._wake.set()
-                self._loop.call_later(0.5, self._wake.set)  # type: ignore[union-attr]
+                self._loop.call_later(_RETRY_S, self._wake.set)  # type: ignore[union-attr]
                 return
             rows, res = j.result()
             self._apply(res)

@@ -184,3 +184,18 @@ async def test_a_full_disk_fails_the_callers_and_loses_nothing_already_stored(tm
     rows = await take_all(ob, 2)
     assert [r.payload for r in rows] == [b"kept", b"after"]
     await ob.close()
+
+
+async def test_rows_dropped_while_waiting_in_memory_are_not_sent(tmp_path):
+    ob = Outbox(tmp_path / "o.sqlite", OutboxConfig(max_messages=10))
+    await ob.open()
+    first = asyncio.ensure_future(ob.take(1))  # the reader is caught up: new rows go through memory
+    await ob.append("event", b"first", prio=PRIO_EVENT)
+    assert [r.payload for r in await first] == [b"first"]
+    for i in range(12):
+        await ob.append("tele", b"t%d" % i, prio=PRIO_TELEMETRY)
+    assert ob.dropped_totals() == {"size_telemetry": 3}
+    rows = await take_all(ob, 9)
+    assert [r.payload for r in rows] == [b"t%d" % i for i in range(3, 12)]
+    assert ob.take_nowait() is None
+    await ob.close()
