@@ -47,6 +47,7 @@ RT_SCHEMA = {
     "log_kb": (INT, 4, 0, 64),              # size of /state/log.txt before it rotates
     "awake_s": (INT, 15, 1, 600),           # longest wake of a sleeping device waiting for acks
     "linger_ms": (INT, 500, 0, 10000),      # stay awake after a welcome for queued commands
+    "gc_kb": (INT, 8, 0, 64),               # garbage allowed before the loop collects between steps
 }
 
 

