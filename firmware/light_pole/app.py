@@ -32,7 +32,7 @@ IDLE_STEP_MS = 50  # bounds the latency from a debounced edge to the lamp reacti
 EVIDENCE_MS = 10000  # an event unacked this long (3 retransmissions) means the gateway is gone
 PROFILE_KEY = "profile"
 
-PROFILE_KEYS = ("base", "full", "hold", "fade_up", "fade_down", "max")
+PROFILE_KEYS = ("base", "full", "hold", "fade_up", "fade_down", "max", "curfew")
 
 
 def parse_curfew(s):
@@ -50,6 +50,15 @@ def parse_curfew(s):
         return windows(out)
     except CommandError as e:
         raise ConfigError("curfew", str(e))
+
+
+def _changed(old, new, keys):
+    if old is None:
+        return True
+    for k in keys:
+        if old[k] != new[k]:
+            return True
+    return False
 
 
 class App:
@@ -105,11 +114,13 @@ class App:
         self._mot_sent = 0
         self._mot_pending = 0
         self._mot_last = 0
+        self.motion_unreported = 0
         self.stuck = False
         self._mode = -1
         self._cmd_ms = rt.started_ms
         self._unacked_since = -1
         self._auto = False
+        self.cfg = None
         try:
             self._cfg(rt.cfg)
         except ConfigError as e:
@@ -121,26 +132,26 @@ class App:
 
     # -- configuration ------------------------------------------------------------------
     def _cfg(self, c):
+        """Check and apply a whole config; parts whose settings did not change keep their state
+        (a day/night decision in its dwell, a reported lamp fault)."""
         if c["light_above"] <= c["dark_below"]:
             raise ConfigError("light_above", "must be above dark_below")
         if c["full"] < c["base"]:
             raise ConfigError("full", "must not be below base")
+        curfew = parse_curfew(c["curfew"])
+        old = self.cfg
         self.cfg = c
-        self.curfew = parse_curfew(c["curfew"])
-        self.dn = DayNight(c["dark_below"], c["light_above"], c["dn_dwell_s"] * 1000)
-        self.sun = SunClock(c["lat"] / 100, c["lon"] / 100, c["dusk_off"], c["dawn_off"])
-        self.monitor = lamp.LampMonitor(c["lamp_ma"])
+        self.curfew = curfew
+        if _changed(old, c, ("dark_below", "light_above", "dn_dwell_s")):
+            self.dn = DayNight(c["dark_below"], c["light_above"], c["dn_dwell_s"] * 1000)
+        if _changed(old, c, ("lat", "lon", "dusk_off", "dawn_off")):
+            self.sun = SunClock(c["lat"] / 100, c["lon"] / 100, c["dusk_off"], c["dawn_off"])
+        if _changed(old, c, ("lamp_ma",)):
+            self.monitor = lamp.LampMonitor(c["lamp_ma"])
 
     def _config_profile(self):
         c = self.cfg
         return Profile(c["base"], c["full"], c["hold"], c["fade_up"], c["fade_down"], c["max"], self.curfew)
-
-    @staticmethod
-    def _profile_changed(a, b):
-        for k in PROFILE_KEYS:
-            if a[k] != b[k]:
-                return True
-        return a["curfew"] != b["curfew"]
 
     def on_config(self, values):
         """A config command (already range-checked): cross-checks, then applied at once."""
@@ -151,7 +162,7 @@ class App:
             self._cfg(old)
             raise
         self.ctl.safe_level = values["safe"]
-        if self._profile_changed(old, values):
+        if _changed(old, values, PROFILE_KEYS):
             self.ctl.profile = self._config_profile()
             self.rt.store.delete(PROFILE_KEY)  # the operator's config is the profile again
         if self.motion is not None:
@@ -344,6 +355,11 @@ class App:
         n = self._mot_pending
         self._mot_pending = 0
         self._mot_last = now
+        if self._auto or not self.rt.link_up:
+            # only useful live (the light wave); queued they would crowd a lamp fault out of
+            # the runtime's 16-event queue while the gateway is away
+            self.motion_unreported += n
+            return
         self._mot_sent += 1
         self.rt.event({"type": "motion", "count": n if n < 255 else 255})
 

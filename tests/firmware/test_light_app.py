@@ -203,6 +203,12 @@ def test_motion_full_hold_then_fade_and_one_event_per_gap():
     _run(rt, app, 5000)
     assert _pct(rt) == 20
     assert [e[0]["count"] for e in rt.events] == [1, 1]
+    rt.link_up = False  # gateway away: walkers are counted, not queued as events
+    rt.hal.motion.set(1)
+    _run(rt, app, 12000)
+    rt.hal.motion.set(0)
+    _run(rt, app, 1000)
+    assert len(rt.events) == 2 and app.motion_unreported == 1
 
 
 def test_day_by_sensor_turns_off_after_dwell():
@@ -288,8 +294,10 @@ def test_config_cross_checks_and_profile_reset():
         assert e.field == "curfew"
     else:
         raise AssertionError("bad curfew accepted")
+    dn = app.dn
     app.on_config(config.validate(App.SCHEMA, {"debounce_ms": 20}, base=rt.cfg))
     assert app.ctl.profile.base == 10 and app.motion.debounce_ms == 20  # profile untouched
+    assert app.dn is dn  # day/night state kept
     app.on_config(config.validate(App.SCHEMA, {"base": 25, "curfew": "1380-300:40"}, base=rt.cfg))
     assert app.ctl.profile.base == 25 and app.ctl.profile.curfew == ((1380, 300, 40),)
     assert rt.store.get("profile") is None
