@@ -421,3 +421,48 @@ def test_occupancy_sensor_reported_in_telemetry(firmware, tmp_path):
         hb = gw.msgs("locker")[-1]
         assert (hb["occupied"], hb["open"], hb["locked"]) == (2, 1, 2)
         assert len(gw.msgs("heartbeat")) >= 1
+
+
+def test_forged_replayed_or_garbled_unlock_frames_never_open(firmware, tmp_path):
+    with provisioned(firmware, tmp_path / "flash", hb=10) as (b, gw):
+        payload = messages.encode({"type": "unlock", "comp": 1, "req": 50, "reason": ""})
+        forged = framing.encode_frame(cose.seal(Mac(bytes(32)), cose.DOWN, KID, gw.seq, payload))
+        gw.seq += 1
+        gw.ser.write(forged)
+        gw.ser.write(b"\x00garbage\x00" + bytes(range(1, 200)) + b"\x00")
+        frame = codec.pack(gw.mac, cose.DOWN, KID, gw.seq, {"type": "unlock", "comp": 2, "req": 51, "reason": ""})
+        gw.seq += 1
+        gw.ser.write(frame)
+        gw.run(11000)
+        assert len(_pulses(b, PINS["lock2"])) == 1  # the authentic one
+        before = gw.msgs("heartbeat")[-1]["dropped"]
+        gw.ser.write(frame)  # the same frame again: a replay
+        gw.run(12000)
+        assert len(_pulses(b, PINS["lock2"])) == 1 and _pulses(b, PINS["lock1"]) == []
+        answers = [m for m in gw.msgs("ack", "nack")]
+        assert [m["type"] for m in answers] == ["ack"]  # forged, garbled and replayed frames get no answer
+        assert before >= 2 and gw.msgs("heartbeat")[-1]["dropped"] == before + 1  # counted, not crashed
+        assert b.state()["boots"] == 2  # the provisioning reset only
+
+
+def test_unlock_req_remembered_across_reboot(locker):
+    b, gw = locker
+    gw.send({"type": "unlock", "comp": 1, "req": 777, "reason": ""})
+    gw.run(1000)
+    b.reset()  # e.g. a brown-out before the gateway saw the ack
+    gw.run(3000)
+    ref = gw.send({"type": "unlock", "comp": 1, "req": 777, "reason": ""})  # the gateway's retransmission
+    gw.run(8000)
+    assert gw.answer_to(ref)["type"] == "ack"
+    assert len(_pulses(b, PINS["lock1"])) == 1
+
+
+def test_door_bounce_shorter_than_debounce_is_ignored(locker):
+    b, gw = locker
+    for _ in range(3):
+        b.set_pin(PINS["door1"], 1)
+        b.advance(10)  # debounce_ms default 50
+        b.set_pin(PINS["door1"], 0)
+        b.advance(10)
+    gw.run(2000)
+    assert gw.events() == []
