@@ -11,7 +11,7 @@ import time
 try:
     import asyncio
 except ImportError:  # MicroPython before 1.21
-    import uasyncio as asyncio
+    import uasyncio as asyncio  # type: ignore[no-redef]
 
 import machine
 

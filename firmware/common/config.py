@@ -122,7 +122,7 @@ def check_schema(schema, owner="app"):
 def _pins(raw):
     if type(raw) is not dict:
         raise _bad("pins", "must be a map of logical name -> GPIO or {pin: ...}")
-    used = {}
+    used = {}  # type: dict
     for name in sorted(raw):
         v = raw[name]
         nums = []

@@ -61,7 +61,8 @@ class Hal:
             p = machine.Pin.PULL_DOWN
         elif pull is not None:
             raise ConfigError("pins.%s.pull" % name, "must be up or down")
-        return machine.Pin(self._gpio(name), machine.Pin.IN, p)
+        n = self._gpio(name)
+        return machine.Pin(n, machine.Pin.IN) if p is None else machine.Pin(n, machine.Pin.IN, p)
 
     def pin_out(self, name, value=0):
         return machine.Pin(self._gpio(name), machine.Pin.OUT, value=value)

@@ -13,7 +13,7 @@ import sys
 try:
     import asyncio
 except ImportError:
-    import uasyncio as asyncio
+    import uasyncio as asyncio  # type: ignore[no-redef]
 
 from protocol import messages
 
@@ -57,7 +57,7 @@ class Runtime:
         self._sleep_ms = None
         self._reboot_at = None
         self._welcome_ms = None
-        self._hb_due = 0
+        self._hb_due = clock.ticks_ms()
         self._batt = None
         self._gc_mark = 0
         config.check_schema(app_cls.SCHEMA, "app")

@@ -53,7 +53,7 @@ class Session:
         self._hello_due = None
         self._hello_wait = HELLO_FIRST_MS
         self.hellos = 0
-        self.events = []  # [msg, seqs, due_ms, wait_ms, durable, on_ack]
+        self.events = []  # type: list  # [msg, seqs, due_ms, wait_ms, durable, on_ack]
         self.dropped = 0
         self.ignored = 0
         self.events_lost = 0

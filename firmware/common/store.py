@@ -73,7 +73,7 @@ class Log:
 
     def peek(self, n):
         """The oldest n records."""
-        out = []
+        out = []  # type: list
         try:
             with open(self.path) as f:
                 for line in f:

@@ -60,8 +60,10 @@ class App:
         self.tilt = rt.hal.pin_in("tilt") if rt.hal.has("tilt") else None
         st = rt.retained.get("cs")
         self.fresh = type(st) is not dict
-        self.st = st if not self.fresh else {"f": None, "b": None, "fire": 0, "lb": 0, "fault": 0,
-                                             "tf": 0, "tilt": 0, "lr": None, "rep": 0, "sk": None, "t": 20}
+        if self.fresh:
+            st = {"f": None, "b": None, "fire": 0, "lb": 0, "fault": 0, "tf": 0, "tilt": 0, "lr": None, "rep": 0,
+                  "sk": None, "t": 20}
+        self.st = st  # type: dict
         d = c["depth_mm"] or rt.store.get(DEPTH_KEY, 0)
         self.depth = d if type(d) is int else 0
 
