@@ -138,7 +138,7 @@ def _kind_name(kinds: tuple[type, ...]) -> str:
 
 
 def _readable_file(t: _Table, name: str) -> str | None:
-    path = t.get(name, str, None)
+    path: str | None = t.get(name, str, None)
     if path is None:
         return None
     if not os.path.isfile(path):

@@ -209,12 +209,13 @@ class MqttLink:
         window = self.config.inflight
         pending: dict[int, int] = {}  # paho mid -> outbox row id
         room = asyncio.Event()
-        theirs = pc.on_publish
+        theirs: Any = pc.on_publish  # aiomqtt's, for the mids of its own publishes
 
         def on_publish(client: Any, userdata: Any, mid: int, reason: Any, props: Any) -> None:
             rid = pending.pop(mid, None)
             if rid is None:
-                theirs(client, userdata, mid, reason, props)
+                if theirs is not None:
+                    theirs(client, userdata, mid, reason, props)
                 return
             outbox.ack(rid)
             self.published += 1

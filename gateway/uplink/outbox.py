@@ -57,6 +57,11 @@ CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NU
 """
 
 
+_Pending = tuple[float, int, int, int, str, bytes]  # created, prio, qos, retain, topic, payload
+_Drop = tuple[str, int, int, list[int]]  # reason, telemetry, events, dropped ids
+_Victim = tuple[int, int, int]  # id, prio, bytes
+
+
 class Row(NamedTuple):
     id: int
     topic: str
@@ -71,7 +76,7 @@ class _Result(NamedTuple):
     depth: int
     bytes: int
     oldest: float | None
-    drops: list[tuple[str, int, int, list[int]]]  # (reason, telemetry, events, dropped ids)
+    drops: list[_Drop]
 
 
 class Outbox:
@@ -97,7 +102,7 @@ class Outbox:
         self._t_bytes = 0
         self._t_last_age_check = 0.0
         # loop state
-        self._pending: list[tuple[float, int, int, int, str, bytes]] = []
+        self._pending: list[_Pending] = []
         self._pending_fut: asyncio.Future[None] | None = None
         self._acked: list[int] = []
         self._busy = False
@@ -186,7 +191,7 @@ class Outbox:
         job = self._loop.run_in_executor(self._exec, self._t_commit, batch, acked)
         job.add_done_callback(lambda j: self._committed(j, batch, acked, fut))
 
-    def _committed(self, job: "asyncio.Future[_Result]", batch: list, acked: list[int],
+    def _committed(self, job: "asyncio.Future[_Result]", batch: list[_Pending], acked: list[int],
                    fut: "asyncio.Future[None] | None") -> None:
         self._busy = False
         exc = OutboxError("commit cancelled") if job.cancelled() else job.exception()
@@ -345,14 +350,14 @@ class Outbox:
         row = self._db.execute("SELECT created FROM outbox ORDER BY id LIMIT 1").fetchone()
         return None if row is None else row[0]
 
-    def _t_commit(self, batch: list, acked: list[int]) -> _Result:
+    def _t_commit(self, batch: list[_Pending], acked: list[int]) -> _Result:
         db = self._db
         if db is None:
             raise OutboxError("outbox is closed")
         try:
             db.execute("BEGIN IMMEDIATE")
             first = 0
-            drops: list[tuple[str, int, int, list[int]]] = []
+            drops: list[_Drop] = []
             try:
                 if acked:
                     self._t_delete(acked)
@@ -397,7 +402,7 @@ class Outbox:
         self._t_depth -= db.total_changes - before
         self._t_bytes -= nbytes
 
-    def _t_enforce_caps(self, drops: list) -> None:
+    def _t_enforce_caps(self, drops: list[_Drop]) -> None:
         db = self._db
         assert db is not None
         now = self._clock()
@@ -431,7 +436,7 @@ class Outbox:
                     break
             self._t_drop("size", victims, drops)
 
-    def _t_drop(self, reason: str, rows: list, drops: list) -> None:
+    def _t_drop(self, reason: str, rows: list[_Victim], drops: list[_Drop]) -> None:
         db = self._db
         assert db is not None
         ids = [r[0] for r in rows]
