@@ -182,8 +182,9 @@ def main() -> None:
         print(f"  {k:14s} {v:6d} B")
     print(f"  {'total':14s} {sum(sizes.values()):6d} B")
     print("Whole firmware on a virtual board (park-device .mpy build of runtime + protocol + light_pole), same "
-          "night, live heap read through the REPL. NOTE: vboard's `await vclock.sleep_ms` retains ~90 B per call "
-          "(measured: 2000 extra awaits -> +179 KB live), so this growth is the board plumbing, not the firmware:")
+          "night, live heap read through the REPL. NOTE: each `await vclock.sleep_ms` on a vboard keeps ~90 B "
+          "alive until Node's GC finalises the JS promise (measured: 2000 extra awaits -> +179 KB live until then), "
+          "so samples include some board plumbing that an ESP32 does not have:")
     print(f"live heap after boot: {r['base']} B")
     print(f"live heap peak over {r['n']} samples of the scripted night: {r['live_peak']} B; growth over boot "
           f"{r['live_peak'] - r['base']} B")
