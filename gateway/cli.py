@@ -241,6 +241,9 @@ def cmd_tail(args) -> int:
         async for ev in tail(_socket(args), args.id):
             if getattr(args, "json", False):
                 print(json.dumps(ev, default=str), flush=True)
+            elif ev["kind"] == "alert":
+                print("%s %-9s %-6s %s %s" % (time.strftime("%H:%M:%S"), "ALERT", ev["device"], ev["alert"],
+                                              json.dumps(ev["body"], default=str)), flush=True)
             else:
                 msg = ev.get("msg", {})
                 fields = " ".join("%s=%s" % (k, v) for k, v in msg.items() if k != "type")

@@ -133,7 +133,11 @@ class Daemon:
             self.uplink = uplink
             out = Out(uplink)
             self.sessions = sessions = Sessions(cfg, self.registry, out)
-            self.control = Control(cfg, sessions.by_id, sessions.command, out.alert)
+            def alert(s, kind, body, eid, now):
+                sessions._emit({"kind": "alert", "device": s.id, "site": s.site, "alert": kind, "body": body, "id": eid})
+                return out.alert(s, kind, body, eid, now)
+
+            self.control = Control(cfg, sessions.by_id, sessions.command, alert)
             sessions.control = self.control
             self.links = [make_link(lc, sessions.on_envelope, sessions.on_frame_error, self.ble_factory)
                           for lc in cfg.links]

@@ -44,7 +44,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # reference wiring (park_device.roles.TEMPLATES)
 LAMP, MOTION, AMBIENT, LAMP_CS = 25, 27, 34, 35
-TRIG, ECHO = 5, 18
+TRIG, ECHO, TEMP = 5, 18, 34
+DOORS = {1: 33, 2: 13, 3: 14, 4: 4}  # switch pulled up: high = open
+OCC = {1: 19, 2: 21, 3: 22, 4: 23}  # occupancy sensors: high = a parcel inside
 HEALTHY_LAMP_UV = 350_000
 
 
@@ -120,6 +122,8 @@ def _flash(dst: Path, did: str, role: str, key: bytes, app: dict, booking_key: b
     shutil.copytree(ROOT / "firmware" / role, dst / "lib" / role, ignore=ign, dirs_exist_ok=True)
     t = template(role)
     t["app"].update(app)
+    if role == "locker":
+        t["pins"].update({"occ%d" % n: p for n, p in OCC.items()})
     cfg = {"id": did, "site": SITE, "role": role, "link": t["link"], "rt": t["rt"], "pins": t["pins"], "app": t["app"]}
     (dst / "config.json").write_text(json.dumps(cfg))
     (dst / "key.bin").write_bytes(key)
@@ -148,12 +152,20 @@ class VirtualPark:
             elif role == "container_sensor":
                 app = {"depth_mm": 1200, "interval_s": 30, "fast_s": 30, "report_s": 60}
                 extra = {"ultrasonic": {"trig": TRIG, "echo": ECHO}, "distance_mm": 900}
+            elif role == "locker":
+                app = {"occupancy": True}
             bk = secrets.token_bytes(32) if role == "locker" else None
             flash = _flash(self.work / ("flash-" + did), did, role, self.keys[did], app, bk)
             b = vboard.VirtualBoard(realtime=True, flash_dir=flash, name=did, console_pty=False, **extra)
             b.start()
             if role == "light_pole":
                 b.set_adc(LAMP_CS, uv=0 if did == "l004" else HEALTHY_LAMP_UV)  # l004: a dead lamp
+            elif role == "container_sensor":
+                b.set_adc(TEMP, uv=500_000 + 10_000 * 14)  # TMP36: 0.5 V + 10 mV/°C -> 14 °C
+            elif role == "locker":
+                for n in DOORS:
+                    b.set_pin(DOORS[n], 0)  # closed
+                    b.set_pin(OCC[n], 0 if n == 4 else 1)  # compartment 4 is empty
             self.boards[did] = b
             urls[did] = b.link_url
         return urls
@@ -169,6 +181,12 @@ class VirtualPark:
     async def fill(self, cid: str, distance_mm) -> None:
         await asyncio.to_thread(self.boards[cid].set_distance_mm, distance_mm)
 
+    async def door(self, comp: int, open_: bool) -> None:
+        await asyncio.to_thread(self.boards["k001"].set_pin, DOORS[comp], 1 if open_ else 0)
+
+    async def occupied(self, comp: int, full: bool) -> None:
+        await asyncio.to_thread(self.boards["k001"].set_pin, OCC[comp], 1 if full else 0)
+
 
 class SimulatedPark:
     """FALLBACK: gateway.devsim, a CPython device simulator (test peer), NOT the firmware."""
@@ -180,6 +198,7 @@ class SimulatedPark:
         self.links = {}
         self.devs = {}
         self.fills = {c: 30 for c in CONTAINERS}
+        self.occ = 0b0111
         self._task = None
 
     async def start_async(self) -> dict[str, str]:
@@ -208,7 +227,7 @@ class SimulatedPark:
             for p in POLES:
                 self.devs[p].send({"type": "light", "level": 10, "state": 1, "ambient": 100,
                                    "lamp_ma": 0 if p == "l004" else 350})
-            self.devs["k001"].send({"type": "locker", "open": 0, "locked": 15, "occupied": 0b1011, "pending": 0})
+            self.devs["k001"].send({"type": "locker", "open": 0, "locked": 15, "occupied": self.occ, "pending": 0})
             await asyncio.sleep(5)
 
     def stop(self) -> None:
@@ -222,6 +241,13 @@ class SimulatedPark:
 
     async def fill(self, cid: str, distance_mm) -> None:
         self.fills[cid] = None if distance_mm is None else max(0, min(100, round((1200 - distance_mm) / 9.5)))
+
+    async def door(self, comp: int, open_: bool) -> None:
+        with contextlib.suppress(TimeoutError):
+            await self.devs["k001"].event({"type": "door", "comp": comp, "open": open_, "authorized": True})
+
+    async def occupied(self, comp: int, full: bool) -> None:
+        self.occ = self.occ | (1 << (comp - 1)) if full else self.occ & ~(1 << (comp - 1))
 
 
 def devices() -> list[tuple[str, str]]:
@@ -261,6 +287,9 @@ def write_config(work: Path, broker: str, urls: dict[str, str], lat: float, lon:
         near_full = 80
         full = 95
 
+        [sites.stadtpark.lockers]
+        loan_hours = 0.025
+
         [roles.container_sensor]
         heartbeat = 120
 
@@ -295,16 +324,28 @@ async def park_life(park, uplink_url: str, stop: asyncio.Event, say) -> None:
                 return
         fill_mm = max(260, fill_mm - 150)
         await park.fill("c001", fill_mm)
+        await park.fill("c002", 700 + 7 * (k % 5))  # a bin whose level barely moves
         if k == 2:
             await park.fill("c003", None)  # the ultrasonic sensor stops answering
         if not unlocked and time.monotonic() - t0 > 10:
             unlocked = True
-            asyncio.create_task(_remote_unlock(uplink_url, say))
+            asyncio.create_task(_lending(park, uplink_url, say))
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stop.wait(), 6)
 
 
-async def _remote_unlock(broker: str, say) -> None:
+async def _lending(park, broker: str, say) -> None:
+    """A borrower: unlock through the backbone, open the door, take the item, close; the loan runs."""
+    if await _remote_unlock(broker, say):
+        await park.door(2, True)
+        await asyncio.sleep(1.5)
+        await park.occupied(2, False)
+        await asyncio.sleep(1.0)
+        await park.door(2, False)
+        say("k001: item taken from compartment 2 (loan period in this demo: 90 s)")
+
+
+async def _remote_unlock(broker: str, say) -> bool:
     """What the city's booking backend does: a command request with a correlation id, then its response."""
     import aiomqtt
     from urllib.parse import urlsplit
@@ -319,9 +360,10 @@ async def _remote_unlock(broker: str, say) -> None:
             async with asyncio.timeout(30):
                 async for m in c.messages:
                     say("backbone: response %s" % m.payload.decode())
-                    return
+                    return json.loads(m.payload).get("ok") is True
     except Exception as e:  # noqa: BLE001 - the demo goes on without it
         say("backbone: unlock demo failed: %s" % e)
+    return False
 
 
 def render(st: dict, devs: list[dict], notes: list[str], label: str, started: float) -> str:
@@ -352,7 +394,7 @@ def render(st: dict, devs: list[dict], notes: list[str], label: str, started: fl
     faults = light.get("lamp_faults") or []
     lines.append("lamp faults: " + (", ".join(faults) or "none"))
     lines.append("recent:")
-    lines += ["  " + n for n in notes[-8:]]
+    lines += ["  " + n for n in notes[-12:]]
     return "\n".join(lines)
 
 
@@ -407,6 +449,18 @@ async def run(duration: float, broker: str | None, state_dir: str | None, as_jso
         daemon = Daemon(cfg)
         task = asyncio.create_task(daemon.run())
         await asyncio.wait_for(daemon.ready.wait(), 30)
+
+        def watch(ev: dict) -> None:
+            if ev["kind"] == "alert":
+                say("ALERT %s %s %s" % (ev["device"], ev["alert"], json.dumps(ev["body"], default=str)))
+            elif ev["kind"] == "event":
+                m = ev["msg"]
+                say("event %s %s %s" % (ev["device"], m["type"], " ".join(
+                    "%s=%s" % (k, v) for k, v in m.items() if k not in ("type", "eid", "t"))))
+            elif ev["kind"] in ("online", "offline", "hello", "resync"):
+                say("%s %s" % (ev["device"], ev["kind"]))
+
+        daemon.sessions.listeners.append(watch)
         say("gateway up; config %s; try: park-gateway --socket %s status" % (cfg_path, cfg.api_socket))
         life = asyncio.create_task(park_life(park, broker, stop, say))
         started = time.time()
