@@ -31,7 +31,6 @@ class Controller:
         self.fader = Fader(0)
         self.state = OFF
         self.safe = False
-        self._night = None
         self._full_until = now
         self._full = False
         self._pre_level = 0
@@ -75,7 +74,6 @@ class Controller:
         p = self.profile
         if night is None:
             night = True
-        self._night = night
         if self._man and self._man_timed and ticks_diff(self._man_until, now) <= 0:
             self._man = False
         if self._pre and ticks_diff(self._pre_until, now) <= 0:
