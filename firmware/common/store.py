@@ -94,8 +94,12 @@ class Log:
             with open(self.path) as f:
                 i = 0
                 for line in f:
-                    if i >= n and line.endswith("\n"):
-                        rest.append(line)
+                    try:
+                        json.loads(line)
+                    except ValueError:  # torn write: neither a record nor counted
+                        continue
+                    if i >= n:
+                        rest.append(line if line.endswith("\n") else line + "\n")
                     i += 1
         except OSError:
             return

@@ -266,3 +266,75 @@ def test_stable_run_clears_fast_boot_count():
         b.reboot()
         b.run(31000)
     assert not b.rt.safe and b.rt.boot.boots == 6
+
+
+def test_store_values_and_log_survive_and_skip_torn_lines():
+    setup()
+    from common.store import Store
+    st = Store()
+    assert st.get("x", 7) == 7
+    st.put("x", {"a": [1, 2]})
+    assert Store().get("x") == {"a": [1, 2]}
+    st.delete("x")
+    assert st.get("x") is None
+    log = st.log("audit", limit=3)
+    for i in range(4):
+        ok = log.append({"n": i})
+    assert not ok and log.lost == 1 and len(log) == 3
+    assert log.peek(5) == [{"n": 1}, {"n": 2}, {"n": 3}]
+    with open("/state/audit.log", "a") as f:
+        f.write('{"n": 9')                      # a brown-out in the middle of a write
+    log2 = st.log("audit", limit=3)
+    assert len(log2) == 3 and log2.peek(5) == [{"n": 1}, {"n": 2}, {"n": 3}]
+    log2.drop(2)
+    assert log2.peek(5) == [{"n": 3}] and len(log2) == 1
+    log2.append({"n": 4})
+    assert st.log("audit").peek(5) == [{"n": 3}, {"n": 4}]
+
+
+def test_config_schema_validation_errors_name_the_field():
+    from common.config import ConfigError, validate, check_schema, CHOICE, STR
+    schema = dict(LampApp.SCHEMA)
+    schema["mode"] = (CHOICE, "a", ("a", "b"), None)
+    schema["name"] = (STR, "x", 1, 4)
+    check_schema(schema)
+    assert validate(schema, {"mode": "b"})["mode"] == "b"
+    for values, field in (({"mode": "c"}, "mode"), ({"name": ""}, "name"), ({"name": "toolong"}, "name"),
+                          ({"base": True}, "base"), ({"motion": 0}, "motion"), ({"zz": 1, "base": -1}, "base")):
+        try:
+            validate(schema, values)
+            assert False, values
+        except ConfigError as e:
+            assert e.field == field, (values, e.field)
+    try:
+        check_schema({"x": (STR, "toolong", 0, 3)})
+        assert False
+    except ConfigError as e:
+        assert e.field == "app.x"
+
+
+def test_provisioning_errors_are_clear():
+    from common import config
+    from common.errors import ProvisionError
+    wipe()
+    try:
+        config.load("/config.json")
+        assert False
+    except ProvisionError as e:
+        assert "/config.json is missing" in str(e)
+    c = provision()
+    c["pins"] = {"a": 5, "b": {"pin": 5}}
+    config.write_json("/config.json", c)
+    try:
+        config.load("/config.json")
+        assert False
+    except config.ConfigError as e:
+        assert e.field == "pins.b.pin" and "already used by a" in e.reason
+    c["pins"] = {}
+    c["link"] = {"baud": 7}
+    config.write_json("/config.json", c)
+    try:
+        config.load("/config.json")
+        assert False
+    except config.ConfigError as e:
+        assert e.field == "link.baud"
