@@ -81,6 +81,8 @@ class App:
         self._timer = None
         self._occ_sent = 0
         self._tele_at = None
+        self._lockout_told = False
+        self.refused_quietly = 0
 
     # -- life cycle --
 
@@ -210,11 +212,17 @@ class App:
             except Exception as e:  # flash full or a bug: fail closed; reader input never stops the loop
                 self.rt.log("locker: token check failed: %r" % (e,), True)
                 res, tid, lock_ms = access.BUSY, 0, 0
+        if res == access.LOCKED_OUT:
+            if self._lockout_told:  # one record per lockout: a reader flood must not wear the flash
+                self.refused_quietly += 1
+                return res
+            self._lockout_told = True
         self._emit(audit.ACCESS, comp if 0 <= comp <= 32 else 0, res, tid)  # written ahead of the pulse
         if res == access.OK_TOKEN:
             self.comps[comp - 1].unlock(self.rt.cfg["pulse_ms"], now_ms)
         if lock_ms:
             self._emit(audit.ALARM, 0, ALARM_LOCKOUT, lock_ms // 1000)
+            self._lockout_told = False
         return res
 
     def on_command(self, msg):
@@ -322,7 +330,8 @@ class App:
                ("used_ids", not self.used.corrupt, "%d/%d" % (len(self.used), self.used.cap)),
                ("audit", self.audit.lost == 0 and self.audit.bad == 0,
                 "pending %d lost %d bad %d" % (len(self.audit.pending()), self.audit.lost, self.audit.bad)),
-               ("reader", self._reader is not None, "uart" if self._reader is not None else "none")]
+               ("reader", self._reader is not None, "%s, %d refused unrecorded while locked out" % (
+                   "uart" if self._reader is not None else "none", self.refused_quietly))]
         for c in self.comps:
             out.append(("lock%d" % c.n, not c.lock.energised, "pulses %d" % c.lock.pulses))
             out.append(("door%d" % c.n, True, "open" if c.is_open else "closed"))

@@ -204,6 +204,10 @@ def test_refusals_reported_with_result_codes_and_lockout_alarm():
     _run(rt, a, 20)
     res = [(m["type"], m.get("result", m.get("code"))) for m in rt.send_pending()]
     assert res == [("alarm", app.ALARM_LOCKOUT), ("access", access.LOCKED_OUT)]
+    for _ in range(50):  # a flood while locked out: counted, not written to flash one by one
+        _present(rt, 1, b"garbage")
+    _run(rt, a, 100)
+    assert a.refused_quietly == 50 and a.audit.next_seq == 6
     assert rt.hal.pins["lock1"].high_ms <= rt.cfg["pulse_ms"] + 10  # opened once only
 
 

@@ -169,8 +169,8 @@ def provisioned(firmware, flash, app=APP, pins=PINS, hb=3600):
         b.write_flash("config.json", json.dumps(cfg))
         b.reset()
         gw = Gateway(b, hb)
-        gw.run(3000)
-        assert gw.hellos >= 1, b.log()
+        gw.run_until(lambda: gw.hellos >= 1, 5000, step=200)
+        gw.run(1000)
         b.clear_events()
         yield b, gw
     finally:
