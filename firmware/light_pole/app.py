@@ -79,6 +79,7 @@ class App:
         "autonomy_s": (INT, 300, 10, 86400),  # gateway silence before the pole runs on its own
         # inputs
         "debounce_ms": (INT, 80, 0, 2000),
+        "motion_low": (BOOL, False, None, None),  # sensor output active low (open collector: pull-up)
         "motion_gap": (INT, 5, 0, 600),     # s between motion events to the gateway (counts add up)
         "stuck_s": (INT, 1800, 0, 86400),   # motion input active this long = stuck sensor (fault); 0: never
         "daynight": (CHOICE, "auto", ("auto", "sensor", "clock"), None),  # auto: sun clock when time is valid
@@ -197,7 +198,9 @@ class App:
                 except CommandError as e:
                     rt.log("light: stored profile refused (%s): config profile" % (e.field,), keep=True)
             try:
-                self.motion = Motion(rt.hal.pin_in("motion", "down"), rt.ticks_ms, c["debounce_ms"])
+                low = c["motion_low"]
+                self.motion = Motion(rt.hal.pin_in("motion", "up" if low else "down"), rt.ticks_ms,
+                                     c["debounce_ms"], 0 if low else 1)
             except Exception as e:  # no motion input: base level all night, never a crash loop
                 rt.log("light: no motion input (%r)" % (e,), keep=True)
                 rt.event({"type": "fault", "code": FAULT_CONFIG, "value": 1}, durable=True)

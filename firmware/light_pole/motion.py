@@ -1,4 +1,4 @@
-"""Debounced, interrupt-driven presence input (PIR or radar, active high).
+"""Debounced, interrupt-driven presence input (PIR or radar; active high, or low with active=0).
 
 The pin interrupt only stamps the time of the latest edge (no allocation, safe
 as a hard IRQ). poll() accepts a new level once it has been stable for
@@ -9,8 +9,9 @@ from light_pole.tick import ticks_diff
 
 
 class Motion:
-    def __init__(self, pin, ticks_ms, debounce_ms=50):
+    def __init__(self, pin, ticks_ms, debounce_ms=50, active=1):
         self._pin = pin
+        self._active = active
         self._ticks = ticks_ms
         self.debounce_ms = debounce_ms
         self._edge = 0
@@ -34,7 +35,7 @@ class Motion:
         if self._edge != e:  # an edge came in just now: it gets its own debounce time
             self._pending = True
             return False
-        v = self._pin.value() == 1
+        v = self._pin.value() == self._active
         if v == self.present:
             return False
         self.present = v

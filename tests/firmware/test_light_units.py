@@ -148,6 +148,15 @@ def test_motion_debounce_ignores_glitch_and_counts_real_presence():
     assert pin.handler is None
 
 
+def test_motion_active_low_sensor():
+    pin, clk = FakePin(1), Clock(0)  # open collector idles high
+    m = Motion(pin, clk, debounce_ms=50, active=0)
+    assert m.poll(100) is False and not m.present
+    clk.t = 200
+    pin.set(0)
+    assert m.poll(260) is True and m.present
+
+
 def test_motion_wait_ms():
     pin, clk = FakePin(0), Clock(0)
     m = Motion(pin, clk, debounce_ms=50)
