@@ -234,6 +234,17 @@ class Registry:
             except InvalidDevice as e:
                 raise InvalidDevice("%s: %s" % (where, e)) from None
             parsed.append((d["id"], d["role"], d["site"], key, d.get("position")))
+        ids, keys = set(), set()
+        for p in parsed:  # refuse the whole file before writing any of it
+            if p[0] in ids or p[3] in keys:
+                raise RegistryError("%s: device %s appears twice or shares a key with another entry" % (path, p[0]))
+            ids.add(p[0])
+            keys.add(p[3])
+            owner = self.db.execute("SELECT id FROM devices WHERE key = ?", (p[3],)).fetchone()
+            if owner and owner[0] != p[0]:
+                raise DuplicateKey("%s: device %s: this key already belongs to device %s" % (path, p[0], owner[0]))
+            if not replace and self.db.execute("SELECT 1 FROM devices WHERE id = ?", (p[0],)).fetchone():
+                raise DuplicateDevice("%s: device %s is already registered (use --replace)" % (path, p[0]))
         for p in parsed:
             self.add(*p, replace=replace)
             added.append(p[0])

@@ -37,6 +37,7 @@ _loads = strict_loads  # cbor2 core, deterministic encoding enforced
 _ACKED = frozenset(messages.ACKED_UP) - {"hello"}
 _TELEMETRY = frozenset(("fill", "light", "locker", "heartbeat"))
 EID_MEMORY = 256
+RESYNC_GAP_S = 1.0  # at most one resync per device per second
 DOWN_K = 128  # downlink counter persisted every K numbers (SQLite has no flash wear)
 
 
@@ -71,7 +72,7 @@ class DeviceSession:
 
     __slots__ = ("dev", "kid", "mac", "window", "counter", "link", "online", "last_seen", "hb",
                  "offline_after", "eids", "eid_order", "queue", "inflight", "fw", "status", "welcomed",
-                 "last_time_sync", "dirty", "state", "boots")
+                 "last_time_sync", "dirty", "state", "boots", "last_resync")
 
     def __init__(self, dev: Device, registry: Registry, hb: int, offline_after: float):
         self.dev = dev
@@ -95,6 +96,7 @@ class DeviceSession:
         self.boots = None
         self.welcomed = True  # False between a resync and the fresh hello that follows it
         self.last_time_sync = 0.0
+        self.last_resync = 0.0
         self.dirty = False
         self.state: dict = {}  # last telemetry per message type, for status and control loops
 
@@ -256,6 +258,11 @@ class Sessions:
             return False
         if msg["type"] != "hello":
             return False
+        now = self.clock()
+        if now - s.last_resync < RESYNC_GAP_S:
+            self.counters["resync_suppressed"] += 1  # replayed hellos must not make us a frame pump
+            return True
+        s.last_resync = now
         self.counters["resync"] += 1
         s.link = link
         s.welcomed = False

@@ -80,6 +80,13 @@ def test_import_file_checks_mode_and_content(tmp_path):
         f.write_text('{"id": "k002", "role": "locker", "site": "stadtpark"}')
         with pytest.raises(RegistryError, match="entry 0: missing field 'key_hex'"):
             reg.import_file(str(f))
+        write_private(str(f), json.dumps([
+            {"id": "k003", "role": "locker", "site": "stadtpark", "key_hex": K2.hex()},
+            {"id": "k004", "role": "locker", "site": "stadtpark", "key_hex": K1.hex()}]))
+        with pytest.raises(DuplicateKey, match="k004.*belongs to device k001"):
+            reg.import_file(str(f))
+        with pytest.raises(UnknownDevice):
+            reg.get("k003")  # nothing of a refused file is written
         exported = reg.export()
         assert exported == [{"id": "k001", "role": "locker", "site": "stadtpark", "position": None}]
         assert reg.export(with_keys=True)[0]["key_hex"] == K1.hex()

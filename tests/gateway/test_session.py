@@ -136,6 +136,13 @@ async def test_device_that_lost_its_counter_is_resynced(park):
     assert dev.resyncs == 1 and w["echo"] == dev.nonce
     assert dev.seq > top + 1
     assert d.sessions.counters["resync"] == 1
+    # an old hello replayed again and again gets at most one resync a second
+    old = dev.frame({"type": "hello", "role": 2, "fw": 1, "caps": 0, "nonce": b"12345678"}, seq=3)
+    for _ in range(5):
+        link.write(old)
+    await until(lambda: d.sessions.counters["resync"] + d.sessions.counters["resync_suppressed"] == 6,
+                what="replayed hellos handled")
+    assert d.sessions.counters["resync"] <= 3
 
 
 async def test_commands_ack_nack_and_retransmission(park):
