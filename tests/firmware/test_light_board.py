@@ -3,6 +3,8 @@ protocol) in genuine MicroPython, peripherals driven through tools/vboard, the g
 played over the link UART by test_light_bench.Gateway."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 import mpvm
@@ -176,3 +178,36 @@ def test_curfew_caps_presence_and_reports_curfew_state(bench):
     assert b.pwm_duty(LAMP) == duty_for(40)
     g.run(10000)
     assert _state(g) == 7
+
+
+def test_config_command_applies_or_is_refused_naming_the_field(bench):
+    b, g = bench()
+    g.connect()
+    g.run(2000)
+    r = g.command({"type": "config", "values": {"dark_below": 9000}})  # above light_above (6000)
+    assert (r["type"], r["code"], r["field"]) == ("nack", 3, "light_above")
+    r = g.command({"type": "config", "values": {"base": 101}})
+    assert (r["type"], r["code"], r["field"]) == ("nack", 3, "base")
+    r = g.command({"type": "config", "values": {"curfew": "23:00-05:00"}})
+    assert (r["type"], r["code"], r["field"]) == ("nack", 3, "curfew")
+    assert json.loads(b.read_flash("/config.json"))["app"].get("dark_below") is None  # old config kept
+    assert g.command({"type": "config", "values": {"base": 40}})["type"] == "ack"
+    g.run(2000)
+    assert b.pwm_duty(LAMP) == duty_for(40)
+    assert json.loads(b.read_flash("/config.json"))["app"]["base"] == 40
+
+
+def test_stuck_motion_sensor_is_a_fault_and_ignored(bench):
+    b, g = bench(app={"stuck_s": 10, "hold": 2})
+    g.connect()
+    b.set_pin(MOTION, 1)
+    g.run(9000)
+    assert b.pwm_duty(LAMP) == 65535
+    g.run(6000)
+    assert [f["code"] for f in g.of("fault")] == [2]  # sensor_stuck
+    assert b.pwm_duty(LAMP) == duty_for(20)
+    b.set_pin(MOTION, 0)
+    g.run(1000)
+    b.set_pin(MOTION, 1)  # released and triggered again: a walker counts again
+    g.run(1000)
+    assert b.pwm_duty(LAMP) == 65535
