@@ -362,3 +362,25 @@ def test_realtime_wdt_bites_a_spinning_firmware(tmp_path):
     with VirtualBoard(firmware_files={"main.py": fw}, flash_dir=tmp_path / "f", realtime=True) as b:
         b.wait_log(f"cause {vboard.WDT_RESET}", timeout=10)
         assert [e["cause"] for e in b.events("reset")] == ["wdt"]
+
+
+def test_virtual_sleeps_do_not_retain_heap(tmp_path):
+    # awaiting a JS promise per sleep would keep ~50 B per await alive on the Python
+    # heap until the JS GC runs; vclock's Event-based sleep must not (footprint numbers)
+    fw = tmp_path / "main.py"
+    fw.write_text(textwrap.dedent("""
+        import asyncio, gc
+        from clock import sleep_ms
+        async def main():
+            gc.collect()
+            a = gc.mem_alloc()
+            for i in range(5000):
+                await sleep_ms(1)
+            gc.collect()
+            print("retained", gc.mem_alloc() - a)
+        asyncio.run(main())
+    """))
+    with VirtualBoard(firmware_files={"main.py": fw}, flash_dir=tmp_path / "f") as b:
+        b.advance(5001)
+        assert int(b.log()[-1].split()[1]) < 16 * 1024
+        assert b.gc_high_water() < 64 * 1024

@@ -59,6 +59,7 @@ const adcAtten = {};          // id -> atten index
 const uartRx = {};            // id -> array of bytes
 let lastTrigRise = null;      // virtual ms of the last rising edge on the ultrasonic trigger pin
 let heapPeak = 0;
+let waker = null;             // vclock._wake (a Python function)
 let memAlloc = null;          // Python gc.mem_alloc (or live sampler)
 let wdt = null;               // {timeout, at}
 let timers = [];              // [{at, seq, resolve}] sorted by (at, seq)
@@ -223,6 +224,13 @@ const API = {
   // unix ms cross the boundary as strings: JS integers convert to 32-bit Python ints
   unix_ms: () => String(Math.floor(W.rtc_offset_ms + nowV())),
   set_unix_ms(ms) { W.rtc_offset_ms = Number(ms) - nowV(); post({ t: "rtc", rtc_offset_ms: W.rtc_offset_ms }); },
+  set_waker(fn) { waker = fn; },
+  sleep_at(n, ms, heap) {
+    // vclock's sleepers: call waker(n) at the deadline (see vclock.py for why not a promise)
+    sampleHeap(heap);
+    if (dead) return;
+    addTimer(nowV() + Math.max(0, ms), () => { if (!dead && waker) waker(n); });
+  },
   sleep(ms, heap) {
     sampleHeap(heap);
     if (dead) return new Promise(() => {});

@@ -44,13 +44,37 @@ if VIRTUAL:
     def time():
         return int(_vb.unix_ms()) // 1000
 
+    import asyncio as _asyncio
+
+    # A sleeper waits on an asyncio.Event that the board sets (through _wake) when
+    # virtual time reaches its deadline. Awaiting a JS promise per sleep would work
+    # too, but the WebAssembly port keeps every awaited promise's Python callbacks
+    # alive until the JS garbage collector runs: ~50 B per await, hundreds of KB
+    # over a long run, which would pollute the heap high-water mark.
+    _waiters = {}
+    _seq = [0]
+
+    def _wake(n):
+        e = _waiters.pop(n, None)
+        if e is not None:
+            e.set()
+
+    _vb.set_waker(_wake)
+
     async def sleep_ms(ms):
-        # the JS side resolves the promise when virtual time reaches the deadline;
         # the heap is sampled here because every task step ends at an await
-        await _vb.sleep(int(ms), _mem())
+        n = (_seq[0] + 1) & 0x3FFFFFFF
+        _seq[0] = n
+        e = _asyncio.Event()
+        _waiters[n] = e
+        _vb.sleep_at(n, int(ms), _mem())
+        try:
+            await e.wait()
+        finally:
+            _waiters.pop(n, None)
 
     async def sleep(s):
-        await _vb.sleep(int(s * 1000), _mem())
+        await sleep_ms(int(s * 1000))
 
     def _set_rtc(unix_seconds):
         _vb.set_unix_ms(str(int(unix_seconds) * 1000))
