@@ -93,6 +93,20 @@ def load(path: str | Path) -> Bench:
                  (doc.get("power") or {}).get("relay"), b.get("firmware_image"))
 
 
+def poll(pred, timeout: float = 30, what: str = "condition", every: float = 0.05):
+    """Poll pred() until truthy (returned) or raise AssertionError after timeout. The deadline
+    bounds a hang; it is not a timing assertion. Independent of any board notification."""
+    import time
+    end = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what() if callable(what) else what}")
+        time.sleep(every)
+
+
 def known_bug(ok: bool, reason: str) -> None:
     """One assertion marked xfail(strict=True) for a bug in another engineer's part: call it
     after every other assertion of the test. Fails (XPASS strict) once the bug is fixed."""

@@ -211,8 +211,23 @@ def gateway(tmp_path, broker, bench):
 
 
 # ------------------------------------------------------------------------------ boards
+@pytest.fixture(scope="session", autouse=True)
+def firmware_snapshot(tmp_path_factory):
+    """The firmware as it was when the session started (park-device honours $PARK_FIRMWARE_DIR):
+    every board of a run gets the same files even while firmware/ is being edited."""
+    snap = tmp_path_factory.mktemp("firmware") / "firmware"
+    shutil.copytree(ROOT / "firmware", snap, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    old = os.environ.get("PARK_FIRMWARE_DIR")
+    os.environ["PARK_FIRMWARE_DIR"] = str(snap)
+    yield snap
+    if old is None:
+        os.environ.pop("PARK_FIRMWARE_DIR", None)
+    else:
+        os.environ["PARK_FIRMWARE_DIR"] = old
+
+
 @pytest.fixture(scope="session")
-def role_flash(tmp_path_factory):
+def role_flash(tmp_path_factory, firmware_snapshot):
     """One deployed flash image per role (deploy is the slow step); boards start from a copy and
     deploy again, which then only verifies (every file unchanged)."""
     cache: dict[str, Path] = {}
@@ -234,6 +249,11 @@ def role_flash(tmp_path_factory):
     return get
 
 
+# Every bench board retries hellos and events at most every 4 s (field default: 300 s and 60 s), so a
+# board that booted before the gateway, or a recovery after a fault, is seen within seconds.
+BENCH_LINK = ["link.hello_max=4", "link.retry_max=4"]
+
+
 @pytest.fixture
 def boards(bench, gateway, role_flash, tmp_path):
     """boards(*ids) -> {id: BoardStrategy} provisioned into the gateway's registry, links configured."""
@@ -252,7 +272,7 @@ def boards(bench, gateway, role_flash, tmp_path):
             else:
                 res = benchmod.SerialBoardResource(spec)
             bk = str(tmp_path / "booking.key") if spec.role == "locker" else None
-            st = benchmod.BoardStrategy(res, gateway.registry, bench.site, bk, sets,
+            st = benchmod.BoardStrategy(res, gateway.registry, bench.site, bk, BENCH_LINK + list(sets),
                                         inputs if spec.kind == "virtual" else None).to(state)
             made.append(st)
             if cable:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pytest
 
-from hil_tests.bench import LockerAudit, PowerDriver
+from hil_tests.bench import LockerAudit, PowerDriver, poll
 
 DOORS = (33, 13, 14, 4)  # the reference wiring's door switches (park_device.roles.TEMPLATES); 0 = closed
 DOOR1 = DOORS[0]
@@ -39,7 +39,7 @@ def test_faults_lose_nothing_broker_outage_unplug_brownout_gateway_kill9(boards,
             before = len(audit.of("door"))
             door_open[0] = not door_open[0]
             vb.set_pin(DOOR1, int(door_open[0]))
-            vb.wait_for(lambda: len(audit.of("door")) > before, timeout=20)
+            poll(lambda: len(audit.of("door")) > before, 20, f"door record {before + 1} in the audit ring")
             changes[0] += 1
 
     def all_acked() -> bool:
@@ -47,13 +47,13 @@ def test_faults_lose_nothing_broker_outage_unplug_brownout_gateway_kill9(boards,
         return len(recs) == changes[0] and all(r["acked"] for r in recs)
 
     door_changes(2)
-    vb.wait_for(all_acked, timeout=30)
+    poll(all_acked, 30, lambda: f"all {changes[0]} door records acked: {audit.of('door')}\n{gateway.tail()}")
 
     # 1. broker outage: the gateway keeps taking events (acks them from its outbox) while the
     #    backbone is unreachable; they arrive once it is back
     broker.stop()
     door_changes(4)
-    vb.wait_for(all_acked, timeout=30)
+    poll(all_acked, 30, lambda: f"all {changes[0]} door records acked: {audit.of('door')}\n{gateway.tail()}")
     broker.start()
 
     # 2. link unplugged: the device keeps its events pending (nothing acked), then delivers
@@ -62,7 +62,7 @@ def test_faults_lose_nothing_broker_outage_unplug_brownout_gateway_kill9(boards,
     pend = [r for r in audit.of("door") if not r["acked"]]
     assert len(pend) >= 2, pend
     cable.plug()
-    vb.wait_for(all_acked, timeout=60)
+    poll(all_acked, 60, lambda: f"all {changes[0]} door records acked: {audit.of('door')}\n{gateway.tail()}")
 
     # 3. brown-out mid-traffic: two door changes with the link up (in flight or just acked), two more
     #    with the cable pulled (surely unacked), then power lost; the door is closed again at that moment
@@ -74,7 +74,7 @@ def test_faults_lose_nothing_broker_outage_unplug_brownout_gateway_kill9(boards,
     PowerDriver(st.res, bench.relay).cycle(200)
     cable.plug()
     door_changes(2)
-    vb.wait_for(all_acked, timeout=60)
+    poll(all_acked, 60, lambda: f"all {changes[0]} door records acked: {audit.of('door')}\n{gateway.tail()}")
     assert vb.boots == boots + 1
 
     # 4. gateway killed with -9 right after two door changes, more traffic while it is dead
@@ -82,7 +82,7 @@ def test_faults_lose_nothing_broker_outage_unplug_brownout_gateway_kill9(boards,
     gateway.kill9()
     door_changes(2)
     gateway.start()
-    vb.wait_for(all_acked, timeout=90)
+    poll(all_acked, 90, lambda: f"all {changes[0]} door records acked: {audit.of('door')}\n{gateway.tail()}")
 
     # the count: backbone (de-duplicated by event id) == the device's door records, one each
     recs = audit.of("door")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hil_tests.bench import LockerAudit, ReaderDriver, known_bug
+from hil_tests.bench import LockerAudit, ReaderDriver, known_bug, poll
 from protocol import token
 
 LOCKS = {1: 25, 2: 26, 3: 27, 4: 32}   # the reference wiring (park_device.roles.TEMPLATES)
@@ -49,7 +49,7 @@ def test_locker_tokens_valid_once_replayed_expired_forged_wrong_compartment_and_
     good = token.issue(key, "k001", 2, now - 60, now + 3600, 5001)
     a = present(2, good)
     assert (a["comp"], a["result_name"], a["token"]) == (2, "ok_token", 5001)
-    vb.wait_for(lambda: pulses(), timeout=10)
+    poll(lambda: pulses(), 10, "a lock pulse")
     assert pulses() == [LOCKS[2]]                       # exactly compartment 2's lock, one pulse
     vb.set_pin(DOORS[2], 1)                             # the user opens it: authorized
     refusals = [
@@ -63,7 +63,7 @@ def test_locker_tokens_valid_once_replayed_expired_forged_wrong_compartment_and_
         assert (a["comp"], a["result_name"], a["token"]) == (comp, why, tid), why
     assert pulses() == [LOCKS[2]]                       # nothing else ever opened
     # every presentation is in the device's own audit too, delivered and acked
-    vb.wait_for(lambda: len([r for r in audit.of("access") if r["acked"]]) == 5, timeout=30)
+    poll(lambda: len([r for r in audit.of("access") if r["acked"]]) == 5, 30, "5 access records acked")
     vb.set_pin(DOORS[2], 0)
 
     def doors():
