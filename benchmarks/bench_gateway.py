@@ -4,11 +4,14 @@
     python benchmarks/bench_gateway.py [--frames 100000] [--soak 60] [--json]
     python benchmarks/bench_gateway.py --only soak --soak 1800     # the 30-minute soak
 
-Three measurements, each with `park-gateway run` as its own process (the same
+Four measurements; the last three with `park-gateway run` as its own process (the same
 command systemd runs) and the devices played by a load generator in this
 process (gateway.devsim's frames: a CPython TEST PEER, not the firmware) over
 loopback TCP:
 
+  core        the core alone, in this process: link.feed -> deframe -> verify -> session ->
+              control loops, with the uplink replaced by a stub that stores nothing.
+              Not a delivery figure: it shows what the core costs next to the uplink.
   throughput  authenticated device frames per second through everything: link,
               deframe, verify (HMAC + replay window), session, control loops,
               SQLite WAL outbox (group commit, synchronous=FULL), MQTT QoS 1 until
@@ -353,6 +356,82 @@ async def soak(port: int, seconds: float, rate: int) -> dict:
             "samples": samples, "published": st["backbone"]["published"], "outbox_depth": st["backbone"]["outbox_depth"]}
 
 
+class _NoUplink:
+    """Stands in for gateway.uplink in the `core` row only: it stores nothing, so the row shows
+    what link + verify + session + control loops cost on their own (never a claim about delivery)."""
+
+    def __init__(self, loop):
+        self.loop = loop
+        self.n = 0
+
+    def _done(self):
+        f = self.loop.create_future()
+        f.set_result(None)
+        self.n += 1
+        return f
+
+    def event_nowait(self, *a):
+        return self._done()
+
+    def telemetry_nowait(self, *a):
+        return self._done()
+
+    async def availability(self, *a):
+        return None
+
+
+async def core(n: int) -> dict:
+    """Link -> deframe -> verify -> session -> control loops, in process, no outbox and no MQTT."""
+    from gateway import config as cm
+    from gateway.control import Control
+    from gateway.daemon import Out
+    from gateway.session import Sessions
+
+    devs = [Device("c%03d" % i, "container_sensor") for i in range(80)] + \
+           [Device("k%03d" % i, "locker") for i in range(20)]
+    with tempfile.TemporaryDirectory(prefix="bench-core-") as tmp:
+        work = Path(tmp)
+        cfg = cm.load(str(config(work, "tcp://127.0.0.1:9", 1, [])))
+        gw = Gateway(Path(cfg.path), work, devs)
+        reg = Registry(cfg.registry_path)
+        up = _NoUplink(asyncio.get_running_loop())
+        out = Out(up)
+        sessions = Sessions(cfg, reg, out)
+        sessions.control = Control(cfg, sessions.by_id, sessions.command, out.alert)
+
+        class Sink:
+            name = "bench"
+            counters = {}
+            sent = 0
+
+            def write(self, frame):
+                self.sent += 1
+
+        from gateway.links.base import Link
+
+        link = Link("bench", sessions.on_envelope, sessions.on_frame_error)
+        sink = Sink()
+        link.write = sink.write
+        frames = []
+        for i in range(n):
+            d = devs[i % len(devs)]
+            if d.role == "locker" and i % 5 == 0:
+                frames.append(d.frame({"type": "door", "eid": d.seq + 1, "t": 0, "comp": 1 + i % 8,
+                                       "open": bool(i & 1), "authorized": True}))
+            else:
+                c = devs[i % 80]
+                frames.append(c.frame({"type": "fill", "fill": 20 + i % 60, "temp": 12, "batt": 180}))
+        blob = b"".join(frames)
+        t0 = time.perf_counter()
+        for o in range(0, len(blob), 1 << 16):
+            link.feed(blob[o:o + (1 << 16)])
+        await asyncio.sleep(0)
+        dt_ = time.perf_counter() - t0
+        reg.close()
+        del gw
+    return {"frames": n, "frames_per_s": n / dt_, "handed_to_uplink": up.n, "drops": dict(sessions.counters)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--frames", type=int, default=100_000)
@@ -360,10 +439,12 @@ def main() -> None:
     ap.add_argument("--background", type=int, default=1000)
     ap.add_argument("--soak", type=float, default=60, help="soak seconds (the documented soak is 1800)")
     ap.add_argument("--soak-rate", type=int, default=2000)
-    ap.add_argument("--only", choices=("throughput", "latency", "soak"))
+    ap.add_argument("--only", choices=("core", "throughput", "latency", "soak"))
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     res: dict = {"cpus": os.cpu_count()}
+    if a.only in (None, "core"):
+        res["core"] = asyncio.run(core(a.frames))
     with Mosquitto() as broker:
         if a.only in (None, "throughput"):
             from bench_mqtt_baseline import bench_paho
@@ -379,6 +460,10 @@ def main() -> None:
         print(json.dumps(res, indent=2))
         return
     print("%d CPUs, one Mosquitto (set_tcp_nodelay true), gateway = `park-gateway run` process" % res["cpus"])
+    if "core" in res:
+        c = res["core"]
+        print("core alone (link, deframe, verify, session, control loops; no outbox, no MQTT): %.0f frames/s"
+              % c["frames_per_s"])
     if "throughput" in res:
         t = res["throughput"]
         print("throughput: %d frames in %.2f s = %.0f frames/s through the whole gateway; bare paho QoS 1 loop "

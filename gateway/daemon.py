@@ -55,6 +55,7 @@ class Out:
     def __init__(self, uplink):
         self.uplink = uplink
         self.errors = 0
+        self._tel_fut = None  # the outbox hands one future to a whole group commit
 
     def _failed(self, e: Exception) -> asyncio.Future:
         self.errors += 1
@@ -84,7 +85,9 @@ class Out:
         except Exception as e:  # noqa: BLE001
             self._failed(e).add_done_callback(_consume)
             return
-        f.add_done_callback(_consume)
+        if f is not self._tel_fut:  # one log line per failed commit, not one callback per message
+            self._tel_fut = f
+            f.add_done_callback(_consume)
 
     def availability(self, s, online: bool) -> None:
         t = asyncio.ensure_future(self.uplink.availability(s.site, s.id, online))
