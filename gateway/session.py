@@ -129,6 +129,12 @@ class DeviceSession:
         return d
 
 
+def _retrieved(f: asyncio.Future) -> None:
+    """For commands nobody awaits: a failure is counted already; do not warn at garbage collection."""
+    if not f.cancelled():
+        f.exception()
+
+
 def _jsonable(v):
     if isinstance(v, dict):
         return {k: _jsonable(x) for k, x in v.items()}
@@ -322,7 +328,7 @@ class Sessions:
             s.boots = msg["boots"]
             if not msg["status"] & messages.ST_TIME_VALID or now - s.last_time_sync > self.cfg.session.time_sync:
                 s.last_time_sync = now
-                self._queue(s, {"type": "time", "time": int(now)})
+                self._queue(s, {"type": "time", "time": int(now)}).add_done_callback(_retrieved)
         self.out.telemetry(s, msg, now)
         if self.control is not None:
             self.control.on_message(s, msg, now)
