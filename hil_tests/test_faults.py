@@ -51,9 +51,11 @@ def test_faults_lose_nothing_broker_outage_unplug_brownout_gateway_kill9(boards,
 
     # 1. broker outage: the gateway keeps taking events (acks them from its outbox) while the
     #    backbone is unreachable; they arrive once it is back
+    poll(lambda: len(backbone.events("k001", "door", site)) == changes[0], 30, "the first door events delivered")
     broker.stop()
     door_changes(4)
     poll(all_acked, 30, lambda: f"all {changes[0]} door records acked: {audit.of('door')}\n{gateway.tail()}")
+    assert len(backbone.events("k001", "door", site)) == 2   # held in the gateway's outbox meanwhile
     broker.start()
 
     # 2. link unplugged: the device keeps its events pending (nothing acked), then delivers
