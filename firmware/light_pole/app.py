@@ -118,7 +118,7 @@ class App:
         self.motion_unreported = 0
         self.stuck = False
         self._mode = -1
-        self._cmd_ms = rt.started_ms
+        self._cmd_ms = 0  # ticks of the last command, or of start(): what autonomy counts silence from
         self._unacked_since = -1
         self._auto = False
         self.cfg = None
@@ -176,6 +176,7 @@ class App:
         rt = self.rt
         c = self.cfg
         now = rt.ticks_ms()
+        self._cmd_ms = now
         self.ctl = control.Controller(self._config_profile(), c["safe"], now)
         self.ctl.safe = safe
         # the lamp first, lit: nothing below may leave it dark at night
@@ -328,9 +329,7 @@ class App:
         gateway override (light_set/prelight) in force that nobody could revoke."""
         rt = self.rt
         seen = rt.gateway_seen_ms
-        if seen is None:
-            seen = rt.started_ms
-        if ticks_diff(self._cmd_ms, seen) > 0:
+        if seen is None or ticks_diff(self._cmd_ms, seen) > 0:
             seen = self._cmd_ms
         if ticks_diff(now, seen) < self.cfg["autonomy_s"] * 1000:
             self._unacked_since = -1

@@ -109,7 +109,6 @@ class FakeRt:
         self.cfg = config.validate(App.SCHEMA, cfg or {})
         self.store = Store(_tmpdir())
         self.t = 1000
-        self.started_ms = 1000
         self.gateway_seen_ms = 1000
         self.unix = None
         self.events = []
