@@ -202,7 +202,8 @@ def main():
     line = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT")][-1].split()
     base0, base_imp, peak, used, records, lost, n_await, graph = map(int, line[1:])
     print("heap before imports      %7d B" % base0)
-    print("after imports (bytecode) %7d B  (+%d; .py compiled at import, .mpy would be less)" % (base_imp, base_imp - base0))
+    print("after imports (bytecode) %7d B  (+%d; .py compiled at import, .mpy would be less)"
+          % (base_imp, base_imp - base0))
     print("peak live over the day   %7d B  (+%d over imports)" % (peak, peak - base_imp))
     print("  an upper bound: it includes what the wasm port retains per await (%d awaits, ~20 B each)" % n_await)
     print("App object graph at day's end: %d B (freed when the App is dropped; no awaits in between)" % graph)

@@ -123,13 +123,19 @@ class App:
             self.used = self._open_used(cfg["used_cap"])
         self.lockout = Lockout(cfg["max_fail"], cfg["fail_win_s"] * 1000, cfg["lockout_s"] * 1000)
         self.access = access.Access(self.access.mac, self.rt.id, cfg["comps"], self.used, self.lockout)
+        # (in safe mode no token is ever decided: present() answers busy first)
         comps = []
         db = cfg["debounce_ms"]
-        for n in range(1, cfg["comps"] + 1):
+        count = cfg["comps"]
+        if self.safe:  # config may be the defaults after a bad one: watch what is wired, never fail
+            count = 0
+            while count < 32 and hal.has("lock%d" % (count + 1)) and hal.has("door%d" % (count + 1)):
+                count += 1
+        for n in range(1, count + 1):
             lock = LockActuator(hal.pin_out("lock%d" % n, 0), self._arm)
             door = Debounced(hal.pin_in("door%d" % n, "up"), db, cfg["door_inv"], now)
             occ = None
-            if cfg["occupancy"]:
+            if cfg["occupancy"] and (not self.safe or hal.has("occ%d" % n)):
                 occ = Debounced(hal.pin_in("occ%d" % n, None), db, False, now)
             comps.append(compartment.Compartment(n, lock, door, occ, self._emit, cfg["window_s"] * 1000,
                                                  cfg["open_max_s"] * 1000))

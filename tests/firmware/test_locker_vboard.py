@@ -457,3 +457,38 @@ def test_forged_replayed_or_garbled_unlock_frames_never_open(firmware, tmp_path)
         assert [m["type"] for m in answers] == ["ack"]  # forged, garbled and replayed frames get no answer
         assert before >= 2 and gw.msgs("heartbeat")[-1]["dropped"] == before + 1  # counted, not crashed
         assert b.state()["boots"] == 2  # the provisioning reset only
+
+
+def test_used_id_store_is_bounded_and_forgets_expired_tokens(firmware, tmp_path):
+    with provisioned(firmware, tmp_path / "flash", dict(APP, used_cap=8, pulse_ms=50)) as (b, gw):
+        t = int(b.unix_time)
+        for i in range(8):
+            _present(b, reader_line(1, token.issue(BOOKING_KEY, "k001", 1, t - 60, t + 30, 100 + i)))
+            gw.run(500)
+        late = token.issue(BOOKING_KEY, "k001", 1, t - 60, t + 3600, 200)
+        _present(b, reader_line(1, late))  # 8 live ids remembered: refused, fail closed
+        gw.run(1000)
+        assert gw.events()[-1]["result"] == ACCESS["busy"]
+        gw.run(40000, step=5000)  # the 8 tokens expired: their ids may go
+        _present(b, reader_line(1, late))
+        gw.run(1000)
+        acc = [(m["result"], m["token"]) for m in gw.events() if m["type"] == "access"]
+        assert acc == [(ACCESS["ok_token"], 100 + i) for i in range(8)] + [
+            (ACCESS["busy"], 200), (ACCESS["ok_token"], 200)]
+        assert len(_pulses(b, PINS["lock1"])) == 9
+
+
+def test_safe_mode_stays_locked_and_still_audits(firmware, tmp_path):
+    with provisioned(firmware, tmp_path / "flash", dict(APP, comps=99)) as (b, gw):  # invalid app config
+        faults = [m for m in gw.events() if m["type"] == "fault"]
+        assert [m["code"] for m in faults] == [8]  # config fault: defaults, safe mode
+        assert gw.msgs("heartbeat")[-1]["status"] & messages.ST_SAFE_MODE
+        t = int(b.unix_time)
+        ref = gw.send({"type": "unlock", "comp": 1, "req": 1, "reason": ""})
+        _present(b, reader_line(1, token.issue(BOOKING_KEY, "k001", 1, t - 60, t + 3600, 5)))
+        b.set_pin(PINS["door2"], 1)
+        gw.run(3000)
+        assert gw.answer_to(ref)["code"] == messages.E_NOT_READY
+        ev = [(m["type"], m.get("result", m.get("code", m.get("open")))) for m in gw.events() if m["type"] != "fault"]
+        assert sorted(ev) == [("access", ACCESS["busy"]), ("alarm", ALARM["tamper"]), ("door", True)]
+        assert b.events("pin") == []
