@@ -317,7 +317,7 @@ def test_authorized_open_close_and_open_too_long(locker):
 def test_events_kept_while_gateway_away_and_across_reboot(locker):
     b, gw = locker
     gw.online = False
-    for i in range(3):  # three tamper openings while nobody listens
+    for _ in range(3):  # three tamper openings while nobody listens
         b.set_pin(PINS["door2"], 1)
         gw.run(500)
         b.set_pin(PINS["door2"], 0)
