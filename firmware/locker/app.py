@@ -154,10 +154,12 @@ class App:
         try:
             with open(KEY_PATH, "rb") as f:
                 key = f.read()
-            return Mac(key)
-        except (OSError, ValueError):
-            self.rt.log("locker: no valid booking key at %s: tokens refused" % KEY_PATH)
+        except OSError:
+            key = b""
+        if len(key) != 32:
+            self.rt.log("locker: %s must hold a 32-byte booking key: tokens refused" % KEY_PATH, True)
             return None
+        return Mac(key)
 
     def _arm(self, ms, off):
         """Hardware one-shot that de-energises the coil even if the main loop hangs."""

@@ -359,6 +359,11 @@ def test_safe_mode_never_unlocks_but_audits_doors():
     assert ("access", access.BUSY) in got and ("alarm", 2) in got
 
 
+def test_short_booking_key_refuses_tokens():
+    rt, a = _setup(key=KEY[:16])
+    assert ("booking_key", False, app.KEY_PATH) in a.selftest()
+
+
 def test_no_booking_key_refuses_tokens():
     rt, a = _setup(key=None)
     assert ("booking_key", False, app.KEY_PATH) in a.selftest()
