@@ -86,3 +86,35 @@ def test_backoff_grows_to_its_cap():
     assert xs[0] <= 0.125 and max(xs) <= 2.5 and xs[-1] >= 1.5
     b.reset()
     assert b.next() <= 0.125
+
+
+async def test_pyserial_url_link_carries_frames_both_ways_and_reconnects():
+    """UrlLink (serial_for_url + one reader thread) over pyserial's socket:// transport."""
+    from gateway.links.serial import UrlLink
+    from protocol import cose
+
+    link = await SimLink.tcp_server()
+    got = []
+    url = link.url.replace("tcp://", "socket://")
+    ul = UrlLink("rfc", url, lambda lk, env: got.append(env), lambda lk, err: got.append(err), reconnect_max=0.2)
+    task = asyncio.create_task(ul.run())
+    try:
+        await connected(link)
+        # pyserial's socket:// open() discards what already arrived: write once the link says it is up
+        await until(lambda: ul.connected, what="url link up")
+        dev = link.add(sim("c001", {"c001": b"k" * 32}, "container_sensor"))
+        frame = dev.frame({"type": "fill", "fill": 10, "temp": 5, "batt": None})
+        link.write(frame)
+        await until(lambda: got, what="frame through the reader thread")
+        assert cose.parse(got[0]).kid == b"c001"
+        seen = []
+        link.feed = lambda data: seen.append(data)
+        ul.write(b"\x01\x02\x00")
+        await until(lambda: seen, what="frame written back")
+        link.drop_connection()
+        await until(lambda: ul.connects == 2 and ul.connected, timeout=10, what="reconnect")
+    finally:
+        ul.stop()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await link.close()
