@@ -107,6 +107,11 @@ class ApiServer:
                     writer.write(_json({"ok": False, "error": {"code": "bad_request", "message": "not JSON: %s" % e}}))
                 except ApiError as e:
                     writer.write(_json({"ok": False, "error": {"code": e.code, "message": e.message}}))
+                except (ConnectionError, asyncio.CancelledError):
+                    raise
+                except Exception as e:  # noqa: BLE001 - a bug answers this request, it does not end the daemon
+                    log.exception("api request %r failed", line[:200])
+                    writer.write(_json({"ok": False, "error": {"code": "internal", "message": str(e)}}))
                 await writer.drain()
         except (ConnectionError, asyncio.CancelledError):
             pass

@@ -178,7 +178,7 @@ class Sessions:
             seen.add(dev.id)
             old = self.by_id.get(dev.id)
             if old is not None and old.dev.key == dev.key and old.dev.role == dev.role:
-                old.dev = dev if old.dev.site == dev.site else dev
+                old.dev = dev  # site or position may have changed; the protocol state stays
                 continue
             rc = self.cfg.role(dev.role)
             s = DeviceSession(dev, self.registry, rc.heartbeat, rc.heartbeat * rc.offline_factor + rc.offline_grace)
