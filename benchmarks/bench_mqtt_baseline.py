@@ -133,13 +133,60 @@ async def bench_uplink(port: int, n: int, inflight: int, durability: str, batch:
             "append_phase_s": t_durable}
 
 
+def _rss_kib() -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+async def soak_uplink(port: int, seconds: float, rate: int, inflight: int) -> dict:
+    """A steady `rate` msg/s through the uplink; RSS sampled every tenth of the run."""
+    cfg = UplinkConfig.from_mapping({"sites": ["stadtpark"], "broker": f"mqtt://127.0.0.1:{port}",
+                                     "gateway_id": "soak", "inflight": inflight})
+    samples = []
+    with tempfile.TemporaryDirectory() as d:
+        async with Uplink(cfg, Path(d) / "outbox.sqlite") as up:
+            await up.wait_connected(10)
+            t0 = time.monotonic()
+            sent = 0
+            next_sample = t0
+            while (now := time.monotonic()) - t0 < seconds:
+                due = int((now - t0) * rate)
+                fut = None
+                while sent < due:
+                    fut = up.event_nowait("stadtpark", "l001", "motion", {"count": 1, "eid": sent},
+                                          f"l001-{sent}", time.time())
+                    sent += 1
+                if fut is not None:
+                    await fut
+                if now >= next_sample:
+                    samples.append((round(now - t0), _rss_kib(), up.stats().outbox_depth))
+                    next_sample += seconds / 10
+                await asyncio.sleep(0.01)
+            await up.drain(60)
+            samples.append((round(time.monotonic() - t0), _rss_kib(), up.stats().outbox_depth))
+            published = up.stats().published
+    return {"sent": sent, "published": published, "rss_kib_samples": samples}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--messages", type=int, default=50_000)
     ap.add_argument("--inflight", type=int, default=100)
     ap.add_argument("--batch", type=int, default=100, help="events per group commit offered by the caller")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--soak", type=float, default=0, metavar="SECONDS",
+                    help="instead: a steady --rate through the uplink for SECONDS, printing resident memory")
+    ap.add_argument("--rate", type=int, default=2000, help="messages per second for --soak")
     args = ap.parse_args()
+    if args.soak:
+        with Mosquitto() as broker:
+            r = asyncio.run(soak_uplink(broker.port, args.soak, args.rate, args.inflight))
+        print(json.dumps(r) if args.json else
+              f"soak: {r['sent']} sent, {r['published']} published; (s, RSS KiB, outbox depth): {r['rss_kib_samples']}")
+        return
     n, w = args.messages, args.inflight
     results: dict = {"messages": n, "inflight": w, "cpus": os.cpu_count()}
     with Mosquitto() as broker:
