@@ -52,6 +52,19 @@ def parse_curfew(s):
         raise ConfigError("curfew", str(e))
 
 
+class _NoLamp:
+    """The lamp before start() has made the PWM: nothing to drive yet."""
+
+    def duty_u16(self, d=None):
+        return 0
+
+    def freq(self, f=None):
+        return 0
+
+
+_NO_LAMP = _NoLamp()
+
+
 def _changed(old, new, keys):
     if old is None:
         return True
@@ -100,11 +113,10 @@ class App:
 
     def __init__(self, rt):
         self.rt = rt
-        self.pwm = None
+        self.pwm = _NO_LAMP  # replaced in start(); until then writes go nowhere
         self.motion = None
         self.ambient = None
         self.cs = None
-        self.ctl = None
         self.errors = 0
         self.raw_ambient = 0
         self.lamp_ma = 0
@@ -121,18 +133,18 @@ class App:
         self._cmd_ms = 0  # ticks of the last command, or of start(): what autonomy counts silence from
         self._unacked_since = -1
         self._auto = False
-        self.cfg = None
         try:
-            self._cfg(rt.cfg)
+            self._cfg(rt.cfg, None)
         except ConfigError as e:
             # per-field valid but inconsistent (the runtime checks fields only): run on the
             # defaults rather than crash-loop with the lamp dark, and say so
             rt.log("light: config refused (%s): defaults" % (e,), keep=True)
             rt.event({"type": "fault", "code": FAULT_CONFIG, "value": 0}, durable=True)
-            self._cfg(config.defaults(self.SCHEMA))
+            self._cfg(config.defaults(self.SCHEMA), None)
+        self.ctl = control.Controller(self._config_profile(), self.cfg["safe"])
 
     # -- configuration ------------------------------------------------------------------
-    def _cfg(self, c):
+    def _cfg(self, c, old):
         """Check and apply a whole config; parts whose settings did not change keep their state
         (a day/night decision in its dwell, a reported lamp fault)."""
         if c["light_above"] <= c["dark_below"]:
@@ -140,7 +152,6 @@ class App:
         if c["full"] < c["base"]:
             raise ConfigError("full", "must not be below base")
         curfew = parse_curfew(c["curfew"])
-        old = self.cfg
         self.cfg = c
         self.curfew = curfew
         if _changed(old, c, ("dark_below", "light_above", "dn_dwell_s")):
@@ -158,9 +169,9 @@ class App:
         """A config command (already range-checked): cross-checks, then applied at once."""
         old = self.cfg
         try:
-            self._cfg(values)
+            self._cfg(values, old)
         except Exception:
-            self._cfg(old)
+            self._cfg(old, values)
             raise
         self.ctl.safe_level = values["safe"]
         if _changed(old, values, PROFILE_KEYS):
@@ -168,8 +179,7 @@ class App:
             self.rt.store.delete(PROFILE_KEY)  # the operator's config is the profile again
         if self.motion is not None:
             self.motion.debounce_ms = values["debounce_ms"]
-        if self.pwm is not None:
-            self.pwm.freq(values["pwm_hz"])
+        self.pwm.freq(values["pwm_hz"])
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self, safe):
@@ -177,7 +187,6 @@ class App:
         c = self.cfg
         now = rt.ticks_ms()
         self._cmd_ms = now
-        self.ctl = control.Controller(self._config_profile(), c["safe"], now)
         self.ctl.safe = safe
         # the lamp first, lit: nothing below may leave it dark at night
         self.pwm = rt.hal.pwm("lamp", c["pwm_hz"], curve.duty(c["safe"] * 100))
@@ -408,7 +417,7 @@ class App:
                 "state": self.ctl.state, "ambient": self.raw_ambient, "lamp_ma": min(self.lamp_ma, 0xFFFF)}
 
     def selftest(self):
-        out = [("lamp", self.pwm is not None, "pwm duty %d" % self._duty)]
+        out = [("lamp", self.pwm is not _NO_LAMP, "pwm duty %d" % self._duty)]
         out.append(("ambient", self.ambient is not None, "raw %d" % self.raw_ambient))
         out.append(("motion", (self.motion is not None or self.ctl.safe) and not self.stuck,
                     "stuck" if self.stuck else ("present" if self.motion is not None and self.motion.present

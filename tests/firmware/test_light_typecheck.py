@@ -33,7 +33,7 @@ def test_light_pole_type_checks_against_micropython_esp32_stubs(tmp_path):
             if src.exists() and not (stubs / top).exists():
                 (stubs / top).symlink_to(src)
     cfg = tmp_path / "mypy.ini"
-    cfg.write_text("[mypy]\nno_site_packages = True\nfollow_imports = silent\n"
+    cfg.write_text("[mypy]\nno_site_packages = True\nfollow_imports = silent\ncheck_untyped_defs = True\n"
                    "[mypy-_mpy_shed.*,math,machine,micropython,time,array,gc]\nignore_errors = True\n")
     cp = subprocess.run([sys.executable, "-m", "mypy", "--config-file", str(cfg), "--custom-typeshed-dir", str(std),
                          "--no-incremental", "--cache-dir", str(tmp_path / "cache"), "-p", "light_pole"],
