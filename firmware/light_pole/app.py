@@ -311,7 +311,12 @@ class App:
                 night = None  # no valid time: unknown counts as night
         self._night = night
         if self.cs is not None:
-            self.lamp_ma = (self.cs.read_uv() // 1000) * c["cs_ma_v"] // 1000
+            try:
+                uv = self.cs.read_uv()
+            except Exception as e:  # a broken sense input must not take the lamp into a crash loop
+                rt.log("light: current sense read failed: %r" % (e,))
+                return
+            self.lamp_ma = (uv // 1000) * c["cs_ma_v"] // 1000
             k = self.monitor.feed(self._duty, self.lamp_ma, now)
             if k != lamp.OK:
                 rt.log("light: lamp fault %s at %d mA (duty %d)" % (lamp.KIND_NAMES[k], self.lamp_ma, self._duty),

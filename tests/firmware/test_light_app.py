@@ -70,11 +70,16 @@ class FakeAdc:
     def __init__(self, u16=0, uv=0):
         self.u16 = u16
         self.uv = uv
+        self.broken = False
 
     def read_u16(self):
+        if self.broken:
+            raise OSError(5)
         return self.u16
 
     def read_uv(self):
+        if self.broken:
+            raise OSError(5)
         return self.uv
 
 
@@ -417,3 +422,14 @@ def test_missing_motion_pin_is_a_fault_not_a_crash_loop():
     assert app.motion is None and [e[0]["code"] for e in rt.events] == [8]
     _run(rt, app, 6000)
     assert _pct(rt) == 20
+
+
+def test_broken_adcs_are_logged_not_a_crash():
+    rt, app = _boot({"lamp_ma": 700}, cs=True)
+    _run(rt, app, 3000)
+    rt.hal.cs.broken = True
+    rt.hal.ambient.broken = True
+    _run(rt, app, 3000)  # would raise out of step() if a read error escaped
+    assert app.errors == 0 and _pct(rt) == 20
+    assert any("current sense read failed" in x for x in rt.logs)
+
