@@ -1,6 +1,7 @@
-"""Bench for light_pole virtual-board tests (no tests here; named test_light_* for ownership): deploys the real firmware onto a vboard and
-plays the gateway over the board's link UART with the protocol package (a test peer, not
-the product gateway). Kept in L's files (no shared conftest)."""
+"""Bench for the light_pole virtual-board tests (helpers only; named test_light_* for ownership).
+
+Deploys the park-device build of the firmware onto a vboard and plays the gateway over the
+board's link UART with the protocol package (a test peer, not the product gateway)."""
 from __future__ import annotations
 
 import json
