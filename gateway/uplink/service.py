@@ -67,6 +67,8 @@ def _dumps(obj: Any) -> bytes:
 
 
 def _check_ts(ts: Any, what: str) -> float:
+    if type(ts) is float and 0 <= ts < math.inf:  # the hot path: time.time()
+        return ts
     if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not math.isfinite(ts) or ts < 0:
         raise PayloadError(f"{what}: ts must be seconds since the Unix epoch, got {ts!r}")
     return ts
@@ -134,16 +136,15 @@ class Uplink:
         covers all earlier ones.
         """
         topic = self.topics.event(self._site(site), device_id, kind)
-        where = f"event {site}/{device_id}/{kind}"
         if not isinstance(event_id, str) or not 0 < len(event_id) <= 128:
-            raise PayloadError(f"{where}: event_id must be a string of 1-128 characters, got {event_id!r}")
+            raise PayloadError(f"event {site}/{device_id}/{kind}: event_id must be a string of 1-128 characters, "
+                               f"got {event_id!r}")
+        _check_ts(ts, f"event {site}/{device_id}/{kind}")
         try:
-            payload = _dumps({"id": event_id, "ts": _check_ts(ts, where), "site": site, "device": device_id,
-                              "kind": kind, "data": dict(body)})
+            payload = _dumps({"id": event_id, "ts": ts, "site": site, "device": device_id, "kind": kind,
+                              "data": dict(body)})
         except (TypeError, ValueError) as exc:
-            if isinstance(exc, PayloadError):
-                raise
-            raise PayloadError(f"{where}: body is not JSON-serialisable ({exc})") from None
+            raise PayloadError(f"event {site}/{device_id}/{kind}: body is not JSON-serialisable ({exc})") from None
         return self.outbox.append(topic, payload, prio=PRIO_EVENT)
 
     async def event(
