@@ -39,7 +39,7 @@ SCHEMAS = {
         ("uptime", U, 0, U32), ("heap", U, 0, U32), ("boots", U, 0, U32), ("status", U, 0, 255),
         ("fw", U, 0, 999999), ("batt", N, 0, 255), ("dropped", U, 0, U32))),
     16: ("fill", UP, (("fill", N, 0, 100), ("temp", I, -40, 125), ("batt", N, 0, 255))),
-    17: ("light", UP, (("level", U, 0, 100), ("state", U, 0, 7), ("ambient", U, 0, 0xFFFF), ("lamp_ma", U, 0, 0xFFFF))),
+    17: ("light", UP, (("level", U, 0, 100), ("state", U, 0, 15), ("ambient", U, 0, 0xFFFF), ("lamp_ma", U, 0, 0xFFFF))),
     18: ("locker", UP, (("open", U, 0, U32), ("locked", U, 0, U32), ("occupied", U, 0, U32), ("pending", U, 0, 0xFFFF))),
     32: ("motion", UP, _EVENT + (("count", U, 0, 255),)),
     33: ("door", UP, _EVENT + (("comp", U, 1, 32), ("open", B, 0, 0), ("authorized", B, 0, 0))),
@@ -71,7 +71,8 @@ CAPS = {1: "ultrasonic_trig", 2: "ultrasonic_uart", 4: "temperature", 8: "batter
         2048: "token_reader", 4096: "ble"}
 
 # light telemetry states
-LIGHT_STATES = {0: "day", 1: "base", 2: "full", 3: "fading", 4: "prelight", 5: "autonomous", 6: "safe", 7: "curfew"}
+LIGHT_STATES = {0: "day", 1: "base", 2: "full", 3: "fading", 4: "prelight", 5: "autonomous", 6: "safe", 7: "curfew",
+                8: "manual"}
 
 # Events the gateway must acknowledge (the device retransmits them until it does).
 ACKED_UP = ("hello", "motion", "door", "alarm", "fault", "access")
