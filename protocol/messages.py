@@ -100,10 +100,10 @@ ALARMS = {1: "fire", 2: "tamper", 3: "door_open_too_long", 4: "tilt", 5: "near_f
           7: "emptied", 8: "lockout", 9: "low_battery"}
 # fault codes
 FAULTS = {1: "sensor_no_echo", 2: "sensor_stuck", 3: "sensor_range", 4: "lamp", 5: "lock_jam",
-          6: "flash", 7: "safe_mode", 8: "config", 9: "temp_sensor"}
+          6: "flash", 7: "safe_mode", 8: "config", 9: "temp_sensor", 10: "audit_overflow"}
 # access results
 ACCESS = {0: "ok_token", 1: "ok_command", 2: "expired", 3: "replayed", 4: "forged", 5: "wrong_compartment",
-          6: "wrong_locker", 7: "locked_out", 8: "not_yet_valid", 9: "malformed", 10: "busy"}
+          6: "wrong_locker", 7: "locked_out", 8: "not_yet_valid", 9: "malformed", 10: "busy", 11: "no_time"}
 
 _MAX_KEY = 12
 _MAX_TEXT = 32

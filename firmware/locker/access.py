@@ -20,6 +20,7 @@ LOCKED_OUT = 7
 NOT_YET_VALID = 8
 MALFORMED = 9
 BUSY = 10
+NO_TIME = 11
 
 _REASONS = {"expired": EXPIRED, "forged": FORGED, "wrong_compartment": WRONG_COMPARTMENT,
             "wrong_locker": WRONG_LOCKER, "not_yet_valid": NOT_YET_VALID, "malformed": MALFORMED}
@@ -49,15 +50,17 @@ class Access:
         if res == OK_TOKEN:
             self.lockout.success()
             return res, tid, 0
-        if res == BUSY:
+        if res == BUSY or res == NO_TIME:  # the locker's state, not the user's fault
             return res, tid, 0
         return res, tid, self.lockout.fail(now_ms)
 
     def _check(self, raw, comp, now_s, ready):
         if raw is None:
             return MALFORMED, 0
-        if self.mac is None or now_s is None:
+        if self.mac is None:
             return BUSY, 0
+        if now_s is None:
+            return NO_TIME, 0
         try:
             tid, exp = token.verify(self.mac, raw, self.locker_id, comp, now_s)
         except TokenError as e:

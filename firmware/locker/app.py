@@ -33,6 +33,7 @@ INFLIGHT = 4
 """Audit records handed to the link at once: the runtime's own event queue is small."""
 ALARM_LOCKOUT = 8
 FAULT_FLASH = 6
+FAULT_AUDIT_OVERFLOW = 10
 
 SCHEMA = {
     "comps": (INT, 4, 1, 32),              # compartments on this locker
@@ -267,7 +268,7 @@ class App:
         if lost != self._lost_seen:  # the ring wrapped onto undelivered records: say how many
             self._lost_seen = lost
             self.rt.log("locker: audit full, %d undelivered records overwritten" % lost, True)
-            self.rt.event({"type": "fault", "code": FAULT_FLASH, "value": lost}, True)
+            self.rt.event({"type": "fault", "code": FAULT_AUDIT_OVERFLOW, "value": lost}, True)
         fl = self._inflight
         i = 0
         while i < len(fl):

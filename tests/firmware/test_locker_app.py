@@ -343,7 +343,7 @@ def test_audit_overflow_while_gateway_away_is_reported():
         _run(rt, a, 100)
     assert a.audit.lost > 0
     faults = [m for m in rt.send_pending() if m["type"] == "fault"]
-    assert faults and faults[-1]["code"] == app.FAULT_FLASH and faults[-1]["value"] == a.audit.lost
+    assert faults and faults[-1]["code"] == app.FAULT_AUDIT_OVERFLOW and faults[-1]["value"] == a.audit.lost
     assert any(e[4] for e in rt.session.events if e[0]["type"] == "fault")  # durable
 
 

@@ -263,10 +263,10 @@ def test_access_each_refusal_code():
     assert a.decide(token.issue(KEY, "k001", 9, NOW, NOW + 9, 10), 9, NOW, 9)[:2] == (access.WRONG_COMPARTMENT, 10)
 
 
-def test_access_without_time_or_key_is_busy_not_failure():
+def test_access_without_time_or_key_is_refused_but_not_a_failure():
     a = _access()
     good = token.issue(KEY, "k001", 1, NOW, NOW + 60, 1)
-    assert a.decide(good, 1, None, 0)[0] == access.BUSY
+    assert a.decide(good, 1, None, 0)[0] == access.NO_TIME
     a.mac = None
     assert a.decide(good, 1, NOW, 0)[0] == access.BUSY
     assert a.lockout.fails == 0
