@@ -19,13 +19,13 @@ pytestmark = [
 ]
 
 KID = b"l901"
-CRASH, EVT, BOOTCRASH, LAMP = 12, 13, 14, 2
-PINS = {"crash": CRASH, "evt": EVT, "bootcrash": BOOTCRASH, "lamp": LAMP}
+CRASH, EVT, BOOTCRASH, LAMP, HANG = 12, 13, 14, 2, 26
+PINS = {"crash": CRASH, "evt": EVT, "bootcrash": BOOTCRASH, "lamp": LAMP, "hang": HANG}
 PROBE = __import__("pathlib").Path(__file__).resolve().parent / "test_runtime_vboard" / "probe_app.py"
 
 
 @contextlib.contextmanager
-def board(tmp_path, rt=None, app=None, **peer):
+def board(tmp_path, rt=None, app=None, hang_timeout=10.0, **peer):
     import vboard
     img = deploy_tree(tmp_path / "img", "container_sensor", KID.decode(), PINS, app,
                       dict({"wdt_ms": 3000, "safe_boots": 3, "stable_s": 20}, **(rt or {})))
@@ -36,7 +36,8 @@ def board(tmp_path, rt=None, app=None, **peer):
     cfg = json.loads((img / "config.json").read_text())
     cfg["role"] = "light_pole"
     (img / "config.json").write_text(json.dumps(cfg))
-    with vboard.VirtualBoard(deploy_dir=img, flash_dir=tmp_path / "flash", name="probe") as b:
+    with vboard.VirtualBoard(deploy_dir=img, flash_dir=tmp_path / "flash", name="probe",
+                             hang_timeout=hang_timeout) as b:
         p = Peer(b, KID, **peer)
         try:
             yield b, p
@@ -159,6 +160,15 @@ def test_watchdog_fed_only_by_a_healthy_loop(tmp_path):
         b.set_pin(CRASH, 0)
         p.run(2000)
         assert p.of("heartbeat")[-1]["status"] & 7 == 3           # reset cause reported: watchdog
+
+
+def test_watchdog_resets_a_hung_step(tmp_path):
+    with board(tmp_path, hang_timeout=2.0) as (b, p):
+        p.connect()
+        b.set_pin(HANG, 1)                                        # step() never returns
+        p.run(6000)
+        assert resets(b) == ["wdt"] and b.events("wdt_expired")[0]["hung"]
+        assert b.boots == 2 and p.of("heartbeat")[-1]["status"] & 7 == 3
 
 
 def test_safe_mode_after_fast_reboots_and_back(tmp_path):

@@ -1,7 +1,10 @@
 # TEST DOUBLE of a role App for runtime tests on a virtual board (deployed as
 # /lib/light_pole/app.py so the runtime loads it for role "light_pole"). The test
 # drives it through GPIO inputs: crash (12) makes step() raise, bootcrash (14) makes
-# start() raise in normal mode, evt (13) rising queues a motion event.
+# start() raise in normal mode, evt (13) rising queues a motion event, hang (26) makes
+# step() spin forever once (it never returns to the loop; a mark in RTC memory, which
+# survives the watchdog reset, keeps the next boot from spinning again).
+import machine
 from protocol import messages
 
 from common.config import BOOL, INT, ConfigError
@@ -23,6 +26,7 @@ class App:
         self.crash = hal.pin_in("crash")
         self.boot_crash = hal.pin_in("bootcrash")
         self.evt = hal.pin_in("evt")
+        self.hang = hal.pin_in("hang")
         self.out = hal.pin_out("lamp", 1 if safe else 0)
         if self.boot_crash.value() and not safe:
             raise RuntimeError("probe: start crash")
@@ -30,6 +34,10 @@ class App:
     def step(self, now):
         if self.crash.value():
             raise RuntimeError("probe: step crash")
+        if self.hang.value() and machine.RTC().memory() != b"hung":
+            machine.RTC().memory(b"hung")
+            while True:
+                pass
         v = self.evt.value()
         if v and not self.evt_was:
             self.rt.event({"type": "motion", "count": 1})
