@@ -185,13 +185,15 @@ function onReset(m, readyResolve) {
   setNow(realtime ? nowRT() : m.now_ms);
   const old = worker; worker = null; lastWdt = null;
   const pend = wReplies; wReplies = new Map();
-  old.terminate();
+  if (old) old.terminate();
+  // Answer the requests of the ended boot now: this also stops their hang timers, which
+  // must not run while the next boot starts (a slow boot is not a hung firmware).
+  for (const [, p] of pend) p.resolve({ reset: m.cause });
   event("reset", { cause: m.cause, sleep_ms: m.sleep_ms ?? undefined });
   readyResolve();
   let resolveDone; resetDone = new Promise((r) => { resolveDone = r; });
   const finish = () => {
     resetting = false;
-    for (const [, p] of pend) p.resolve({ reset: m.cause });
     const ws = resetWaiters; resetWaiters = []; for (const r of ws) r();
     resolveDone();
   };
@@ -287,6 +289,8 @@ async function advance(ms) {
 // The firmware did not return to its scheduler within hang_timeout: a real chip's WDT
 // would bite; without a WDT the board is stuck (like a real one) and we say so.
 async function onHang() {
+  if (resetting) { await resetDone; return; }
+  if (!worker) return;
   if (lastWdt) {
     const fakeMsg = { cause: "wdt", now_ms: Math.max(st.now, lastWdt.at), flash: null, heap_peak: 0 };
     event("wdt_expired", { timeout_ms: lastWdt.timeout, hung: true });
@@ -414,4 +418,8 @@ async function main() {
     }, 100).unref();
   }
 }
+// A bug in this file must not silently take the board away: report it and carry on.
+process.stdout.on("error", () => process.exit(0));   // the host is gone: so are we
+process.on("uncaughtException", (e) => { notify({ ev: "stderr", text: `board.mjs: ${e && e.stack || e}` }); });
+process.on("unhandledRejection", (e) => { notify({ ev: "stderr", text: `board.mjs: ${e && e.stack || e}` }); });
 main();
