@@ -384,3 +384,22 @@ def test_virtual_sleeps_do_not_retain_heap(tmp_path):
         b.advance(5001)
         assert int(b.log()[-1].split()[1]) < 16 * 1024
         assert b.gc_high_water() < 64 * 1024
+
+
+def test_host_reaches_other_uarts(tmp_path):
+    fw = tmp_path / "main.py"
+    fw.write_text(textwrap.dedent("""
+        import asyncio, machine
+        reader = machine.UART(2, 9600)
+        async def main():
+            while True:
+                if reader.any():
+                    reader.write(b"ack:" + reader.read())
+                await asyncio.sleep_ms(50)
+        asyncio.run(main())
+    """))
+    with VirtualBoard(firmware_files={"main.py": fw}, flash_dir=tmp_path / "f") as b:
+        b.uart_write(2, b"\x02card\x03")
+        b.advance(100)
+        assert b.uart_read(2) == b"ack:\x02card\x03"
+        assert b.uart_read(2) == b""

@@ -417,6 +417,14 @@ class VirtualBoard:
         """Air temperature: changes the speed of sound for time_pulse_us."""
         self._call("set_inputs", inputs={"temperature_c": c})
 
+    def uart_write(self, uart: int, data: bytes) -> None:
+        """Feed bytes to the firmware's machine.UART(uart) (for UARTs other than the link)."""
+        self._call("uart_write", uart=uart, hex=bytes(data).hex())
+
+    def uart_read(self, uart: int) -> bytes:
+        """Bytes the firmware wrote to machine.UART(uart) since the last call (not the link)."""
+        return bytes.fromhex(self._call("uart_read", uart=uart)["hex"])
+
     def pin(self, pin: str | int) -> int | None:
         """Level an output pin is driven to (None if never driven)."""
         return self.state()["pins"].get(str(self._pin(pin)))

@@ -211,8 +211,12 @@ function onReset(m, readyResolve) {
 let linkClient = null;
 let linkServer = null;
 const linkUart = cfg.link_uart;
+const uartTx = {};               // bytes written to the other UARTs, for the host to read
 function onUartTx(id, b) {
-  if (id === linkUart) { if (linkClient) linkClient.write(b); else linkDropped += b.length; }
+  if (id === linkUart) { if (linkClient) linkClient.write(b); else linkDropped += b.length; return; }
+  const q = uartTx[id] || (uartTx[id] = []);
+  for (const c of b) q.push(c);
+  if (q.length > 65536) q.splice(0, q.length - 65536);
 }
 let linkDropped = 0;
 function startLink() {
@@ -351,6 +355,11 @@ async function handle(c) {
       await bootWorker("deepsleep");
       return { woke: true };
     }
+    case "uart_write": {  // host -> firmware on any UART (e.g. a card reader wire)
+      if (worker && st.state === "running") await toWorker({ cmd: "uart_rx", uart: c.uart, b: Buffer.from(c.hex, "hex") });
+      return {};
+    }
+    case "uart_read": { const q = uartTx[c.uart] || []; uartTx[c.uart] = []; return { hex: Buffer.from(q).toString("hex") }; }
     case "ping": return { state: st.state };
     case "stop": await stop(); return {};
     default: throw new Error(`unknown command ${c.cmd}`);
