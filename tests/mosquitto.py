@@ -12,6 +12,9 @@ is given, ``persistence false``.  ``extra`` lines are appended verbatim
 
 from __future__ import annotations
 
+import base64
+import hashlib
+
 import os
 import pwd
 import shutil
@@ -141,3 +144,10 @@ class Mosquitto:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def mosquitto_password_line(user: str, password: str) -> str:
+    """A Mosquitto 2 password file entry ($7$ = PBKDF2-SHA512), as mosquitto_passwd writes it."""
+    salt = os.urandom(12)
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, 101)
+    return f"{user}:$7$101${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import json
 import os
 import subprocess
@@ -56,13 +54,6 @@ def pki(tmp_path_factory) -> Path:
     for key in d.glob("*.key"):
         os.chmod(key, 0o600)
     return d
-
-
-def mosquitto_password_line(user: str, password: str) -> str:
-    """A Mosquitto 2 password file entry ($7$ = PBKDF2-SHA512), as mosquitto_passwd writes it."""
-    salt = os.urandom(12)
-    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, 101)
-    return f"{user}:$7$101${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
 
 
 class Subscriber:

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import mosquitto_password_line
+from mosquitto import mosquitto_password_line
 from mosquitto import Mosquitto, free_port
 from gateway.uplink import Uplink, UplinkConfig
 

@@ -70,11 +70,3 @@ def light_board(vboard_factory, deployed_flash, tmp_path):
     flash = tmp_path / "lp-flash"
     shutil.copytree(deployed_flash, flash)
     return vboard_factory(flash_dir=flash)
-
-
-def run_cli(capsys, *argv):
-    """Run park-device in-process; returns (exit status, stdout, stderr)."""
-    from park_device.cli import main
-    rc = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, out, err

@@ -9,7 +9,7 @@ import tty
 import pytest
 import serial
 
-from conftest import run_cli
+from cli_harness import run_cli
 from park_device import errors
 from park_device.board import Board
 

@@ -207,7 +207,7 @@ def blank_pty():
 
 
 def test_cli_json_error_document(capsys):
-    from conftest import run_cli
+    from cli_harness import run_cli
     rc, out, err = run_cli(capsys, "deploy", "--role", "tram", "--port", "/dev/null", "--json")
     doc = json.loads(out)
     assert rc == errors.UnknownRole.exit_status
