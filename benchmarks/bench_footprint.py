@@ -307,6 +307,8 @@ def main(argv=None) -> int:
     ap.add_argument("--src", choices=("mpy", "py"), default="mpy")
     ap.add_argument("--heap", choices=("live", "alloc"), default="alloc")
     ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--vm-artifact", action="store_true",
+                    help="also measure what a plain WebAssembly-port await keeps on the heap")
     a = ap.parse_args(argv)
     results = []
     with tempfile.TemporaryDirectory(prefix="footprint-") as d:
@@ -328,6 +330,9 @@ def main(argv=None) -> int:
             print(f"{'':17s} import cost ({a.src}) {r['import']/1024:.1f} KiB; "
                   f"peak minus import (frozen-module estimate) {(r['peak'] - r['import'])/1024:.1f} KiB", flush=True)
             print(f"{'':17s} uplink: {r['uplink']}", flush=True)
+    if a.vm_artifact:
+        print(f"a plain `await asyncio.sleep_ms(0)` in the WebAssembly port keeps {await_retention():.1f} bytes "
+              f"on the heap after gc.collect() until JavaScript's GC runs (not an ESP32 cost)")
     if a.json:
         a.json.write_text(json.dumps(results, indent=1))
     return 0
