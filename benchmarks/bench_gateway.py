@@ -353,7 +353,9 @@ async def soak(port: int, seconds: float, rate: int) -> dict:
     warm = rss[len(rss) // 5:] or rss  # after the first fifth (caches, outbox memory rows) settle
     return {"seconds": seconds, "rate": rate, "frames": i, "rss_first_kb": rss[0], "rss_after_warmup_kb": warm[0],
             "rss_last_kb": rss[-1], "rss_max_kb": max(rss), "growth_after_warmup_kb": rss[-1] - warm[0],
-            "samples": samples, "published": st["backbone"]["published"], "outbox_depth": st["backbone"]["outbox_depth"]}
+            "samples": samples, "published": st["backbone"]["published"], "outbox_depth": st["backbone"]["outbox_depth"],
+            "received": st["links"][0]["counters"].get("rx_frames", 0),
+            "drops": {k: v for k, v in st["counters"].items() if k.startswith("drop")}}
 
 
 class _NoUplink:
@@ -449,7 +451,8 @@ def main() -> None:
         if a.only in (None, "throughput"):
             from bench_mqtt_baseline import bench_paho
 
-            res["bare_paho_msgs_per_s"] = bench_paho(broker.port, a.frames, 100)
+            bare = bench_paho(broker.port, a.frames, 100)
+            res["bare_paho_msgs_per_s"] = bare["msgs_per_s"] if isinstance(bare, dict) else bare
             res["throughput"] = asyncio.run(throughput(broker.port, a.frames))
             res["throughput"]["percent_of_bare"] = 100 * res["throughput"]["frames_per_s"] / res["bare_paho_msgs_per_s"]
         if a.only in (None, "latency"):

@@ -22,7 +22,7 @@ from gateway import config as config_mod
 from gateway.api import ApiServer
 from gateway.control import Control
 from gateway.links import make_link
-from gateway.registry import Registry
+from gateway.registry import Registry, RegistryWriter
 from gateway.session import CommandFailed, Sessions
 
 log = logging.getLogger("park.daemon")
@@ -131,11 +131,12 @@ class Daemon:
         cfg = self.cfg
         os.makedirs(cfg.state_dir, mode=0o700, exist_ok=True)
         self.registry = Registry(cfg.registry_path)
+        self.writer = RegistryWriter(cfg.registry_path)
         factory = self.uplink_factory or Uplink
         async with factory(cfg.uplink, cfg.outbox_path) as uplink:
             self.uplink = uplink
             out = Out(uplink)
-            self.sessions = sessions = Sessions(cfg, self.registry, out)
+            self.sessions = sessions = Sessions(cfg, self.registry, out, writer=self.writer)
             def alert(s, kind, body, eid, now):
                 sessions._emit({"kind": "alert", "device": s.id, "site": s.site, "alert": kind, "body": body, "id": eid})
                 return out.alert(s, kind, body, eid, now)
@@ -164,20 +165,26 @@ class Daemon:
                     t.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
                 await api.stop()
-                self._persist()
+                f = self._persist()
+                if f is not None:
+                    f.result()
+                self.writer.close()
                 self.registry.close()
 
-    def _persist(self) -> None:
+    def _persist(self):
         win, seen = self.sessions.dirty_state()
         if win:
-            self.registry.store_windows(win, seen)
+            return self.writer.store_windows(win, seen)
+        return None
 
     async def _housekeeping(self) -> None:
         last_sweep = 0.0
         while True:
             await asyncio.sleep(PERSIST_S)
             try:
-                self._persist()
+                f = self._persist()
+                if f is not None:
+                    await asyncio.wrap_future(f)
                 now = time.time()
                 if now - last_sweep >= SWEEP_S:
                     last_sweep = now

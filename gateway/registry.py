@@ -113,6 +113,7 @@ class Registry:
         # FULL: a downlink ceiling must survive power loss, or numbers would be reused
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute("PRAGMA foreign_keys=ON")
+        self.db.execute("PRAGMA busy_timeout=5000")
         self.db.executescript(_SCHEMA)
         for suffix in ("-wal", "-shm"):
             if os.path.exists(path + suffix):
@@ -258,6 +259,58 @@ class Registry:
                 e["key_hex"] = d.key.hex()
             out.append(e)
         return out
+
+
+class RegistryWriter:
+    """The daemon's registry writes, in one thread with its own connection: no fsync on the event loop.
+
+    Ceilings are committed with synchronous=FULL (they must survive power loss,
+    or downlink numbers would be reused); windows and last-seen times with
+    NORMAL (a power cut may lose the last half second of them, see docs/gateway.md).
+    """
+
+    def __init__(self, path: str):
+        import concurrent.futures
+
+        self.path = path
+        self._exec = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="registry")
+        self._db = None
+        self._exec.submit(self._open).result()
+
+    def _open(self) -> None:
+        self._db = sqlite3.connect(self.path, isolation_level=None)
+        self._db.execute("PRAGMA busy_timeout=5000")
+
+    def _tx(self, sync: str, fn) -> None:
+        db = self._db
+        db.execute("PRAGMA synchronous=" + sync)
+        with db:
+            db.execute("BEGIN IMMEDIATE")
+            fn(db)
+
+    def store_ceiling(self, device_id: str, ceiling: int):
+        """A concurrent.futures.Future that completes once the ceiling is durable."""
+        def run():
+            self._tx("FULL", lambda db: db.execute(
+                "INSERT INTO counters(id, down_ceiling) VALUES (?, ?) "
+                "ON CONFLICT(id) DO UPDATE SET down_ceiling=excluded.down_ceiling", (device_id, ceiling)))
+        return self._exec.submit(run)
+
+    def store_windows(self, rows, seen):
+        def run():
+            def body(db):
+                db.executemany("INSERT INTO counters(id, up_top, up_bits) VALUES (?, ?, ?) ON CONFLICT(id) "
+                               "DO UPDATE SET up_top=excluded.up_top, up_bits=excluded.up_bits", rows)
+                db.executemany("UPDATE devices SET last_seen=?, fw=COALESCE(?, fw) WHERE id=?", seen)
+            self._tx("NORMAL", body)
+        return self._exec.submit(run)
+
+    def close(self) -> None:
+        def run():
+            if self._db is not None:
+                self._db.close()
+        self._exec.submit(run).result()
+        self._exec.shutdown(wait=True)
 
 
 def write_private(path: str, text: str) -> None:

@@ -24,7 +24,7 @@ from typing import Callable
 from protocol import codec, cose, messages
 from protocol.cpython import loads as strict_loads
 from protocol.errors import ProtocolError, ReplayError, SchemaError, UnknownTypeError
-from protocol.replay import ReplayWindow, SeqCounter
+from protocol.replay import ReplayWindow
 
 from gateway.config import Config
 from gateway.registry import Device, Registry
@@ -38,7 +38,53 @@ _ACKED = frozenset(messages.ACKED_UP) - {"hello"}
 _TELEMETRY = frozenset(("fill", "light", "locker", "heartbeat"))
 EID_MEMORY = 256
 RESYNC_GAP_S = 1.0  # at most one resync per device per second
-DOWN_K = 128  # downlink counter persisted every K numbers (SQLite has no flash wear)
+DOWN_K = 256  # downlink ceiling step (SQLite has no flash wear)
+
+
+class DownCounter:
+    """The gateway's downlink counter, with SeqCounter's guarantee (protocol/replay.py, SPEC 4.1).
+
+    The stored ceiling C means "numbers below C may have been used"; after a
+    restart counting resumes at C, so no number is sent twice. Unlike
+    SeqCounter, the next ceiling is written by the registry's writer thread while
+    half a step of numbers is still left, so the event loop does not wait for
+    an fsync; only if that write is still running when the numbers run out does
+    take() wait for it.
+    """
+
+    __slots__ = ("next", "ceiling", "_writer", "_id", "_k", "_pending", "_pending_to")
+
+    def __init__(self, device_id: str, stored: int | None, writer, k: int = DOWN_K):
+        self._id = device_id
+        self._writer = writer
+        self._k = k
+        self.next = stored or 0
+        self.ceiling = self.next
+        self._pending = None
+        self._pending_to = 0
+        self._raise(wait=True)
+
+    def _raise(self, wait: bool) -> None:
+        if self._pending is None:
+            self._pending_to = max(self.ceiling, self.next) + self._k
+            self._pending = self._writer.store_ceiling(self._id, self._pending_to)
+        if wait or self._pending.done():
+            self._pending.result()  # raises if the disk refused: then nothing is sent
+            self.ceiling = self._pending_to
+            self._pending = None
+
+    def take(self) -> int:
+        n = self.next
+        if n >= self.ceiling:
+            self._raise(wait=True)
+        elif self.ceiling - n <= self._k // 2:
+            self._raise(wait=False)
+        self.next = n + 1
+        return n
+
+    def jump(self, floor: int) -> None:
+        if floor > self.next:
+            self.next = floor
 
 
 class CommandFailed(Exception):
@@ -74,14 +120,13 @@ class DeviceSession:
                  "offline_after", "eids", "eid_order", "queue", "inflight", "fw", "status", "welcomed",
                  "last_time_sync", "dirty", "state", "boots", "last_resync")
 
-    def __init__(self, dev: Device, registry: Registry, hb: int, offline_after: float):
+    def __init__(self, dev: Device, registry: Registry, writer, hb: int, offline_after: float):
         self.dev = dev
         self.kid = dev.id.encode("ascii")
         self.mac = cose.Mac(dev.key)
         ceiling, top, bits = registry.counters(dev.id)
         self.window = ReplayWindow(top, bits)
-        did = dev.id
-        self.counter = SeqCounter(lambda: ceiling, lambda c: registry.store_ceiling(did, c), k=DOWN_K)
+        self.counter = DownCounter(dev.id, ceiling, writer)
         self.link = None
         self.last_seen = dev.last_seen or 0.0
         self.online = bool(dev.last_seen) and time.time() - dev.last_seen <= offline_after
@@ -145,6 +190,21 @@ def _jsonable(v):
     return v
 
 
+class _SyncWriter:
+    """Registry writes in the caller's thread (tools and tests without a daemon)."""
+
+    def __init__(self, registry: Registry):
+        self.registry = registry
+
+    def store_ceiling(self, device_id: str, ceiling: int):
+        import concurrent.futures
+
+        f = concurrent.futures.Future()
+        self.registry.store_ceiling(device_id, ceiling)
+        f.set_result(None)
+        return f
+
+
 class Counters(collections.Counter):
     """Dropped-frame and session counters by name; shown by `park-gateway status`."""
 
@@ -157,9 +217,10 @@ class Sessions:
     """
 
     def __init__(self, cfg: Config, registry: Registry, out, control=None,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, writer=None):
         self.cfg = cfg
         self.registry = registry
+        self.writer = writer or _SyncWriter(registry)
         self.out = out
         self.control = control
         self.clock = clock
@@ -181,7 +242,8 @@ class Sessions:
                 old.dev = dev  # site or position may have changed; the protocol state stays
                 continue
             rc = self.cfg.role(dev.role)
-            s = DeviceSession(dev, self.registry, rc.heartbeat, rc.heartbeat * rc.offline_factor + rc.offline_grace)
+            s = DeviceSession(dev, self.registry, self.writer, rc.heartbeat,
+                              rc.heartbeat * rc.offline_factor + rc.offline_grace)
             self.by_id[dev.id] = s
             self.by_kid[s.kid] = s
         for gone in set(self.by_id) - seen:

@@ -131,7 +131,7 @@ class UrlLink(Link):
                     if data:
                         loop.call_soon_threadsafe(self.feed, data)
             except Exception as e:  # noqa: BLE001 - handed to the loop, which reconnects
-                loop.call_soon_threadsafe(lambda: lost.done() or lost.set_exception(e))
+                loop.call_soon_threadsafe(lambda err=e: lost.done() or lost.set_exception(err))
 
         self._ser = ser
         th = threading.Thread(target=reader, name="link-" + self.name, daemon=True)

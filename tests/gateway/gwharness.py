@@ -126,7 +126,7 @@ async def until(pred, timeout=5.0, what="condition"):
     end = loop.time() + timeout
     while not pred():
         if loop.time() > end:
-            raise AssertionError("timed out waiting for " + what)
+            raise AssertionError("timed out waiting for " + (what() if callable(what) else what))
         await asyncio.sleep(0.01)
 
 

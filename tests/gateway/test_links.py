@@ -112,7 +112,8 @@ async def test_pyserial_url_link_carries_frames_both_ways_and_reconnects():
         ul.write(b"\x01\x02\x00")
         await until(lambda: seen, what="frame written back")
         link.drop_connection()
-        await until(lambda: ul.connects == 2 and ul.connected, timeout=10, what="reconnect")
+        await until(lambda: ul.connects == 2 and ul.connected, timeout=10,
+                    what=lambda: "reconnect (connects %d, connected %s, %s)" % (ul.connects, ul.connected, ul.last_error))
     finally:
         ul.stop()
         task.cancel()

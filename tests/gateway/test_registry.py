@@ -90,3 +90,24 @@ def test_import_file_checks_mode_and_content(tmp_path):
         exported = reg.export()
         assert exported == [{"id": "k001", "role": "locker", "site": "stadtpark", "position": None}]
         assert reg.export(with_keys=True)[0]["key_hex"] == K1.hex()
+
+
+def test_downlink_counter_never_reuses_a_number_after_restart(tmp_path):
+    from gateway.registry import RegistryWriter
+    from gateway.session import DownCounter
+
+    p = str(tmp_path / "r.sqlite")
+    with Registry(p) as reg:
+        reg.add("l001", "light_pole", "stadtpark", K1)
+    w = RegistryWriter(p)
+    c = DownCounter("l001", None, w, k=64)
+    used = [c.take() for _ in range(1000)]  # the writer thread keeps the ceiling ahead
+    assert used == list(range(1000))
+    w.close()
+    with Registry(p) as reg:  # a restart (or kill -9: every ceiling was committed before use)
+        stored = reg.counters("l001")[0]
+    assert stored >= 1000
+    w2 = RegistryWriter(p)
+    c2 = DownCounter("l001", stored, w2, k=64)
+    assert c2.take() >= 1000
+    w2.close()
