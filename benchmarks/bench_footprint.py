@@ -33,7 +33,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
-_spec = importlib.util.spec_from_file_location("fw_helpers", ROOT / "tests" / "firmware" / "conftest.py")
+_spec = importlib.util.spec_from_file_location("fw_helpers", ROOT / "tests" / "firmware" / "test_runtime_support.py")
 fw = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(fw)
 

@@ -7,7 +7,7 @@ import contextlib
 
 import pytest
 
-from conftest import Peer, deploy_tree, vboard_available
+from test_runtime_support import Peer, deploy_tree, vboard_available
 
 pytestmark = [
     pytest.mark.micropython,

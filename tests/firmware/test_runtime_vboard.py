@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 
-from conftest import T_2026, Peer, deploy_tree, vboard_available
+from test_runtime_support import T_2026, Peer, deploy_tree, vboard_available
 from protocol import cbor, codec, cose, framing, messages
 
 pytestmark = [

@@ -1,10 +1,11 @@
-"""Firmware test helpers: flash images for virtual boards and a gateway peer.
+"""Firmware test helpers (no tests here; named test_runtime_* for ownership): flash images
+for virtual boards and a gateway peer.
 
 `deploy_tree` builds the flash a technician's deploy would write (main.py, /lib packages,
 /config.json, /key.bin). `Peer` is a test peer that plays the gateway over the board's
 link UART with the protocol package (it is not the product gateway): it welcomes
 hellos, acks events, sends commands and records every uplink message.
-benchmarks/bench_footprint.py loads this file too.
+benchmarks/bench_footprint.py imports this module too.
 """
 from __future__ import annotations
 
@@ -12,8 +13,6 @@ import json
 import shutil
 import time
 from pathlib import Path
-
-import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 FW = ROOT / "firmware"
@@ -146,7 +145,3 @@ class Peer:
     def clear(self) -> None:
         self.up.clear()
 
-
-@pytest.fixture
-def flash(tmp_path):
-    return tmp_path / "flash"
