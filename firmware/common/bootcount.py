@@ -10,7 +10,7 @@ from common.hal import CAUSE_DEEPSLEEP
 
 
 class BootCount:
-    def __init__(self, store, cause, safe_boots):
+    def __init__(self, store, cause, safe_boots, count=True):
         self._store = store
         st = store.get("boot")
         if type(st) is not dict:
@@ -18,7 +18,7 @@ class BootCount:
         self.boots = st.get("n", 0)
         self.fast = st.get("fast", 0)
         self.cause = cause
-        if cause != CAUSE_DEEPSLEEP:
+        if count and cause != CAUSE_DEEPSLEEP:
             self.boots += 1
             self.fast += 1
             self._save()

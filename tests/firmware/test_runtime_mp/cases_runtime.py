@@ -338,3 +338,26 @@ def test_provisioning_errors_are_clear():
         assert False
     except config.ConfigError as e:
         assert e.field == "link.baud"
+
+
+def test_selftest_for_technicians_counts_no_boot_and_sends_nothing():
+    setup()
+    b = Board(LampApp)
+    boots = b.rt.boot.boots
+    sent = len(b.uart.tx)
+    from common import runtime
+    import os
+    try:
+        os.mkdir("/lib/light_pole")
+    except OSError:
+        pass
+    for name, src in (("__init__.py", ""), ("app.py", "from cases_runtime import LampApp as App\n")):
+        with open("/lib/light_pole/" + name, "w") as f:
+            f.write(src)
+    with open("/key.bin", "wb") as f:
+        f.write(harness.KEY)
+    rows = runtime.selftest()
+    assert rows == [("lamp", True, "")]
+    from common.store import Store
+    assert Store().get("boot")["n"] == boots
+    assert len(b.uart.tx) == sent
