@@ -16,7 +16,7 @@ import os
 import signal
 import time
 
-from protocol import messages
+from protocol import messages, names
 
 from gateway import config as config_mod
 from gateway.api import ApiServer
@@ -36,11 +36,11 @@ def describe(msg: dict) -> dict:
     body = {k: v for k, v in msg.items() if k != "type"}
     t = msg["type"]
     if t == "alarm":
-        body["alarm"] = messages.ALARMS.get(msg["code"], "code_%d" % msg["code"])
+        body["alarm"] = names.ALARMS.get(msg["code"], "code_%d" % msg["code"])
     elif t == "fault":
-        body["fault"] = messages.FAULTS.get(msg["code"], "code_%d" % msg["code"])
+        body["fault"] = names.FAULTS.get(msg["code"], "code_%d" % msg["code"])
     elif t == "access":
-        body["result_name"] = messages.ACCESS.get(msg["result"], "code_%d" % msg["result"])
+        body["result_name"] = names.ACCESS.get(msg["result"], "code_%d" % msg["result"])
     return body
 
 
@@ -112,6 +112,7 @@ class Daemon:
         self.sessions: Sessions | None = None
         self.control: Control | None = None
         self.links = []
+        self._saved_state = None
         self.ready = asyncio.Event()
         self.done = asyncio.Event()
         self._stop = asyncio.Event()
@@ -142,6 +143,7 @@ class Daemon:
                 return out.alert(s, kind, body, eid, now)
 
             self.control = Control(cfg, sessions.by_id, sessions.command, alert)
+            self.control.restore(self.registry.loop_state())
             sessions.control = self.control
             self.links = [make_link(lc, sessions.on_envelope, sessions.on_frame_error, self.ble_factory)
                           for lc in cfg.links]
@@ -173,9 +175,14 @@ class Daemon:
 
     def _persist(self):
         win, seen = self.sessions.dirty_state()
+        snap = self.control.snapshot()
+        f = None
+        if snap != self._saved_state:
+            self._saved_state = snap
+            f = self.writer.store_loop_state(snap)
         if win:
-            return self.writer.store_windows(win, seen)
-        return None
+            f = self.writer.store_windows(win, seen)
+        return f  # the writer runs jobs in order: the last one done means all are
 
     async def _housekeeping(self) -> None:
         last_sweep = 0.0

@@ -31,6 +31,10 @@ CREATE TABLE IF NOT EXISTS devices (
     last_seen REAL,
     added REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS loop_state (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS counters (
     id TEXT PRIMARY KEY REFERENCES devices(id) ON DELETE CASCADE,
     down_ceiling INTEGER,
@@ -200,6 +204,10 @@ class Registry:
             if seen:
                 self.set_seen(list(seen))
 
+    def loop_state(self) -> dict:
+        """The control loops' saved state {loop name: JSON-able value}."""
+        return {n: json.loads(v) for n, v in self.db.execute("SELECT name, value FROM loop_state")}
+
     # -- import / export
 
     def import_file(self, path: str, replace: bool = False) -> list[str]:
@@ -303,6 +311,15 @@ class RegistryWriter:
                                "DO UPDATE SET up_top=excluded.up_top, up_bits=excluded.up_bits", rows)
                 db.executemany("UPDATE devices SET last_seen=?, fw=COALESCE(?, fw) WHERE id=?", seen)
             self._tx("NORMAL", body)
+        return self._exec.submit(run)
+
+    def store_loop_state(self, state: dict):
+        rows = [(n, json.dumps(v, separators=(",", ":"))) for n, v in state.items()]
+
+        def run():
+            self._tx("NORMAL", lambda db: db.executemany(
+                "INSERT INTO loop_state(name, value) VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET value=excluded.value", rows))
         return self._exec.submit(run)
 
     def close(self) -> None:

@@ -53,5 +53,18 @@ class Control:
                 log.exception("control tick failed")
             await asyncio.sleep(period)
 
+    def snapshot(self) -> dict:
+        """What must survive a restart: loans running for days, containers already reported full, lamp faults."""
+        return {"waste": self.waste.snapshot(), "lockers": self.lockers.snapshot(),
+                "lighting": self.lighting.snapshot()}
+
+    def restore(self, state: dict) -> None:
+        for name, loop in (("waste", self.waste), ("lockers", self.lockers), ("lighting", self.lighting)):
+            if name in state:
+                try:
+                    loop.restore(state[name])
+                except (KeyError, TypeError, ValueError) as e:  # an older layout: start that loop afresh
+                    log.warning("saved %s state not restored: %s", name, e)
+
     def status(self) -> dict:
         return {"lighting": self.lighting.status(), "pickups": self.waste.pickups(), "lockers": self.lockers.status()}

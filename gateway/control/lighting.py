@@ -166,6 +166,14 @@ class Lighting:
         sl.lamp_fault.add(s.id)
         self.alert(s, "lamp_fault", {"reason": why, "value": value}, event_id, now)
 
+    def snapshot(self) -> dict:
+        return {name: sorted(sl.lamp_fault) for name, sl in self.sites.items()}
+
+    def restore(self, snap: dict) -> None:
+        for name, faults in snap.items():
+            if name in self.sites:
+                self.sites[name].lamp_fault = set(faults)
+
     def status(self) -> dict:
         return {name: {"dark": sl.dark, "cap": sl.cap, "lamp_faults": sorted(sl.lamp_fault)}
                 for name, sl in self.sites.items()}

@@ -89,6 +89,17 @@ class Lockers:
                     k.overdue.add(comp)
                     self.alert(s, "overdue", {"comp": comp, "since": start}, "%s-overdue-%d-%d" % (s.id, comp, int(start)), now)
 
+    def snapshot(self) -> dict:
+        return {lid: {"occupied": k.occupied, "open": k.open, "loans": {str(c): t for c, t in k.loans.items()},
+                      "overdue": sorted(k.overdue)} for lid, k in self.lockers.items()}
+
+    def restore(self, snap: dict) -> None:
+        for lid, v in snap.items():
+            k = self.lockers[lid] = Locker(lid)
+            k.occupied, k.open = v["occupied"], v["open"]
+            k.loans = {int(c): t for c, t in v["loans"].items()}
+            k.overdue = set(v["overdue"])
+
     def status(self) -> dict:
         return {lid: {"occupied": k.occupied, "open": k.open, "on_loan": sorted(k.loans), "overdue": sorted(k.overdue)}
                 for lid, k in self.lockers.items()}

@@ -101,6 +101,18 @@ class Waste:
         c.since = c.since or now
         self.alert(s, "collection_needed", {"level": level, "fill": fill}, event_id, now)
 
+    def snapshot(self) -> dict:
+        return {site: {c.id: [c.fill, c.temp, c.level, c.fault, c.since, c.hot] for c in by.values()}
+                for site, by in self.containers.items()}
+
+    def restore(self, snap: dict) -> None:
+        for site, by in snap.items():
+            if site not in self.containers:
+                continue
+            for cid, v in by.items():
+                c = self.containers[site][cid] = Container(cid)
+                c.fill, c.temp, c.level, c.fault, c.since, c.hot = v
+
     def pickups(self, site: str | None = None) -> dict[str, list[dict]]:
         """Per site: containers to collect, fullest first, then flagged sensors to inspect."""
         out = {}

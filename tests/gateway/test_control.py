@@ -165,3 +165,23 @@ async def test_lockers_unlock_forced_door_and_overdue(rig):
     assert [a[1] for a in rig.alerts].count("overdue") == 1
     rig.msg("k001", lk(0b111), NOON + 8000)
     assert rig.alerts[-1][1] == "returned" and rig.alerts[-1][2]["late"] is True
+
+
+async def test_loop_state_survives_a_restart(rig):
+    """Loans run for days and a full container is reported once: a gateway restart must not forget either."""
+    import json
+
+    lk = lambda occ: {"type": "locker", "open": 0, "locked": 0xFF, "occupied": occ, "pending": 0}
+    rig.msg("k001", lk(0b11), NOON)
+    rig.msg("k001", lk(0b01), NOON + 10)  # compartment 2 lent out
+    rig.msg("c001", {"type": "fill", "fill": 97, "temp": 10, "batt": 180}, NOON)
+    rig.msg("l002", {"type": "light", "level": 80, "state": 2, "ambient": 5, "lamp_ma": 0}, NIGHT)
+    saved = json.loads(json.dumps(rig.ctl.snapshot()))  # as the registry stores it
+    after = Rig()
+    after.ctl.restore(saved)
+    after.msg("c001", {"type": "fill", "fill": 98, "temp": 10, "batt": 180}, NOON + 60)
+    after.msg("l002", {"type": "light", "level": 80, "state": 2, "ambient": 5, "lamp_ma": 0}, NIGHT + 60)
+    assert after.alerts == []  # already reported before the restart
+    after.ctl.tick(NOON + 3700)
+    assert [(a[1], a[2]["comp"]) for a in after.alerts] == [("overdue", 2)]
+    assert after.ctl.waste.pickups()["stadtpark"][0]["level"] == "full"

@@ -61,6 +61,11 @@ async def test_event_is_in_the_outbox_before_the_ack(park):
     assert any(b'"id":"c001-%d"' % eid in r and b'"alarm":"fire"' in r for r in rows), rows
     # the waste loop forwarded a fire alert at once, too
     assert any(b'"kind":"fire"' in r for r in rows)
+    # and its state was saved for the next start (a burning container is not re-announced)
+    from gateway.registry import Registry
+
+    with Registry(cfg.registry_path) as reg:
+        assert reg.loop_state()["waste"]["stadtpark"]["c001"][5] is True
 
 
 async def test_retransmitted_event_is_acked_but_stored_once(park):
