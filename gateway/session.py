@@ -21,7 +21,7 @@ import logging
 import time
 from typing import Callable
 
-from protocol import codec, cose, messages
+from protocol import codec, cose, messages, names
 from protocol.cpython import loads as strict_loads
 from protocol.errors import ProtocolError, ReplayError, SchemaError, UnknownTypeError
 from protocol.replay import ReplayWindow
@@ -494,7 +494,7 @@ class Sessions:
             if msg["type"] == "ack":
                 c.future.set_result({"device": s.id, "command": c.msg["type"], "result": "ok", "tries": c.tries})
             else:
-                code = messages.NACK_CODES.get(msg["code"], str(msg["code"]))
+                code = names.NACK_CODES.get(msg["code"], str(msg["code"]))
                 c.future.set_exception(CommandFailed(code, "%s refused by %s" % (c.msg["type"], s.id), msg["field"]))
 
     def _fail_all(self, s: DeviceSession, err: Exception) -> None:

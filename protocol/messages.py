@@ -65,19 +65,11 @@ TYPES = {}
 for _code in SCHEMAS:
     TYPES[SCHEMAS[_code][0]] = _code
 
-# capability bits in a hello
-CAPS = {1: "ultrasonic_trig", 2: "ultrasonic_uart", 4: "temperature", 8: "battery", 16: "pir", 32: "radar",
-        64: "light_sensor", 128: "current_sense", 256: "lock", 512: "door", 1024: "occupancy",
-        2048: "token_reader", 4096: "ble"}
-
-# light telemetry states
-LIGHT_STATES = {0: "day", 1: "base", 2: "full", 3: "fading", 4: "prelight", 5: "autonomous", 6: "safe", 7: "curfew",
-                8: "manual"}
 
 # Events the gateway must acknowledge (the device retransmits them until it does).
 ACKED_UP = ("hello", "motion", "door", "alarm", "fault", "access")
 
-# nack codes
+# nack codes (names.NACK_CODES)
 E_MALFORMED = 1
 E_UNKNOWN_TYPE = 2
 E_BAD_VALUE = 3
@@ -86,24 +78,12 @@ E_DENIED = 5
 E_BUSY = 6
 E_NOT_READY = 7
 E_INTERNAL = 8
-NACK_CODES = {1: "malformed", 2: "unknown_type", 3: "bad_value", 4: "not_supported", 5: "denied",
-              6: "busy", 7: "not_ready", 8: "internal"}
 
-# status bits in a heartbeat: reset cause in bits 0-2, then flags
-RESET_CAUSES = {0: "unknown", 1: "power_on", 2: "hard", 3: "watchdog", 4: "deepsleep", 5: "soft", 6: "brownout"}
+# status bits in a heartbeat: reset cause (names.RESET_CAUSES) in bits 0-2, then flags
 ST_SAFE_MODE = 8
 ST_TIME_VALID = 16
 ST_LINK_ONLY = 32
 
-# alarm codes
-ALARMS = {1: "fire", 2: "tamper", 3: "door_open_too_long", 4: "tilt", 5: "near_full", 6: "full",
-          7: "emptied", 8: "lockout", 9: "low_battery"}
-# fault codes
-FAULTS = {1: "sensor_no_echo", 2: "sensor_stuck", 3: "sensor_range", 4: "lamp", 5: "lock_jam",
-          6: "flash", 7: "safe_mode", 8: "config", 9: "temp_sensor", 10: "audit_overflow"}
-# access results
-ACCESS = {0: "ok_token", 1: "ok_command", 2: "expired", 3: "replayed", 4: "forged", 5: "wrong_compartment",
-          6: "wrong_locker", 7: "locked_out", 8: "not_yet_valid", 9: "malformed", 10: "busy", 11: "no_time"}
 
 _MAX_KEY = 12
 _MAX_TEXT = 32

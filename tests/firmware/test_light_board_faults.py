@@ -9,7 +9,7 @@ import mpvm
 pytest.importorskip("serial")
 from vboard import VirtualBoard  # noqa: E402
 
-from protocol import codec, cose, messages  # noqa: E402
+from protocol import codec, cose, messages, names  # noqa: E402
 from test_light_bench import DARK, NO_TIME, PINS, Gateway, deploy_tree, repl_exec  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not mpvm.node_available(), reason="MicroPython VM not installed: run ./dev setup")
@@ -106,7 +106,7 @@ def test_crash_loop_ends_in_safe_mode_lit_at_night(bench):
     g.run(3000)
     assert b.pwm_duty(LAMP) == duty_for(30)  # safe level (base 20 < safe 30)
     faults = [f["code"] for f in g.of("fault")]
-    assert messages.FAULTS[faults[0]] == "safe_mode"
+    assert names.FAULTS[faults[0]] == "safe_mode"
     r = g.command({"type": "light_set", "level": 0, "hold": 60})
     assert (r["type"], r["code"]) == ("nack", messages.E_NOT_READY)
     b.set_pin(MOTION, 1)

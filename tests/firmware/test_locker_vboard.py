@@ -32,7 +32,7 @@ vboard = pytest.importorskip("vboard")
 if not hasattr(vboard, "VirtualBoard"):
     pytest.skip("tools/vboard has no VirtualBoard yet", allow_module_level=True)
 
-from protocol import cbor, codec, cose, framing, messages, token  # noqa: E402
+from protocol import cbor, codec, cose, framing, messages, names, token  # noqa: E402
 from protocol.cose import Mac  # noqa: E402
 
 LINK_KEY = bytes(range(32))
@@ -40,8 +40,8 @@ BOOKING_KEY = bytes(range(100, 132))
 KID = b"k001"
 NOW = 1_790_000_000
 PINS = {"lock1": 12, "door1": 13, "lock2": 14, "door2": 15, "reader": {"uart": 2, "tx": 17, "rx": 16}}
-ACCESS = {v: k for k, v in messages.ACCESS.items()}
-ALARM = {v: k for k, v in messages.ALARMS.items()}
+ACCESS = {v: k for k, v in names.ACCESS.items()}
+ALARM = {v: k for k, v in names.ALARMS.items()}
 
 
 @pytest.fixture(scope="module")
