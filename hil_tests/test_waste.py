@@ -44,9 +44,9 @@ def test_container_fills_near_full_and_full_reach_backbone_and_pickup_list(board
     near = backbone.wait(lambda: alarm("near_full"), timeout=60, what=f"near_full alarm\n{gateway.tail()}")
     assert near[0]["data"]["value"] == 84 and near[0]["id"] == "c001-%d" % near[0]["data"]["eid"]
     rep = backbone.wait(lambda: [f for f in fills() if f["fill"] == 84], timeout=30, what="the 84 % fill report")
-    assert rep[0]["temp"] == 20 and rep[0]["batt"] == 3900 // 20
+    assert rep[0]["temp"] == 20 and rep[0]["batt"] == 3.9  # 3.9 V, carried in 20 mV steps
     unit = {r["n"]: r.get("u") for p in backbone.json(tele) for r in p}
-    assert unit["fill"] == "%" and unit["temp"] == "Cel"
+    assert unit["fill"] == "%" and unit["temp"] == "Cel" and unit["batt"] == "V"
     fill_up(280)                                                   # 96 %: full
     full = backbone.wait(lambda: alarm("full"), timeout=60, what=f"full alarm\n{gateway.tail()}")
     assert full[0]["data"]["value"] == 96

@@ -16,7 +16,7 @@ BOTH = 2
 # Field kinds.
 U = 0  # unsigned int in [lo, hi]
 I = 1  # int in [lo, hi]
-N = 2  # unsigned int in [lo, hi] or None (null: "not measured", never a fake 0)
+N = 2  # int in [lo, hi] or None (null: "not measured", never a fake 0)
 B = 3  # bool
 T = 4  # text of at most hi UTF-8 bytes
 Y = 5  # bytes, lo..hi long
@@ -38,7 +38,7 @@ SCHEMAS = {
     2: ("heartbeat", UP, (
         ("uptime", U, 0, U32), ("heap", U, 0, U32), ("boots", U, 0, U32), ("status", U, 0, 255),
         ("fw", U, 0, 999999), ("batt", N, 0, 255), ("dropped", U, 0, U32))),
-    16: ("fill", UP, (("fill", N, 0, 100), ("temp", I, -40, 125), ("batt", N, 0, 255))),
+    16: ("fill", UP, (("fill", N, 0, 100), ("temp", N, -40, 125), ("batt", N, 0, 255))),
     17: ("light", UP, (("level", U, 0, 100), ("state", U, 0, 15), ("ambient", U, 0, 0xFFFF), ("lamp_ma", U, 0, 0xFFFF))),
     18: ("locker", UP, (("open", U, 0, U32), ("locked", U, 0, U32), ("occupied", U, 0, U32), ("pending", U, 0, 0xFFFF))),
     32: ("motion", UP, _EVENT + (("count", U, 0, 255),)),

@@ -155,7 +155,7 @@ class App:
             rt.event({"type": "alarm", "code": code, "comp": 0, "value": v}, durable=True)
         fast = b >= 1 or st["fire"]
         interval = c["fast_s"] if fast else c["interval_s"]
-        msg = self.telemetry_now(fill, ts)
+        msg = self.telemetry_now(fill, t)
         lr = st["lr"]
         if (self.fresh or changed or st["rep"] <= 0 or
                 (fill is not None and (lr is None or abs(fill - lr) >= c["delta_pct"]))):
@@ -169,7 +169,9 @@ class App:
 
     def telemetry_now(self, fill, temp):
         mv = self.rt.battery_mv()
-        self.last = {"type": "fill", "fill": fill, "temp": -40 if temp < -40 else 125 if temp > 125 else temp,
+        if temp is not None:
+            temp = -40 if temp < -40 else 125 if temp > 125 else temp
+        self.last = {"type": "fill", "fill": fill, "temp": temp,
                      "batt": None if mv is None else min(mv // 20, 255)}
         return self.last
 

@@ -31,13 +31,15 @@ UNITS = frozenset(("%", "Cel", "V", "A", "W", "lx", "s", "m", "B", "count", "%RH
 # Per-role translation of protocol telemetry fields: (field, SenML name, unit, divisor).
 # A field that is None ("not measured") is left out of the pack, never sent as 0.
 _FIELDS: dict[str, tuple[tuple[str, str, str | None, float], ...]] = {
-    "fill": (("fill", "fill", "%", 1), ("temp", "temp", "Cel", 1), ("batt", "batt", None, 1)),
-    "light": (("level", "level", "%", 1), ("state", "state", None, 1), ("ambient", "ambient", "lx", 1),
+    # batt travels in 20 mV steps (protocol/SPEC.md section 5): divisor 50 gives volts.
+    "fill": (("fill", "fill", "%", 1), ("temp", "temp", "Cel", 1), ("batt", "batt", "V", 50)),
+    # ambient is the light sensor's raw ADC reading, not lux: no unit
+    "light": (("level", "level", "%", 1), ("state", "state", None, 1), ("ambient", "ambient", None, 1),
               ("lamp_ma", "lamp_current", "A", 1000)),
     "locker": (("open", "open", None, 1), ("locked", "locked", None, 1), ("occupied", "occupied", None, 1),
                ("pending", "pending", "count", 1)),
     "heartbeat": (("uptime", "uptime", "s", 1), ("heap", "heap_free", "B", 1), ("boots", "boots", "count", 1),
-                  ("status", "status", None, 1), ("fw", "fw", None, 1), ("batt", "batt", None, 1),
+                  ("status", "status", None, 1), ("fw", "fw", None, 1), ("batt", "batt", "V", 50),
                   ("dropped", "dropped", "count", 1)),
 }
 _ROLE_TYPES = {

@@ -22,10 +22,11 @@ def test_pack_has_base_name_and_time_on_the_first_record():
 
 def test_protocol_messages_become_records_in_primary_units():
     recs = records_from_message("light_pole", {"type": "light", "level": 40, "state": 2, "ambient": 12, "lamp_ma": 350})
-    assert {"n": "lamp_current", "u": "A", "v": 0.35} in recs and {"n": "ambient", "u": "lx", "v": 12} in recs
+    assert {"n": "lamp_current", "u": "A", "v": 0.35} in recs and {"n": "ambient", "v": 12} in recs
     # "not measured" (None) is left out, never reported as 0
     recs = records_from_message("container_sensor", {"type": "fill", "fill": None, "temp": 21, "batt": 180})
     assert [r["n"] for r in recs] == ["temp", "batt"]
+    assert {"n": "batt", "u": "V", "v": 3.6} in recs  # 20 mV steps
 
 
 @pytest.mark.parametrize("records, index, field", [
