@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hil_tests.bench import LockerAudit, ReaderDriver, known_bug, poll
+from hil_tests.bench import LockerAudit, ReaderDriver, poll
 from protocol import token
 
 LOCKS = {1: 25, 2: 26, 3: 27, 4: 32}   # the reference wiring (park_device.roles.TEMPLATES)
@@ -87,8 +87,4 @@ def test_locker_tokens_valid_once_replayed_expired_forged_wrong_compartment_and_
                   what="door 3 closed")
     tamper = backbone.json(f"park/{site}/device/k001/event/tamper")
     assert tamper and all(t["data"]["comp"] == 3 for t in tamper), tamper
-    known_bug(len(tamper) == 1, (
-        "one forced opening gives TWO gateway tamper alerts with different ids: one derived from the door "
-        "event (gateway/control/lockers.py:56, id <dev>-<door eid>-forced) and one from the device's tamper "
-        "alarm (lockers.py:58, id <dev>-<alarm eid>-tamper); a backbone consumer cannot de-duplicate them "
-        "(seen %d: %s)" % (len(tamper), [t["id"] for t in tamper])))
+    assert len(tamper) == 1, [t["id"] for t in tamper]  # one forced opening, one alert id
