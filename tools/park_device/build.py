@@ -19,7 +19,7 @@ from .errors import BuildFailed, UnknownRole
 from .roles import ROLES, firmware_root, protocol_root
 
 # Never deployed: host-only accelerators and the virtual board's simulated hardware.
-HOST_ONLY = {"protocol": {"cpython.py"}, "common": {"main.py", "boot.py"}}
+HOST_ONLY = {"protocol": {"cpython.py", "names.py"}, "common": {"main.py", "boot.py"}}
 SKIP_DIRS = {"__pycache__", "vmachine", "tests", "vectors"}
 ENTRY_FILES = ("main.py", "boot.py")
 
