@@ -164,9 +164,10 @@ class Uplink:
         """Queue a SenML pack; ``records`` is a list of SenML records or a decoded
         protocol telemetry message (``{"type": "fill", ...}``), translated per ``role``."""
         topic = self.topics.telemetry(self._site(site), device_id)
-        if isinstance(records, Mapping):
+        built_here = isinstance(records, Mapping)
+        if built_here:
             records = records_from_message(role, records)
-        payload = encode_pack(site, device_id, records, self._clock() if ts is None else ts)
+        payload = encode_pack(site, device_id, records, self._clock() if ts is None else ts, validate=not built_here)
         return self.outbox.append(topic, payload, prio=PRIO_TELEMETRY)
 
     async def telemetry(

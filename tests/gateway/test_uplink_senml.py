@@ -98,3 +98,17 @@ async def test_unpublishable_input_is_refused_before_it_is_stored(tmp_path):
         with pytest.raises(SenmlError):
             await up.telemetry("stadtpark", "c001", "container_sensor", [{"n": "fill", "v": "full"}])
         assert up.stats().outbox_depth == 0 and not up.stats().connected
+
+
+def test_records_built_from_messages_need_no_second_check():
+    """The gateway skips re-validating records it built itself; they must pass the check anyway."""
+    from gateway.uplink.senml import _check_record
+
+    for role, msg in (("container_sensor", {"type": "fill", "fill": 73, "temp": -5, "batt": 181}),
+                      ("light_pole", {"type": "light", "level": 40, "state": 8, "ambient": 65535, "lamp_ma": 0}),
+                      ("locker", {"type": "locker", "open": 1, "locked": 6, "occupied": 7, "pending": 3})):
+        recs = records_from_message(role, msg)
+        for i, rec in enumerate(recs):
+            _check_record(i, rec)
+        assert encode_pack("stadtpark", "x1", recs, 1_800_000_000.0, validate=False) == \
+            encode_pack("stadtpark", "x1", recs, 1_800_000_000.0)
