@@ -102,6 +102,7 @@ class Mac:
         self._ok = bytes(ok)
         self._inner = None
         self._outer = None
+        self._lead = {}
         if _CAN_COPY:
             self._inner = hashlib.sha256(self._ik)
             self._outer = hashlib.sha256(self._ok)
@@ -129,9 +130,24 @@ class Mac:
         k = len(kid)
         p = len(piv)
         # [ "MAC0", protected, bstr([1, dir, kid, piv]), payload ] with every head written out
-        msg = b"".join((_MAC0_PREFIX, _HEADS[5 + k + p], b"\x84\x01\x01" if direction else b"\x84\x01\x00",
-                        _HEADS[k], kid, _HEADS[p], piv, _bhead(len(payload)), payload))
-        return self.digest(msg)[:TAG_LEN]
+        lead = b"".join((_MAC0_PREFIX, _HEADS[5 + k + p], b"\x84\x01\x01" if direction else b"\x84\x01\x00",
+                         _HEADS[k], kid, _HEADS[p]))
+        tail = piv + _bhead(len(payload)) + payload
+        if self._inner is None:
+            return self.digest(lead + tail)[:TAG_LEN]
+        # CPython: the hash state after key pad and lead is kept per (direction, kid, piv length)
+        key = (direction, kid, p)
+        h = self._lead.get(key)
+        if h is None:
+            h = self._inner.copy()
+            h.update(lead)
+            if len(self._lead) < 32:
+                self._lead[key] = h
+        h = h.copy()
+        h.update(tail)
+        o = self._outer.copy()
+        o.update(h.digest())
+        return o.digest()[:TAG_LEN]
 
 
 _CAN_COPY = sys.implementation.name == "cpython"
