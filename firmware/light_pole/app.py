@@ -19,7 +19,7 @@ from light_pole.localtime import local_minute
 from light_pole.motion import Motion
 from light_pole.profile import Profile, windows
 from light_pole.sun import SunClock
-from light_pole.tick import ticks_add, ticks_diff
+from common.ticks import ticks_add, ticks_diff
 
 E_BAD_VALUE = 3
 E_NOT_SUPPORTED = 4

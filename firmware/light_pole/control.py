@@ -9,7 +9,7 @@ and safe mode the floor at night is the safe level, whatever caps say: a pole
 nobody can reach errs on the side of light.
 """
 from light_pole.curve import Fader
-from light_pole.tick import ticks_add, ticks_diff
+from common.ticks import ticks_add, ticks_diff
 
 # telemetry "state" values (protocol.messages.LIGHT_STATES)
 OFF = 0         # day: lamp off

@@ -5,7 +5,7 @@ Levels are in centi-percent (0..10000, "cl") so fades are smooth without floats
 curve: 1% -> 0.1% light, 100% -> 100%, exponential in between, i.e. equal steps
 in level look like equal steps in brightness. Fades run linearly in level.
 """
-from light_pole.tick import ticks_diff
+from common.ticks import ticks_diff
 
 FULL = 10000
 DUTY_MAX = 65535

@@ -6,7 +6,7 @@ side to hold for `dwell_ms`, so headlights or a torch never switch a pole off
 at night. The very first reading decides at once: after a reboot at night the
 lamp must not wait a minute in the dark.
 """
-from light_pole.tick import ticks_diff
+from common.ticks import ticks_diff
 
 
 class DayNight:

@@ -7,7 +7,7 @@ much a short, current with the lamp off a driver stuck on. `confirm` bad
 samples in a row raise a fault once; as many good ones clear it, so a flaky
 lamp is reported per episode, not per sample.
 """
-from light_pole.tick import ticks_diff
+from common.ticks import ticks_diff
 
 OK = 0
 OPEN = 1    # too little current for the duty

@@ -5,7 +5,7 @@ as a hard IRQ). poll() accepts a new level once it has been stable for
 `debounce_ms`, so contact bounce and RF spikes never count as a walker, and a
 sensor that stays high keeps `present` true for as long as it does.
 """
-from light_pole.tick import ticks_diff
+from common.ticks import ticks_diff
 
 
 class Motion:

@@ -9,7 +9,7 @@ re-runs __init__, which drives the pin off first. Tick differences are only
 valid for days, so service() (called every loop) turns old times into flags.
 """
 
-from locker.ticks import ticks_diff
+from common.ticks import ticks_diff
 
 MAX_ON_MS = 1500
 MIN_ON_MS = 50

@@ -21,7 +21,7 @@ from locker.actuator import MAX_ON_MS, MIN_ON_MS, LockActuator
 from locker.debounce import Debounced
 from locker.lockout import Lockout
 from locker.recent import RecentReqs
-from locker.ticks import ticks_diff
+from common.ticks import ticks_diff
 from locker.usedids import UsedIds
 
 FW = 10000

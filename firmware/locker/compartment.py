@@ -7,7 +7,7 @@ is reported as a door event. Events go to `emit(kind, comp, a, v)`.
 """
 
 from locker import audit
-from locker.ticks import ticks_diff
+from common.ticks import ticks_diff
 
 ALARM_TAMPER = 2
 ALARM_OPEN_TOO_LONG = 3

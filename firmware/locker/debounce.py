@@ -4,7 +4,7 @@ Polling from the main loop (not an IRQ) keeps it deterministic and allocation
 free; a door or occupancy contact changes far slower than the loop runs.
 """
 
-from locker.ticks import ticks_diff
+from common.ticks import ticks_diff
 
 
 class Debounced:

@@ -6,7 +6,7 @@ length up to MAX_ESCALATION times the configured duration. Ticks, not wall
 time, so a wrong clock cannot shorten it.
 """
 
-from locker.ticks import ticks_add, ticks_diff
+from common.ticks import ticks_add, ticks_diff
 
 MAX_ESCALATION = 8
 

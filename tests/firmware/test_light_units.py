@@ -16,7 +16,7 @@ from light_pole.localtime import civil, days_from_civil, eu_summer, local_minute
 from light_pole.motion import Motion
 from light_pole.profile import Profile
 from light_pole.sun import SunClock, sun_times
-from light_pole.tick import ticks_add, ticks_diff
+from common.ticks import ticks_add, ticks_diff
 
 
 class FakePin:

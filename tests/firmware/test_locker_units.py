@@ -23,7 +23,7 @@ from locker.compartment import ALARM_OPEN_TOO_LONG, ALARM_TAMPER, Compartment
 from locker.debounce import Debounced
 from locker.lockout import Lockout
 from locker.recent import RecentReqs
-from locker.ticks import ticks_add
+from common.ticks import ticks_add
 from locker.usedids import UsedIds
 from protocol import token
 from protocol.cose import Mac
