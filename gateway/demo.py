@@ -71,10 +71,13 @@ class LocalBroker:
             raise SystemExit("park-gateway demo: mosquitto is not installed (apt install mosquitto, or ./dev setup), "
                              "or pass --broker mqtt://HOST:PORT")
         conf = self.dir / "mosquitto.conf"
+        # The log goes to stderr, into a file this process opened: started as root, mosquitto
+        # switches to its own user and could not open a log file in our work directory.
         conf.write_text("listener %d 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\npersistence false\n"
-                        "log_dest file %s\n" % (self.port, self.dir / "mosquitto.log"))
-        self.proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     start_new_session=True)
+                        "log_dest stderr\n" % self.port)
+        with open(self.dir / "mosquitto.log", "wb") as log:
+            self.proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=log,
+                                         start_new_session=True)
         end = time.monotonic() + 10
         while time.monotonic() < end:
             try:
