@@ -36,6 +36,11 @@ def _artifacts() -> list:
     return _BUILD
 
 
+def duty_for(pct: int) -> int:
+    """The DALI-log duty the firmware should output for pct (same formula, computed here)."""
+    return 0 if pct == 0 else int(65535 * 10 ** (3 * (pct - 1) / 99 - 3) + 0.5)
+
+
 def deploy_tree(dst: Path, app: dict, rt: dict | None = None, source: bool = False) -> Path:
     """The flash image `park-device deploy` + `provision` write to a pole: .mpy packages, /main.py,
     /config.json, /key.bin (source=True: the .py files instead, e.g. for readable tracebacks)."""

@@ -12,16 +12,11 @@ import mpvm
 pytest.importorskip("serial")
 from vboard import VirtualBoard  # noqa: E402
 
-from test_light_bench import BRIGHT, DARK, NO_TIME, NOON_2026_06_21, PINS, Gateway, deploy_tree  # noqa: E402
+from test_light_bench import BRIGHT, DARK, NO_TIME, NOON_2026_06_21, PINS, Gateway, deploy_tree, duty_for  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not mpvm.node_available(), reason="MicroPython VM not installed: run ./dev setup")
 
 LAMP, MOTION, AMBIENT, CS = PINS["lamp"], PINS["motion"], PINS["ambient"], PINS["lamp_cs"]
-
-
-def duty_for(pct: int) -> int:
-    """The DALI-log duty the firmware should output for pct (same formula, computed here)."""
-    return 0 if pct == 0 else int(65535 * 10 ** (3 * (pct - 1) / 99 - 3) + 0.5)
 
 
 @pytest.fixture

@@ -10,15 +10,11 @@ pytest.importorskip("serial")
 from vboard import VirtualBoard  # noqa: E402
 
 from protocol import codec, cose, messages, names  # noqa: E402
-from test_light_bench import DARK, NO_TIME, PINS, Gateway, deploy_tree, repl_exec  # noqa: E402
+from test_light_bench import DARK, NO_TIME, PINS, Gateway, deploy_tree, duty_for, repl_exec  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not mpvm.node_available(), reason="MicroPython VM not installed: run ./dev setup")
 
 LAMP, MOTION, AMBIENT, CS = PINS["lamp"], PINS["motion"], PINS["ambient"], PINS["lamp_cs"]
-
-
-def duty_for(pct: int) -> int:
-    return 0 if pct == 0 else int(65535 * 10 ** (3 * (pct - 1) / 99 - 3) + 0.5)
 
 
 @pytest.fixture
