@@ -3,7 +3,7 @@
 size of each firmware as .mpy files.
 
 Each firmware (container_sensor, light_pole, locker) runs unmodified in genuine
-MicroPython on a virtual board (tools/vboard) for --hours of virtual time, with a test
+MicroPython on a virtual board (sim/vboard) for --hours of virtual time, with a test
 peer playing the gateway (welcome, acks, commands) and the day's inputs scripted below.
 The heap is sampled at every await of the firmware's main loop (vboard heap_mode):
 
@@ -15,8 +15,8 @@ day's peak, and peak minus boot (the working heap that remains when the modules 
 frozen into the firmware image, where their bytecode lives in flash). --mpy deploys
 mpy-cross output instead of .py sources (what `park-device deploy` would copy).
 
-    python benchmarks/bench_footprint.py                  # 24 h, .mpy, live heap, all three
-    python benchmarks/bench_footprint.py --hours 2 --only container_sensor --src py
+    python -m benchmarks.bench_footprint                  # 24 h, .mpy, live heap, all three
+    python -m benchmarks.bench_footprint --hours 2 --only container_sensor --src py
 """
 from __future__ import annotations
 
@@ -31,11 +31,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from sim import testbed as fw
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
-_spec = importlib.util.spec_from_file_location("fw_helpers", ROOT / "tests" / "firmware" / "test_runtime_support.py")
-fw = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(fw)
 
 START = 1782000000  # 2026-06-21T00:06:40Z, a summer day: dusk ~19:30 UTC, dawn ~03:00 UTC
 GOAL = 40 * 1024
@@ -79,9 +77,9 @@ def mpy_sizes(role: str) -> dict:
 
 def import_cost(role: str, src: str) -> int:
     """Heap held after importing the firmware's modules (bytecode, tables, globals), measured
-    in a plain MicroPython VM; `machine` is the runtime tests' fake (imported before the baseline)."""
-    import mpvm
-    fake = ROOT / "tests" / "firmware" / "test_runtime_mp" / "machine.py"
+    in a plain MicroPython VM; `machine` is sim/fake_machine.py (imported before the baseline)."""
+    from sim import mpvm
+    fake = ROOT / "sim" / "fake_machine.py"
     with tempfile.TemporaryDirectory() as d:
         img = fw.deploy_tree(Path(d) / "img", role, "x001", {})
         if src == "mpy":
@@ -96,7 +94,7 @@ def import_cost(role: str, src: str) -> int:
 def await_retention(n: int = 2000) -> float:
     """Bytes the WebAssembly port keeps per `await asyncio.sleep_ms(0)` even after gc.collect()
     (references held on the JavaScript side): a VM artifact that grows long runs, not an ESP32 cost."""
-    import mpvm
+    from sim import mpvm
     code = ("import gc, asyncio\ngc.collect()\na = gc.mem_alloc()\n"
             f"for i in range({n}):\n    await asyncio.sleep_ms(0)\n"
             "gc.collect()\nprint(gc.mem_alloc() - a)\n")
@@ -266,7 +264,7 @@ DAYS = {"container_sensor": ContainerDay, "light_pole": LightDay, "locker": Lock
 
 
 def run_day(role: str, hours: float, src: str, heap_mode: str, work: Path) -> dict:
-    import vboard
+    from sim import vboard
     day = DAYS[role]()
     day.w = Windows()
     img = fw.deploy_tree(work / f"{role}-img", role, day.kid, day.pins, day.app, day.rt)

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-import mpvm
-import vboard
-from vboard import VirtualBoard
+from sim import mpvm
+from sim import vboard
+from sim.vboard import VirtualBoard
 
 pytestmark = [
     pytest.mark.micropython,

@@ -1,9 +1,9 @@
 """vboard: virtual ESP32 boards running unmodified park-edge firmware in genuine MicroPython.
 
 Why: CI has no ESP32s, but firmware must run in the real interpreter with its real
-asyncio, heap and file APIs. A virtual board is one Node process (tools/vboard/board.mjs)
+asyncio, heap and file APIs. A virtual board is one Node process (sim/vboard/board.mjs)
 running the official MicroPython WebAssembly VM; only the hardware is simulated
-(firmware/common/vmachine: machine, clock/vclock). Labgrid-style split: the *resource*
+(sim/vmachine: machine, clock/vclock). Labgrid-style split: the *resource*
 is where the board is (``link_url``, ``console_pty``, ``flash_path``), the *driver* is
 this class (power, clock, peripherals).
 
@@ -32,8 +32,8 @@ import weakref
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-import mpvm
-from mpvm import MpvmUnavailable
+from sim import mpvm
+from sim.mpvm import MpvmUnavailable
 
 __all__ = [
     "VirtualBoard", "VboardError", "BoardStartError", "PortBusyError", "BoardHungError",
@@ -44,7 +44,7 @@ __all__ = [
 HERE = Path(__file__).resolve().parent
 BOARD_JS = HERE / "board.mjs"
 REPO = HERE.parent.parent
-VMACHINE_DIR = REPO / "firmware" / "common" / "vmachine"
+VMACHINE_DIR = HERE.parent / "vmachine"
 
 PWRON_RESET, HARD_RESET, WDT_RESET, DEEPSLEEP_RESET, SOFT_RESET = 1, 2, 3, 4, 5
 RESET_CAUSES = {"power": PWRON_RESET, "hard": HARD_RESET, "wdt": WDT_RESET,

@@ -14,7 +14,7 @@ import path from "node:path";
 import { pathToFileURL } from "node:url";
 
 const W = workerData;
-// the npm package is installed once, in tools/mpvm (./dev setup runs npm ci there)
+// the npm package is installed once, in sim/mpvm (./dev setup runs npm ci there)
 const PKG = pathToFileURL(path.join(path.dirname(new URL(import.meta.url).pathname), "..", "mpvm",
   "node_modules", "@micropython", "micropython-webassembly-pyscript", "micropython.mjs")).href;
 

@@ -1,6 +1,6 @@
 # vclock: the board timebase, virtual on a vboard, real on an ESP32.
 #
-# On a virtual board (tools/vboard) time is owned by the host: tests step it
+# On a virtual board (sim/vboard) time is owned by the host: tests step it
 # (board.advance(ms)) so hours or days of firmware time run in seconds. On a real
 # device the same names fall back to time/asyncio, so firmware never branches.
 #
