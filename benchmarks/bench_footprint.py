@@ -21,10 +21,8 @@ mpy-cross output instead of .py sources (what `park-device deploy` would copy).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -38,6 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 START = 1782000000  # 2026-06-21T00:06:40Z, a summer day: dusk ~19:30 UTC, dawn ~03:00 UTC
 GOAL = 40 * 1024
 ROLES = ("container_sensor", "light_pole", "locker")
+RADIO = {"container_sensor": "ble", "light_pole": "wifi", "locker": "wifi"}  # each role's radio in the park
+HEADROOM = 0.25  # of the budget still free at the day's peak (issue 10)
 
 
 def mpy_cross() -> str:
@@ -263,7 +263,7 @@ class LockerDay(Day):
 DAYS = {"container_sensor": ContainerDay, "light_pole": LightDay, "locker": LockerDay}
 
 
-def run_day(role: str, hours: float, src: str, heap_mode: str, work: Path) -> dict:
+def run_day(role: str, hours: float, src: str, heap_mode: str, work: Path, enforce: bool = False) -> dict:
     from sim import vboard
     day = DAYS[role]()
     day.w = Windows()
@@ -274,7 +274,8 @@ def run_day(role: str, hours: float, src: str, heap_mode: str, work: Path) -> di
     t0 = time.monotonic()
     with vboard.VirtualBoard(deploy_dir=img, flash_dir=work / f"{role}-flash", start_time=START,
                              heap_mode=heap_mode, record_wdt_feeds=False, console_pty=False,
-                             name=day.kid, **day.board_kw) as b:
+                             name=day.kid, heap_budget=vboard.esp32_heap_budget(RADIO[role]) if enforce else None,
+                             **day.board_kw) as b:
         day.setup(b)
         p = fw.Peer(b, day.kid.encode(), welcome_time=None, hb=3600)
         try:
@@ -288,11 +289,14 @@ def run_day(role: str, hours: float, src: str, heap_mode: str, work: Path) -> di
             st = b.state()
             up = [m["type"] for s, m in p.up]
             crashes = b.events("fw_crash")
+            over = b.events("fw_heap_budget")
         finally:
             p.close()
     return {"role": role, "src": src, "heap_mode": heap_mode, "hours": hours, "boot_peak": boot, "peak": peak,
             "windows": day.w.n, "event_excess": day.w.excess,
             "working": peak - boot, "boots": st.get("boots"), "crashes": len(crashes),
+            "radio": RADIO[role], "budget": vboard.esp32_heap_budget(RADIO[role]), "enforced": enforce,
+            "budget_exceeded": len(over),
             "uplink": {t: up.count(t) for t in sorted(set(up))}, "seconds": round(time.monotonic() - t0, 1)}
 
 
@@ -305,6 +309,8 @@ def main(argv=None) -> int:
     ap.add_argument("--src", choices=("mpy", "py"), default="mpy")
     ap.add_argument("--heap", choices=("live", "alloc"), default="alloc")
     ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--enforce", action="store_true",
+                    help="run each board with its ESP32 heap budget (MemoryError past it), not only report it")
     ap.add_argument("--vm-artifact", action="store_true",
                     help="also measure what a plain WebAssembly-port await keeps on the heap")
     a = ap.parse_args(argv)
@@ -312,7 +318,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="footprint-") as d:
         for role in a.only or ROLES:
             hours = a.hours if a.hours is not None else (24 if role == "container_sensor" else 4)
-            r = run_day(role, hours, a.src, a.heap, Path(d))
+            r = run_day(role, hours, a.src, a.heap, Path(d), a.enforce)
             r["mpy"] = mpy_sizes(role)
             r["import"] = import_cost(role, a.src)
             results.append(r)
@@ -327,6 +333,11 @@ def main(argv=None) -> int:
                       f"{(r['boot_peak'] + r['event_excess'])/1024:.1f} KiB", flush=True)
             print(f"{'':17s} import cost ({a.src}) {r['import']/1024:.1f} KiB; "
                   f"peak minus import (frozen-module estimate) {(r['peak'] - r['import'])/1024:.1f} KiB", flush=True)
+            free = 1 - r["peak"] / r["budget"]
+            print(f"{'':17s} ESP32 budget with {r['radio']} active {r['budget']/1024:.1f} KiB: "
+                  f"{free:.0%} free at the peak ({'meets' if free >= HEADROOM else 'misses'} the "
+                  f"{HEADROOM:.0%} headroom goal){'; enforced, exceeded %d times' % r['budget_exceeded'] if r['enforced'] else ''}",
+                  flush=True)
             print(f"{'':17s} uplink: {r['uplink']}", flush=True)
     if a.vm_artifact:
         print(f"a plain `await asyncio.sleep_ms(0)` in the WebAssembly port keeps {await_retention():.1f} bytes "
