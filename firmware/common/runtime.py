@@ -19,6 +19,8 @@ from common.errors import CommandError, ProvisionError
 from common.link import open_link
 from common.session import Session
 
+BATT_MIN_MV = 1000
+"""Below this a battery reading is no reading: an ESP32 browns out near 2.5 V."""
 MAX_APP_ERRORS = 3
 """Consecutive failed app steps after which the watchdog is starved (-> reset)."""
 
@@ -65,7 +67,9 @@ class Runtime:
         role = messages.ROLE_IDS.get(app_cls.ROLE)
         if role is None or app_cls.ROLE != dev.role:
             raise ProvisionError("config role %r does not match the firmware's %r" % (dev.role, app_cls.ROLE))
-        hello = {"type": "hello", "role": role, "fw": self.fw, "caps": app_cls.CAPS}
+        caps = getattr(app_cls, "caps", None)
+        caps = app_cls.CAPS if caps is None else caps(dev.pins, self._rtc, self.cfg)
+        hello = {"type": "hello", "role": role, "fw": self.fw, "caps": caps}
         self.session = Session(dev.kid, key, transport or open_link(dev.link), store, hello, dev.link,
                                self._command, self._welcomed)
         self.retained = _load_retained(store) if self.cause == hal.CAUSE_DEEPSLEEP else {}
@@ -107,13 +111,15 @@ class Runtime:
         return self.session.welcomed
 
     def battery_mv(self):
-        """Battery voltage (mV) from ADC "batt" and rt.batt_div, or None on mains power."""
+        """Battery voltage (mV) from ADC "batt" and rt.batt_div, or None on mains power and when
+        there is no reading (an open input reads ~0 V, which a running board cannot have)."""
         div = self._rtc["batt_div"]
         if not div or not self.hal.has("batt"):
             return None
         if self._batt is None:
             self._batt = self.hal.adc("batt")
-        return self._batt.read_uv() * div // 1000000
+        mv = self._batt.read_uv() * div // 1000000
+        return mv if mv >= BATT_MIN_MV else None
 
     def sleep_request(self, ms):
         """Deep-sleep for ms once pending events are acked (or rt.awake_s is over)."""
