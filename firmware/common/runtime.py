@@ -40,6 +40,8 @@ class Runtime:
         self.app_cls = app_cls
         self.fw = getattr(app_cls, "FW", VERSION)
         self.started_ms = clock.ticks_ms()
+        self._tick = self.started_ms
+        self.up_ms = 0  # since boot, summed per step: ticks wrap after 12.4 days, uptime must not
         self.gateway_seen_ms = None
         self.logs = []
         self.app = None
@@ -94,6 +96,8 @@ class Runtime:
         on_ack(msg, nack) runs when the answer arrives (nack None for an ack)."""
         if msg.get("t") is None:
             msg["t"] = clock.now() or 0
+        if msg["type"] == "alarm":  # SPEC 5: alarm values saturate at -65536..65535
+            msg["value"] = max(-0x10000, min(msg["value"], 0xFFFF))
         self.session.event(msg, clock.ticks_ms(), durable, on_ack)
 
     def log(self, text, keep=False):
@@ -178,6 +182,8 @@ class Runtime:
 
     def step(self, now):
         """One loop iteration; returns ms to wait before the next."""
+        self.up_ms += max(clock.ticks_diff(now, self._tick), 0)
+        self._tick = now
         s = self.session
         if s.events and not s.welcomed and not s.hello_pending:
             s.start_hello(now)  # a sleeper wakes without a session: events need one for their acks
@@ -201,7 +207,7 @@ class Runtime:
         if clock.ticks_diff(now, self._hb_due) >= 0:
             self.heartbeat()
             self._hb_due = clock.ticks_add(now, s.hb_s * 1000)
-        up = clock.ticks_diff(now, self.started_ms)
+        up = self.up_ms
         if self.healthy and not self.boot.stable and up >= self._rtc["stable_s"] * 1000:
             self.boot.mark_stable()
         retry = self._rtc["safe_retry_s"]
@@ -247,10 +253,10 @@ class Runtime:
         if self.app is None:
             st |= codes.ST_LINK_ONLY
         mv = self.battery_mv()
-        self.send({"type": "heartbeat", "uptime": clock.ticks_diff(clock.ticks_ms(), self.started_ms) // 1000,
-                   "heap": min(hal.mem_free(), 0xFFFFFFFF), "boots": self.boot.boots, "status": st,
+        self.send({"type": "heartbeat", "uptime": min(self.up_ms // 3600000, 0xFFFF),
+                   "heap": min(hal.mem_free() // 1024, 255), "boots": self.boot.boots & 0xFF, "status": st,
                    "fw": self.fw, "batt": None if mv is None else min(mv // 20, 255),
-                   "dropped": min(self.session.dropped, 0xFFFFFFFF)})
+                   "dropped": min(self.session.dropped, 255)})
         if self.app is not None:
             try:
                 t = self.app.telemetry()
