@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("words", nargs="+", metavar="ID | add ID | import FILE | remove ID | export")
     d.add_argument("--role", choices=config_mod.ROLES)
     d.add_argument("--site")
-    d.add_argument("--key-file", help="32-byte raw key file (0600)")
+    d.add_argument("--key-file", help="key file: 32 raw bytes or 64 hex characters, mode 0600")
     d.add_argument("--position", help="where it stands (free text, e.g. path node)")
     d.add_argument("--replace", action="store_true", help="re-provision an existing id")
     d.add_argument("--with-keys", metavar="FILE", help="export: also write keys to FILE (created 0600)")
@@ -186,6 +186,7 @@ def cmd_devices(args) -> int:
 
 def cmd_device(args) -> int:
     from gateway.registry import Registry, RegistryError, write_private
+    from protocol.keyfile import KeyFileError, read_key_file
 
     w = args.words
     if w[0] not in ("add", "import", "remove", "export"):
@@ -201,8 +202,7 @@ def cmd_device(args) -> int:
                     raise CliError("usage: park-gateway device add ID --role ROLE --site SITE --key-file FILE", EXIT_USAGE)
                 if args.site not in cfg.sites:
                     raise CliError("site %r is not in %s (sites: %s)" % (args.site, cfg.path, ", ".join(cfg.sites)), EXIT_USAGE)
-                with open(args.key_file, "rb") as f:
-                    key = f.read()
+                key = read_key_file(args.key_file)
                 dev = reg.add(w[1], args.role, args.site, key, args.position, replace=args.replace)
                 result = {"added": [dev.id]}
             elif w[0] == "import":
@@ -221,6 +221,8 @@ def cmd_device(args) -> int:
                     result["keys_written_to"] = args.with_keys
     except (RegistryError, OSError) as e:
         raise CliError(str(e))
+    except KeyFileError as e:
+        raise CliError(e.detail + ("; " + e.hint if e.hint else ""))
     if w[0] != "export":
         try:
             _call(args, {"op": "reload"})
