@@ -224,8 +224,12 @@ class Daemon:
             raise LookupError("no device %r" % device_id)
         return s.info()
 
-    async def command(self, device_id: str, cmd: dict) -> dict:
-        """One operator/backbone command: {"type": ..., fields...} with defaults filled in."""
+    async def command(self, device_id: str, cmd: dict, deadline: float | None = None, queue_for: float = 0.0) -> dict:
+        """One operator/backbone command: {"type": ..., fields...} with defaults filled in.
+
+        `deadline` (event-loop time) and `queue_for` (s) come from the API; the API
+        enforces both by cancelling this coroutine, which cancels the command.
+        """
         s = self.sessions.by_id.get(device_id)
         if s is None:
             raise LookupError("no device %r" % device_id)

@@ -144,7 +144,7 @@ class Registry:
             raise DuplicateKey("device %s: this key already belongs to device %s" % (device_id, cur[0]))
         exists = self.db.execute("SELECT 1 FROM devices WHERE id = ?", (device_id,)).fetchone()
         if exists and not replace:
-            raise DuplicateDevice("device %s is already registered (use replace to re-provision)" % device_id)
+            raise DuplicateDevice("device %s is already registered (use --replace to re-provision)" % device_id)
         with self.db:
             self.db.execute("BEGIN")
             if exists:

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import re
 import sqlite3
+import sys
 import time
 
 import paho.mqtt.client as paho
 import pytest
 
-from gwharness import load, provision, running, write_config
+from gwharness import ROOT, connected, load, provision, running, until, write_config
 
+from gateway.api import ApiServer
+from gateway.devsim import SimDevice, SimLink
 from gateway.registry import Registry, RegistryError
 from gateway.uplink import Uplink, UplinkConfig
 from gateway.uplink.requests import RequestLog
@@ -168,3 +173,108 @@ def test_registry_import_refuses_a_64_byte_hex_key_and_open_files(tmp_path):
         os.chmod(f, 0o600)
         assert reg.import_file(str(f)) == ["l001"]
         assert reg.get("l001").key == b"\xab" * 32
+
+
+# -- 9.2 command lifecycle: CLI and API
+
+
+async def cli(*args, timeout=60):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "tools")]))
+    p = await asyncio.create_subprocess_exec(sys.executable, "-m", "gateway.cli", *args, env=env,
+                                             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(p.communicate(), timeout)
+    return p.returncode, out.decode(), err.decode()
+
+
+@contextlib.asynccontextmanager
+async def gateway_with(tmp_path, devices):
+    link = await SimLink.tcp_server()
+    path = write_config(str(tmp_path), [{"type": "tcp", "url": link.url, "name": "vb0"}])
+    cfg = load(path)
+    keys = provision(cfg, devices)
+    sims = {did: link.add(SimDevice(did, keys[did], role)) for did, role in devices}
+    try:
+        async with running(cfg) as d:
+            await connected(link)
+            yield path, d, sims
+    finally:
+        await link.close()
+
+
+async def test_cli_timeout_is_one_line_and_the_command_is_never_carried_out(tmp_path):
+    async with gateway_with(tmp_path, [("k001", "locker")]) as (path, d, sims):
+        t0 = time.monotonic()
+        rc, out, err = await cli("--config", path, "unlock", "k001", "--comp", "3", "--reason", "t", "--timeout", "1.5s")
+        took = time.monotonic() - t0
+        assert rc == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+        assert "timeout" in err and "cancelled" in err and took < 10
+        rc, out, err = await cli("--config", path, "unlock", "k001", "--comp", "3", "--reason", "t",
+                                 "--timeout", "1s", "--json")
+        assert rc == 1 and json.loads(out)["ok"] is False and "timeout" in json.loads(out)["error"]
+        await sims["k001"].hello()  # the locker comes back after the operator was told it failed
+        await asyncio.sleep(1.0)
+        assert [c for c in sims["k001"].commands if c["type"] == "unlock"] == []
+
+
+async def test_queue_for_keeps_the_command_for_an_offline_device(tmp_path):
+    async with gateway_with(tmp_path, [("k001", "locker")]) as (path, d, sims):
+        rc, out, err = await cli("--config", path, "unlock", "k001", "--comp", "2", "--reason", "parcel",
+                                 "--timeout", "1s", "--queue-for", "1m")
+        assert rc == 0, err
+        assert "queued" in out and "1m" in out
+        await sims["k001"].hello()
+        await until(lambda: [c for c in sims["k001"].commands if c["type"] == "unlock"], what="the queued unlock")
+        assert sims["k001"].commands[-1]["comp"] == 2
+        rc, out, err = await cli("--config", path, "reboot", "k001", "--queue-for", "soon")
+        assert rc == 2 and "not a duration" in err
+
+
+async def test_api_client_going_away_cancels_its_command(tmp_path):
+    started, cancelled = asyncio.Event(), asyncio.Event()
+    calls = []
+
+    class Daemon:
+        async def command(self, device_id, cmd, deadline=None, queue_for=0.0):
+            calls.append((device_id, cmd["type"], deadline is not None, queue_for))
+            started.set()
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+
+    sock = str(tmp_path / "api.sock")
+    api = ApiServer(sock, Daemon())
+    await api.start()
+    try:
+        reader, writer = await asyncio.open_unix_connection(sock)
+        writer.write(b'{"op": "command", "id": "k001", "command": {"type": "reboot"}, "timeout": 600}\n')
+        await writer.drain()
+        await asyncio.wait_for(started.wait(), 5)
+        writer.close()  # the operator pressed Ctrl-C
+        await asyncio.wait_for(cancelled.wait(), 5)
+        # a pipelined second request is still answered after the first
+        reader, writer = await asyncio.open_unix_connection(sock)
+        writer.write(b'{"op": "command", "id": "k001", "command": {"type": "reboot"}, "timeout": 0.2}\n'
+                     b'{"op": "nope"}\n')
+        await writer.drain()
+        first, second = [json.loads(await asyncio.wait_for(reader.readline(), 5)) for _ in range(2)]
+        writer.close()
+        assert first["error"]["code"] == "timeout" and second["error"]["code"] == "unknown_op"
+        assert calls[0] == ("k001", "reboot", True, 0.0)
+    finally:
+        await api.stop()
+
+
+async def test_tail_of_an_unknown_id_answers_at_once_and_errors_say_their_code_once(tmp_path):
+    async with gateway_with(tmp_path, [("l001", "light_pole")]) as (path, d, sims):
+        await sims["l001"].hello()
+        t0 = time.monotonic()
+        rc, out, err = await cli("--config", path, "tail", "zz99", timeout=20)
+        assert rc == 1 and "unknown_device" in err and "zz99" in err and time.monotonic() - t0 < 10
+        sims["l001"].answer = lambda msg: (3, "debounce_ms")  # the pole refuses the value
+        rc, out, err = await cli("--config", path, "config", "set", "l001", "debounce_ms=9999")
+        assert rc == 1 and err.count("bad_value") == 1 and "debounce_ms" in err, err
+        rc, out, err = await cli("--config", path, "light", "l001", "--level", "140")
+        assert rc == 1 and "level" in err and "Traceback" not in err
+        assert not re.search(r"(\w+): \1", err), err
