@@ -28,6 +28,7 @@ import json
 import logging
 import math
 import os
+import stat
 
 from protocol.errors import ProtocolError, SchemaError
 
@@ -72,8 +73,11 @@ class ApiServer:
         self._queued: set[asyncio.Task] = set()  # commands that wait for a device with queue_for
 
     async def start(self) -> None:
+        gid = grp.getgrnam(self.group).gr_gid if self.group else -1  # KeyError before anything is created
         d = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(d, mode=0o750, exist_ok=True)
+        if gid >= 0:
+            _open_to_group(d, gid)
         if os.path.exists(self.path):
             os.unlink(self.path)  # a stale socket from a killed daemon
         old = os.umask(0o177 if not self.group else 0o117)
@@ -81,11 +85,16 @@ class ApiServer:
             self._server = await asyncio.start_unix_server(self._client, path=self.path, limit=MAX_LINE)
         finally:
             os.umask(old)
-        if self.group:
-            os.chown(self.path, -1, grp.getgrnam(self.group).gr_gid)
-            os.chmod(self.path, 0o660)
-        else:
-            os.chmod(self.path, 0o600)
+        try:
+            if gid >= 0:
+                os.chown(self.path, -1, gid)
+                os.chmod(self.path, 0o660)
+            else:
+                os.chmod(self.path, 0o600)
+        except OSError:
+            self._server.close()
+            os.unlink(self.path)
+            raise
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -247,6 +256,22 @@ class ApiServer:
                 await writer.drain()
         finally:
             sessions.listeners.remove(listen)
+
+
+def _open_to_group(d: str, gid: int) -> None:
+    """Let `api_group` enter the socket's directory when it is the daemon's own (systemd's RuntimeDirectory=).
+
+    systemd creates /run/park-gateway 0750 owned by the service's user and group;
+    operators in api_group could not reach the socket inside. A directory the
+    daemon does not own, or one others may write (/tmp), is left alone.
+    """
+    st = os.stat(d)
+    if st.st_uid != os.geteuid() or st.st_mode & 0o002:
+        return
+    if st.st_gid != gid:
+        os.chown(d, -1, gid)
+    if stat.S_IMODE(st.st_mode) & 0o050 != 0o050:
+        os.chmod(d, stat.S_IMODE(st.st_mode) | 0o050)
 
 
 class _Lines:

@@ -334,16 +334,22 @@ def _command(args, device_id: str, cmd: dict) -> int:
 def cmd_config(args) -> int:
     w = args.words
     if w[0] == "check":
+        from gateway import preflight
+
         path = w[1] if len(w) > 1 else getattr(args, "config", None)
         try:
             cfg = config_mod.load(path)
+            warnings = preflight.check(cfg, starting=False)
         except config_mod.ConfigError as e:
             _out(args, {"ok": False, "error": str(e), "file": e.file, "line": e.line, "key": e.key}, str(e))
             return EXIT_USAGE
         summary = {"ok": True, "file": cfg.path, "sites": sorted(cfg.sites), "links": [lk.name for lk in cfg.links],
                    "state_dir": cfg.state_dir, "api_socket": cfg.api_socket,
-                   "broker": "%s:%d" % (cfg.uplink.host, cfg.uplink.port)}
-        _out(args, summary, "%s: OK (%d sites, %d links)" % (cfg.path, len(cfg.sites), len(cfg.links)))
+                   "broker": "%s:%d" % (cfg.uplink.host, cfg.uplink.port),
+                   "warnings": ["%s: %s" % (p.key, p.message) for p in warnings]}
+        text = "\n".join(["%s: OK (%d sites, %d links)" % (cfg.path, len(cfg.sites), len(cfg.links))]
+                         + ["%s: warning: %s: %s" % (cfg.path, p.key, p.message) for p in warnings])
+        _out(args, summary, text)
         return 0
     if w[0] == "set" and len(w) >= 3:
         values = {}
@@ -370,7 +376,12 @@ def cmd_run(args) -> int:
 
     cfg = _config(args)
     logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(serve(cfg))
+    try:
+        asyncio.run(serve(cfg))
+    except config_mod.ConfigError as e:  # preflight at start: names file and key
+        raise CliError(str(e), EXIT_USAGE)
+    except KeyboardInterrupt:
+        pass
     return 0
 
 

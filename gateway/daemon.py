@@ -19,6 +19,7 @@ import time
 from protocol import messages, names
 
 from gateway import config as config_mod
+from gateway import preflight
 from gateway.api import ApiServer
 from gateway.control import Control
 from gateway.links import make_link
@@ -130,6 +131,7 @@ class Daemon:
         from gateway.uplink import Uplink
 
         cfg = self.cfg
+        preflight.check(cfg)
         os.makedirs(cfg.state_dir, mode=0o700, exist_ok=True)
         self.registry = Registry(cfg.registry_path)
         self.writer = RegistryWriter(cfg.registry_path)

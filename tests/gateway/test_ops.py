@@ -278,3 +278,51 @@ async def test_tail_of_an_unknown_id_answers_at_once_and_errors_say_their_code_o
         rc, out, err = await cli("--config", path, "light", "l001", "--level", "140")
         assert rc == 1 and "level" in err and "Traceback" not in err
         assert not re.search(r"(\w+): \1", err), err
+
+
+# -- 9.7 config check runs every check the daemon's start runs
+
+
+def _edit(path: str, old: str, new: str) -> None:
+    text = open(path).read()
+    assert old in text
+    open(path, "w").write(text.replace(old, new, 1))
+
+
+async def test_config_check_fails_what_the_daemon_start_would_fail_on(tmp_path):
+    good = write_config(str(tmp_path), [])
+    rc, out, err = await cli("config", "check", good, "--json")
+    assert rc == 0 and json.loads(out)["ok"] is True, out + err
+    sock = str(tmp_path / "api.sock")
+    cases = {
+        "gateway.api_group": ('api_socket = "%s"' % sock, 'api_socket = "%s"\napi_group = "no-such-grp-9x"' % sock,
+                              "does not exist"),
+        "gateway.state_dir": ('state_dir = "%s"' % (tmp_path / "state"), 'state_dir = "%s"' % (tmp_path / "file" / "s"),
+                              "is a file"),
+        "gateway.api_socket": ('api_socket = "%s"' % sock, 'api_socket = "%s/%s.sock"' % (tmp_path, "x" * 110),
+                               "at most 107"),
+    }
+    (tmp_path / "file").write_text("not a directory")
+    for key, (old, new, why) in cases.items():
+        bad = str(tmp_path / ("bad-%s.toml" % key.split(".")[1]))
+        open(bad, "w").write(open(good).read())
+        _edit(bad, old, new)
+        rc, out, err = await cli("config", "check", bad, "--json")
+        r = json.loads(out)
+        assert rc == 2 and r["ok"] is False and r["key"] == key and r["file"] == bad and why in r["error"], (key, r)
+        # the daemon's start runs the same check: one line naming file and key, no traceback, no socket left
+        rc, out, err = await cli("run", "--config", bad, timeout=30)
+        assert rc == 2 and "Traceback" not in err and bad in err and key in err, (key, err)
+        assert not os.path.exists(sock)
+
+
+async def test_config_check_refuses_key_files_open_to_others(tmp_path):
+    path = write_config(str(tmp_path), [])
+    cfg = load(path)
+    provision(cfg, [("l001", "light_pole")])
+    os.chmod(cfg.registry_path, 0o644)
+    rc, out, err = await cli("config", "check", path)
+    assert rc == 2 and "registry.sqlite is readable by others" in out and "gateway.state_dir" in out
+    os.chmod(cfg.registry_path, 0o600)
+    rc, out, err = await cli("config", "check", path)
+    assert rc == 0, out + err
