@@ -203,6 +203,7 @@ def cmd_status(args) -> int:
                  bb.get("broker"), "connected" if bb.get("connected") else "DISCONNECTED",
                  bb.get("outbox_depth", 0), "%.0fs" % bb["oldest_age_s"] if bb.get("oldest_age_s") else "-",
                  bb.get("published", 0), bb.get("dropped_total", 0)),
+             _clock_line(st.get("clock")),
              "devices: %d online, %d offline, %d total" % (
                  st["devices"]["online"], st["devices"]["offline"], st["devices"]["total"]),
              "links:"]
@@ -216,6 +217,14 @@ def cmd_status(args) -> int:
         lines.append("session: " + ", ".join("%s=%d" % kv for kv in sorted(st["counters"].items())))
     _out(args, st, "\n".join(lines))
     return 0
+
+
+def _clock_line(clock: dict | None) -> str:
+    if not clock:
+        return "clock: unknown (daemon too old to say)"
+    if clock.get("synchronised"):
+        return "clock: synchronised (%s)" % clock.get("source")
+    return "clock: NOT synchronised: devices get no time until it is (NTP, or trust_clock in [gateway])"
 
 
 def cmd_devices(args) -> int:

@@ -19,7 +19,7 @@ import time
 from protocol import messages, names
 
 from gateway import config as config_mod
-from gateway import preflight
+from gateway import preflight, sdnotify, timesync
 from gateway.api import ApiServer
 from gateway.control import Control
 from gateway.links import make_link
@@ -215,6 +215,7 @@ class Daemon:
             "backbone": up.as_dict() if hasattr(up, "as_dict") else dict(up),
             "counters": dict(s.counters),
             "control": self.control.status(),
+            "clock": timesync.status(self.cfg.trust_clock),
         }
 
     def devices(self) -> list[dict]:
@@ -300,4 +301,5 @@ async def serve(cfg: config_mod.Config) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, d.stop)
-    await d.run()
+    async with sdnotify.Supervisor(d):
+        await d.run()

@@ -7,7 +7,11 @@ import contextlib
 import json
 import os
 import re
+import shutil
+import signal
+import socket
 import sqlite3
+import subprocess
 import sys
 import time
 
@@ -16,6 +20,7 @@ import pytest
 
 from gwharness import ROOT, connected, load, provision, running, until, write_config
 
+from gateway import sdnotify, timesync
 from gateway.api import ApiServer
 from gateway.devsim import SimDevice, SimLink
 from gateway.registry import Registry, RegistryError
@@ -326,3 +331,104 @@ async def test_config_check_refuses_key_files_open_to_others(tmp_path):
     os.chmod(cfg.registry_path, 0o600)
     rc, out, err = await cli("config", "check", path)
     assert rc == 0, out + err
+
+
+# -- 9.13 systemd: the unit verifies, the notify protocol, time handed out only when synchronised
+
+UNIT = os.path.join(ROOT, "gateway", "systemd", "park-gateway.service")
+
+
+def test_the_unit_passes_systemd_analyze_verify(tmp_path):
+    exe = shutil.which("systemd-analyze")
+    if exe is None:
+        pytest.fail("systemd-analyze is missing: install the Debian package `systemd` (./dev setup does)")
+    stub = tmp_path / "park-gateway"
+    stub.write_text("#!/bin/sh\nexit 0\n")
+    stub.chmod(0o755)
+    text = open(UNIT).read()
+    for line in ("Type=notify", "WatchdogSec=30", "NotifyAccess=main", "RestartPreventExitStatus=2",
+                 "RuntimeDirectoryMode=0750"):
+        assert line in text.splitlines(), line
+    unit = tmp_path / "park-gateway.service"
+    unit.write_text(text.replace("/usr/local/bin/park-gateway", str(stub)))  # verify checks the binary exists
+    r = subprocess.run([exe, "verify", str(unit)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stderr.strip() == "" and r.stdout.strip() == "", r.stdout + r.stderr
+    unit.write_text(text.replace("/usr/local/bin/park-gateway", str(stub)).replace("Type=notify", "Type=notifyy"))
+    r = subprocess.run([exe, "verify", str(unit)], capture_output=True, text=True, timeout=60)
+    assert "notifyy" in r.stdout + r.stderr  # the check can see a mistake
+
+
+async def test_notify_ready_watchdog_status_and_stopping_over_a_real_datagram_socket(tmp_path):
+    path = write_config(str(tmp_path), [])
+    addr = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(addr)
+    sock.setblocking(False)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "tools")]),
+               NOTIFY_SOCKET=addr, WATCHDOG_USEC="200000")
+    p = await asyncio.create_subprocess_exec(sys.executable, "-m", "gateway.cli", "run", "--config", path, env=env,
+                                             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    got: list[str] = []
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(30):
+            while got.count("WATCHDOG=1") < 3:
+                got.append((await loop.sock_recv(sock, 4096)).decode())
+        assert os.path.exists(str(tmp_path / "api.sock"))  # READY came after the API socket was up
+        p.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            while "STOPPING=1" not in got:
+                got.append((await loop.sock_recv(sock, 4096)).decode())
+        assert await asyncio.wait_for(p.wait(), 30) == 0
+    finally:
+        if p.returncode is None:
+            p.kill()
+        sock.close()
+    assert got[0] == "READY=1"
+    status = [m for m in got if m.startswith("STATUS=")]
+    assert status and "0 of 0 devices online" in status[0] and "clock synchronised" in status[0]
+    assert got[-1] == "STOPPING=1"
+
+
+def test_notify_is_silent_outside_systemd_and_speaks_abstract_sockets():
+    assert sdnotify.notify("READY=1", env={}) is False
+    assert sdnotify.watchdog_interval({"WATCHDOG_USEC": "30000000"}) == 15.0
+    assert sdnotify.watchdog_interval({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"}) is None  # not ours
+    name = "park-test-%d" % os.getpid()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.bind("\0" + name)
+        assert sdnotify.notify("WATCHDOG=1", env={"NOTIFY_SOCKET": "@" + name}) is True
+        assert s.recv(100) == b"WATCHDOG=1"
+
+
+async def test_devices_get_time_only_from_a_synchronised_gateway(tmp_path, monkeypatch):
+    monkeypatch.setattr(timesync, "MARKER", str(tmp_path / "synchronized"))
+    monkeypatch.setattr(timesync, "kernel_synchronised", lambda: False)
+    monkeypatch.setattr(timesync, "RECHECK_S", 0.0)
+    monkeypatch.setattr(timesync, "_cache", {})
+    link = await SimLink.tcp_server()
+    path = write_config(str(tmp_path), [{"type": "tcp", "url": link.url, "name": "vb0"}])
+    _edit(path, "trust_clock = true", "trust_clock = false")
+    cfg = load(path)
+    keys = provision(cfg, [("k001", "locker")])
+    dev = link.add(SimDevice("k001", keys["k001"], "locker"))
+    hb = {"type": "heartbeat", "uptime": 5, "heap": 50000, "boots": 1, "status": 0, "fw": 10000, "batt": None,
+          "dropped": 0}
+    try:
+        async with running(cfg) as d:
+            await connected(link)
+            w = await dev.hello()
+            assert w["time"] == 0  # below SPEC's valid range: the device keeps its own clock
+            dev.send(hb)  # "my time is not valid"
+            await asyncio.sleep(0.5)
+            assert [c for c in dev.commands if c["type"] == "time"] == []
+            assert d.status()["clock"] == {"synchronised": False, "source": None}
+            rc, out, err = await cli("--config", path, "status")
+            assert rc == 0 and "clock: NOT synchronised" in out
+            (tmp_path / "synchronized").write_text("")  # systemd-timesyncd reached its server
+            dev.send(hb)
+            await until(lambda: [c for c in dev.commands if c["type"] == "time"], what="a time command")
+            assert dev.commands[-1]["time"] > 1_700_000_000
+            assert d.status()["clock"] == {"synchronised": True, "source": "timesyncd"}
+    finally:
+        await link.close()
