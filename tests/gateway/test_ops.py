@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import grp
 import json
 import os
 import re
@@ -13,6 +14,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 
 import paho.mqtt.client as paho
@@ -432,3 +434,93 @@ async def test_devices_get_time_only_from_a_synchronised_gateway(tmp_path, monke
             assert d.status()["clock"] == {"synchronised": True, "source": "timesyncd"}
     finally:
         await link.close()
+
+
+# -- 9.6 operators can use the CLI under the shipped unit (documented install steps, as root)
+
+AS_USER = """
+import os, pwd, sys
+import asyncio, concurrent.futures.thread, ctypes, grp, json, logging, sqlite3, ssl  # noqa: F401,E401
+# (all imported before the switch: the test's interpreter lives where the new user may not read)
+import gateway.api, gateway.cli, gateway.control, gateway.daemon, gateway.links, gateway.preflight  # noqa: F401
+import gateway.registry, gateway.sdnotify, gateway.session, gateway.timesync, gateway.uplink  # noqa: F401
+user = sys.argv[1]
+pw = pwd.getpwnam(user)
+os.umask(0o077)                      # the unit's UMask=
+os.initgroups(user, pw.pw_gid)       # what systemd does for User=: supplementary groups from /etc/group
+os.setgid(pw.pw_gid)
+os.setuid(pw.pw_uid)
+os.chdir("/")
+sys.exit(gateway.cli.main(sys.argv[2:]))
+"""
+
+
+def _run(*cmd: str) -> None:
+    subprocess.run(cmd, check=True, capture_output=True, timeout=60)
+
+
+async def as_user(user: str, *args: str, wait: bool = True):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "tools")]))
+    p = await asyncio.create_subprocess_exec(sys.executable, "-c", AS_USER, user, *args, env=env,
+                                             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    if not wait:
+        return p
+    out, err = await asyncio.wait_for(p.communicate(), 60)
+    return p.returncode, out.decode(), err.decode()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: it adds a throwaway user and group (useradd, groupadd)")
+async def test_operators_in_api_group_use_the_cli_under_the_units_directories():
+    tag = os.urandom(3).hex()
+    gw, ops, op, outsider = "pgw" + tag, "pops" + tag, "pop" + tag, "pout" + tag
+    base = tempfile.mkdtemp(prefix="park-install-", dir="/tmp")
+    os.chmod(base, 0o755)
+    made_users, made_group, daemon = [], False, None
+    try:
+        # docs/operations.md, Install
+        _run("useradd", "--system", "--home", base + "/state", "--shell", "/usr/sbin/nologin", gw)
+        made_users.append(gw)
+        _run("groupadd", "--system", ops)
+        made_group = True
+        _run("usermod", "-aG", ops, gw)
+        for u in (op, outsider):
+            _run("useradd", "--system", "--shell", "/usr/sbin/nologin", u)
+            made_users.append(u)
+        _run("usermod", "-aG", ops, op)
+        # what systemd makes of the unit: StateDirectory= 0700, RuntimeDirectory= 0750, both owned by the service
+        run_dir, state, etc = base + "/run/park-gateway", base + "/state", base + "/etc"
+        for d, mode in ((run_dir, 0o750), (state, 0o700)):
+            os.makedirs(d)
+            shutil.chown(d, gw, gw)
+            os.chmod(d, mode)
+        os.makedirs(base + "/run", exist_ok=True)
+        os.chmod(base + "/run", 0o755)
+        os.makedirs(etc, mode=0o750)
+        shutil.chown(etc, "root", ops)
+        cfg_path = write_config(etc, [])
+        _edit(cfg_path, 'state_dir = "%s"' % os.path.join(etc, "state"), 'state_dir = "%s"' % state)
+        _edit(cfg_path, 'api_socket = "%s"' % os.path.join(etc, "api.sock"),
+              'api_socket = "%s/api.sock"\napi_group = "%s"' % (run_dir, ops))
+        shutil.chown(cfg_path, "root", ops)
+        os.chmod(cfg_path, 0o640)
+        rc, out, err = await as_user(gw, "config", "check", cfg_path)
+        assert rc == 0, out + err
+        daemon = await as_user(gw, "run", "--config", cfg_path, wait=False)
+        await until(lambda: os.path.exists(run_dir + "/api.sock") or daemon.returncode is not None, 20,
+                    "the daemon's socket")
+        assert daemon.returncode is None, (await daemon.stderr.read()).decode()
+        rc, out, err = await as_user(op, "--config", cfg_path, "status")
+        assert rc == 0 and "devices: 0 online" in out, err
+        rc, out, err = await as_user(outsider, "--socket", run_dir + "/api.sock", "status")
+        assert rc == 3 and "no permission" in err
+        st = os.stat(run_dir)
+        assert st.st_mode & 0o777 == 0o750 and grp.getgrgid(st.st_gid).gr_name == ops
+    finally:
+        if daemon is not None and daemon.returncode is None:
+            daemon.terminate()
+            await asyncio.wait_for(daemon.wait(), 30)
+        for u in made_users:
+            subprocess.run(["userdel", u], capture_output=True, timeout=60)
+        if made_group:
+            subprocess.run(["groupdel", ops], capture_output=True, timeout=60)
+        shutil.rmtree(base, ignore_errors=True)
