@@ -39,7 +39,7 @@ from .topics import Topics
 
 __all__ = ["MqttLink", "tls_context"]
 
-log = logging.getLogger("gateway.uplink.mqtt")
+log = logging.getLogger("park.uplink.mqtt")
 
 _MAX_REQUEST = 16 * 1024
 _STABLE_S = 10.0  # a connection that lasted this long resets the reconnect backoff

@@ -524,3 +524,27 @@ async def test_operators_in_api_group_use_the_cli_under_the_units_directories():
         if made_group:
             subprocess.run(["groupdel", ops], capture_output=True, timeout=60)
         shutil.rmtree(base, ignore_errors=True)
+
+
+async def test_device_add_reads_key_files_through_the_one_reader(tmp_path):
+    path = write_config(str(tmp_path), [])
+    cfg = load(path)
+    os.makedirs(cfg.state_dir, mode=0o700)
+    key = os.urandom(32)
+    kf = tmp_path / "c009.key"
+    kf.write_text(key.hex() + "\n")  # 64 hex characters: what a technician may well write
+    os.chmod(kf, 0o644)
+    add = ("--config", path, "device", "add", "c009", "--role", "container_sensor", "--site", "stadtpark",
+           "--key-file", str(kf))
+    rc, out, err = await cli(*add)
+    assert rc == 1 and "readable by others" in err and "chmod 600" in err and "Traceback" not in err
+    with Registry(cfg.registry_path) as reg:
+        assert [d.id for d in reg.all()] == []
+    os.chmod(kf, 0o600)
+    rc, out, err = await cli(*add, "--json")
+    assert rc == 0, err
+    with Registry(cfg.registry_path) as reg:
+        assert reg.get("c009").key == key  # 32 bytes, not the 64 bytes of its hex text
+    kf.write_bytes(os.urandom(48))
+    rc, out, err = await cli(*add, "--replace")
+    assert rc == 1 and "32-byte key" in err
