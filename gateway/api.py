@@ -206,7 +206,10 @@ class ApiServer:
             if op == "device":
                 return d.device(_need(req, "id"))
             if op == "pickups":
-                return d.control.waste.pickups(req.get("site"))
+                site = req.get("site")
+                if site is not None and site not in d.cfg.sites:
+                    raise ApiError("unknown_site", "no site %r (sites: %s)" % (site, ", ".join(sorted(d.cfg.sites))))
+                return d.control.waste.pickups(site)
             if op == "reload":
                 return d.reload()
             if op == "command":

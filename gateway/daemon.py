@@ -17,6 +17,7 @@ import signal
 import time
 
 from protocol import messages, names
+from protocol.errors import SchemaError
 
 from gateway import config as config_mod
 from gateway import preflight, sdnotify, timesync
@@ -241,7 +242,7 @@ class Daemon:
             comp = cmd.get("comp")
             reason = cmd.get("reason")
             if not isinstance(reason, str) or not reason:
-                raise ValueError("unlock needs a reason (it goes into the locker's audit log)")
+                raise SchemaError("unlock.reason is missing (it goes into the locker's audit log)", "reason")
             fut = self.control.lockers.unlock(device_id, comp, reason)
         else:
             msg = build_command(cmd)

@@ -156,7 +156,10 @@ async def test_unlock_out_of_range_is_bad_value_naming_the_field(mosquitto, back
     async with running(cfg) as d:
         await d.uplink.wait_connected(10)
         backbone.request({"id": "u99", "ts": time.time(), "type": "unlock", "comp": 99, "reason": "ticket 7"})
+        backbone.request({"id": "u-why", "ts": time.time(), "type": "unlock", "comp": 1})
         ans = await backbone.answer("u99")
+        why = await backbone.answer("u-why")
+    assert why["error"]["code"] == "bad_value" and why["error"]["field"] == "reason"
     assert ans["ok"] is False
     assert ans["error"]["code"] == "bad_value" and ans["error"]["field"] == "comp"
     assert "99" in ans["error"]["message"]
@@ -285,6 +288,8 @@ async def test_tail_of_an_unknown_id_answers_at_once_and_errors_say_their_code_o
         rc, out, err = await cli("--config", path, "light", "l001", "--level", "140")
         assert rc == 1 and "level" in err and "Traceback" not in err
         assert not re.search(r"(\w+): \1", err), err
+        rc, out, err = await cli("--config", path, "pickups", "--site", "stadpark")  # a typo lists the sites
+        assert rc == 1 and "unknown_site" in err and "sites: stadtpark" in err
 
 
 # -- 9.7 config check runs every check the daemon's start runs
