@@ -24,7 +24,7 @@ from gwharness import ROOT, connected, load, provision, running, until, write_co
 
 from gateway import sdnotify, timesync
 from gateway.api import ApiServer
-from gateway.devsim import SimDevice, SimLink
+from sim.devsim import SimDevice, SimLink
 from gateway.registry import Registry, RegistryError
 from gateway.uplink import Uplink, UplinkConfig
 from gateway.uplink.requests import RequestLog
@@ -189,8 +189,7 @@ def test_registry_import_refuses_a_64_byte_hex_key_and_open_files(tmp_path):
 
 
 async def cli(*args, timeout=60):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "tools")]))
-    p = await asyncio.create_subprocess_exec(sys.executable, "-m", "gateway.cli", *args, env=env,
+    p = await asyncio.create_subprocess_exec(sys.executable, "-m", "gateway.cli", *args,
                                              stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(p.communicate(), timeout)
     return p.returncode, out.decode(), err.decode()
@@ -371,8 +370,7 @@ async def test_notify_ready_watchdog_status_and_stopping_over_a_real_datagram_so
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(addr)
     sock.setblocking(False)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "tools")]),
-               NOTIFY_SOCKET=addr, WATCHDOG_USEC="200000")
+    env = dict(os.environ, NOTIFY_SOCKET=addr, WATCHDOG_USEC="200000")
     p = await asyncio.create_subprocess_exec(sys.executable, "-m", "gateway.cli", "run", "--config", path, env=env,
                                              stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     got: list[str] = []
@@ -465,8 +463,7 @@ def _run(*cmd: str) -> None:
 
 
 async def as_user(user: str, *args: str, wait: bool = True):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "tools")]))
-    p = await asyncio.create_subprocess_exec(sys.executable, "-c", AS_USER, user, *args, env=env,
+    p = await asyncio.create_subprocess_exec(sys.executable, "-c", AS_USER, user, *args,
                                              stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     if not wait:
         return p
