@@ -424,7 +424,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as e:  # noqa: BLE001 - an operator gets one line, not a traceback
-        logging.getLogger("park.cli").debug("unexpected error", exc_info=True)
+        # the daemon's traceback goes to the journal (it is a bug to report); a tool's only at debug level
+        logging.getLogger("park.cli").log(logging.ERROR if args.cmd == "run" else logging.DEBUG,
+                                          "unexpected error", exc_info=True)
         return _fail(args, "unexpected %s: %s (please report it with the command you ran)"
                      % (type(e).__name__, e), EXIT_FAIL)
     return EXIT_USAGE
