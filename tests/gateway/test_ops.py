@@ -555,3 +555,27 @@ async def test_device_add_reads_key_files_through_the_one_reader(tmp_path):
     kf.write_bytes(os.urandom(48))
     rc, out, err = await cli(*add, "--replace")
     assert rc == 1 and "32-byte key" in err
+
+
+async def test_watchdog_pings_come_from_the_event_loop_so_a_stuck_loop_stops_them(monkeypatch):
+    sent = []
+    monkeypatch.setattr(sdnotify, "notify", lambda m, env: sent.append((time.monotonic(), m)) or True)
+
+    class Daemon:
+        ready = asyncio.Event()
+
+        def status(self):
+            return {"devices": {"online": 0, "total": 0}, "backbone": {}, "clock": {}}
+
+    d = Daemon()
+    d.ready.set()
+    async with sdnotify.Supervisor(d, env={"NOTIFY_SOCKET": "@unused", "WATCHDOG_USEC": "100000"}):
+        await asyncio.sleep(0.3)
+        stuck = time.monotonic()
+        time.sleep(0.6)  # the event loop is stuck (a blocking call): systemd must see the pings stop
+        freed = time.monotonic()
+        await asyncio.sleep(0.3)
+    pings = [t for t, m in sent if m == "WATCHDOG=1"]
+    assert sent[0][1] == "READY=1" and sent[-1][1] == "STOPPING=1"
+    assert [t for t in pings if t < stuck] and [t for t in pings if t > freed]
+    assert not [t for t in pings if stuck < t < freed]
