@@ -6,6 +6,8 @@
     park-device provision --id l001 --site stadtpark --role light_pole --registry /var/lib/park-gateway/registry.sqlite
     park-device selftest
     park-device monitor
+    park-device recover
+    park-device manifest --role light_pole > board_manifest.py
 
 Every command: --json for one machine-readable object on stdout, a one-line summary
 otherwise, a typed error with a stable code and exit status when something is wrong.
@@ -74,6 +76,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--replace", action="store_true", help="re-key a device id or re-purpose a provisioned board")
     p.add_argument("--no-restart", dest="restart", action="store_false")
 
+    p = sub.add_parser("manifest", help="print a role's board manifest for a frozen ESP-IDF build (--json: the files)")
+    _common(p, board=False)
+    p.add_argument("--role", required=True, help="|".join(ROLES))
+
     p = sub.add_parser("selftest", help="run the firmware's self test and show every sensor and actuator")
     _common(p)
     p.add_argument("--no-restart", dest="restart", action="store_false")
@@ -111,6 +117,9 @@ def run(args: argparse.Namespace, ui: UI) -> tuple[str, dict]:
                          import_file=args.import_file, config_file=args.config_file, sets=args.sets,
                          position=args.position, replace=args.replace, booking_key=args.booking_key,
                          timeout=args.timeout, restart=args.restart, serial_number=args.serial_number)
+    if c == "manifest":
+        from .manifest import describe
+        return describe(ui, args.role)
     if c == "selftest":
         from .selftest import selftest
         return selftest(ui, args.port, timeout=args.timeout, restart=args.restart, serial_number=args.serial_number)

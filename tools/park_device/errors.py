@@ -112,3 +112,8 @@ class FlashFailed(DeviceToolError):
 
 class BuildFailed(DeviceToolError):
     code, exit_status = "build_failed", 28
+
+
+class ManifestError(BuildFailed):
+    """A firmware manifest.py is missing, broken, or lists a file that is not there."""
+    code, exit_status = "bad_manifest", 29
