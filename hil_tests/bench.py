@@ -119,12 +119,8 @@ def known_bug(ok: bool, reason: str) -> None:
 def lamp_duty(level: int) -> int:
     """The PWM duty a light pole drives for a level in %: the firmware's own dimming curve
     (firmware/light_pole/curve.py runs unchanged under CPython)."""
-    import importlib
-    import sys
-    fw = str(Path(__file__).resolve().parents[1] / "firmware")
-    if fw not in sys.path:
-        sys.path.append(fw)
-    return importlib.import_module("light_pole.curve").duty(level * 100)
+    from park_device.fwload import FirmwareModules
+    return FirmwareModules(Path(__file__).resolve().parents[1] / "firmware").load("light_pole.curve").duty(level * 100)
 
 
 # ------------------------------------------------------------------------------ resources
@@ -188,7 +184,7 @@ class ConsoleDriver:
     def provision(self, site: str, registry: str, booking_key: str | None = None, sets=()) -> dict:
         s = self.res.spec
         return provision(self._ui(), self.res.console, s.id, s.role, site, registry=registry, position=s.position,
-                         booking_key=booking_key, sets=list(sets), timeout=15)[1]
+                         booking_key=booking_key, sets=list(sets), create_registry=True, timeout=15)[1]
 
 
 class PeripheralDriver:

@@ -74,6 +74,10 @@ def parser() -> argparse.ArgumentParser:
                                            "(default: ./<id>.device.json)")
     p.add_argument("--booking-key", help="lockers: the booking token key file (created if missing)")
     p.add_argument("--replace", action="store_true", help="re-key a device id or re-purpose a provisioned board")
+    p.add_argument("--reset-config", action="store_true",
+                   help="overwrite app settings the board has now (changed since, e.g. by `park-gateway config set`)")
+    p.add_argument("--create-registry", action="store_true",
+                   help="with --registry: create the registry if it does not exist yet (never done silently)")
     p.add_argument("--no-restart", dest="restart", action="store_false")
 
     p = sub.add_parser("manifest", help="print a role's board manifest for a frozen ESP-IDF build (--json: the files)")
@@ -83,6 +87,10 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("selftest", help="run the firmware's self test and show every sensor and actuator")
     _common(p)
     p.add_argument("--no-restart", dest="restart", action="store_false")
+
+    p = sub.add_parser("recover", help="stop a board that keeps rebooting: interrupt it, remove /main.py, reset")
+    _common(p)
+    p.add_argument("--no-restart", dest="restart", action="store_false", help="leave it at the REPL, no reset")
 
     p = sub.add_parser("monitor", help="the board's log, live (Ctrl-C ends)")
     _common(p)
@@ -115,7 +123,8 @@ def run(args: argparse.Namespace, ui: UI) -> tuple[str, dict]:
         from .provision import provision
         return provision(ui, args.port, args.device_id, args.role, args.site, registry=args.registry,
                          import_file=args.import_file, config_file=args.config_file, sets=args.sets,
-                         position=args.position, replace=args.replace, booking_key=args.booking_key,
+                         position=args.position, replace=args.replace, reset_config=args.reset_config,
+                         create_registry=args.create_registry, booking_key=args.booking_key,
                          timeout=args.timeout, restart=args.restart, serial_number=args.serial_number)
     if c == "manifest":
         from .manifest import describe
@@ -123,6 +132,9 @@ def run(args: argparse.Namespace, ui: UI) -> tuple[str, dict]:
     if c == "selftest":
         from .selftest import selftest
         return selftest(ui, args.port, timeout=args.timeout, restart=args.restart, serial_number=args.serial_number)
+    if c == "recover":
+        from .recover import recover
+        return recover(ui, args.port, timeout=args.timeout, restart=args.restart, serial_number=args.serial_number)
     if c == "monitor":
         from .monitor import monitor
         return monitor(ui, args.port, duration=args.duration, until=args.until, reset=args.reset,
