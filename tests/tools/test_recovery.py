@@ -141,3 +141,11 @@ def test_a_registry_path_that_is_wrong_is_one_clear_error_and_creates_nothing(li
     assert json.loads(out)["registered"]["how"] == "registry" and typo.exists()
     rc, out, err = run_cli(capsys, *PROVISION, "-p", light_board.console_pty, "--registry", typo, "--json")
     assert rc == 0 and json.loads(out)["changed"] == [], out + err  # registered with the same key: nothing to do
+
+
+def test_monitor_honours_the_timeout_on_a_silent_board(blank_board, capsys):
+    t0 = time.monotonic()
+    rc, out, err = run_cli(capsys, "monitor", "-p", blank_board.console_pty, "--timeout", "2", "--json")
+    doc = json.loads(out.strip().splitlines()[-1])
+    assert rc == errors.NoAnswer.exit_status and doc["error"]["code"] == "no_answer"
+    assert "no output" in doc["error"]["message"] and time.monotonic() - t0 < 10

@@ -177,7 +177,8 @@ class FakeRomLoader:
     def __init__(self, chip):
         self.chip, self.released, self.written = chip, 0, []
 
-    def detect(self, port, mode):
+    def detect(self, port, mode, attempts=3):
+        self.attempts = attempts
         return self.chip, self.release
 
     def release(self):
@@ -204,6 +205,19 @@ def test_flash_refuses_a_wrong_chip_before_writing(tmp_path, blank_pty):
 def test_real_esptool_reports_a_silent_port_as_no_answer(blank_pty):
     with pytest.raises(errors.NoAnswer, match="ROM bootloader"):
         flash.detect_chip(blank_pty, connect_mode="no-reset", attempts=1)
+
+
+def test_flash_waits_for_the_rom_loader_no_longer_than_its_timeout(tmp_path, blank_pty):
+    import time
+    from park_device.ui import UI
+    img = _image(tmp_path / "esp32.bin", 0)
+    rom = FakeRomLoader("ESP32")
+    flash.flash(UI(quiet=True), blank_pty, img, timeout=4, detect=rom.detect, write=rom.write)
+    assert rom.attempts == 4
+    t0 = time.monotonic()
+    with pytest.raises(errors.NoAnswer, match="ROM bootloader"):
+        flash.flash(UI(quiet=True), blank_pty, img, timeout=1, connect_mode="no-reset")
+    assert time.monotonic() - t0 < 5
 
 
 @pytest.fixture

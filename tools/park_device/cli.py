@@ -24,7 +24,8 @@ from .roles import ROLES
 from .ui import UI
 
 
-def _common(p: argparse.ArgumentParser, board: bool = True) -> None:
+def _common(p: argparse.ArgumentParser, board: bool = True, timeout: float | None = 10.0,
+            timeout_help: str = "seconds to wait for the board (default 10)") -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object (monitor: JSON lines) on stdout")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress, only the summary line")
     if board:
@@ -32,7 +33,7 @@ def _common(p: argparse.ArgumentParser, board: bool = True) -> None:
                        help="serial port or pyserial URL (socket://host:port); default: the only ESP32 "
                             "plugged in ($PARK_DEVICE_PORT)")
         p.add_argument("--serial", dest="serial_number", help="pick the port by USB serial number")
-        p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the board (default 10)")
+        p.add_argument("--timeout", type=float, default=timeout, help=timeout_help)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -45,7 +46,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--esp32", action="store_true", help="only ESP32-looking ports")
 
     p = sub.add_parser("flash", help="write a MicroPython image with esptool (checks the chip first)")
-    _common(p)
+    _common(p, timeout_help="seconds to wait for the ROM bootloader to answer (default 10)")
     p.add_argument("--image", required=True, help="MicroPython firmware .bin for the board")
     p.add_argument("--chip", help="expected chip (esp32, esp32s3, ...); default: from the image")
     p.add_argument("--baud", type=int, default=460800)
@@ -93,7 +94,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-restart", dest="restart", action="store_false", help="leave it at the REPL, no reset")
 
     p = sub.add_parser("monitor", help="the board's log, live (Ctrl-C ends)")
-    _common(p)
+    _common(p, timeout=None, timeout_help="fail if the board prints nothing for this many seconds (default: "
+                                          "no limit, a quiet firmware is normal)")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
     p.add_argument("--until", help="stop at the first line matching this regular expression")
     p.add_argument("--reset", action="store_true", help="soft-reboot first to see the boot log")
@@ -114,7 +116,7 @@ def run(args: argparse.Namespace, ui: UI) -> tuple[str, dict]:
     if c == "flash":
         from .flash import flash
         return flash(ui, args.port, args.image, chip=args.chip, baud=args.baud, erase=args.erase,
-                     connect_mode=args.before, serial_number=args.serial_number)
+                     connect_mode=args.before, serial_number=args.serial_number, timeout=args.timeout)
     if c == "deploy":
         from .deploy import deploy
         return deploy(ui, args.port, args.role, timeout=args.timeout, force=args.force, restart=args.restart,
@@ -138,7 +140,7 @@ def run(args: argparse.Namespace, ui: UI) -> tuple[str, dict]:
     if c == "monitor":
         from .monitor import monitor
         return monitor(ui, args.port, duration=args.duration, until=args.until, reset=args.reset,
-                       serial_number=args.serial_number)
+                       serial_number=args.serial_number, idle_timeout=args.timeout)
     raise AssertionError(c)
 
 
