@@ -231,7 +231,7 @@ def describe(ui, role: str, fw_root: Path | None = None, proto_root: Path | None
     order = list(dict.fromkeys(e.package for e in m.entries))
     packages = [{"name": n, "manifest": _shown(m.files[n], repo), **m.metadata.get(n, {})} for n in order]
     ui.line(text.rstrip("\n"))
-    return (f"# manifest: {role}: {len(files)} files from {', '.join(order)}",
+    return (f"{'' if ui.json else '# '}manifest: {role}: {len(files)} files from {', '.join(order)}",
             {"role": role, "files": files, "packages": packages, "frozen_manifest": text})
 
 
