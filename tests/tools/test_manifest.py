@@ -44,6 +44,16 @@ def test_no_host_only_or_simulator_file_is_in_any_manifest(role):
         assert not any(dest.startswith(f"/lib/{r}/") for r in other), dest
 
 
+@pytest.mark.parametrize("role", sorted(ROLES))
+def test_every_firmware_module_is_in_a_manifest(role):
+    """firmware/ holds board code only (the simulator lives in sim/): a module left out of its manifest
+    would silently not be deployed."""
+    listed = _sources(role)
+    for pkg in ("common", role):
+        files = {p.resolve() for p in (FW / pkg).rglob("*.py") if p.name != "manifest.py" and "__pycache__" not in p.parts}
+        assert files - listed == set(), f"firmware/{pkg}/manifest.py leaves out {sorted(files - listed)}"
+
+
 def _imported_files(src: Path, role: str) -> set[Path]:
     """Files of our packages that a module imports (absolute, relative and `from pkg import module`)."""
     roots = {"protocol": ROOT, **{p: FW for p in PACKAGES}}
