@@ -50,7 +50,8 @@ def test_every_firmware_module_is_in_a_manifest(role):
     would silently not be deployed."""
     listed = _sources(role)
     for pkg in ("common", role):
-        files = {p.resolve() for p in (FW / pkg).rglob("*.py") if p.name != "manifest.py" and "__pycache__" not in p.parts}
+        files = {p.resolve() for p in (FW / pkg).rglob("*.py")
+                 if p.name != "manifest.py" and "__pycache__" not in p.parts}
         assert files - listed == set(), f"firmware/{pkg}/manifest.py leaves out {sorted(files - listed)}"
 
 
@@ -100,7 +101,8 @@ def test_the_manifest_holds_every_module_the_board_code_imports(role):
 @pytest.mark.parametrize("role", sorted(ROLES))
 def test_deploy_builds_exactly_the_manifest(role):
     plan = build.sources(role)
-    want = [(src, dest[:-3] + ".mpy" if dest.startswith("/lib/") else dest) for src, dest in manifest.board_files(role)]
+    want = [(src, dest[:-3] + ".mpy" if dest.startswith("/lib/") else dest)
+            for src, dest in manifest.board_files(role)]
     assert sorted((str(s), d) for s, d, _ in plan) == sorted((str(s), d) for s, d in want)
     assert [d for _, d, c in plan if not c] == ["/main.py"]  # MicroPython runs it by name: source
     assert plan[-1][1] == "/main.py" and plan[0][1] == "/lib/protocol/__init__.mpy"
@@ -148,7 +150,8 @@ def _tree(tmp_path, role_manifest: str, files=("__init__.py", "app.py")) -> Path
 
 
 def test_a_broken_manifest_is_one_clear_error_naming_the_file(tmp_path):
-    ok = 'metadata(version="1")\nrequire("common")\npackage("locker", files=("__init__.py", "app.py"), base_path="..")\n'
+    ok = ('metadata(version="1")\nrequire("common")\n'
+          'package("locker", files=("__init__.py", "app.py"), base_path="..")\n')
     fw = _tree(tmp_path, ok)
     assert [d for _, d in manifest.board_files("locker", fw_root=fw)][-2:] == ["/lib/locker/__init__.py",
                                                                                  "/lib/locker/app.py"]
