@@ -254,6 +254,7 @@ class Config:
     api_socket: str = DEFAULT_SOCKET
     api_group: str = ""
     log_level: str = "info"
+    trust_clock: bool = False  # hand out time without NTP sync (an RTC, or a VM whose host keeps time)
     links: list[LinkConfig] = field(default_factory=list)
     sites: dict[str, SiteConfig] = field(default_factory=dict)
     roles: dict[str, RoleConfig] = field(default_factory=dict)
@@ -383,12 +384,14 @@ def parse(text: str, file: str = "<config>", env: dict | None = None) -> Config:
     ctx.table(doc, (), _TOP)
     cfg = Config(path=file)
 
-    gd = ctx.table(doc.get("gateway", {}), ("gateway",), ("state_dir", "api_socket", "api_group", "log_level"))
+    gd = ctx.table(doc.get("gateway", {}), ("gateway",), ("state_dir", "api_socket", "api_group", "log_level",
+                                                          "trust_clock"))
     cfg.state_dir = env.get(ENV_STATE_DIR) or ctx.get(gd, ("gateway",), "state_dir", str, DEFAULT_STATE_DIR)
     cfg.api_socket = env.get(ENV_SOCKET) or ctx.get(gd, ("gateway",), "api_socket", str, DEFAULT_SOCKET)
     cfg.api_group = ctx.get(gd, ("gateway",), "api_group", str, "")
     cfg.log_level = ctx.get(gd, ("gateway",), "log_level", str, "info",
                             choices=("debug", "info", "warning", "error"))
+    cfg.trust_clock = ctx.get(gd, ("gateway",), "trust_clock", bool, False)
 
     cfg.links = _links(ctx, doc.get("links", []))
 

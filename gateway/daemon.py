@@ -17,8 +17,10 @@ import signal
 import time
 
 from protocol import messages, names
+from protocol.errors import SchemaError
 
 from gateway import config as config_mod
+from gateway import preflight, sdnotify, timesync
 from gateway.api import ApiServer
 from gateway.control import Control
 from gateway.links import make_link
@@ -130,6 +132,7 @@ class Daemon:
         from gateway.uplink import Uplink
 
         cfg = self.cfg
+        preflight.check(cfg)
         os.makedirs(cfg.state_dir, mode=0o700, exist_ok=True)
         self.registry = Registry(cfg.registry_path)
         self.writer = RegistryWriter(cfg.registry_path)
@@ -213,6 +216,7 @@ class Daemon:
             "backbone": up.as_dict() if hasattr(up, "as_dict") else dict(up),
             "counters": dict(s.counters),
             "control": self.control.status(),
+            "clock": timesync.status(self.cfg.trust_clock),
         }
 
     def devices(self) -> list[dict]:
@@ -224,8 +228,12 @@ class Daemon:
             raise LookupError("no device %r" % device_id)
         return s.info()
 
-    async def command(self, device_id: str, cmd: dict) -> dict:
-        """One operator/backbone command: {"type": ..., fields...} with defaults filled in."""
+    async def command(self, device_id: str, cmd: dict, deadline: float | None = None, queue_for: float = 0.0) -> dict:
+        """One operator/backbone command: {"type": ..., fields...} with defaults filled in.
+
+        `deadline` (event-loop time) and `queue_for` (s) come from the API; the API
+        enforces both by cancelling this coroutine, which cancels the command.
+        """
         s = self.sessions.by_id.get(device_id)
         if s is None:
             raise LookupError("no device %r" % device_id)
@@ -234,7 +242,7 @@ class Daemon:
             comp = cmd.get("comp")
             reason = cmd.get("reason")
             if not isinstance(reason, str) or not reason:
-                raise ValueError("unlock needs a reason (it goes into the locker's audit log)")
+                raise SchemaError("unlock.reason is missing (it goes into the locker's audit log)", "reason")
             fut = self.control.lockers.unlock(device_id, comp, reason)
         else:
             msg = build_command(cmd)
@@ -294,4 +302,5 @@ async def serve(cfg: config_mod.Config) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, d.stop)
-    await d.run()
+    async with sdnotify.Supervisor(d):
+        await d.run()

@@ -12,10 +12,10 @@ import json
 import os
 import re
 import sqlite3
-import stat
 import time
 from dataclasses import dataclass
 
+from protocol.keyfile import KeyFileError, check_private, key_from_hex
 from protocol.messages import ROLE_IDS
 
 ID_RE = re.compile(r"[A-Za-z0-9_\-]{1,8}")
@@ -144,7 +144,7 @@ class Registry:
             raise DuplicateKey("device %s: this key already belongs to device %s" % (device_id, cur[0]))
         exists = self.db.execute("SELECT 1 FROM devices WHERE id = ?", (device_id,)).fetchone()
         if exists and not replace:
-            raise DuplicateDevice("device %s is already registered (use replace to re-provision)" % device_id)
+            raise DuplicateDevice("device %s is already registered (use --replace to re-provision)" % device_id)
         with self.db:
             self.db.execute("BEGIN")
             if exists:
@@ -212,10 +212,10 @@ class Registry:
 
     def import_file(self, path: str, replace: bool = False) -> list[str]:
         """Read a provisioning file: one JSON object or a list of {"id","role","site","key_hex","position"}."""
-        st = os.stat(path)
-        if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise RegistryError("%s: holds keys but is readable by others (mode %o); chmod 600 it"
-                                % (path, stat.S_IMODE(st.st_mode)))
+        try:
+            check_private(path)
+        except KeyFileError as e:
+            raise RegistryError("%s; %s" % (e.detail, e.hint) if e.hint else e.detail) from None
         with open(path, encoding="utf-8") as f:
             try:
                 doc = json.load(f)
@@ -235,9 +235,9 @@ class Registry:
                 if k not in d:
                     raise RegistryError("%s: missing field %r" % (where, k))
             try:
-                key = bytes.fromhex(d["key_hex"])
-            except (TypeError, ValueError):
-                raise RegistryError("%s: key_hex is not hex" % where) from None
+                key = key_from_hex(d["key_hex"], where + ": key_hex")
+            except KeyFileError as e:
+                raise RegistryError(e.detail) from None
             try:
                 validate(d["id"], d["role"], d["site"], key, d.get("position"))
             except InvalidDevice as e:

@@ -28,6 +28,7 @@ from protocol.replay import ReplayWindow
 
 from gateway.config import Config
 from gateway.registry import Device, Registry
+from gateway import timesync
 
 log = logging.getLogger("park.session")
 
@@ -345,7 +346,8 @@ class Sessions:
             self._send(s, {"type": "nack", "ref": seq, "code": messages.E_DENIED, "field": "role"})
             return
         s.fw = msg["fw"]
-        self._send(s, {"type": "welcome", "echo": msg["nonce"], "time": int(now), "hb": s.hb})
+        self._send(s, {"type": "welcome", "echo": msg["nonce"], "time": timesync.time_for_device(now, self.cfg.trust_clock),
+                       "hb": s.hb})
         self._send(s, {"type": "ack", "ref": seq})
         s.welcomed = True
         s.last_time_sync = now
@@ -388,7 +390,8 @@ class Sessions:
             if s.boots is not None and msg["boots"] != s.boots:
                 self._emit({"kind": "reboot", "device": s.id, "boots": msg["boots"]})
             s.boots = msg["boots"]
-            if not msg["status"] & messages.ST_TIME_VALID or now - s.last_time_sync > self.cfg.session.time_sync:
+            if (not msg["status"] & messages.ST_TIME_VALID or now - s.last_time_sync > self.cfg.session.time_sync) \
+                    and timesync.synchronised(self.cfg.trust_clock):
                 s.last_time_sync = now
                 self._queue(s, {"type": "time", "time": int(now)}).add_done_callback(_retrieved)
         self.out.telemetry(s, msg, now)

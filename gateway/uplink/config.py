@@ -69,6 +69,7 @@ class UplinkConfig:
     reconnect_min_s: float = 0.5
     reconnect_max_s: float = 30.0
     command_timeout_s: float = 10.0
+    request_max_age_s: float = 30.0  # older (or retained) backbone requests are answered "stale"
     tls: TlsConfig = field(default_factory=TlsConfig)
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
 
@@ -222,6 +223,7 @@ def _parse(table: Mapping[str, Any], where: str) -> UplinkConfig:
     if rmax < rmin:
         raise UplinkConfigError(t.key("reconnect_max_s"), f"must be >= reconnect_min_s ({rmin})")
     ctimeout = float(t.number("command_timeout_s", 10.0, 0.1, 600))
+    max_age = float(t.number("request_max_age_s", 30.0, 1, 86400))
 
     tt = t.sub("tls")
     tls_enabled = tt.get("enabled", bool, url.scheme == "mqtts")
@@ -257,7 +259,7 @@ def _parse(table: Mapping[str, Any], where: str) -> UplinkConfig:
         sites=tuple(sites), host=url.hostname, port=port, gateway_id=gateway_id, client_id=client_id,
         username=username, password=password, topic_prefix=prefix, keepalive_s=keepalive,
         inflight=inflight, reconnect_min_s=rmin, reconnect_max_s=rmax, command_timeout_s=ctimeout,
-        tls=tls, outbox=outbox,
+        request_max_age_s=max_age, tls=tls, outbox=outbox,
     )
 
 
