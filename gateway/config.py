@@ -245,6 +245,7 @@ class SessionConfig:
     queue: int = 16  # queued commands per device; more are refused with a typed error
     time_sync: int = 6 * 3600  # s between time commands to a device
     commit_ms: float = 2.0  # group commit window for events before acks go out
+    command_timeout: float = 20.0  # s from asking a command to giving up on it (unless the asker says otherwise)
 
 
 @dataclass
@@ -418,6 +419,7 @@ def parse(text: str, file: str = "<config>", env: dict | None = None) -> Config:
     S.queue = ctx.get(sd, sp, "queue", int, S.queue, 1, 1024)
     S.time_sync = ctx.get(sd, sp, "time_sync", int, S.time_sync, 60, 7 * 86400)
     S.commit_ms = ctx.get(sd, sp, "commit_ms", float, S.commit_ms, 0.0, 1000)
+    S.command_timeout = ctx.get(sd, sp, "command_timeout", float, S.command_timeout, 0.1, 3600)
     cfg.session = S
 
     ut = doc.get("uplink", {})
