@@ -36,7 +36,7 @@ from .topics import Topics
 
 __all__ = ["MqttLink", "tls_context"]
 
-log = logging.getLogger("gateway.uplink.mqtt")
+log = logging.getLogger("park.uplink.mqtt")
 
 _MAX_REQUEST = 16 * 1024
 _REMEMBERED_REQUESTS = 1024

@@ -20,7 +20,7 @@ from .topics import Topics, check_segment
 
 __all__ = ["Uplink", "UplinkStats", "CommandHandler"]
 
-log = logging.getLogger("gateway.uplink")
+log = logging.getLogger("park.uplink")
 
 CommandHandler = Callable[[str, "str | None", dict[str, Any], str], Awaitable["Mapping[str, Any] | None"]]
 """``handler(site, device_id or None, command, correlation_id) -> result``.
