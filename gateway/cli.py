@@ -304,10 +304,14 @@ def _value(v: str):
 
 def cmd_run(args) -> int:
     from gateway.daemon import serve
+    from gateway.statelock import AlreadyRunning
 
     cfg = _config(args)
     logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(serve(cfg))
+    try:
+        asyncio.run(serve(cfg))
+    except AlreadyRunning as e:
+        raise CliError(str(e), EXIT_FAIL) from None
     return 0
 
 

@@ -286,15 +286,15 @@ class Daemon:
                       queue_for: float | None = None) -> dict:
         """One operator or backbone command: {"type": ..., fields...}, defaults filled in.
 
-        deadline: wall-clock time (time.time()) by which the device must have answered;
-            None means now + [session] command_timeout. Past it the command is dropped
-            from the queue, never sent again, and CommandFailed("timeout") is raised.
-        queue_for: seconds the command may wait for a device that is not reachable now
-            (the deadline is then at least now + queue_for). Such a command is listed in
-            device(ID)["commands"], can be cancelled with cancel(), and stays queued if
-            the caller goes away. None or 0: a device that is not reachable fails the
-            command at once (CommandFailed("offline")), and cancelling the awaiting task
-            (the asker went away) cancels the command.
+        deadline: wall-clock time (time.time()) by which the device must have answered.
+        queue_for: seconds the command may wait, also for a device that is not reachable
+            now. Such a command is listed in device(ID)["commands"], can be cancelled with
+            cancel(), and stays queued if the caller goes away. None or 0: a device that is
+            not reachable fails the command at once (CommandFailed("offline")), and
+            cancelling the awaiting task (the asker went away) cancels the command.
+        The command ends at the later of deadline and now + queue_for; with neither, after
+        [session] command_timeout. Past that it leaves the queue, is never sent again, and
+        CommandFailed("timeout") is raised.
         Returns {"device", "command", "result": "ok", "tries"}; raises LookupError for an
         unknown device, ValueError/SchemaError for a bad command, CommandFailed otherwise.
         """

@@ -105,10 +105,11 @@ class Downlink:
     def submit(self, s, msg: dict, deadline: float | None = None, queue_for: float | None = None) -> asyncio.Future:
         """Queue `msg` for device session `s`.
 
-        deadline: wall-clock time (time.time()) by which the answer must have come;
-        None: now + session.command_timeout. queue_for: seconds the command may wait
-        for a device that is not reachable now (0 or None: fail at once); the
-        deadline is then at least now + queue_for.
+        deadline: wall-clock time (time.time()) by which the answer must have come.
+        queue_for: seconds the command may wait, also for a device that is not
+        reachable now (0 or None: such a device fails the command at once).
+        The command ends at the later of the two; with neither, after
+        session.command_timeout.
         """
         if deadline is None and queue_for is None:
             deadline, queue_for = _asking.get() or (None, None)
@@ -124,11 +125,13 @@ class Downlink:
             f.set_exception(QueueFull(s.id, len(s.queue)))
             return f
         now = loop.time()
-        timeout = self.cfg.command_timeout if deadline is None else deadline - time.time()
-        if timeout <= 0:
+        if deadline is not None:
+            lifetime = max(deadline - time.time(), queue_for)
+        else:
+            lifetime = queue_for or self.cfg.command_timeout
+        if lifetime <= 0:
             f.set_exception(CommandFailed("timeout", "%s to %s: its deadline had passed" % (msg["type"], s.id)))
             return f
-        lifetime = max(timeout, queue_for)
         c = Command(str(next(self._ids)), msg, f, time.time(), lifetime, queue_for)
         c.expiry = loop.call_at(now + lifetime, self._expire, s, c)
         f.add_done_callback(lambda _f, s=s, c=c: self._cancelled(s, c))
@@ -217,9 +220,12 @@ class Downlink:
             c.future.set_exception(CommandFailed(code, "%s refused by %s" % (c.msg["type"], s.id), msg["field"]))
 
     def cancel(self, s, command_id: str) -> bool:
+        """An operator's cancel: the asker (if still waiting) gets CommandFailed("cancelled")."""
         for c in list(s.inflight.values()) + list(s.queue):
-            if c.id == command_id:
-                return c.future.cancel()
+            if c.id == command_id and not c.future.done():
+                self.counters["command_cancelled"] += 1
+                self._fail(s, c, CommandFailed("cancelled", "%s to %s cancelled" % (c.msg["type"], s.id)))
+                return True
         return False
 
     def fail_all(self, s, err: Exception) -> None:

@@ -85,9 +85,9 @@ class Sessions:
         self.stage = stage or _NoStage()
         self.clock = clock
         self.counters = counters if counters is not None else Counters()
-        self.table = table or DeviceTable(cfg, registry, writer or SyncWriter(registry))
-        self.downlink = downlink or Downlink(cfg.session, self.table.view, self.counters)
-        self.events = events or EventBus()
+        self.table = table if table is not None else DeviceTable(cfg, registry, writer or SyncWriter(registry))
+        self.downlink = downlink if downlink is not None else Downlink(cfg.session, self.table.view, self.counters)
+        self.events = events if events is not None else EventBus()
         self.faults: Faults = self.events.faults
         self.by_id = self.table.by_id
         self.by_kid = self.table.by_kid
