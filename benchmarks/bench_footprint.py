@@ -3,7 +3,7 @@
 size of each firmware as .mpy files.
 
 Each firmware (container_sensor, light_pole, locker) runs unmodified in genuine
-MicroPython on a virtual board (tools/vboard) for --hours of virtual time, with a test
+MicroPython on a virtual board (sim/vboard) for --hours of virtual time, with a test
 peer playing the gateway (welcome, acks, commands) and the day's inputs scripted below.
 The heap is sampled at every await of the firmware's main loop (vboard heap_mode):
 
@@ -15,31 +15,29 @@ day's peak, and peak minus boot (the working heap that remains when the modules 
 frozen into the firmware image, where their bytecode lives in flash). --mpy deploys
 mpy-cross output instead of .py sources (what `park-device deploy` would copy).
 
-    python benchmarks/bench_footprint.py                  # 24 h, .mpy, live heap, all three
-    python benchmarks/bench_footprint.py --hours 2 --only container_sensor --src py
+    python -m benchmarks.bench_footprint                  # 24 h, .mpy, live heap, all three
+    python -m benchmarks.bench_footprint --hours 2 --only container_sensor --src py
 """
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from sim import testbed as fw
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
-_spec = importlib.util.spec_from_file_location("fw_helpers", ROOT / "tests" / "firmware" / "test_runtime_support.py")
-fw = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(fw)
 
 START = 1782000000  # 2026-06-21T00:06:40Z, a summer day: dusk ~19:30 UTC, dawn ~03:00 UTC
 GOAL = 40 * 1024
 ROLES = ("container_sensor", "light_pole", "locker")
+RADIO = {"container_sensor": "ble", "light_pole": "wifi", "locker": "wifi"}  # each role's radio in the park
+HEADROOM = 0.25  # of the budget still free at the day's peak (issue 10)
 
 
 def mpy_cross() -> str:
@@ -79,9 +77,9 @@ def mpy_sizes(role: str) -> dict:
 
 def import_cost(role: str, src: str) -> int:
     """Heap held after importing the firmware's modules (bytecode, tables, globals), measured
-    in a plain MicroPython VM; `machine` is the runtime tests' fake (imported before the baseline)."""
-    import mpvm
-    fake = ROOT / "tests" / "firmware" / "test_runtime_mp" / "machine.py"
+    in a plain MicroPython VM; `machine` is sim/fake_machine.py (imported before the baseline)."""
+    from sim import mpvm
+    fake = ROOT / "sim" / "fake_machine.py"
     with tempfile.TemporaryDirectory() as d:
         img = fw.deploy_tree(Path(d) / "img", role, "x001", {})
         if src == "mpy":
@@ -96,7 +94,7 @@ def import_cost(role: str, src: str) -> int:
 def await_retention(n: int = 2000) -> float:
     """Bytes the WebAssembly port keeps per `await asyncio.sleep_ms(0)` even after gc.collect()
     (references held on the JavaScript side): a VM artifact that grows long runs, not an ESP32 cost."""
-    import mpvm
+    from sim import mpvm
     code = ("import gc, asyncio\ngc.collect()\na = gc.mem_alloc()\n"
             f"for i in range({n}):\n    await asyncio.sleep_ms(0)\n"
             "gc.collect()\nprint(gc.mem_alloc() - a)\n")
@@ -265,8 +263,8 @@ class LockerDay(Day):
 DAYS = {"container_sensor": ContainerDay, "light_pole": LightDay, "locker": LockerDay}
 
 
-def run_day(role: str, hours: float, src: str, heap_mode: str, work: Path) -> dict:
-    import vboard
+def run_day(role: str, hours: float, src: str, heap_mode: str, work: Path, enforce: bool = False) -> dict:
+    from sim import vboard
     day = DAYS[role]()
     day.w = Windows()
     img = fw.deploy_tree(work / f"{role}-img", role, day.kid, day.pins, day.app, day.rt)
@@ -276,7 +274,8 @@ def run_day(role: str, hours: float, src: str, heap_mode: str, work: Path) -> di
     t0 = time.monotonic()
     with vboard.VirtualBoard(deploy_dir=img, flash_dir=work / f"{role}-flash", start_time=START,
                              heap_mode=heap_mode, record_wdt_feeds=False, console_pty=False,
-                             name=day.kid, **day.board_kw) as b:
+                             name=day.kid, heap_budget=vboard.esp32_heap_budget(RADIO[role]) if enforce else None,
+                             **day.board_kw) as b:
         day.setup(b)
         p = fw.Peer(b, day.kid.encode(), welcome_time=None, hb=3600)
         try:
@@ -290,11 +289,14 @@ def run_day(role: str, hours: float, src: str, heap_mode: str, work: Path) -> di
             st = b.state()
             up = [m["type"] for s, m in p.up]
             crashes = b.events("fw_crash")
+            over = b.events("fw_heap_budget")
         finally:
             p.close()
     return {"role": role, "src": src, "heap_mode": heap_mode, "hours": hours, "boot_peak": boot, "peak": peak,
             "windows": day.w.n, "event_excess": day.w.excess,
             "working": peak - boot, "boots": st.get("boots"), "crashes": len(crashes),
+            "radio": RADIO[role], "budget": vboard.esp32_heap_budget(RADIO[role]), "enforced": enforce,
+            "budget_exceeded": len(over),
             "uplink": {t: up.count(t) for t in sorted(set(up))}, "seconds": round(time.monotonic() - t0, 1)}
 
 
@@ -307,6 +309,8 @@ def main(argv=None) -> int:
     ap.add_argument("--src", choices=("mpy", "py"), default="mpy")
     ap.add_argument("--heap", choices=("live", "alloc"), default="alloc")
     ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--enforce", action="store_true",
+                    help="run each board with its ESP32 heap budget (MemoryError past it), not only report it")
     ap.add_argument("--vm-artifact", action="store_true",
                     help="also measure what a plain WebAssembly-port await keeps on the heap")
     a = ap.parse_args(argv)
@@ -314,7 +318,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="footprint-") as d:
         for role in a.only or ROLES:
             hours = a.hours if a.hours is not None else (24 if role == "container_sensor" else 4)
-            r = run_day(role, hours, a.src, a.heap, Path(d))
+            r = run_day(role, hours, a.src, a.heap, Path(d), a.enforce)
             r["mpy"] = mpy_sizes(role)
             r["import"] = import_cost(role, a.src)
             results.append(r)
@@ -329,6 +333,11 @@ def main(argv=None) -> int:
                       f"{(r['boot_peak'] + r['event_excess'])/1024:.1f} KiB", flush=True)
             print(f"{'':17s} import cost ({a.src}) {r['import']/1024:.1f} KiB; "
                   f"peak minus import (frozen-module estimate) {(r['peak'] - r['import'])/1024:.1f} KiB", flush=True)
+            free = 1 - r["peak"] / r["budget"]
+            print(f"{'':17s} ESP32 budget with {r['radio']} active {r['budget']/1024:.1f} KiB: "
+                  f"{free:.0%} free at the peak ({'meets' if free >= HEADROOM else 'misses'} the "
+                  f"{HEADROOM:.0%} headroom goal){'; enforced, exceeded %d times' % r['budget_exceeded'] if r['enforced'] else ''}",
+                  flush=True)
             print(f"{'':17s} uplink: {r['uplink']}", flush=True)
     if a.vm_artifact:
         print(f"a plain `await asyncio.sleep_ms(0)` in the WebAssembly port keeps {await_retention():.1f} bytes "

@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """The whole gateway under load, against one real Mosquitto.
 
-    python benchmarks/bench_gateway.py [--frames 100000] [--soak 60] [--json]
-    python benchmarks/bench_gateway.py --only soak --soak 1800     # the 30-minute soak
+    python -m benchmarks.bench_gateway [--frames 100000] [--soak 60] [--json]
+    python -m benchmarks.bench_gateway --only soak --soak 1800     # the 30-minute soak
 
 Four measurements; the last three with `park-gateway run` as its own process (the same
 command systemd runs) and the devices played by a load generator in this
-process (gateway.devsim's frames: a CPython TEST PEER, not the firmware) over
+process (sim.devsim's frames: a CPython TEST PEER, not the firmware) over
 loopback TCP:
 
   core        the core alone, in this process: link.feed -> deframe -> verify -> session ->
@@ -45,13 +45,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tools"), str(ROOT / "tests"), str(ROOT / "benchmarks")]
 
-from gateway.api import request  # noqa: E402
-from gateway.registry import Registry  # noqa: E402
-from mosquitto import Mosquitto  # noqa: E402
-from protocol import codec, cose, messages  # noqa: E402
-from protocol.framing import Deframer  # noqa: E402
+from gateway.api import request
+from gateway.registry import Registry
+from sim.broker import Mosquitto
+from protocol import codec, cose, messages
+from protocol.framing import Deframer
 
 
 def night_longitude() -> float:
@@ -160,11 +159,10 @@ class Gateway:
         self.sock = str(work / "api.sock")
 
     async def start(self):
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tools")]))
         self.log = open(self.work / "gateway.log", "ab")
         prof = ["-m", "cProfile", "-o", os.environ["BENCH_PROFILE"]] if os.environ.get("BENCH_PROFILE") else []
         self.proc = await asyncio.create_subprocess_exec(sys.executable, *prof, "-m", "gateway.cli", "run", "--config",
-                                                         str(self.cfg_path), stdout=self.log, stderr=self.log, env=env)
+                                                         str(self.cfg_path), stdout=self.log, stderr=self.log)
         for _ in range(400):
             if os.path.exists(self.sock):
                 return
@@ -446,7 +444,7 @@ def main() -> None:
         res["core"] = asyncio.run(core(a.frames))
     with Mosquitto() as broker:
         if a.only in (None, "throughput"):
-            from bench_mqtt_baseline import bench_paho
+            from benchmarks.bench_mqtt_baseline import bench_paho
 
             bare = bench_paho(broker.port, a.frames, 100)
             res["bare_paho_msgs_per_s"] = bare["msgs_per_s"] if isinstance(bare, dict) else bare

@@ -12,7 +12,7 @@ of awaits grows gc.mem_alloc() by ~20 B each, but not reproducibly), so the peak
 printed is an upper bound for the locker's live data. The whole firmware (runtime + link
 + App) is measured on a virtual board by benchmarks/bench_footprint.py.
 
-    python benchmarks/bench_locker.py
+    python -m benchmarks.bench_locker
 
 Result on the 2-core dev VM (MicroPython 1.27 wasm, 8 compartments, used store full
 at 128 ids): locker .mpy total 14.6 KB; the App's object graph at the end of the
@@ -27,9 +27,8 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
 
-import mpvm  # noqa: E402
+from sim import mpvm
 
 SCRIPT = r'''
 import asyncio, gc, os

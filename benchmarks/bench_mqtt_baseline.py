@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Bare MQTT QoS 1 publish loops next to the gateway's outbox + uplink, on one real Mosquitto.
 
-    python benchmarks/bench_mqtt_baseline.py [--messages 50000] [--inflight 100] [--json]
+    python -m benchmarks.bench_mqtt_baseline [--messages 50000] [--inflight 100] [--json]
 
 Rows (all QoS 1, the same ~170-byte event payloads, every message PUBACKed):
   paho        paho-mqtt, its network loop in a thread, <= inflight unacknowledged
@@ -26,14 +26,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-import aiomqtt  # noqa: E402
-import paho.mqtt.client as paho  # noqa: E402
+import aiomqtt
+import paho.mqtt.client as paho
 
-from gateway.uplink import OutboxConfig, Uplink, UplinkConfig  # noqa: E402
-from gateway.uplink.outbox import Outbox  # noqa: E402
-from mosquitto import Mosquitto  # noqa: E402
+from gateway.uplink import OutboxConfig, Uplink, UplinkConfig
+from gateway.uplink.outbox import Outbox
+from sim.broker import Mosquitto
 
 TOPIC = "park/stadtpark/device/l001/event/motion"
 

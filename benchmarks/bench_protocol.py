@@ -1,4 +1,4 @@
-"""Protocol speed and size. Usage: ./dev bench  (or .venv/bin/python benchmarks/bench_protocol.py)
+"""Protocol speed and size. Usage: ./dev bench  (or .venv/bin/python -m benchmarks.bench_protocol)
 
 1. CPython: frames/s through deframe + verify + decode (the gateway's receive path:
    Deframer, canonical envelope slicing, HMAC-SHA256/64, replay window, cbor2 payload
@@ -21,11 +21,10 @@ import cbor2
 from importlib.metadata import version
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from protocol import codec, cose, framing  # noqa: E402
-from protocol import cpython as fast  # noqa: E402
-from protocol.replay import ReplayWindow  # noqa: E402
+from protocol import codec, cose, framing
+from protocol import cpython as fast
+from protocol.replay import ReplayWindow
 
 KEY = bytes(range(32))
 N = 200_000
@@ -118,7 +117,7 @@ print("@@MP", int(enc), int(dec))
 
 
 def micropython():
-    import mpvm
+    from sim import mpvm
 
     r = mpvm.run(code=MP_BENCH, mounts={ROOT / "protocol": "/lib/protocol"}, paths=["/lib"], timeout=300).check()
     line = [x for x in r.stdout.splitlines() if x.startswith("@@MP")][0].split()

@@ -73,12 +73,6 @@ def build_parser() -> argparse.ArgumentParser:
     cf.add_argument("words", nargs="+", metavar="check [FILE] | set ID KEY=VALUE")
     pk = sub.add_parser("pickups", parents=[c], help="containers to collect, per site")
     pk.add_argument("--site")
-    dm = sub.add_parser("demo", parents=[c], help="simulated Stadtpark with live status")
-    dm.add_argument("--duration", type=float, default=0, help="stop after SECONDS (default: until Ctrl-C)")
-    dm.add_argument("--broker", help="mqtt://HOST:PORT of an existing broker instead of a local Mosquitto")
-    dm.add_argument("--state-dir", help="keep demo state here (default: a temporary directory)")
-    dm.add_argument("--night", action="store_true",
-                    help="place the park where it is night now, so the light wave shows at any hour")
     return ap
 
 
@@ -315,13 +309,6 @@ def cmd_run(args) -> int:
     return 0
 
 
-def cmd_demo(args) -> int:
-    from gateway.demo import main as demo_main
-
-    return demo_main(duration=args.duration, broker=args.broker, state_dir=args.state_dir,
-                     as_json=getattr(args, "json", False), night=args.night)
-
-
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -351,8 +338,6 @@ def main(argv=None) -> int:
         if c == "pickups":
             _out(args, _call(args, {"op": "pickups", "site": args.site}))
             return 0
-        if c == "demo":
-            return cmd_demo(args)
     except CliError as e:
         if getattr(args, "json", False):
             print(json.dumps({"ok": False, "error": str(e), "exit": e.code}))

@@ -118,19 +118,15 @@ def known_bug(ok: bool, reason: str) -> None:
 
 def lamp_duty(level: int) -> int:
     """The PWM duty a light pole drives for a level in %: the firmware's own dimming curve
-    (firmware/light_pole/curve.py runs unchanged under CPython)."""
-    import importlib
-    import sys
-    fw = str(Path(__file__).resolve().parents[1] / "firmware")
-    if fw not in sys.path:
-        sys.path.append(fw)
-    return importlib.import_module("light_pole.curve").duty(level * 100)
+    (firmware/light_pole/curve.py runs unchanged under CPython; firmware/ is on the tests' path)."""
+    from light_pole.curve import duty
+    return duty(level * 100)
 
 
 # ------------------------------------------------------------------------------ resources
 class VirtualBoardResource:
     def __init__(self, spec: BoardSpec, flash_dir: Path) -> None:
-        import vboard
+        from sim import vboard
         self.spec = spec
         kw = {}
         if spec.role == "container_sensor":  # the reference wiring's trigger/echo ultrasonic sensor
@@ -307,10 +303,10 @@ class ReaderDriver:
 
     A real bench wires a USB-UART to the reader pins (not written yet). A virtual board
     that offers host input on a non-link UART (`uart_write`) is used directly. Until
-    tools/vboard has that, the bytes reach the simulated UART through the board's console
+    sim/vboard has that, the bytes reach the simulated UART through the board's console
     (the real raw REPL that park-device uses): a TEST DOUBLE for the reader's wire only:
     it adds a host-fed receive buffer to the simulated `machine.UART`
-    (firmware/common/vmachine) that `any()`/`read()` serve first. The firmware's reader
+    (sim/vmachine) that `any()`/`read()` serve first. The firmware's reader
     parser, token check, lock pulse and audit run unchanged."""
 
     _WIRE = (

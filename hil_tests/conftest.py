@@ -17,11 +17,8 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-for p in (ROOT, ROOT / "tools"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
 
-from hil_tests import bench as benchmod  # noqa: E402
+from hil_tests import bench as benchmod
 
 
 def pytest_addoption(parser):
@@ -52,8 +49,7 @@ def _needs(request, bench):
 @pytest.fixture
 def broker(tmp_path):
     """Mosquitto with persistence, so the backbone's persistent session survives an outage."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    from mosquitto import Mosquitto
+    from sim.broker import Mosquitto
     with Mosquitto(persistence_dir=tmp_path / "mosquitto") as b:
         yield b
 
@@ -170,10 +166,9 @@ class GatewayProcess:
     def start(self) -> None:
         if self.sock.exists():
             self.sock.unlink()  # left by a killed daemon; its reappearance says the new one is up
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tools")]))
         self._logf = open(self.log, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "run", "--config", str(self.config)],
-                                     stdout=self._logf, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+                                     stdout=self._logf, stderr=subprocess.STDOUT, start_new_session=True)
         end = time.monotonic() + 20
         while not self.sock.exists():
             if self.proc.poll() is not None or time.monotonic() > end:
@@ -234,7 +229,7 @@ def role_flash(tmp_path_factory, firmware_snapshot):
 
     def get(role: str) -> Path:
         if role not in cache:
-            import vboard
+            from sim import vboard
             from park_device.deploy import deploy
             from park_device.ui import UI
             import io

@@ -22,11 +22,11 @@ def dark_longitude() -> float:
 @pytest.mark.needs("peripherals")
 def test_walker_prelights_poles_ahead_then_all_fade_back(boards, gateway, backbone, bench):
     sets = ["app.daynight=\"sensor\"", "app.debounce_ms=20"]
-    poles = boards("l001", "l002", "l003", sets=sets)
+    # wired before power-on, as on a pole: dark for the poles' own light sensors, and a healthy
+    # lamp that draws current while lit (set after boot, the first current sample could read 0)
+    poles = boards("l001", "l002", "l003", sets=sets,
+                   inputs={("adc", AMBIENT): 0, ("adc", LAMP_CS): HEALTHY_LAMP_UV})
     vb = {i: st.res.vb for i, st in poles.items()}
-    for b in vb.values():
-        b.set_adc(AMBIENT, 0)                  # dark for the poles' own light sensors
-        b.set_adc(LAMP_CS, uv=HEALTHY_LAMP_UV)  # a healthy lamp draws current while lit
     gateway.write_config(edges=[("l001", "l002"), ("l002", "l003")], latitude=0.0, longitude=dark_longitude(),
                          hold=3, base=BASE, prelight=PRELIGHT)
     gateway.start()

@@ -5,7 +5,7 @@ import textwrap
 
 import pytest
 
-import mpvm
+from sim import mpvm
 
 pytestmark = [
     pytest.mark.micropython,

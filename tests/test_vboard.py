@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-import mpvm
-import vboard
-from vboard import VirtualBoard
+from sim import mpvm
+from sim import vboard
+from sim.vboard import VirtualBoard
 
 pytestmark = [
     pytest.mark.micropython,
@@ -403,3 +403,45 @@ def test_host_reaches_other_uarts(tmp_path):
         b.advance(100)
         assert b.uart_read(2) == b"ack:\x02card\x03"
         assert b.uart_read(2) == b""
+
+
+HOG = textwrap.dedent("""
+    import asyncio
+    hoard = []
+
+    async def main():
+        while True:
+            try:
+                hoard.append(bytearray(4000))
+                await asyncio.sleep_ms(10)
+            except MemoryError as e:
+                print("MemoryError after %d KB: %s" % (len(hoard) * 4, e))
+                return
+
+    asyncio.run(main())
+""")
+
+
+def test_heap_budget_raises_memoryerror_in_the_firmware_as_on_the_chip(tmp_path):
+    """The Python heap may grow to the budget and no further: the firmware's own code sees
+    MemoryError (and the board an event), as an ESP32 without PSRAM would answer."""
+    budget = vboard.esp32_heap_budget("wifi")
+    assert budget == vboard.ESP32_FREE_HEAP - vboard.RADIO_HEAP_COST["wifi"] == 89_000
+    (tmp_path / "hog.py").write_text(HOG)
+    with VirtualBoard(firmware_files={"main.py": tmp_path / "hog.py"}, flash_dir=tmp_path / "a", start_time=T0,
+                      heap_budget=budget) as b:
+        b.advance(1000)
+        line = b.wait_log(r"MemoryError after \d+ KB")
+        kb = int(line.split()[2])
+        assert budget // 1000 - 24 <= kb <= budget // 1000, line  # close to the budget, never past it
+        (ev,) = b.events("fw_heap_budget")
+        assert budget < ev["used"] <= budget + 4200 and ev["budget"] == budget
+        assert b.events("fw_crash") == []       # the firmware's own handler caught it
+
+
+def test_without_a_budget_the_heap_grows_like_a_pc(tmp_path):
+    (tmp_path / "hog.py").write_text(HOG)
+    with VirtualBoard(firmware_files={"main.py": tmp_path / "hog.py"}, flash_dir=tmp_path / "b", start_time=T0) as b:
+        b.advance(1000)
+        assert not any("MemoryError" in ln for ln in b.log())
+        assert b.events("fw_heap_budget") == []

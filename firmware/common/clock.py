@@ -1,7 +1,7 @@
 """Time for the runtime: monotonic ticks, cooperative sleep, and wall time in the RTC.
 
 Virtual boards replace this module with one of the same names driven by a
-virtual clock (firmware/common/vmachine); device code imports only these names.
+virtual clock (sim/vmachine); device code imports only these names.
 Wall time lives in the RTC so it survives deep sleep; it counts as valid only
 from 2024 on (an RTC after power loss reads 2000-01-01).
 """

@@ -1,5 +1,5 @@
 """container_sensor on a virtual board: the unmodified firmware in genuine MicroPython
-(tools/vboard), its ultrasonic echo, temperature and battery ADCs driven by the test, and
+(sim/vboard), its ultrasonic echo, temperature and battery ADCs driven by the test, and
 a gateway peer speaking the protocol over the board's link UART."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import contextlib
 
 import pytest
 
-from test_runtime_support import Peer, deploy_tree, vboard_available
+from sim.testbed import Peer, deploy_tree, vboard_available
 
 pytestmark = [
     pytest.mark.micropython,
@@ -27,7 +27,7 @@ def tmp36(c: float) -> int:
 
 @contextlib.contextmanager
 def board(tmp_path, app=None, rt=None, distance=725, air_c=20, temp_c=20, batt_mv=3900, **peer):
-    import vboard
+    from sim import vboard
     img = deploy_tree(tmp_path / "img", "container_sensor", KID.decode(), PINS, dict(APP, **(app or {})),
                       dict({"batt_div": 2000}, **(rt or {})))
     with vboard.VirtualBoard(deploy_dir=img, flash_dir=tmp_path / "flash", ultrasonic={"trig": TRIG, "echo": ECHO},

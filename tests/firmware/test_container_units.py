@@ -2,7 +2,7 @@
 the same cases under CPython (fast) and inside genuine MicroPython."""
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -13,13 +13,10 @@ CASES = Path(__file__).resolve().parent / "test_container_mp" / "cases_units.py"
 
 
 def _cases():
-    sys.path.insert(0, str(ROOT / "firmware"))
-    sys.path.insert(0, str(CASES.parent))
-    try:
-        return importlib.import_module("cases_units")
-    finally:
-        sys.path.remove(str(ROOT / "firmware"))
-        sys.path.remove(str(CASES.parent))
+    spec = importlib.util.spec_from_file_location("cases_units", CASES)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 _mod = _cases()
@@ -32,7 +29,7 @@ def test_cpython(name):
 
 @pytest.mark.micropython
 def test_micropython():
-    import mpvm
+    from sim import mpvm
     if not mpvm.node_available():
         pytest.skip("MicroPython VM not installed: run ./dev setup")
     rep = mpvm.run_pytest_style(CASES, mounts={
@@ -43,14 +40,14 @@ def test_micropython():
 
 @pytest.mark.micropython
 def test_app_with_uart_sensor_in_micropython():
-    import mpvm
+    from sim import mpvm
     if not mpvm.node_available():
         pytest.skip("MicroPython VM not installed: run ./dev setup")
     rt = Path(__file__).resolve().parent / "test_runtime_mp"
     rep = mpvm.run_pytest_style(CASES.with_name("cases_app.py"), mounts={
         ROOT / "protocol": "/lib/protocol", ROOT / "firmware" / "common": "/lib/common",
         ROOT / "firmware" / "container_sensor": "/lib/container_sensor",
-        rt / "machine.py": "/lib/machine.py", rt / "harness.py": "/lib/harness.py"}, paths=["/lib"], timeout=60)
+        ROOT / "sim" / "fake_machine.py": "/lib/machine.py", rt / "harness.py": "/lib/harness.py"}, paths=["/lib"], timeout=60)
     rep.assert_all_passed(min_tests=3)
 
 

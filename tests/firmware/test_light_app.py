@@ -2,13 +2,6 @@
 peripherals and a fake runtime object. Runs under CPython and, unchanged, inside MicroPython
 (test_light_mpvm.py). The virtual-board tests (test_light_board.py) prove the same on the
 real runtime and the simulated machine module."""
-import sys
-
-try:
-    import light_pole  # noqa: F401
-except ImportError:
-    import os
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "firmware"))
 
 from common import config
 from common.errors import CommandError, ConfigError

@@ -1,5 +1,5 @@
 """light_pole on a virtual board: the unmodified firmware (common runtime + light_pole +
-protocol) in genuine MicroPython, peripherals driven through tools/vboard, the gateway
+protocol) in genuine MicroPython, peripherals driven through sim/vboard, the gateway
 played over the link UART by test_light_bench.Gateway."""
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-import mpvm
+from sim import mpvm
 
 pytest.importorskip("serial")
-from vboard import VirtualBoard  # noqa: E402
+from sim.vboard import VirtualBoard  # noqa: E402
 
 from test_light_bench import BRIGHT, DARK, NO_TIME, NOON_2026_06_21, PINS, Gateway, deploy_tree, duty_for  # noqa: E402
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-import mpvm
+from sim import mpvm
 
 pytest.importorskip("serial")
-from vboard import VirtualBoard  # noqa: E402
+from sim.vboard import VirtualBoard  # noqa: E402
 
 from protocol import codec, cose, messages, names  # noqa: E402
 from test_light_bench import DARK, NO_TIME, PINS, Gateway, deploy_tree, duty_for, repl_exec  # noqa: E402

@@ -1,13 +1,6 @@
 """light_pole logic: runs under CPython (pytest) AND, unchanged, inside MicroPython
 (test_light_mpvm.py feeds this very file to the VM). So: plain asserts, no pytest,
 no fixtures; fakes are the named pins below (the real board is tested in test_light_board*.py)."""
-import sys
-
-try:
-    import light_pole  # noqa: F401  (inside the VM: /lib is on sys.path)
-except ImportError:
-    import os
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "firmware"))
 
 from common.errors import CommandError
 from light_pole import control, curve, lamp

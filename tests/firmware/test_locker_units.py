@@ -4,14 +4,9 @@ MicroPython VM (test_locker_mp.py runs this very module there with mpvm).
 Portable on purpose: no pytest, no f-strings with format specs, no CPython-only modules.
 """
 
-import os
 import sys
 
 if sys.implementation.name == "cpython":
-    _root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    for _p in (_root, os.path.join(_root, "firmware")):
-        if _p not in sys.path:
-            sys.path.insert(0, _p)
     import tempfile
 
     _BASE = tempfile.mkdtemp(prefix="locker-units-")

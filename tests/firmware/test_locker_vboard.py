@@ -1,7 +1,7 @@
 """The locker firmware, unmodified, on a virtual board in genuine MicroPython.
 
 Each test deploys what `park-device deploy` puts on a real locker (mpy-cross .mpy
-packages + /main.py), boots it on tools/vboard, drives door switches and the token
+packages + /main.py), boots it on sim/vboard, drives door switches and the token
 reader, and talks the real protocol over the board's link UART (pyserial socket://)
 as the gateway would. Lock pulses are measured from recorded pin edges on the
 board's virtual clock. The only double is the reader's wire (see _WIRE) until the
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-import mpvm
+from sim import mpvm
 
 ROOT = Path(__file__).resolve().parents[2]
 FW = ROOT / "firmware"
@@ -30,7 +30,7 @@ pytestmark = [
 serial = pytest.importorskip("serial")
 vboard = pytest.importorskip("vboard")
 if not hasattr(vboard, "VirtualBoard"):
-    pytest.skip("tools/vboard has no VirtualBoard yet", allow_module_level=True)
+    pytest.skip("sim/vboard has no VirtualBoard yet", allow_module_level=True)
 
 from protocol import cbor, codec, cose, framing, messages, names, token  # noqa: E402
 from protocol.cose import Mac  # noqa: E402
@@ -190,7 +190,7 @@ def locker(firmware, tmp_path):
 READER_UART = PINS["reader"]["uart"]
 
 
-# TEST DOUBLE for the reader's wire only, used until tools/vboard can feed a non-link UART
+# TEST DOUBLE for the reader's wire only, used until sim/vboard can feed a non-link UART
 # from the host (`uart_write`): through the board's real raw REPL (park-device's console
 # path) it gives the simulated machine.UART a host-fed receive buffer that any()/read()
 # serve first. The firmware's UART reads, reader parser, token check, pulse and audit

@@ -1,11 +1,11 @@
 """Runtime behaviour inside genuine MicroPython (WebAssembly port), against a test-fake
-`machine` (tests/firmware/test_runtime_mp/machine.py) and a gateway peer built from the
+`machine` (sim/fake_machine.py) and a gateway peer built from the
 protocol package. The virtual-board tests (test_runtime_vboard.py) cover the same over a real link."""
 from pathlib import Path
 
 import pytest
 
-import mpvm
+from sim import mpvm
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent / "test_runtime_mp"
@@ -19,6 +19,6 @@ pytestmark = [
 def test_runtime_behaviour_in_micropython():
     rep = mpvm.run_pytest_style(HERE / "cases_runtime.py", mounts={
         ROOT / "protocol": "/lib/protocol", ROOT / "firmware" / "common": "/lib/common",
-        HERE / "machine.py": "/lib/machine.py", HERE / "harness.py": "/lib/harness.py"},
+        ROOT / "sim" / "fake_machine.py": "/lib/machine.py", HERE / "harness.py": "/lib/harness.py"},
         paths=["/lib"], timeout=120)
     rep.assert_all_passed(min_tests=17)

@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 
-from test_runtime_support import T_2026, Peer, deploy_tree, vboard_available
+from sim.testbed import T_2026, Peer, deploy_tree, vboard_available
 from protocol import cbor, codec, cose, framing, messages
 
 pytestmark = [
@@ -26,7 +26,7 @@ PROBE = __import__("pathlib").Path(__file__).resolve().parent / "test_runtime_vb
 
 @contextlib.contextmanager
 def board(tmp_path, rt=None, app=None, hang_timeout=10.0, **peer):
-    import vboard
+    from sim import vboard
     img = deploy_tree(tmp_path / "img", "container_sensor", KID.decode(), PINS, app,
                       dict({"wdt_ms": 3000, "safe_boots": 3, "stable_s": 20}, **(rt or {})))
     shutil.rmtree(img / "lib" / "container_sensor")

@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -14,13 +13,9 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-_TESTS = str(Path(__file__).resolve().parents[1])
-if _TESTS not in sys.path:
-    sys.path.insert(0, _TESTS)
+import paho.mqtt.client as paho
 
-from mosquitto import Mosquitto, mosquitto_binary  # noqa: E402
-
-import paho.mqtt.client as paho  # noqa: E402
+from sim.broker import Mosquitto, mosquitto_binary
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """Helpers for the gateway core tests: a config on disk, a provisioned registry, a daemon in this loop.
 
-The device side is gateway.devsim (a CPython TEST PEER built from protocol.codec,
+The device side is sim.devsim (a CPython TEST PEER built from protocol.codec,
 not the firmware) over real TCP sockets and ptys.
 """
 
@@ -11,18 +11,15 @@ import contextlib
 import datetime as dt
 import os
 import secrets
-import sys
 import textwrap
 
 from gateway import config as config_mod
 from gateway.daemon import Daemon
-from gateway.devsim import SimDevice
+from sim.devsim import SimDevice
 from gateway.registry import Registry
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 
 
 def dark_longitude(now: dt.datetime | None = None) -> float:

@@ -6,15 +6,14 @@ import os
 import stat
 import sys
 
-from gwharness import ROOT, connected, load, provision, running, sim, write_config
+from gwharness import connected, load, provision, running, sim, write_config
 
-from gateway.devsim import SimLink
+from sim.devsim import SimLink
 from gateway.registry import write_private
 
 
 async def cli(*args, env_extra=None):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "tools")]))
-    env.update(env_extra or {})
+    env = dict(os.environ, **(env_extra or {}))
     p = await asyncio.create_subprocess_exec(sys.executable, "-m", "gateway.cli", *args, env=env,
                                              stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(p.communicate(), 60)

@@ -1,32 +1,25 @@
 """kill -9 of the daemon in the middle of traffic, then restart: no event that was acked to a device is lost.
 
 The daemon runs as a real process (`park-gateway run`), the backbone is a real
-Mosquitto, the devices are gateway.devsim TEST PEERS over TCP that keep
+Mosquitto, the devices are sim.devsim TEST PEERS over TCP that keep
 sending (and retransmitting unacked events) across the crash.
 """
 
 import asyncio
 import json
-import os
 import signal
 import sys
 
-from gwharness import ROOT, load, provision, write_config
+from gwharness import load, provision, write_config
 
-from gateway.devsim import SimDevice, SimLink
+from sim.devsim import SimDevice, SimLink
 
 IDS = ("c001", "c002", "k001", "k002")
 
 
-def _env():
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([ROOT, os.path.join(ROOT, "tools"), env.get("PYTHONPATH", "")])
-    return env
-
-
 async def _start(path, log):
     return await asyncio.create_subprocess_exec(sys.executable, "-m", "gateway.cli", "run", "--config", path,
-                                                stdout=log, stderr=log, env=_env())
+                                                stdout=log, stderr=log)
 
 
 async def test_kill_9_mid_traffic_loses_nothing_that_was_acked(tmp_path, mosquitto, subscriber_factory):

@@ -1,4 +1,4 @@
-"""`park-gateway demo --duration`: the simulated Stadtpark comes up by itself and ends by itself.
+"""`python -m sim demo --duration` (./dev demo): the simulated Stadtpark comes up by itself and ends by itself.
 
 It starts its own Mosquitto, boots virtual boards with the real firmware (or,
 where the MicroPython VM is missing, the labelled CPython simulator) and the
@@ -7,18 +7,18 @@ real daemon; walkers make the poles ahead light up.
 
 import asyncio
 import json
-import os
 import sys
 
-from gwharness import ROOT
+from pathlib import Path
 
-from gateway.demo import firmware_ready
+from sim.demo import firmware_ready
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 async def test_demo_runs_the_park_and_stops_by_itself():
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "tools")]))
-    p = await asyncio.create_subprocess_exec(sys.executable, "-m", "gateway.cli", "demo", "--duration", "20",
-                                             "--night", "--json", env=env, stdout=asyncio.subprocess.PIPE,
+    p = await asyncio.create_subprocess_exec(sys.executable, "-m", "sim", "demo", "--duration", "20",
+                                             "--night", "--json", cwd=ROOT, stdout=asyncio.subprocess.PIPE,
                                              stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(p.communicate(), 150)
     assert p.returncode == 0, err.decode()[-3000:]

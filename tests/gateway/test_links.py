@@ -1,6 +1,6 @@
 """Links over real transports: a pty as a serial port (with unplug/replug), TCP reconnect, BLE through FakeBle.
 
-The device side is gateway.devsim (a CPython TEST PEER); FakeBle stands in for
+The device side is sim.devsim (a CPython TEST PEER); FakeBle stands in for
 the radio because there is none here.
 """
 
@@ -9,9 +9,9 @@ import os
 
 from gwharness import connected, load, provision, running, sim, until, write_config
 
-from gateway.devsim import SimLink
+from sim.devsim import SimLink
 from gateway.links.base import Backoff
-from gateway.links.fakeble import FakeBlePeripheral
+from sim.fakeble import FakeBlePeripheral
 
 
 async def test_serial_pty_unplug_and_replug_without_restart(tmp_path):

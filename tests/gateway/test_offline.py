@@ -2,7 +2,7 @@
 
 from gwharness import connected, load, provision, running, sim, until, write_config
 
-from gateway.devsim import SimLink
+from sim.devsim import SimLink
 
 
 async def test_silent_pole_goes_offline_sleeping_container_stays_online(tmp_path):

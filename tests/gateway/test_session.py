@@ -1,4 +1,4 @@
-"""Sessions over a real TCP socket against gateway.devsim (a CPython TEST PEER, not the firmware).
+"""Sessions over a real TCP socket against sim.devsim (a CPython TEST PEER, not the firmware).
 
 No broker runs here: every event must still be durable in the SQLite outbox
 before the device sees its ack.
@@ -11,7 +11,7 @@ import pytest
 
 from gwharness import connected, load, provision, running, sim, until, write_config
 
-from gateway.devsim import SimLink
+from sim.devsim import SimLink
 from gateway.session import CommandFailed
 from protocol import cbor, codec, cose, framing, messages
 

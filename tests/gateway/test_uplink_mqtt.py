@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import signal
 import sqlite3
 import subprocess
@@ -18,7 +17,7 @@ import paho.mqtt.client as paho
 import pytest
 
 from gateway.uplink import CommandError, Uplink, UplinkConfig
-from mosquitto import free_port
+from sim.broker import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -148,9 +147,8 @@ CHILD = textwrap.dedent("""
 
 
 def spawn(broker, outbox, mode, inflight=100):
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.Popen([sys.executable, "-c", CHILD, str(broker.port), str(outbox), mode, str(inflight)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, text=True)
     line = proc.stdout.readline()
     if line.strip() != "connected":
         proc.kill()

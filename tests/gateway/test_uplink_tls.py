@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from mosquitto import mosquitto_password_line
-from mosquitto import Mosquitto, free_port
+from sim.broker import mosquitto_password_line
+from sim.broker import Mosquitto, free_port
 from gateway.uplink import Uplink, UplinkConfig
 
 

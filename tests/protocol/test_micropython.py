@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-import mpvm
+from sim import mpvm
 
 ROOT = Path(__file__).resolve().parents[2]
 PORTABLE = Path(__file__).resolve().parent / "portable"

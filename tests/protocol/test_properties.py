@@ -3,9 +3,9 @@ hostile input ends in a typed error, identically in CPython and MicroPython.
 """
 
 import binascii
+import importlib.util
 import json
 import os
-import sys
 import tracemalloc
 from pathlib import Path
 
@@ -14,13 +14,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import mpvm
+from sim import mpvm
 from protocol import cbor, codec, cose, framing, messages
 from protocol import cpython as fast
 from protocol.errors import ProtocolError
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "portable"))
-from fuzz_outcomes import KEY, KID, outcomes  # noqa: E402
+_spec = importlib.util.spec_from_file_location("fuzz_outcomes", Path(__file__).resolve().parent / "portable" / "fuzz_outcomes.py")
+fuzz_outcomes = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(fuzz_outcomes)
+KEY, KID, outcomes = fuzz_outcomes.KEY, fuzz_outcomes.KID, fuzz_outcomes.outcomes
 
 ROOT = Path(__file__).resolve().parents[2]
 FUZZ_CASES = int(os.environ.get("PARK_FUZZ_CASES", "3000"))

@@ -1,24 +1,15 @@
-"""Fixtures for park-device tests: virtual boards (tools/vboard) whose console pty the real mpremote drives."""
+"""Fixtures for park-device tests: virtual boards (sim/vboard) whose console pty the real mpremote drives."""
 from __future__ import annotations
 
-import os
-import sys
-from pathlib import Path
-
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-for p in (ROOT, ROOT / "tools"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
 
 
 def _vboard():
     try:
-        import vboard
-        import mpvm
+        from sim import vboard
+        from sim import mpvm
     except ImportError as e:  # pragma: no cover
-        pytest.fail(f"tools/vboard is not importable: {e}")
+        pytest.fail(f"sim/vboard is not importable: {e}")
     if not mpvm.node_available():
         pytest.fail("the MicroPython VM is not installed: run ./dev setup")
     return vboard

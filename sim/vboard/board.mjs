@@ -92,6 +92,7 @@ function bootWorker(cause) {
     reset_cause: CAUSE[cause], wake_reason: cause === "deepsleep" ? 4 : 0,
     inputs: JSON.parse(JSON.stringify(st.inputs)), flash, flashTop: top,
     vmachine_dir: cfg.vmachine_dir, main: cfg.main, heap_bytes: cfg.heap_bytes, heap_mode: cfg.heap_mode,
+    heap_budget: cfg.heap_budget,
     patch_time: cfg.patch_time, ultrasonic: cfg.ultrasonic, uid: cfg.uid,
     console_soft_reset: cfg.console_soft_reset,
   };

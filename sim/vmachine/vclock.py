@@ -1,6 +1,6 @@
 # vclock: the board timebase, virtual on a vboard, real on an ESP32.
 #
-# On a virtual board (tools/vboard) time is owned by the host: tests step it
+# On a virtual board (sim/vboard) time is owned by the host: tests step it
 # (board.advance(ms)) so hours or days of firmware time run in seconds. On a real
 # device the same names fall back to time/asyncio, so firmware never branches.
 #
@@ -31,6 +31,7 @@ if VIRTUAL:
     import gc as _gc
 
     _mem = _gc.mem_alloc
+    heap_guard = None  # set by _vboard_boot on a board with a heap budget: raises MemoryError
 
     def ticks_ms():
         return _vb.ticks_ms()
@@ -62,7 +63,9 @@ if VIRTUAL:
     _vb.set_waker(_wake)
 
     async def sleep_ms(ms):
-        # the heap is sampled here because every task step ends at an await
+        # the heap is sampled (and its budget enforced) here: every task step ends at an await
+        if heap_guard is not None:
+            heap_guard()
         n = (_seq[0] + 1) & 0x3FFFFFFF
         _seq[0] = n
         e = _asyncio.Event()

@@ -14,7 +14,7 @@ import path from "node:path";
 import { pathToFileURL } from "node:url";
 
 const W = workerData;
-// the npm package is installed once, in tools/mpvm (./dev setup runs npm ci there)
+// the npm package is installed once, in sim/mpvm (./dev setup runs npm ci there)
 const PKG = pathToFileURL(path.join(path.dirname(new URL(import.meta.url).pathname), "..", "mpvm",
   "node_modules", "@micropython", "micropython-webassembly-pyscript", "micropython.mjs")).href;
 
@@ -446,7 +446,7 @@ async function boot() {
   mp.runPython(`import sys, gc, asyncio, asyncio.core
 sys.path[:] = ['/_vmachine', '', '.frozen', '/lib']
 import _vboard_boot
-_vboard_boot.install(${W.patch_time ? "True" : "False"}, ${JSON.stringify(W.heap_mode)})`);
+_vboard_boot.install(${W.patch_time ? "True" : "False"}, ${JSON.stringify(W.heap_mode)}, ${W.heap_budget ? W.heap_budget : "None"})`);
   const bootmod = mp.pyimport("_vboard_boot");
   memAlloc = bootmod.mem_sample;
   post({ t: "booted", cause: W.reset_cause });

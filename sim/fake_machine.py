@@ -1,5 +1,5 @@
-# TEST FAKE of the `machine` module for runtime tests inside the MicroPython VM.
-# Not the virtual board (that is firmware/common/vmachine + tools/vboard): a minimal,
+# FAKE `machine` module for runtime tests inside a plain MicroPython VM (mounted as /lib/machine.py).
+# Not the virtual board (that is sim/vmachine + sim/vboard): a minimal,
 # scriptable stand-in so runtime logic can be tested in genuine MicroPython in-process.
 # reset()/deepsleep() raise so a test can "reboot" the firmware with flash kept.
 

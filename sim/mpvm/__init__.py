@@ -2,9 +2,9 @@
 
 Why: firmware and protocol code must be tested in the interpreter that runs on the ESP32,
 not in CPython. The official port (npm ``@micropython/micropython-webassembly-pyscript``,
-pinned in tools/mpvm/package.json) is the same VM core; only the hardware is missing.
+pinned in sim/mpvm/package.json) is the same VM core; only the hardware is missing.
 
-    import mpvm
+    from sim import mpvm
     res = mpvm.run(code="print(1+1)")                       # Result(returncode, stdout, stderr)
     res = mpvm.run(file="/app/main.py", mounts={"protocol": "/lib/protocol"}, paths=["/lib"])
     rep = mpvm.run_pytest_style("tests/mp/test_codec.py", mounts={"protocol": "/lib/protocol"},
@@ -76,7 +76,7 @@ def ensure() -> str:
     pj = package_dir() / "package.json"
     if not pj.exists():
         raise MpvmUnavailable(f"{PACKAGE} is not installed in {MPVM_DIR}/node_modules; run ./dev setup "
-                              f"(it runs `npm ci` in tools/mpvm)")
+                              f"(it runs `npm ci` in sim/mpvm)")
     try:
         ver = json.loads(pj.read_text())["version"]
     except (OSError, ValueError, KeyError) as e:  # corrupt install

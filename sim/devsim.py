@@ -4,7 +4,7 @@ It speaks the wire protocol the way protocol/SPEC.md says a device does
 (hello/welcome/resync, acked events retransmitted with a new seq and the same
 eid, commands answered with ack/nack) so the gateway can be tested over real
 sockets and ptys and benchmarked at rates a MicroPython VM cannot reach. The
-real firmware runs on virtual boards (tools/vboard); this module never stands
+real firmware runs on virtual boards (sim/vboard); this module never stands
 in for it in a claim about the firmware.
 
     link = await SimLink.tcp_server()           # the gateway connects to link.url

@@ -14,6 +14,28 @@ _heap_live = False
 main_globals = {"__name__": "__main__"}
 
 
+_budget = None
+_over = False
+
+
+def _heap_guard():
+    """On a chip, an allocation that cannot fit in the heap the IDF can give fails. Here the
+    heap grows instead, so the live data is checked at each await: past the budget even after
+    a collection, the firmware gets its MemoryError there. Lenient: a chip's fragmentation
+    can fail sooner, which the 25 % headroom goal covers."""
+    global _over
+    if gc.mem_alloc() <= _budget:
+        return
+    gc.collect()
+    used = gc.mem_alloc()
+    if used <= _budget:
+        return
+    if not _over:
+        _over = True
+        _vb.event("heap_budget", '{"used": %d, "budget": %d}' % (used, _budget))
+    raise MemoryError("memory allocation failed: %d bytes live, heap budget %d" % (used, _budget))
+
+
 def mem_sample():
     if _heap_live:
         gc.collect()
@@ -77,9 +99,10 @@ def _install_errno_fix():
     builtins.open = _errno_fix(builtins.open)
 
 
-def install(patch_time, heap_mode):
-    global _heap_live
+def install(patch_time, heap_mode, budget=None):
+    global _heap_live, _budget
     _heap_live = heap_mode == "live"
+    _budget = budget
     asyncio.run = _run
     _install_errno_fix()
     if not patch_time:
@@ -110,6 +133,8 @@ def install(patch_time, heap_mode):
     time.sleep_us = _sleep_us
     asyncio.sleep = vclock.sleep
     asyncio.sleep_ms = vclock.sleep_ms
+    if _budget is not None:
+        vclock.heap_guard = _heap_guard
 
 
 def run_file(name):

@@ -1,11 +1,10 @@
-"""Firmware test helpers (no tests here; named test_runtime_* for ownership): flash images
-for virtual boards and a gateway peer.
+"""A test bed for one virtual board: its flash image and a gateway peer on its link.
 
 `deploy_tree` builds the flash a technician's deploy would write (main.py, /lib packages,
 /config.json, /key.bin). `Peer` is a test peer that plays the gateway over the board's
 link UART with the protocol package (it is not the product gateway): it welcomes
 hellos, acks events, sends commands and records every uplink message.
-benchmarks/bench_footprint.py imports this module too.
+The firmware tests and benchmarks/bench_footprint.py use it.
 """
 from __future__ import annotations
 
@@ -14,7 +13,7 @@ import shutil
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 FW = ROOT / "firmware"
 KEY = bytes(range(32))
 T_2026 = 1767225600  # 2026-01-01T00:00:00Z
@@ -24,8 +23,8 @@ _IGN_PROTO = shutil.ignore_patterns("__pycache__", "*.pyc", "vectors", "*.md", "
 
 def vboard_available() -> bool:
     try:
-        import mpvm
-        import vboard  # noqa: F401
+        from sim import mpvm
+        from sim import vboard  # noqa: F401
     except ImportError:
         return False
     return mpvm.node_available() and hasattr(vboard, "VirtualBoard")

@@ -1,9 +1,9 @@
 """vboard: virtual ESP32 boards running unmodified park-edge firmware in genuine MicroPython.
 
 Why: CI has no ESP32s, but firmware must run in the real interpreter with its real
-asyncio, heap and file APIs. A virtual board is one Node process (tools/vboard/board.mjs)
+asyncio, heap and file APIs. A virtual board is one Node process (sim/vboard/board.mjs)
 running the official MicroPython WebAssembly VM; only the hardware is simulated
-(firmware/common/vmachine: machine, clock/vclock). Labgrid-style split: the *resource*
+(sim/vmachine: machine, clock/vclock). Labgrid-style split: the *resource*
 is where the board is (``link_url``, ``console_pty``, ``flash_path``), the *driver* is
 this class (power, clock, peripherals).
 
@@ -32,19 +32,37 @@ import weakref
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-import mpvm
-from mpvm import MpvmUnavailable
+from sim import mpvm
+from sim.mpvm import MpvmUnavailable
 
 __all__ = [
     "VirtualBoard", "VboardError", "BoardStartError", "PortBusyError", "BoardHungError",
-    "BoardNotRunning", "MpvmUnavailable", "RESET_CAUSES", "VMACHINE_DIR",
+    "BoardNotRunning", "MpvmUnavailable", "RESET_CAUSES", "VMACHINE_DIR", "ESP32_FREE_HEAP",
+    "RADIO_HEAP_COST", "esp32_heap_budget",
     "PWRON_RESET", "HARD_RESET", "WDT_RESET", "DEEPSLEEP_RESET", "SOFT_RESET",
 ]
 
 HERE = Path(__file__).resolve().parent
 BOARD_JS = HERE / "board.mjs"
 REPO = HERE.parent.parent
-VMACHINE_DIR = REPO / "firmware" / "common" / "vmachine"
+VMACHINE_DIR = HERE.parent / "vmachine"
+
+# An ESP32 without PSRAM, stock MicroPython 1.27: the Python heap starts as one 64,000-byte
+# area and grows on demand (MICROPY_GC_SPLIT_HEAP_AUTO) out of the ESP-IDF heap, which the
+# radio stacks share. gc.mem_free() reports about 134 KB at boot (micropython issue 18859;
+# 110-114 KB on older releases, issues 5554 and 7043). Activating a radio takes its stack's
+# memory from the same RAM: about 45 KB for the Wi-Fi station (arduino-esp32 issue 8033:
+# 45,656 B for WIFI_STA) and about 32 KB for NimBLE (Moddable issue 640). The budget of a
+# virtual board is the live Python data it may hold: past it (after a collection) the
+# firmware gets MemoryError at its next await, as the chip would have refused an allocation.
+ESP32_FREE_HEAP = 134_000
+RADIO_HEAP_COST = {None: 0, "serial": 0, "ble": 32_000, "wifi": 45_000}
+
+
+def esp32_heap_budget(radio: str | None = None) -> int:
+    """The Python heap an ESP32 without PSRAM leaves a firmware with `radio` active."""
+    return ESP32_FREE_HEAP - RADIO_HEAP_COST[radio]
+
 
 PWRON_RESET, HARD_RESET, WDT_RESET, DEEPSLEEP_RESET, SOFT_RESET = 1, 2, 3, 4, 5
 RESET_CAUSES = {"power": PWRON_RESET, "hard": HARD_RESET, "wdt": WDT_RESET,
@@ -98,11 +116,16 @@ class VirtualBoard:
                  console_port: int | None = None, pins: Mapping[str, int] | None = None,
                  ultrasonic: Mapping[str, int] | None = None, distance_mm: float | None = None,
                  temperature_c: float = 20.0, heap_bytes: int = 134 * 1024, heap_mode: str = "alloc",
+                 heap_budget: int | None = None,
                  patch_time: bool = True, console_soft_reset: str = "ignore", uid: bytes | None = None,
                  record_pins: bool = False, record_pwm: bool = False, record_wdt_feeds: bool = True,
                  hang_timeout: float = 10.0, start_timeout: float = 15.0, name: str = "vboard") -> None:
         if heap_mode not in ("alloc", "live"):
             raise ValueError("heap_mode must be 'alloc' or 'live'")
+        if heap_budget is not None:
+            if heap_budget < 64 * 1024:
+                raise ValueError("heap_budget must be at least 64 KiB (an ESP32's first heap area)")
+            heap_bytes = 64 * 1024  # the ESP32 port's first area; the rest is grown on demand
         if console_soft_reset not in ("ignore", "reboot"):
             raise ValueError("console_soft_reset must be 'ignore' or 'reboot'")
         self.name = name
@@ -118,7 +141,7 @@ class VirtualBoard:
             "realtime": realtime, "main": self.main, "link_uart": link_uart, "link_port": link_port,
             "console_port": console_port, "ultrasonic": self._resolve_pins(ultrasonic) if ultrasonic else None,
             "distance_mm": distance_mm, "temperature_c": temperature_c, "heap_bytes": heap_bytes,
-            "heap_mode": heap_mode, "patch_time": patch_time, "console_soft_reset": console_soft_reset,
+            "heap_budget": heap_budget, "heap_mode": heap_mode, "patch_time": patch_time, "console_soft_reset": console_soft_reset,
             "uid": (uid or os.urandom(6)).hex(), "record_pins": record_pins, "record_pwm": record_pwm,
             "record_wdt_feeds": record_wdt_feeds, "hang_timeout_ms": int(hang_timeout * 1000),
             "start_unix_ms": int((time.time() if start_time is None else start_time) * 1000),

@@ -1,6 +1,6 @@
 # machine (virtual-board build): the ESP32 `machine` API subset park-edge firmware uses.
 #
-# The MicroPython WebAssembly port has no `machine`; on a virtual board (tools/vboard)
+# The MicroPython WebAssembly port has no `machine`; on a virtual board (sim/vboard)
 # this module stands in for the hardware. Every call goes to the board's JS side
 # (js.vboard) where the host reads and drives the simulated peripherals. Only the
 # silicon is simulated: the firmware calling this is the unmodified device code.
@@ -13,7 +13,7 @@ try:
     _vb = _js.vboard
 except AttributeError:
     raise ImportError("machine: this is the virtual-board machine module and no vboard is "
-                      "running it (use tools/vboard, or the real machine module on a device)")
+                      "running it (use sim/vboard, or the real machine module on a device)")
 
 # reset causes (ESP32 port values)
 PWRON_RESET = 1
