@@ -13,7 +13,7 @@ import pytest
 
 from gwharness import connected, load, provision, running, sim, until, write_config
 
-from gateway.devsim import SimLink
+from sim.devsim import SimLink
 from gateway.session import CommandFailed
 
 UNLOCK = {"type": "unlock", "comp": 3, "reason": "ticket 1"}

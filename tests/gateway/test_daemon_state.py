@@ -13,7 +13,7 @@ import pytest
 from gwharness import ROOT, connected, load, provision, running, sim, until, write_config
 
 from gateway.daemon import Daemon
-from gateway.devsim import SimLink
+from sim.devsim import SimLink
 from gateway.registry import Registry
 from gateway.statelock import AlreadyRunning
 

@@ -15,7 +15,7 @@ from gwharness import connected, load, provision, running, sim, until, write_con
 
 from gateway.control.waste import Waste
 from gateway.daemon import Parts
-from gateway.devsim import SimLink
+from sim.devsim import SimLink
 from gateway.links.base import Link
 from gateway.registry import Registry, RegistryWriter
 from gateway.uplink import Uplink
