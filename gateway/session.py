@@ -89,6 +89,9 @@ class Sessions:
         self.downlink = downlink if downlink is not None else Downlink(cfg.session, self.table.view, self.counters)
         self.events = events if events is not None else EventBus()
         self.faults: Faults = self.events.faults
+        self._listeners = self.events.listeners  # the bus's list: a cheap "anyone listening?" per frame
+        self._mac_for = self.table.mac_for
+        self._window_for = self.table.window_for
         self.by_id = self.table.by_id
         self.by_kid = self.table.by_kid
 
@@ -120,7 +123,7 @@ class Sessions:
     def on_envelope(self, link: LinkPort, envelope: bytes) -> None:
         """One deframed envelope from `link`; never raises."""
         try:
-            r = codec.open_envelope(envelope, UP, self.table.mac_for, self.table.window_for, _loads)
+            r = codec.open_envelope(envelope, UP, self._mac_for, self._window_for, _loads)
         except ProtocolError as e:
             self._refused(link, envelope, e)
             return
@@ -234,7 +237,7 @@ class Sessions:
                 self.stage.on_message(s, msg, now)
             except Exception as e:  # noqa: BLE001 - stored and acked all the same
                 self.faults.record("control", e, s.id, msg["type"])
-            if self.events:
+            if self._listeners:
                 self._emit({"kind": "event", "device": s.id, "site": s.site, "msg": msg})
         fut.add_done_callback(lambda f, s=s, ack=ack: self._ack_durable(f, s, ack))
 
@@ -262,7 +265,7 @@ class Sessions:
             self.stage.on_message(s, msg, now)
         except Exception as e:  # noqa: BLE001
             self.faults.record("control", e, s.id, t)
-        if self.events:
+        if self._listeners:
             self._emit({"kind": "telemetry", "device": s.id, "site": s.site, "msg": msg})
 
     # -- liveness
