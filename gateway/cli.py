@@ -465,6 +465,7 @@ def _value(v: str):
 
 def cmd_run(args) -> int:
     from gateway.daemon import serve
+    from gateway.statelock import AlreadyRunning
 
     cfg = _config(args)
     logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -472,6 +473,8 @@ def cmd_run(args) -> int:
         asyncio.run(serve(cfg))
     except config_mod.ConfigError as e:  # preflight at start: names file and key
         raise CliError(str(e), EXIT_USAGE)
+    except AlreadyRunning as e:
+        raise CliError(str(e), EXIT_FAIL) from None
     except KeyboardInterrupt:
         pass
     return 0

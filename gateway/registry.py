@@ -35,6 +35,24 @@ CREATE TABLE IF NOT EXISTS loop_state (
     name TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+-- Which devices changed, whichever tool changed them: a running daemon reloads just those.
+CREATE TABLE IF NOT EXISTS device_changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS devices_added AFTER INSERT ON devices BEGIN
+    INSERT INTO device_changes(id) VALUES (new.id);
+    DELETE FROM device_changes WHERE seq <= (SELECT max(seq) FROM device_changes) - 1000;
+END;
+CREATE TRIGGER IF NOT EXISTS devices_removed AFTER DELETE ON devices BEGIN
+    INSERT INTO device_changes(id) VALUES (old.id);
+    DELETE FROM device_changes WHERE seq <= (SELECT max(seq) FROM device_changes) - 1000;
+END;
+CREATE TRIGGER IF NOT EXISTS devices_changed AFTER UPDATE OF id, role, site, key, position ON devices BEGIN
+    INSERT INTO device_changes(id) VALUES (old.id);
+    INSERT INTO device_changes(id) VALUES (new.id);
+    DELETE FROM device_changes WHERE seq <= (SELECT max(seq) FROM device_changes) - 1000;
+END;
 CREATE TABLE IF NOT EXISTS counters (
     id TEXT PRIMARY KEY REFERENCES devices(id) ON DELETE CASCADE,
     down_ceiling INTEGER,
@@ -171,6 +189,12 @@ class Registry:
             raise UnknownDevice("no device %r" % device_id)
         return Device(*r)
 
+    def find(self, device_id: str) -> Device | None:
+        try:
+            return self.get(device_id)
+        except UnknownDevice:
+            return None
+
     def all(self) -> list[Device]:
         return [Device(*r) for r in self.db.execute(
             "SELECT id, role, site, key, position, fw, last_seen FROM devices ORDER BY id")]
@@ -178,6 +202,25 @@ class Registry:
     def set_seen(self, rows: list[tuple[float, int | None, str]]) -> None:
         """Batch update (last_seen, fw, id); fw None leaves it unchanged."""
         self.db.executemany("UPDATE devices SET last_seen=?, fw=COALESCE(?, fw) WHERE id=?", rows)
+
+    # -- changes made by any connection
+
+    def data_version(self) -> int:
+        """Changes when another connection (another tool, the daemon's writer) committed."""
+        return self.db.execute("PRAGMA data_version").fetchone()[0]
+
+    def changes_since(self, seq: int) -> tuple[int, list[str] | None]:
+        """(last change number, ids of devices added, changed or removed after `seq`).
+
+        None instead of ids: more changed than the log keeps; read everything again.
+        """
+        first, last = self.db.execute("SELECT min(seq), max(seq) FROM device_changes").fetchone()
+        if last is None or last == seq:
+            return seq if last is None else last, []
+        if seq < first - 1:
+            return last, None
+        ids = {r[0] for r in self.db.execute("SELECT id FROM device_changes WHERE seq > ?", (seq,))}
+        return last, sorted(ids)
 
     # -- protocol counters
 

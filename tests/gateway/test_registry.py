@@ -94,7 +94,7 @@ def test_import_file_checks_mode_and_content(tmp_path):
 
 def test_downlink_counter_never_reuses_a_number_after_restart(tmp_path):
     from gateway.registry import RegistryWriter
-    from gateway.session import DownCounter
+    from gateway.downcounter import DownCounter
 
     p = str(tmp_path / "r.sqlite")
     with Registry(p) as reg:
