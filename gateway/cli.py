@@ -323,7 +323,8 @@ def cmd_device(args) -> int:
     cfg = None if args.registry and w[0] != "add" else _config(args)
     path = args.registry or cfg.registry_path
     try:
-        with _open_registry(path, args.create and w[0] in ("add", "import")) as reg:
+        # the config's own registry may be started; a --registry PATH (a typo?) only with --create
+        with _open_registry(path, (args.create or not args.registry) and w[0] in ("add", "import")) as reg:
             if w[0] == "add":
                 if len(w) != 2 or not (args.role and args.site and args.key_file):
                     raise CliError("usage: park-gateway device add ID --role ROLE --site SITE --key-file FILE", EXIT_USAGE)
