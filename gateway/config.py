@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from protocol import rules
 from protocol.messages import ROLE_IDS
 
 from gateway.configread import ConfigError, Reader, key_lines, setting
@@ -266,8 +267,8 @@ def parse(text: str, file: str = "<config>", env: dict | None = None) -> Config:
     if not sites:
         raise r.error(("sites",), "at least one site is needed: [sites.NAME] with latitude and longitude")
     for name, sd in sites.items():
-        if not re.fullmatch(r"[a-z0-9_\-]{1,32}", name):
-            raise r.error(("sites", name), "site name must be 1-32 of a-z 0-9 _ - (it is an MQTT topic level)")
+        if not rules.valid_site(name):
+            raise r.error(("sites", name), "site name must be %s (it is an MQTT topic level)" % rules.SITE_RULE)
         cfg.sites[name] = _site(r, name, sd)
 
     rd = r.table(doc.get("roles", {}), ("roles",), ROLES)

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sqlite3
 import time
 from dataclasses import dataclass
 
-from protocol.keyfile import KeyFileError, check_private, key_from_hex
+from protocol import rules
+from protocol.keyfile import KEY_LEN, KeyFileError, check_private, key_from_hex
 from protocol.messages import ROLE_IDS
 
-ID_RE = re.compile(r"[A-Za-z0-9_\-]{1,8}")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS devices (
@@ -107,14 +106,14 @@ def _private_dir(d: str) -> None:
 
 
 def validate(device_id, role, site, key, position=None) -> None:
-    if not isinstance(device_id, str) or not ID_RE.fullmatch(device_id):
-        raise InvalidDevice("device id %r must be 1-8 of A-Z a-z 0-9 _ -" % (device_id,))
+    if not rules.valid_id(device_id):
+        raise InvalidDevice("device id %r must be %s" % (device_id, rules.ID_RULE))
     if role not in ROLE_IDS:
         raise InvalidDevice("device %s: role %r is not one of %s" % (device_id, role, ", ".join(ROLE_IDS)))
-    if not isinstance(site, str) or not re.fullmatch(r"[a-z0-9_\-]{1,32}", site):
-        raise InvalidDevice("device %s: site %r must be 1-32 of a-z 0-9 _ -" % (device_id, site))
-    if not isinstance(key, (bytes, bytearray)) or not 16 <= len(key) <= 64:
-        raise InvalidDevice("device %s: key must be 16 to 64 bytes" % device_id)
+    if not rules.valid_site(site):
+        raise InvalidDevice("device %s: site %r must be %s" % (device_id, site, rules.SITE_RULE))
+    if not isinstance(key, (bytes, bytearray)) or len(key) != KEY_LEN:
+        raise InvalidDevice("device %s: key must be exactly %d bytes (SPEC section 1)" % (device_id, KEY_LEN))
     if position is not None and not isinstance(position, str):
         raise InvalidDevice("device %s: position must be text" % device_id)
 

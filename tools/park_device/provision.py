@@ -10,11 +10,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import secrets
 import shutil
 import tempfile
 from pathlib import Path
+
+from protocol import rules
 
 from .board import Board
 from .errors import BadConfig, BoardError, ConfigConflict, KeyConflict, NotProvisioned, WrongRole
@@ -22,8 +23,6 @@ from .fwload import FirmwareModules
 from .registrar import GatewayRegistry, entry, write_private
 from .roles import ROLES, check_role, firmware_root, needs_booking_key, template
 
-ID_RE = re.compile(r"[A-Za-z0-9_\-]{1,8}")
-SITE_RE = re.compile(r"[a-z0-9_\-]{1,32}")
 KEY_LEN = 32
 SECTIONS = ("link", "rt", "pins", "app")
 
@@ -51,12 +50,12 @@ def parse_set(items: list[str]) -> dict:
 def compose(device_id: str, role: str, site: str, base: dict | None, sets: dict,
             use_template: bool = True) -> dict:
     """The /config.json document: identity + reference wiring, the sections from --config, then --set."""
-    if not isinstance(device_id, str) or not ID_RE.fullmatch(device_id):
-        raise BadConfig(f"device id {device_id!r} must be 1-8 of A-Z a-z 0-9 _ -", where="--id",
+    if not rules.valid_id(device_id):
+        raise BadConfig(f"device id {device_id!r} must be {rules.ID_RULE}", where="--id",
                         hint="park convention: c001 containers, l001 light poles, k001 lockers")
     check_role(role)
-    if not isinstance(site, str) or not SITE_RE.fullmatch(site):
-        raise BadConfig(f"site {site!r} must be 1-32 of a-z 0-9 _ -", where="--site")
+    if not rules.valid_site(site):
+        raise BadConfig(f"site {site!r} must be {rules.SITE_RULE}", where="--site")
     base = dict(base or {})
     tmpl = template(role) if use_template else {}
     for k in base:
