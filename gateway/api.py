@@ -29,6 +29,7 @@ import logging
 import math
 import os
 import stat
+import time
 
 from protocol.errors import ProtocolError, SchemaError
 
@@ -158,8 +159,7 @@ class ApiServer:
             raise ApiError("bad_request", "\"command\" must be an object with a \"type\"")
         timeout = _seconds(req, "timeout", COMMAND_TIMEOUT_S, MAX_TIMEOUT_S)
         queue_for = _seconds(req, "queue_for", 0.0, MAX_QUEUE_FOR_S)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + max(timeout, queue_for)
+        deadline = time.time() + max(timeout, queue_for)  # Daemon.command takes wall-clock deadlines
         kw = {"deadline": deadline, "queue_for": queue_for} if queue_for else {"deadline": deadline}
         task = asyncio.ensure_future(
             asyncio.wait_for(self.dispatch({"op": "command", "id": device_id, "command": cmd}, **kw),

@@ -27,9 +27,12 @@ _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 class CliError(Exception):
-    def __init__(self, message: str, code: int = EXIT_FAIL):
+    """A refusal: `code` is the exit status, `reason` a stable word for scripts (--json "reason")."""
+
+    def __init__(self, message: str, code: int = EXIT_FAIL, reason: str = ""):
         super().__init__(message)
         self.code = code
+        self.reason = reason
 
 
 def _common() -> argparse.ArgumentParser:
@@ -75,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--position", help="where it stands (free text, e.g. path node)")
     d.add_argument("--replace", action="store_true", help="re-provision an existing id")
     d.add_argument("--with-keys", metavar="FILE", help="export: also write keys to FILE (created 0600)")
+    d.add_argument("--registry", metavar="PATH", help="this registry file instead of the config's (no daemon needed)")
+    d.add_argument("--create", action="store_true", help="add/import: create the registry if it does not exist")
+    d.add_argument("--check", action="store_true",
+                   help="import: say what importing would do (registered, same key, key owner), change nothing")
     t = sub.add_parser("tail", parents=[c], help="live telemetry and events")
     t.add_argument("id", nargs="?")
     t.add_argument("--count", type=int, default=0, help="stop after this many lines")
@@ -233,19 +240,91 @@ def cmd_devices(args) -> int:
     return 0
 
 
+def _open_registry(path: str, create: bool):
+    """The registry at path; a missing file only with create (a typo must not start a new registry), and
+    a file that is not a registry is refused before anything is written to it."""
+    import sqlite3
+    from urllib.parse import quote
+
+    from gateway.registry import Registry
+
+    if not os.path.exists(path):
+        if not create:
+            raise CliError("no registry at %s (mistyped? give --create to start a new one)" % path,
+                           reason="no_registry")
+        return Registry(path)
+    try:
+        db = sqlite3.connect("file:%s?mode=ro" % quote(os.path.abspath(path)), uri=True)
+        try:
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            db.close()
+    except sqlite3.Error as e:
+        raise CliError("%s is not a park-gateway registry (%s)" % (path, e), reason="not_a_registry")
+    if "devices" not in tables:
+        raise CliError("%s is not a park-gateway registry (an SQLite file without a devices table)" % path,
+                       reason="not_a_registry")
+    return Registry(path)
+
+
+def _import_check(reg, path: str) -> list[dict]:
+    """What `device import FILE` would do to each entry, changing nothing: the same file checks as
+    the import, then per entry whether the id is registered, with the same key, and who owns the key
+    (keys are compared here and never shown)."""
+    import hmac
+    import stat
+
+    from gateway.registry import UnknownDevice, validate
+
+    if stat.S_IMODE(os.stat(path).st_mode) & 0o077:
+        raise CliError("%s: holds keys but is readable by others; chmod 600 it" % path, reason="registry_error")
+    with open(path, encoding="utf-8") as f:
+        try:
+            doc = json.load(f)
+        except json.JSONDecodeError as e:
+            raise CliError("%s:%d: not valid JSON: %s" % (path, e.lineno, e.msg), reason="registry_error")
+    out = []
+    for i, d in enumerate(doc if isinstance(doc, list) else [doc]):
+        try:
+            key = bytes.fromhex(d["key_hex"])
+            validate(d["id"], d["role"], d["site"], key, d.get("position"))
+        except (TypeError, KeyError, ValueError) as e:
+            raise CliError("%s: entry %d: %s" % (path, i, e), reason="invalid_device")
+        owner = next((o.id for o in reg.all() if hmac.compare_digest(o.key, key)), None)
+        try:
+            have = reg.get(d["id"])
+        except UnknownDevice:
+            have = None
+        out.append({"id": d["id"], "registered": have is not None,
+                    "same_key": have is not None and hmac.compare_digest(have.key, key), "key_owner": owner})
+    return out
+
+
 def cmd_device(args) -> int:
-    from gateway.registry import Registry, RegistryError, write_private
+    import sqlite3
+
+    from gateway.registry import (DuplicateDevice, DuplicateKey, InvalidDevice, RegistryError, UnknownDevice,
+                                  write_private)
     from protocol.keyfile import KeyFileError, read_key_file
 
     w = args.words
     if w[0] not in ("add", "import", "remove", "export"):
         if len(w) != 1:
             raise CliError("usage: park-gateway device ID", EXIT_USAGE)
-        _out(args, _call(args, {"op": "device", "id": w[0]}))
+        if not args.registry:
+            _out(args, _call(args, {"op": "device", "id": w[0]}))
+            return 0
+        with _open_registry(args.registry, False) as reg:
+            try:
+                _out(args, dict(reg.get(w[0]).public(), registered=True))
+            except UnknownDevice:
+                raise CliError("unknown_device: no device %r in %s" % (w[0], args.registry), reason="unknown_device")
         return 0
-    cfg = _config(args)
+    cfg = None if args.registry and w[0] != "add" else _config(args)
+    path = args.registry or cfg.registry_path
     try:
-        with Registry(cfg.registry_path) as reg:
+        # the config's own registry may be started; a --registry PATH (a typo?) only with --create
+        with _open_registry(path, (args.create or not args.registry) and w[0] in ("add", "import")) as reg:
             if w[0] == "add":
                 if len(w) != 2 or not (args.role and args.site and args.key_file):
                     raise CliError("usage: park-gateway device add ID --role ROLE --site SITE --key-file FILE", EXIT_USAGE)
@@ -257,6 +336,9 @@ def cmd_device(args) -> int:
             elif w[0] == "import":
                 if len(w) != 2:
                     raise CliError("usage: park-gateway device import FILE", EXIT_USAGE)
+                if args.check:
+                    _out(args, {"registry": path, "check": _import_check(reg, w[1])})
+                    return 0
                 result = {"added": reg.import_file(w[1], replace=args.replace)}
             elif w[0] == "remove":
                 if len(w) != 2:
@@ -268,10 +350,18 @@ def cmd_device(args) -> int:
                 if args.with_keys:
                     write_private(args.with_keys, json.dumps(reg.export(with_keys=True), indent=2))
                     result["keys_written_to"] = args.with_keys
-    except (RegistryError, OSError) as e:
-        raise CliError(str(e))
+    except DuplicateDevice as e:
+        raise CliError(str(e), reason="duplicate_device")
+    except DuplicateKey as e:
+        raise CliError(str(e), reason="duplicate_key")
+    except UnknownDevice as e:
+        raise CliError(str(e), reason="unknown_device")
+    except InvalidDevice as e:
+        raise CliError(str(e), reason="invalid_device")
     except KeyFileError as e:
-        raise CliError(e.detail + ("; " + e.hint if e.hint else ""))
+        raise CliError(e.detail + ("; " + e.hint if e.hint else ""), reason="bad_key_file")
+    except (RegistryError, OSError, sqlite3.Error) as e:
+        raise CliError(str(e), reason="registry_error")
     if w[0] != "export":
         try:
             _call(args, {"op": "reload"})
@@ -376,6 +466,7 @@ def _value(v: str):
 
 def cmd_run(args) -> int:
     from gateway.daemon import serve
+    from gateway.statelock import AlreadyRunning
 
     cfg = _config(args)
     logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -383,6 +474,8 @@ def cmd_run(args) -> int:
         asyncio.run(serve(cfg))
     except config_mod.ConfigError as e:  # preflight at start: names file and key
         raise CliError(str(e), EXIT_USAGE)
+    except AlreadyRunning as e:
+        raise CliError(str(e), EXIT_FAIL) from None
     except KeyboardInterrupt:
         pass
     return 0
@@ -420,7 +513,7 @@ def main(argv=None) -> int:
             _out(args, _call(args, {"op": "pickups", "site": args.site}))
             return 0
     except CliError as e:
-        return _fail(args, str(e), e.code)
+        return _fail(args, str(e), e.code, e.reason)
     except KeyboardInterrupt:
         return 130
     except Exception as e:  # noqa: BLE001 - an operator gets one line, not a traceback
@@ -432,9 +525,9 @@ def main(argv=None) -> int:
     return EXIT_USAGE
 
 
-def _fail(args, message: str, code: int) -> int:
+def _fail(args, message: str, code: int, reason: str | None = None) -> int:
     if getattr(args, "json", False):
-        print(json.dumps({"ok": False, "error": message, "exit": code}))
+        print(json.dumps({"ok": False, "error": message, "exit": code, "reason": reason or None}))
     else:
         print("park-gateway: %s" % message, file=sys.stderr)
     return code

@@ -1,9 +1,11 @@
 """Local control loops: what the park must do even with the backbone away.
 
-Control receives every authentic message after the session rules ran and
-routes it to the loop for the device's role. Loops act through two narrow
-calls: cmd(device_id, msg) -> future (a downlink command) and
-alert(session, kind, body, event_id, ts) (a derived event for the backbone).
+Control is the stage after the sessions (seams.Stage): it receives every
+authentic, fresh message after the session rules ran and routes it to the loop
+for the device's role. Loops see the devices through a read-only view
+(seams.Devices) and act through two narrow calls: cmd(device_id, msg) -> future
+(seams.SendCommand, a downlink command) and alert(device, kind, body,
+event_id, ts) (seams.RaiseAlert, a derived event for the backbone).
 """
 
 from __future__ import annotations
@@ -15,12 +17,13 @@ import time
 from gateway.control.lighting import Lighting
 from gateway.control.lockers import Lockers
 from gateway.control.waste import Waste
+from gateway.seams import Devices, RaiseAlert, SendCommand
 
 log = logging.getLogger("park.control")
 
 
 class Control:
-    def __init__(self, cfg, devices: dict, cmd, alert, clock=time.time):
+    def __init__(self, cfg, devices: Devices, cmd: SendCommand, alert: RaiseAlert, clock=time.time):
         self.cfg = cfg
         self.clock = clock
         self.lighting = Lighting(cfg.sites, cmd, alert, devices)

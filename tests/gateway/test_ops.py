@@ -216,13 +216,23 @@ async def test_cli_timeout_is_one_line_and_the_command_is_never_carried_out(tmp_
         rc, out, err = await cli("--config", path, "unlock", "k001", "--comp", "3", "--reason", "t", "--timeout", "1.5s")
         took = time.monotonic() - t0
         assert rc == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1
-        assert "timeout" in err and "cancelled" in err and took < 10
+        # an offline device fails at once unless the operator chose to wait (--queue-for)
+        assert "offline" in err and "queue_for" in err and took < 10
         rc, out, err = await cli("--config", path, "unlock", "k001", "--comp", "3", "--reason", "t",
                                  "--timeout", "1s", "--json")
-        assert rc == 1 and json.loads(out)["ok"] is False and "timeout" in json.loads(out)["error"]
+        assert rc == 1 and json.loads(out)["ok"] is False and "offline" in json.loads(out)["error"]
         await sims["k001"].hello()  # the locker comes back after the operator was told it failed
         await asyncio.sleep(1.0)
         assert [c for c in sims["k001"].commands if c["type"] == "unlock"] == []
+        # online, but every answer is lost: the deadline runs from the moment it was asked
+        sims["k001"].answer = lambda msg: "silent"
+        t0 = time.monotonic()
+        rc, out, err = await cli("--config", path, "reboot", "k001", "--timeout", "1.5s")
+        assert rc == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+        assert "timeout" in err and "cancelled" in err and time.monotonic() - t0 < 10, err
+        sent = len(sims["k001"].commands)
+        await asyncio.sleep(2.0)
+        assert len(sims["k001"].commands) == sent  # not retransmitted after the operator was told it failed
 
 
 async def test_queue_for_keeps_the_command_for_an_offline_device(tmp_path):
