@@ -127,7 +127,7 @@ def _state_dir(path: str) -> list[Problem]:
             continue
         if not stat.S_ISREG(st.st_mode):
             out.append(Problem(key, "%s is not a regular file" % f))
-        elif name == "registry.sqlite" and st.st_mode & 0o077:  # the others hold no keys
+        elif st.st_mode & 0o077:
             out.append(Problem(key, "%s is readable by others (mode %o); chmod 600 it" % (f, stat.S_IMODE(st.st_mode))))
         elif not os.access(f, os.R_OK | os.W_OK):
             out.append(Problem(key, "%s is not readable and writable by %s" % (f, _user())))
