@@ -217,7 +217,7 @@ async def test_cli_timeout_is_one_line_and_the_command_is_never_carried_out(tmp_
         took = time.monotonic() - t0
         assert rc == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1
         # an offline device fails at once unless the operator chose to wait (--queue-for)
-        assert "offline" in err and "queue_for" in err and took < 10
+        assert "offline" in err and "--queue-for" in err and took < 10  # the CLI's flag, not the API's field
         rc, out, err = await cli("--config", path, "unlock", "k001", "--comp", "3", "--reason", "t",
                                  "--timeout", "1s", "--json")
         assert rc == 1 and json.loads(out)["ok"] is False and "offline" in json.loads(out)["error"]
@@ -246,6 +246,26 @@ async def test_queue_for_keeps_the_command_for_an_offline_device(tmp_path):
         assert sims["k001"].commands[-1]["comp"] == 2
         rc, out, err = await cli("--config", path, "reboot", "k001", "--queue-for", "soon")
         assert rc == 2 and "not a duration" in err
+
+
+async def test_a_queued_command_is_shown_and_can_be_cancelled(tmp_path):
+    async with gateway_with(tmp_path, [("k001", "locker")]) as (path, d, sims):
+        rc, out, err = await cli("--config", path, "unlock", "k001", "--comp", "4", "--reason", "parcel",
+                                 "--timeout", "1s", "--queue-for", "1h")
+        assert rc == 0, err
+        rc, out, err = await cli("--config", path, "device", "k001", "--json")
+        [queued] = json.loads(out)["commands"]
+        assert queued["type"] == "unlock" and queued["state"] == "queued"
+        rc, out, err = await cli("--config", path, "cancel", "k001", str(queued["id"]))
+        assert rc == 0 and "cancelled" in out, err
+        rc, out, err = await cli("--config", path, "cancel", "k001", str(queued["id"]))
+        assert rc == 1 and "unknown_command" in err  # nothing left to cancel
+        rc, out, err = await cli("--config", path, "cancel", "zz99", "1")
+        assert rc == 1 and "unknown_device" in err
+        await sims["k001"].hello()  # the locker comes back: the cancelled unlock never reaches it
+        await asyncio.sleep(1.0)
+        assert [c for c in sims["k001"].commands if c["type"] == "unlock"] == []
+        assert json.loads((await cli("--config", path, "device", "k001", "--json"))[1])["commands"] == []
 
 
 async def test_api_client_going_away_cancels_its_command(tmp_path):
