@@ -29,7 +29,8 @@ class Control:
         self.lighting = Lighting(cfg.sites, cmd, alert, devices)
         self.waste = Waste(cfg.sites, alert)
         self.lockers = Lockers(cfg.sites, cmd, alert, devices)
-        self._by_role = {"light_pole": self.lighting, "container_sensor": self.waste, "locker": self.lockers}
+        self._by_role: dict[str, Lighting | Waste | Lockers] = {
+            "light_pole": self.lighting, "container_sensor": self.waste, "locker": self.lockers}
 
     def on_message(self, s, msg: dict, now: float) -> None:
         loop = self._by_role.get(s.role)
