@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from protocol import rules
 from protocol.messages import ROLE_IDS
 
 from gateway.configread import ConfigError, Reader, key_lines, setting
@@ -135,6 +136,7 @@ class GatewaySection:
     api_socket: str = setting(DEFAULT_SOCKET)
     api_group: str = setting("")
     log_level: str = setting("info", choices=("debug", "info", "warning", "error"))
+    trust_clock: bool = setting(False)  # hand out time without NTP sync (an RTC, or a VM whose host keeps time)
 
 
 @dataclass
@@ -144,6 +146,7 @@ class Config:
     api_socket: str = GatewaySection.api_socket
     api_group: str = GatewaySection.api_group
     log_level: str = GatewaySection.log_level
+    trust_clock: bool = GatewaySection.trust_clock
     links: list[LinkConfig] = field(default_factory=list)
     sites: dict[str, SiteConfig] = field(default_factory=dict)
     roles: dict[str, RoleConfig] = field(default_factory=dict)
@@ -256,15 +259,16 @@ def parse(text: str, file: str = "<config>", env: Mapping[str, str] | None = Non
 
     g = GatewaySection(**r.section(doc.get("gateway", {}), ("gateway",), GatewaySection))
     cfg = Config(path=file, state_dir=env.get(ENV_STATE_DIR) or g.state_dir,
-                 api_socket=env.get(ENV_SOCKET) or g.api_socket, api_group=g.api_group, log_level=g.log_level)
+                 api_socket=env.get(ENV_SOCKET) or g.api_socket, api_group=g.api_group, log_level=g.log_level,
+                 trust_clock=g.trust_clock)
     cfg.links = _links(r, doc.get("links", []))
 
     sites = r.table(doc.get("sites", {}), ("sites",), tuple(doc.get("sites", {})))
     if not sites:
         raise r.error(("sites",), "at least one site is needed: [sites.NAME] with latitude and longitude")
     for name, sd in sites.items():
-        if not re.fullmatch(r"[a-z0-9_\-]{1,32}", name):
-            raise r.error(("sites", name), "site name must be 1-32 of a-z 0-9 _ - (it is an MQTT topic level)")
+        if not rules.valid_site(name):
+            raise r.error(("sites", name), "site name must be %s (it is an MQTT topic level)" % rules.SITE_RULE)
         cfg.sites[name] = _site(r, name, sd)
 
     rd = r.table(doc.get("roles", {}), ("roles",), ROLES)

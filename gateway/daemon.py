@@ -24,8 +24,10 @@ import time
 from typing import Callable
 
 from protocol import messages, names
+from protocol.errors import SchemaError
 
 from gateway import config as config_mod
+from gateway import preflight, sdnotify, timesync
 from gateway.api import ApiServer
 from gateway.control import Control
 from gateway.devices import DeviceTable
@@ -161,6 +163,7 @@ class Daemon:
     async def run(self) -> None:
         """Run until stop(); raises AlreadyRunning (one line to print) if another daemon has the state dir."""
         try:
+            preflight.check(self.cfg)  # the same checks as `config check`: a failure names file and key
             os.makedirs(self.cfg.state_dir, mode=0o700, exist_ok=True)
             lock = StateLock(self.cfg.state_dir)
             lock.acquire()
@@ -264,6 +267,7 @@ class Daemon:
             "counters": dict(s.counters),
             "faults": s.faults.as_dict(),
             "control": self.control.status(),
+            "clock": timesync.status(self.cfg.trust_clock),
         }
 
     def subscribe(self, fn) -> Callable[[], None]:
@@ -310,7 +314,7 @@ class Daemon:
             comp = cmd.get("comp")
             reason = cmd.get("reason")
             if not isinstance(reason, str) or not reason:
-                raise ValueError("unlock needs a reason (it goes into the locker's audit log)")
+                raise SchemaError("unlock.reason is missing (it goes into the locker's audit log)", "reason")
             with asking(deadline, queue_for):
                 fut = self.control.lockers.unlock(device_id, comp, reason)
         else:
@@ -382,4 +386,5 @@ async def serve(cfg: config_mod.Config) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, d.stop)
-    await d.run()
+    async with sdnotify.Supervisor(d):
+        await d.run()

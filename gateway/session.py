@@ -30,6 +30,7 @@ from protocol.cpython import loads as strict_loads
 from protocol.errors import ProtocolError, ReplayError, UnknownTypeError
 
 from gateway.config import Config
+from gateway import timesync
 from gateway.devices import DeviceSession, DeviceTable
 from gateway.downcounter import SyncWriter
 from gateway.downlink import CommandFailed, Downlink, QueueFull
@@ -212,7 +213,8 @@ class Sessions:
             s.send({"type": "nack", "ref": seq, "code": messages.E_DENIED, "field": "role"})
             return
         s.fw = msg["fw"]
-        s.send({"type": "welcome", "echo": msg["nonce"], "time": int(now), "hb": s.hb})
+        s.send({"type": "welcome", "echo": msg["nonce"], "time": timesync.time_for_device(now, self.cfg.trust_clock),
+                 "hb": s.hb})
         s.send({"type": "ack", "ref": seq})
         s.welcomed = True
         s.last_time_sync = now
@@ -258,7 +260,8 @@ class Sessions:
             if s.boots is not None and msg["boots"] != s.boots:
                 self._emit({"kind": "reboot", "device": s.id, "boots": msg["boots"]})
             s.boots = msg["boots"]
-            if not msg["status"] & messages.ST_TIME_VALID or now - s.last_time_sync > self.cfg.session.time_sync:
+            if (not msg["status"] & messages.ST_TIME_VALID or now - s.last_time_sync > self.cfg.session.time_sync) \
+                    and timesync.synchronised(self.cfg.trust_clock):
                 s.last_time_sync = now
                 self.downlink.submit(s, {"type": "time", "time": int(now)}).add_done_callback(_retrieved)
         self.out.telemetry(s, msg, now)

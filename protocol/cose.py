@@ -13,18 +13,14 @@ import hashlib
 import sys
 
 from protocol import cbor
+from protocol.codes import DOWN, MAX_KID, UP  # noqa: F401  (cose.UP/DOWN: the direction in external_aad)
 from protocol.errors import EnvelopeError, TagError
 
 VERSION = 1
-UP = 0
-"""Device to gateway."""
-DOWN = 1
-"""Gateway to device."""
 
 ALG_HMAC_256_64 = 4
 PROTECTED = b"\xa1\x01\x04"
 TAG_LEN = 8
-MAX_KID = 8
 MAX_SEQ = (1 << 40) - 1
 
 _MAC0_PREFIX = b"\x84\x64MAC0\x43" + PROTECTED

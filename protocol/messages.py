@@ -7,10 +7,11 @@ implementers; tests check that the two agree.
 """
 
 from protocol import cbor
+from protocol.codes import (DOWN, E_BAD_VALUE, E_BUSY, E_DENIED, E_INTERNAL, E_MALFORMED,  # noqa: F401
+                            E_NOT_READY, E_NOT_SUPPORTED, E_UNKNOWN_TYPE, MAX_CONFIG_KEY, ROLE_CONTAINER_SENSOR,
+                            ROLE_LIGHT_POLE, ROLE_LOCKER, ST_LINK_ONLY, ST_SAFE_MODE, ST_TIME_VALID, UP)
 from protocol.errors import CborError, SchemaError, UnknownTypeError
 
-UP = 0
-DOWN = 1
 BOTH = 2
 
 # Field kinds.
@@ -27,8 +28,11 @@ U32 = 0xFFFFFFFF
 U40 = (1 << 40) - 1
 I32 = 0x7FFFFFFF
 
-ROLES = {1: "container_sensor", 2: "light_pole", 3: "locker"}
-ROLE_IDS = {"container_sensor": 1, "light_pole": 2, "locker": 3}
+# the role names a config's "role" and a firmware package carry
+ROLE_IDS = {"container_sensor": ROLE_CONTAINER_SENSOR, "light_pole": ROLE_LIGHT_POLE, "locker": ROLE_LOCKER}
+ROLES = {}
+for _r in ROLE_IDS:
+    ROLES[ROLE_IDS[_r]] = _r
 
 _EVENT = (("eid", U, 0, U40), ("t", U, 0, U40))
 
@@ -69,23 +73,7 @@ for _code in SCHEMAS:
 # Events the gateway must acknowledge (the device retransmits them until it does).
 ACKED_UP = ("hello", "motion", "door", "alarm", "fault", "access")
 
-# nack codes (names.NACK_CODES)
-E_MALFORMED = 1
-E_UNKNOWN_TYPE = 2
-E_BAD_VALUE = 3
-E_NOT_SUPPORTED = 4
-E_DENIED = 5
-E_BUSY = 6
-E_NOT_READY = 7
-E_INTERNAL = 8
 
-# status bits in a heartbeat: reset cause (names.RESET_CAUSES) in bits 0-2, then flags
-ST_SAFE_MODE = 8
-ST_TIME_VALID = 16
-ST_LINK_ONLY = 32
-
-
-_MAX_KEY = 12
 _MAX_TEXT = 32
 
 
@@ -128,8 +116,8 @@ def _check(name, f, v):
         if tv is not dict or len(v) > hi:
             raise _bad(name, fname, "must be a map of at most %d entries" % hi)
         for k in v:
-            if type(k) is not str or not 0 < len(k) <= _MAX_KEY:
-                raise _bad(name, fname, "keys must be text of 1..%d bytes" % _MAX_KEY)
+            if type(k) is not str or not 0 < len(k) <= MAX_CONFIG_KEY:
+                raise _bad(name, fname, "keys must be text of 1..%d bytes" % MAX_CONFIG_KEY)
             x = v[k]
             tx = type(x)
             if tx is str:

@@ -115,14 +115,10 @@ def _flash(dst: Path, did: str, role: str, key: bytes, app: dict, booking_key: b
     """A board's flash as a technician's deploy + provision leaves it (docs/firmware.md layout)."""
     from park_device.roles import template
 
-    ign = shutil.ignore_patterns("__pycache__", "*.pyc", "vmachine")
-    ign_proto = shutil.ignore_patterns("__pycache__", "*.pyc", "vectors", "*.md", "*.cddl", "cpython.py")
+    from sim.testbed import write_firmware
+
     dst.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(ROOT / "firmware" / "common" / "main.py", dst / "main.py")
-    (dst / "lib").mkdir(exist_ok=True)
-    shutil.copytree(ROOT / "firmware" / "common", dst / "lib" / "common", ignore=ign, dirs_exist_ok=True)
-    shutil.copytree(ROOT / "protocol", dst / "lib" / "protocol", ignore=ign_proto, dirs_exist_ok=True)
-    shutil.copytree(ROOT / "firmware" / role, dst / "lib" / role, ignore=ign, dirs_exist_ok=True)
+    write_firmware(dst, role)
     t = template(role)
     t["app"].update(app)
     if role == "locker":

@@ -6,7 +6,7 @@ the fast count. More than safe_boots fast boots in a row means something in the
 normal path crashes the device: it then runs only its safe behaviour and the link.
 """
 
-from common.hal import CAUSE_DEEPSLEEP
+from protocol.codes import CAUSE_DEEPSLEEP
 
 
 class BootCount:

@@ -14,15 +14,15 @@ change leaves the old config untouched.
 import json
 import os
 
+from protocol import rules
+from protocol.codes import MAX_CONFIG_KEY as MAX_KEY
+
 from common.errors import ConfigError, ProvisionError
 
 INT = "int"
 BOOL = "bool"
 STR = "str"
 CHOICE = "choice"
-
-MAX_KEY = 12
-"""Longest setting name: a config command carries names of at most 12 bytes."""
 
 PATH = "/config.json"
 
@@ -161,15 +161,18 @@ class DeviceConfig:
         if type(raw) is not dict:
             raise ProvisionError("config: top level must be a map")
         kid = raw.get("id")
-        if type(kid) is not str or not 1 <= len(kid) <= 8 or not _ascii(kid):
-            raise ProvisionError("config: id must be 1..8 printable ASCII characters")
+        if type(kid) is not str or not rules.valid_id(kid):
+            raise ProvisionError("config: id %r must be %s" % (kid, rules.ID_RULE))
+        site = raw.get("site", "")
+        if site != "" and not rules.valid_site(site):
+            raise ProvisionError("config: site %r must be %s" % (site, rules.SITE_RULE))
         role = raw.get("role")
         if type(role) is not str or not role:
             raise ProvisionError("config: role is missing")
         self.raw = raw
         self.id = kid
         self.kid = kid.encode()
-        self.site = raw.get("site") if type(raw.get("site")) is str else ""
+        self.site = site
         self.role = role
         self.link = validate(LINK_SCHEMA, raw.get("link", {}), where="link.")
         self.rt = validate(RT_SCHEMA, raw.get("rt", {}), where="rt.")
@@ -178,13 +181,6 @@ class DeviceConfig:
         if type(app) is not dict:
             raise _bad("app", "must be a map")
         self.app = app
-
-
-def _ascii(s):
-    for c in s:
-        if not " " < c <= "~":
-            return False
-    return True
 
 
 def read_json(path):

@@ -19,10 +19,14 @@ class ProvisionError(FirmwareError):
     """The board is not provisioned (no /config.json, no /key.bin, bad id): it cannot talk."""
 
 
+class RoleMissing(ProvisionError):
+    """/config.json names a role whose package is not on the board (deployed for another role)."""
+
+
 class CommandError(FirmwareError):
     """Raised by App.on_command to refuse a command: the runtime answers nack {code, field}.
 
-    code is one of protocol.messages.E_*; field names the offending field ("" if none).
+    code is one of protocol.codes.E_*; field names the offending field ("" if none).
     """
 
     def __init__(self, code, field="", detail=""):

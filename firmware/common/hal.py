@@ -14,16 +14,10 @@ import gc
 
 import machine
 
-from common.errors import ConfigError
+from protocol.codes import (CAUSE_BROWNOUT, CAUSE_DEEPSLEEP, CAUSE_HARD, CAUSE_POWER_ON, CAUSE_SOFT,
+                            CAUSE_UNKNOWN, CAUSE_WATCHDOG)
 
-# protocol.messages.RESET_CAUSES indices
-CAUSE_UNKNOWN = 0
-CAUSE_POWER_ON = 1
-CAUSE_HARD = 2
-CAUSE_WATCHDOG = 3
-CAUSE_DEEPSLEEP = 4
-CAUSE_SOFT = 5
-CAUSE_BROWNOUT = 6
+from common.errors import ConfigError
 
 _CAUSES = (
     ("PWRON_RESET", CAUSE_POWER_ON), ("HARD_RESET", CAUSE_HARD), ("WDT_RESET", CAUSE_WATCHDOG),

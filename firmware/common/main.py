@@ -1,4 +1,4 @@
-# /main.py on every park-edge board: the runtime reads /config.json and starts the role's App.
-from common import runtime
+# /main.py on every park-edge board: reads /config.json, counts the boot and starts the role's App.
+from common import start
 
-runtime.main()
+start.main()

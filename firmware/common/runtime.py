@@ -1,21 +1,16 @@
-"""The runtime: boots a role App, links it to the gateway and supervises it.
+"""The runtime's main loop: links a started App to the gateway and supervises it.
 
-Boot: config -> boot counter (safe mode after too many fast reboots) -> key ->
-watchdog -> App(rt).start(safe) -> hello. Then one cooperative loop: poll the
-link, step the app when it asked to be stepped, send heartbeats, feed the
-watchdog only when the app step returned normally. See docs/firmware.md.
+common.start builds it (boot counter first, then the App). Then one cooperative
+loop: poll the link, step the app when it asked to be stepped, send heartbeats
+and telemetry, answer commands and config, sleep, feed the watchdog only when
+the app step returned normally. See docs/firmware.md.
 """
 
 import gc
 import json
 import sys
 
-try:
-    import asyncio
-except ImportError:
-    import uasyncio as asyncio  # type: ignore[no-redef]
-
-from protocol import messages
+from protocol import codes, messages
 
 from common import VERSION, clock, config, hal
 from common.bootcount import BootCount
@@ -23,26 +18,22 @@ from common.config import ConfigError
 from common.errors import CommandError, ProvisionError
 from common.link import open_link
 from common.session import Session
-from common.store import Store
 
-KEY_PATH = "/key.bin"
 MAX_APP_ERRORS = 3
 """Consecutive failed app steps after which the watchdog is starved (-> reset)."""
-FAULT_SAFE_MODE = 7
-FAULT_CONFIG = 8
 
 
 class Runtime:
     """What an App sees as `rt` (the contract in docs/firmware.md)."""
 
-    def __init__(self, dev, key, store, app_cls, cause=None, transport=None, count_boot=True):
+    def __init__(self, dev, key, store, app_cls, cause=None, transport=None, count_boot=True, boot=None):
         self.dev = dev
         self.id = dev.id
         self.store = store
         self.hal = hal.Hal(dev.pins)
         self._rtc = dev.rt
         self.cause = hal.reset_cause() if cause is None else cause
-        self.boot = BootCount(store, self.cause, self._rtc["safe_boots"], count_boot)
+        self.boot = boot or BootCount(store, self.cause, self._rtc["safe_boots"], count_boot)
         self.safe = self.boot.safe
         self.app_cls = app_cls
         self.fw = getattr(app_cls, "FW", VERSION)
@@ -67,10 +58,10 @@ class Runtime:
             self.log("config refused at boot: %s; defaults and safe mode" % e, keep=True)
             self.cfg = config.defaults(app_cls.SCHEMA)
             self.safe = True
-            self._faults.append((FAULT_CONFIG, 0))
+            self._faults.append((codes.F_CONFIG, 0))
         if self.safe and self.boot.fast > self._rtc["safe_boots"]:
             self.log("safe mode after %d fast boots" % self.boot.fast, keep=True)
-            self._faults.append((FAULT_SAFE_MODE, self.boot.fast))
+            self._faults.append((codes.F_SAFE_MODE, self.boot.fast))
         role = messages.ROLE_IDS.get(app_cls.ROLE)
         if role is None or app_cls.ROLE != dev.role:
             raise ProvisionError("config role %r does not match the firmware's %r" % (dev.role, app_cls.ROLE))
@@ -108,7 +99,7 @@ class Runtime:
         if len(self.logs) > 16:
             self.logs.pop(0)
         if keep and self._rtc["log_kb"]:
-            _flash_log(self.store.root, text, self._rtc["log_kb"] * 1024)
+            flash_log(self.store.root, text, self._rtc["log_kb"] * 1024)
 
     @property
     def link_up(self):
@@ -242,13 +233,13 @@ class Runtime:
 
     def heartbeat(self):
         gc.collect()
-        st = self.cause & 7
+        st = self.cause & codes.ST_CAUSE_MASK
         if self.safe:
-            st |= messages.ST_SAFE_MODE
+            st |= codes.ST_SAFE_MODE
         if clock.now() is not None:
-            st |= messages.ST_TIME_VALID
+            st |= codes.ST_TIME_VALID
         if self.app is None:
-            st |= messages.ST_LINK_ONLY
+            st |= codes.ST_LINK_ONLY
         mv = self.battery_mv()
         self.send({"type": "heartbeat", "uptime": clock.ticks_diff(clock.ticks_ms(), self.started_ms) // 1000,
                    "heap": min(hal.mem_free(), 0xFFFFFFFF), "boots": self.boot.boots, "status": st,
@@ -287,18 +278,18 @@ class Runtime:
         if t == "config":
             return self._config(msg["values"])
         if t == "time":
-            return None if clock.set_time(msg["time"]) else (messages.E_BAD_VALUE, "time")
+            return None if clock.set_time(msg["time"]) else (codes.E_BAD_VALUE, "time")
         if t == "reboot":
             self._reboot_at = clock.ticks_add(clock.ticks_ms(), msg["delay"] * 1000)
             return None
         if self.app is None or self.safe:
-            return (messages.E_NOT_READY, "")
+            return (codes.E_NOT_READY, "")
         try:
             self.app.on_command(msg)
         except CommandError as e:
             return (e.code, e.field)
         except ConfigError as e:
-            return (messages.E_BAD_VALUE, e.field)
+            return (codes.E_BAD_VALUE, e.field)
         return None
 
     def _config(self, values):
@@ -307,12 +298,12 @@ class Runtime:
         try:
             new = config.validate(self.app_cls.SCHEMA, values, base=old)
         except ConfigError as e:
-            return (messages.E_BAD_VALUE, e.field)
+            return (codes.E_BAD_VALUE, e.field)
         try:
             if self.app is not None:
                 self.app.on_config(new)
         except ConfigError as e:
-            return (messages.E_BAD_VALUE, e.field)
+            return (codes.E_BAD_VALUE, e.field)
         except CommandError as e:
             return (e.code, e.field)
         try:
@@ -321,7 +312,7 @@ class Runtime:
             self.log("config not saved: %r" % e, keep=True)
             if self.app is not None:
                 self.app.on_config(old)
-            return (messages.E_INTERNAL, "")
+            return (codes.E_INTERNAL, "")
         self.cfg = new
         return None
 
@@ -349,7 +340,8 @@ def _save_retained(store, d):
         store.put("retained", d)
 
 
-def _flash_log(root, text, limit):
+def flash_log(root, text, limit):
+    """Append a line to root/log.txt, rotated to log.old beyond limit bytes; never raises."""
     import os
     path = root + "/log.txt"
     try:
@@ -365,79 +357,7 @@ def _flash_log(root, text, limit):
         pass
 
 
-def load_app(role):
-    """The role package's App class (/lib/<role>/app.py)."""
-    mod = __import__(role + ".app", None, None, ["App"])
-    return mod.App
-
-
-def _key(key_path):
-    try:
-        with open(key_path, "rb") as f:
-            key = f.read()
-    except OSError:
-        raise ProvisionError("%s is missing: provision the board's link key" % key_path)
-    if len(key) != 32:
-        raise ProvisionError("%s must hold 32 bytes, not %d" % (key_path, len(key)))
-    return key
-
-
-def boot(config_path=config.PATH, key_path=KEY_PATH):
-    """Build the Runtime from the provisioned files; ProvisionError if the board cannot talk."""
-    dev = config.load(config_path)
-    rt = Runtime(dev, _key(key_path), Store(), load_app(dev.role))
-    rt.start()
-    return rt
-
-
-class _Recorder:
-    """A link that keeps what would have been sent (self tests must not talk to the gateway)."""
-
-    def __init__(self):
-        self.sent = bytearray()
-
-    def read(self):
-        return None
-
-    def write(self, data):
-        self.sent.extend(data)
-
-
-def selftest(config_path=config.PATH, key_path=KEY_PATH):
-    """The App's selftest() on the real pins, from the REPL with the main loop stopped
-    (park-device selftest): no boot counted, no watchdog, nothing sent to the gateway."""
-    dev = config.load(config_path)
-    rt = Runtime(dev, _key(key_path), Store(), load_app(dev.role), cause=hal.CAUSE_SOFT,
-                 transport=_Recorder(), count_boot=False)
-    rt.app = rt.app_cls(rt)
-    rt.app.start(False)
-    return rt.app.selftest()
-
-
-async def _main():
-    try:
-        rt = boot()
-    except ProvisionError as e:
-        print("park-edge: not provisioned:", e)
-        return
-    except Exception as e:  # crash during boot: reset and let the fast-boot counter decide
-        sys.print_exception(e)
-        _flash_log("/state", "boot failed: %r" % e, 4096)
-        hal.reset()
-        return
-    try:
-        await rt.run()
-    except Exception as e:  # a runtime bug: record it and reset rather than sit in the REPL
-        sys.print_exception(e)
-        _flash_log("/state", "runtime failed: %r" % e, 4096)
-        hal.reset()
-
-
-def main():
-    """Entry point for /main.py: asyncio.run where it exists; on the WebAssembly port the
-    JavaScript event loop drives the task."""
-    run = getattr(asyncio, "run", None)
-    if run is not None:
-        run(_main())
-    else:
-        asyncio.create_task(_main())
+def selftest(*args):
+    """The App's selftest() on the real pins from the REPL (park-device selftest); see common.selftest."""
+    from common import selftest as st
+    return st.run(*args)

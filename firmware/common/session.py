@@ -10,7 +10,7 @@ messages other than session control go to `handler(msg)`, which returns None
 import json
 import os
 
-from protocol import codec, cose, framing, messages
+from protocol import codec, codes, cose, framing
 from protocol.errors import ProtocolError, ReplayError, UnknownTypeError
 from protocol.replay import ReplayWindow, SeqCounter
 
@@ -188,7 +188,7 @@ class Session:
                 self.ignored += 1
             else:
                 self.seen_ms = now
-                code = messages.E_UNKNOWN_TYPE if isinstance(e, UnknownTypeError) else messages.E_MALFORMED
+                code = codes.E_UNKNOWN_TYPE if isinstance(e, UnknownTypeError) else codes.E_MALFORMED
                 self._reply(seq, (code, getattr(e, "field", "")))
             return
         msg = r.msg
@@ -228,7 +228,7 @@ class Session:
                 res = self._handler(msg)
             except Exception as e:  # a handler bug must not kill the link
                 print("session: handler failed for", t, repr(e))
-                res = (messages.E_INTERNAL, "")
+                res = (codes.E_INTERNAL, "")
             self._reply(r.seq, res)
 
     def _acked(self, ref, nack):

@@ -7,7 +7,7 @@ stuck detector) lives in RTC memory via rt.retain; the install calibration of th
 depth lives on flash (/state/cs_depth.json).
 """
 
-from protocol import messages
+from protocol import codes
 
 from common.config import CHOICE, INT, ConfigError
 from common.errors import CommandError
@@ -20,7 +20,7 @@ DEPTH_KEY = "cs_depth"
 
 class App:
     ROLE = "container_sensor"
-    CAPS = 1 | 2 | 4 | 8  # ultrasonic_trig, ultrasonic_uart, temperature, battery
+    CAPS = codes.CAP_ULTRASONIC_TRIG | codes.CAP_ULTRASONIC_UART | codes.CAP_TEMPERATURE | codes.CAP_BATTERY
     FW = 10000
     SCHEMA = {
         "sensor": (CHOICE, "trig", ("trig", "uart"), None),
@@ -92,7 +92,7 @@ class App:
         t, uv = self._temp()
         if t is None and self.temp is not None:
             if not st["tf"]:
-                faults.append((level.F_TEMP, uv // 1000))
+                faults.append((codes.F_TEMP_SENSOR, uv // 1000))
             st["tf"] = 1
         else:
             st["tf"] = 0
@@ -104,7 +104,7 @@ class App:
         if not self.safe:
             sk = level.Stuck(st["sk"])
             if sk.update(median(good) if good and not fault else None, t if t is not None else ts, c["stuck_n"]):
-                fault, value = level.F_STUCK, median(good)
+                fault, value = codes.F_SENSOR_STUCK, median(good)
             st["sk"] = sk.state()
         fill = None
         if fault:
@@ -124,24 +124,24 @@ class App:
         if not self.safe:
             if fill is not None:
                 if b > (st["b"] or 0):
-                    alarms.append((level.A_FULL if b == 2 else level.A_NEAR_FULL, fill))
+                    alarms.append((codes.A_FULL if b == 2 else codes.A_NEAR_FULL, fill))
                 if st["f"] is not None and st["f"] - fill >= c["drop_pct"]:
-                    alarms.append((level.A_EMPTIED, fill))
+                    alarms.append((codes.A_EMPTIED, fill))
             if t is not None:
                 if t >= c["fire_c"] and not st["fire"]:
-                    alarms.append((level.A_FIRE, t))
+                    alarms.append((codes.A_FIRE, t))
                     st["fire"] = 1
                 elif t < c["fire_c"] - 10:
                     st["fire"] = 0
             if self.tilt is not None:
                 tl = self.tilt.value()
                 if tl and not st["tilt"]:
-                    alarms.append((level.A_TILT, fill if fill is not None else -1))
+                    alarms.append((codes.A_TILT, fill if fill is not None else -1))
                 st["tilt"] = tl
             mv = rt.battery_mv()
             if mv is not None:
                 if mv < c["low_mv"] and not st["lb"]:
-                    alarms.append((level.A_LOW_BATTERY, mv))
+                    alarms.append((codes.A_LOW_BATTERY, mv))
                     st["lb"] = 1
                 elif mv > c["low_mv"] + 100:
                     st["lb"] = 0
@@ -180,7 +180,7 @@ class App:
         return None if self.sent else self.last
 
     def on_command(self, msg):
-        raise CommandError(messages.E_NOT_SUPPORTED, "", "container has no %s" % msg["type"])
+        raise CommandError(codes.E_NOT_SUPPORTED, "", "container has no %s" % msg["type"])
 
     def on_config(self, v):
         if v["near_pct"] >= v["full_pct"]:

@@ -5,19 +5,9 @@ top_mm (sensor to the full line). A measurement that cannot be trusted gives a
 fault and no fill: never a fake 0 % or 100 %.
 """
 
-from container_sensor.ultrasonic import median
+from protocol.codes import F_SENSOR_NO_ECHO, F_SENSOR_RANGE
 
-# protocol.messages FAULTS / ALARMS codes
-F_NO_ECHO = 1
-F_STUCK = 2
-F_RANGE = 3
-F_TEMP = 9
-A_FIRE = 1
-A_TILT = 4
-A_NEAR_FULL = 5
-A_FULL = 6
-A_EMPTIED = 7
-A_LOW_BATTERY = 9
+from container_sensor.ultrasonic import median
 
 RANGE_MARGIN_MM = 150
 """How far beyond the calibrated depth a reading may be before it is out of range."""
@@ -34,10 +24,10 @@ def assess(raws, to_mm, temp_c, cfg, depth):
     """
     good = [r for r in raws if r is not None]
     if len(good) * 2 < len(raws) or not good:
-        return None, F_NO_ECHO, len(raws) - len(good)
+        return None, F_SENSOR_NO_ECHO, len(raws) - len(good)
     d = to_mm(median(good), temp_c)
     if d < cfg["min_mm"] or d > cfg["max_mm"] or (depth and d > depth + RANGE_MARGIN_MM):
-        return d, F_RANGE, d
+        return d, F_SENSOR_RANGE, d
     return d, 0, 0
 
 

@@ -9,6 +9,8 @@ Never dark by a software fault: start() puts the lamp at the safe level before
 anything else can fail, and a failing step leaves it there (then re-raises so
 the runtime counts the fault and, if it persists, reboots into safe mode).
 """
+from protocol import codes, rules
+
 from common import config
 from common.config import BOOL, CHOICE, INT, STR
 from common.errors import CommandError, ConfigError
@@ -21,11 +23,6 @@ from light_pole.profile import Profile, windows
 from light_pole.sun import SunClock
 from common.ticks import ticks_add, ticks_diff
 
-E_BAD_VALUE = 3
-E_NOT_SUPPORTED = 4
-FAULT_SENSOR_STUCK = 2
-FAULT_LAMP = 4
-FAULT_CONFIG = 8
 SLOW_MS = 1000
 FADE_STEP_MS = 20
 IDLE_STEP_MS = 50  # bounds the latency from a debounced edge to the lamp reacting
@@ -76,16 +73,16 @@ def _changed(old, new, keys):
 
 class App:
     ROLE = "light_pole"
-    CAPS = 16 | 64  # pir, light_sensor (protocol.messages.CAPS); the current sense is optional
+    CAPS = codes.CAP_PIR | codes.CAP_LIGHT_SENSOR  # the current sense is optional
     FW = 10000  # 1.0.0
     SCHEMA = {
         # the default profile (a light_profile command overrides it until the next config change)
-        "base": (INT, 20, 0, 100),          # % at night with nobody around
-        "full": (INT, 100, 1, 100),         # % on presence
-        "hold": (INT, 60, 0, 3600),         # s at full after the last presence
-        "fade_up": (INT, 800, 0, 60000),    # ms
-        "fade_down": (INT, 4000, 0, 600000),
-        "max": (INT, 100, 1, 100),          # % cap at all times
+        "base": (INT, rules.LIGHT_BASE, 0, 100),          # % at night with nobody around
+        "full": (INT, rules.LIGHT_FULL, 1, 100),          # % on presence
+        "hold": (INT, rules.LIGHT_HOLD_S, 0, 3600),       # s at full after the last presence
+        "fade_up": (INT, rules.LIGHT_FADE_UP_MS, 0, 60000),  # ms
+        "fade_down": (INT, rules.LIGHT_FADE_DOWN_MS, 0, 600000),
+        "max": (INT, rules.LIGHT_MAX, 1, 100),            # % cap at all times
         "curfew": (STR, "", 0, 32),         # local windows "start-end:max,...", e.g. "1380-300:40"
         # never dark
         "safe": (INT, 30, 1, 100),          # % floor at night in safe mode / autonomy
@@ -139,7 +136,7 @@ class App:
             # per-field valid but inconsistent (the runtime checks fields only): run on the
             # defaults rather than crash-loop with the lamp dark, and say so
             rt.log("light: config refused (%s): defaults" % (e,), keep=True)
-            rt.event({"type": "fault", "code": FAULT_CONFIG, "value": 0}, durable=True)
+            rt.event({"type": "fault", "code": codes.F_CONFIG, "value": 0}, durable=True)
             self._cfg(config.defaults(self.SCHEMA), None)
         self.ctl = control.Controller(self._config_profile(), self.cfg["safe"])
 
@@ -213,7 +210,7 @@ class App:
                                      c["debounce_ms"], 0 if low else 1)
             except Exception as e:  # no motion input: base level all night, never a crash loop
                 rt.log("light: no motion input (%r)" % (e,), keep=True)
-                rt.event({"type": "fault", "code": FAULT_CONFIG, "value": 1}, durable=True)
+                rt.event({"type": "fault", "code": codes.F_CONFIG, "value": 1}, durable=True)
         self.ctl.fader = curve.Fader(c["safe"] * 100)  # the first step fades from the lit boot level
         self._slow(now)
         self._output(now)
@@ -259,7 +256,7 @@ class App:
         """Telemetry when the operating mode changes (dusk, dawn, autonomy, curfew), not per walker:
         walkers are motion events already."""
         st = self.ctl.state
-        mode = st if st == control.OFF or st >= control.AUTONOMOUS else control.BASE
+        mode = st if st == codes.LS_DAY or st >= codes.LS_AUTONOMOUS else codes.LS_BASE
         if mode != self._mode:
             self._mode = mode
             if self.rt.link_up:
@@ -321,7 +318,7 @@ class App:
             if k != lamp.OK:
                 rt.log("light: lamp fault %s at %d mA (duty %d)" % (lamp.KIND_NAMES[k], self.lamp_ma, self._duty),
                        keep=True)
-                rt.event({"type": "fault", "code": FAULT_LAMP, "value": self.lamp_ma}, durable=True)
+                rt.event({"type": "fault", "code": codes.F_LAMP, "value": self.lamp_ma}, durable=True)
 
     def _stuck_check(self, m, now):
         """A sensor active for stuck_s is broken (or taped over): ignore it until it lets go,
@@ -332,7 +329,7 @@ class App:
         if lim and m.high_ms(now) >= lim * 1000:
             self.stuck = True
             self.rt.log("light: motion input active for %d s: stuck, ignored until it clears" % lim, keep=True)
-            self.rt.event({"type": "fault", "code": FAULT_SENSOR_STUCK, "value": lim}, durable=True)
+            self.rt.event({"type": "fault", "code": codes.F_SENSOR_STUCK, "value": lim}, durable=True)
             return True
         return False
 
@@ -394,16 +391,16 @@ class App:
             level = self._level(msg)
             hold = msg.get("hold")
             if type(hold) is not int or not 0 <= hold <= 86400:
-                raise CommandError(E_BAD_VALUE, "hold", "hold must be 0..86400 s")
+                raise CommandError(codes.E_BAD_VALUE, "hold", "hold must be 0..86400 s")
             ctl.set_manual(level, hold, now)
         elif t == "prelight":
             level = self._level(msg)
             hold = msg.get("hold")
             if type(hold) is not int or not 1 <= hold <= 3600:
-                raise CommandError(E_BAD_VALUE, "hold", "hold must be 1..3600 s")
+                raise CommandError(codes.E_BAD_VALUE, "hold", "hold must be 1..3600 s")
             ctl.prelight(level, hold, now)
         else:
-            raise CommandError(E_NOT_SUPPORTED, "type", "a light pole does not do %s" % (t,))
+            raise CommandError(codes.E_NOT_SUPPORTED, "type", "a light pole does not do %s" % (t,))
         ctl.update(now, self._night, self.motion is not None and self.motion.present and not self.stuck,
                    self._autonomous(now), self._minute)
         self._output(now)
@@ -411,9 +408,9 @@ class App:
     def _level(self, msg):
         v = msg.get("level")
         if type(v) is not int or not 0 <= v <= 100:
-            raise CommandError(E_BAD_VALUE, "level", "level must be 0..100 %")
+            raise CommandError(codes.E_BAD_VALUE, "level", "level must be 0..100 %")
         if v > self.ctl.profile.max:
-            raise CommandError(E_BAD_VALUE, "level", "level above the profile max %d" % self.ctl.profile.max)
+            raise CommandError(codes.E_BAD_VALUE, "level", "level above the profile max %d" % self.ctl.profile.max)
         return v
 
     # -- reporting ------------------------------------------------------------------------

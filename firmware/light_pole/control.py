@@ -8,20 +8,16 @@ then capped by the profile max and curfew windows. In autonomy (no gateway)
 and safe mode the floor at night is the safe level, whatever caps say: a pole
 nobody can reach errs on the side of light.
 """
+from protocol.codes import (LS_AUTONOMOUS, LS_BASE, LS_CURFEW, LS_DAY, LS_FADING, LS_FULL, LS_PRELIGHT,
+                            LS_SAFE)
+
 from light_pole.curve import Fader
 from common.ticks import ticks_add, ticks_diff
 
-# telemetry "state" values (protocol.messages.LIGHT_STATES)
-OFF = 0         # day: lamp off
-BASE = 1        # night, nobody around
-FULL = 2        # presence or its hold time; also a light_set above base (the protocol has no "manual")
-FADE = 3        # fading down after the hold
-PRELIGHT = 4    # lit ahead of a walker by the gateway
-AUTONOMOUS = 5  # night, gateway silent: own motion logic above the safe level
-SAFE = 6        # safe mode: safe level at night, nothing else
-CURFEW = 7      # a curfew window holds the level below what it would be
-
-STATE_NAMES = ("day", "base", "full", "fading", "prelight", "autonomous", "safe", "curfew")
+# The telemetry state (SPEC 5, light): LS_DAY lamp off; LS_BASE night, nobody around; LS_FULL
+# presence or its hold, also a light_set above base; LS_FADING after the hold; LS_PRELIGHT lit
+# ahead of a walker; LS_AUTONOMOUS night with the gateway silent (own motion logic above the
+# safe level); LS_SAFE safe mode; LS_CURFEW a curfew window holds the level below what it would be.
 
 
 class Controller:
@@ -29,7 +25,7 @@ class Controller:
         self.profile = profile
         self.safe_level = safe_level
         self.fader = Fader(0)
-        self.state = OFF
+        self.state = LS_DAY
         self.safe = False
         self._full_until = now
         self._full = False
@@ -86,37 +82,37 @@ class Controller:
 
         if self.safe:
             lvl = max(p.base, self.safe_level) if night else 0
-            state = SAFE
+            state = LS_SAFE
         elif autonomous and night:
             self._man = False
             self._pre = False
             floor = max(p.base, self.safe_level)
             lvl = max(floor, p.full) if self._full else floor
             lvl = max(min(lvl, p.cap(minute)), floor)
-            state = AUTONOMOUS
+            state = LS_AUTONOMOUS
         else:
             if night:
-                lvl, state = p.base, BASE
+                lvl, state = p.base, LS_BASE
                 if self._pre and self._pre_level > lvl:
-                    lvl, state = self._pre_level, PRELIGHT
+                    lvl, state = self._pre_level, LS_PRELIGHT
                 if self._full and p.full >= lvl:
-                    lvl, state = p.full, FULL
+                    lvl, state = p.full, LS_FULL
             else:
-                lvl, state = 0, OFF
+                lvl, state = 0, LS_DAY
             if self._man:
                 lvl = self._man_level
-                state = FULL if lvl > p.base else (BASE if lvl else OFF)
+                state = LS_FULL if lvl > p.base else (LS_BASE if lvl else LS_DAY)
             if lvl > p.max:
                 lvl = p.max
             cap = p.cap(minute)
             if lvl > cap:
-                lvl, state = cap, CURFEW
+                lvl, state = cap, LS_CURFEW
         target = lvl * 100
         f = self.fader
         if target != f.target:
             f.go(target, p.fade_up if target > f.value(now) else p.fade_down, now)
-        if (state == BASE or state == OFF) and f.busy() and f.value(now) > target:
-            state = FADE
+        if (state == LS_BASE or state == LS_DAY) and f.busy() and f.value(now) > target:
+            state = LS_FADING
         self.state = state
         return lvl
 

@@ -3,9 +3,11 @@
 One Profile is live at a time; a light_profile command builds a new one and
 swaps it in only if every field is valid, so a refused command changes nothing.
 """
+from protocol import rules
+from protocol.codes import E_BAD_VALUE
+
 from common.errors import CommandError
 
-E_BAD_VALUE = 3  # protocol.messages.E_BAD_VALUE (not imported: protocol.messages is big)
 MAX_WINDOWS = 4
 
 
@@ -37,7 +39,8 @@ def windows(v, field="curfew"):
 class Profile:
     """Levels in percent, hold in s, fades in ms; curfew: ((start_min, end_min, max), ...) local time."""
 
-    def __init__(self, base=20, full=100, hold=60, fade_up=800, fade_down=4000, max=100, curfew=()):
+    def __init__(self, base=rules.LIGHT_BASE, full=rules.LIGHT_FULL, hold=rules.LIGHT_HOLD_S,
+                 fade_up=rules.LIGHT_FADE_UP_MS, fade_down=rules.LIGHT_FADE_DOWN_MS, max=rules.LIGHT_MAX, curfew=()):
         self.base = base
         self.full = full
         self.hold = hold

@@ -13,7 +13,7 @@ alarms raised and everything audited.
 
 from common.config import BOOL, INT
 from common.errors import CommandError
-from protocol import messages
+from protocol import codes
 from protocol.cose import Mac
 
 from locker import access, audit, compartment, reader
@@ -31,9 +31,6 @@ TELEMETRY_GAP_MS = 2000
 """Occupancy changes are sent as telemetry at once, but not more often than this."""
 INFLIGHT = 4
 """Audit records handed to the link at once: the runtime's own event queue is small."""
-ALARM_LOCKOUT = 8
-FAULT_FLASH = 6
-FAULT_AUDIT_OVERFLOW = 10
 
 SCHEMA = {
     "comps": (INT, 4, 1, 32),              # compartments on this locker
@@ -61,7 +58,7 @@ def _bits(comps, attr):
 
 class App:
     ROLE = "locker"
-    CAPS = 256 | 512 | 1024 | 2048  # lock, door, occupancy, token_reader (protocol.messages.CAPS)
+    CAPS = codes.CAP_LOCK | codes.CAP_DOOR | codes.CAP_OCCUPANCY | codes.CAP_TOKEN_READER
     FW = FW
     SCHEMA = SCHEMA
 
@@ -104,7 +101,7 @@ class App:
                 w = compartment.LAST_NONE
                 if r.a & 1:
                     w = compartment.LAST_OPEN_AUTH if r.a & 2 else compartment.LAST_OPEN
-            elif k == audit.ACCESS and (r.a == access.OK_TOKEN or r.a == access.OK_COMMAND):
+            elif k == audit.ACCESS and (r.a == codes.ACC_OK_TOKEN or r.a == codes.ACC_OK_COMMAND):
                 w = compartment.LAST_UNLOCK
             else:
                 return
@@ -148,7 +145,7 @@ class App:
     def _open_used(self, cap):
         u = UsedIds(STATE + "/used.bin", cap)
         if u.corrupt:  # replays of tokens used before are possible until they expire: say so
-            self._emit(audit.FAULT, 0, FAULT_FLASH, 1)
+            self._emit(audit.FAULT, 0, codes.F_FLASH, 1)
         return u
 
     def _mac(self):
@@ -213,43 +210,43 @@ class App:
     def present(self, comp, raw, now_ms):
         """A token presented at the reader for compartment `comp`; returns the ACCESS result."""
         if self.safe:
-            res, tid, lock_ms = access.BUSY, 0, 0
+            res, tid, lock_ms = codes.ACC_BUSY, 0, 0
         else:
             ready = 1 <= comp <= len(self.comps) and self._coil_free(now_ms, comp)
             try:
                 res, tid, lock_ms = self.access.decide(raw, comp, self.rt.now(), now_ms, ready)
             except Exception as e:  # flash full or a bug: fail closed; reader input never stops the loop
                 self.rt.log("locker: token check failed: %r" % (e,), True)
-                res, tid, lock_ms = access.BUSY, 0, 0
-        if res == access.LOCKED_OUT:
+                res, tid, lock_ms = codes.ACC_BUSY, 0, 0
+        if res == codes.ACC_LOCKED_OUT:
             if self._lockout_told:  # one record per lockout: a reader flood must not wear the flash
                 self.refused_quietly += 1
                 return res
             self._lockout_told = True
         self._emit(audit.ACCESS, comp if 0 <= comp <= 32 else 0, res, tid)  # written ahead of the pulse
-        if res == access.OK_TOKEN:
+        if res == codes.ACC_OK_TOKEN:
             self.comps[comp - 1].unlock(self.rt.cfg["pulse_ms"], now_ms)
         if lock_ms:
-            self._emit(audit.ALARM, 0, ALARM_LOCKOUT, lock_ms // 1000)
+            self._emit(audit.ALARM, 0, codes.A_LOCKOUT, lock_ms // 1000)
             self._lockout_told = False
         return res
 
     def on_command(self, msg):
         if msg["type"] != "unlock":
-            raise CommandError(messages.E_NOT_SUPPORTED, "type")
+            raise CommandError(codes.E_NOT_SUPPORTED, "type")
         comp = msg["comp"]
         req = msg["req"]
         if comp > len(self.comps):
-            raise CommandError(messages.E_BAD_VALUE, "comp")
+            raise CommandError(codes.E_BAD_VALUE, "comp")
         if req in self.reqs:
             return None  # a retransmission of an unlock already done: ack, never open twice
         if self.safe:
-            raise CommandError(messages.E_DENIED, "comp", "safe mode: stays locked")
+            raise CommandError(codes.E_DENIED, "comp", "safe mode: stays locked")
         now = self.rt.ticks_ms()
         if not self._coil_free(now, comp):
-            raise CommandError(messages.E_BUSY, "comp")
+            raise CommandError(codes.E_BUSY, "comp")
         self.reqs.add(req)
-        self._emit(audit.ACCESS, comp, access.OK_COMMAND, req)
+        self._emit(audit.ACCESS, comp, codes.ACC_OK_COMMAND, req)
         self.comps[comp - 1].unlock(self.rt.cfg["pulse_ms"], now)
         return None
 
@@ -260,7 +257,7 @@ class App:
             self.audit.append(self.rt.now(), kind, comp, a, v)
         except OSError as e:
             self.rt.log("locker: audit write failed: %r" % (e,))
-            self.rt.event({"type": "fault", "code": FAULT_FLASH, "value": kind})
+            self.rt.event({"type": "fault", "code": codes.F_FLASH, "value": kind})
 
     def _pump(self):
         """Hand pending audit records to the link, a few at a time; retire those the gateway answered."""
@@ -268,7 +265,7 @@ class App:
         if lost != self._lost_seen:  # the ring wrapped onto undelivered records: say how many
             self._lost_seen = lost
             self.rt.log("locker: audit full, %d undelivered records overwritten" % lost, True)
-            self.rt.event({"type": "fault", "code": FAULT_AUDIT_OVERFLOW, "value": lost}, True)
+            self.rt.event({"type": "fault", "code": codes.F_AUDIT_OVERFLOW, "value": lost}, True)
         fl = self._inflight
         i = 0
         while i < len(fl):

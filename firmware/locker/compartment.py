@@ -6,11 +6,10 @@ door_open_too_long once per opening (value = seconds open). Every door change
 is reported as a door event. Events go to `emit(kind, comp, a, v)`.
 """
 
+from protocol.codes import A_DOOR_OPEN_TOO_LONG, A_TAMPER
+
 from locker import audit
 from common.ticks import ticks_diff
-
-ALARM_TAMPER = 2
-ALARM_OPEN_TOO_LONG = 3
 
 LAST_NONE = 0
 LAST_UNLOCK = 1
@@ -76,7 +75,7 @@ class Compartment:
         self._long = False
         self.emit(audit.DOOR, self.n, 1 | (2 if auth else 0), 0)
         if not auth:
-            self.emit(audit.ALARM, self.n, ALARM_TAMPER, 0)
+            self.emit(audit.ALARM, self.n, A_TAMPER, 0)
 
     def step(self, now_ms):
         """Poll inputs and timers; return ms until this compartment needs the next step."""
@@ -98,7 +97,7 @@ class Compartment:
             el = ticks_diff(now_ms, o)
             if el >= self.limit_ms:
                 self._long = True
-                self.emit(audit.ALARM, self.n, ALARM_OPEN_TOO_LONG, el // 1000)
+                self.emit(audit.ALARM, self.n, A_DOOR_OPEN_TOO_LONG, el // 1000)
             elif self.limit_ms - el < wait:
                 wait = self.limit_ms - el
         return wait

@@ -17,6 +17,7 @@ import logging
 
 from gateway.config import CurfewWindow, LightingConfig, SiteConfig
 from gateway.control.astro import is_dark
+from protocol import codes, rules
 
 log = logging.getLogger("park.lighting")
 
@@ -88,7 +89,7 @@ class SiteLighting:
         base = c.base if self.dark else c.day_level
         full = c.full if self.dark else c.day_level
         return {"type": "light_profile", "base": min(base, c.full), "full": full, "hold": min(c.hold, 3600),
-                "fade_up": 300, "fade_down": 3000, "max": full,
+                "fade_up": rules.LIGHT_FADE_UP_MS, "fade_down": rules.LIGHT_FADE_DOWN_MS, "max": full,
                 "curfew": [[w.start_min, w.end_min, w.max_level] for w in c.curfew]}
 
 
@@ -131,7 +132,7 @@ class Lighting:
             self._motion(sl, s, now)
         elif t == "light":
             self._lamp_check(sl, s, msg, now)
-        elif t == "fault" and msg["code"] == 4:
+        elif t == "fault" and msg["code"] == codes.F_LAMP:
             self._lamp_fault(sl, s, now, "device", msg["value"], "%s-%d-lamp" % (s.id, msg["eid"]))
 
     def _motion(self, sl: SiteLighting, s, now: float) -> None:

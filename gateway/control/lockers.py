@@ -13,6 +13,8 @@ from __future__ import annotations
 import secrets
 
 from gateway.config import SiteConfig
+from protocol import codes
+from protocol.names import ALARMS
 
 ROLE = "locker"
 
@@ -51,11 +53,11 @@ class Lockers:
             k = self.lockers[s.id] = Locker(s.id)
         if t == "locker":
             self._telemetry(s, k, msg, now)
-        elif t == "alarm" and msg["code"] in (2, 3):
+        elif t == "alarm" and msg["code"] in (codes.A_TAMPER, codes.A_DOOR_OPEN_TOO_LONG):
             # A forced door arrives twice: as a door event (open, not authorized) and as the
             # locker's tamper alarm. The alarm is the device's verdict (it knows its unlock
             # window), so the alert is raised from it alone: one opening, one alert id.
-            kind = "tamper" if msg["code"] == 2 else "door_open_too_long"
+            kind = ALARMS[msg["code"]]
             self.alert(s, kind, {"comp": msg["comp"], "value": msg["value"]}, "%s-%d-%s" % (s.id, msg["eid"], kind), now)
 
     def _telemetry(self, s, k: Locker, msg: dict, now: float) -> None:

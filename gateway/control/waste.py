@@ -12,10 +12,13 @@ as flagged until a good reading arrives.
 from __future__ import annotations
 
 from gateway.config import SiteConfig
+from protocol import codes
+from protocol.names import ALARMS, FAULTS
 
 ROLE = "container_sensor"
 HYSTERESIS = 10
-SENSOR_FAULTS = {1: "sensor_no_echo", 2: "sensor_stuck", 3: "sensor_range", 9: "temp_sensor"}
+SENSOR_FAULTS = {c: FAULTS[c] for c in (codes.F_SENSOR_NO_ECHO, codes.F_SENSOR_STUCK, codes.F_SENSOR_RANGE,
+                                        codes.F_TEMP_SENSOR)}
 
 
 class Container:
@@ -55,12 +58,12 @@ class Waste:
             self._fill(s, c, msg, now)
         elif t == "alarm":
             code = msg["code"]
-            if code == 1:
+            if code == codes.A_FIRE:
                 c.hot = True
                 self.alert(s, "fire", {"source": "device", "value": msg["value"]}, "%s-%d-fire" % (s.id, msg["eid"]), now)
-            elif code in (5, 6):
-                self._level(s, c, "full" if code == 6 else "near_full", c.fill, now, "%s-%d" % (s.id, msg["eid"]))
-            elif code == 7:
+            elif code == codes.A_NEAR_FULL or code == codes.A_FULL:
+                self._level(s, c, ALARMS[code], c.fill, now, "%s-%d" % (s.id, msg["eid"]))
+            elif code == codes.A_EMPTIED:
                 c.level = "ok"
                 c.since = None
         elif t == "fault" and msg["code"] in SENSOR_FAULTS:

@@ -83,6 +83,7 @@ class UplinkConfig:
     reconnect_min_s: float = setting(0.5, lo=0.01, hi=60)
     reconnect_max_s: float = setting(30.0, lo=0.01, hi=3600)
     command_timeout_s: float = setting(10.0, lo=0.1, hi=600)
+    request_max_age_s: float = setting(30.0, lo=1, hi=86400)  # older (or retained) backbone requests are answered "stale"
     tls: TlsConfig = TlsConfig()
     outbox: OutboxConfig = OutboxConfig()
 

@@ -6,9 +6,10 @@ real runtime and the simulated machine module."""
 from common import config
 from common.errors import CommandError, ConfigError
 from common.store import Store
-from light_pole import control, curve
+from light_pole import curve
 from light_pole.app import App, parse_curfew
 from light_pole.localtime import days_from_civil
+from protocol import codes, rules
 
 try:
     import tempfile
@@ -99,12 +100,16 @@ class FakeHal:
         return {"ambient": self.ambient, "lamp_cs": self.cs}[name]
 
 
+BASE = {"base": 20}
+"""These tests were written for a 20 % base level (protocol.rules.LIGHT_BASE is 10)."""
+
+
 class FakeRt:
     """The slice of common.runtime.Runtime an App uses; time is stepped by the test."""
 
     def __init__(self, cfg=None, cs=False):
         self.hal = FakeHal(cs)
-        self.cfg = config.validate(App.SCHEMA, cfg or {})
+        self.cfg = config.validate(App.SCHEMA, dict(BASE, **(cfg or {})))
         self.store = Store(_tmpdir())
         self.t = 1000
         self.gateway_seen_ms = 1000
@@ -177,7 +182,7 @@ def test_boot_at_night_is_lit_before_the_first_step():
     app.start(False)
     assert rt.hal.pwm_.d == curve.duty(30 * 100)  # safe level the moment the PWM exists
     _run(rt, app, 6000)
-    assert _pct(rt) == 20 and app.ctl.state == control.BASE
+    assert _pct(rt) == 20 and app.ctl.state == codes.LS_BASE
 
 
 def test_motion_full_hold_then_fade_and_one_event_per_gap():
@@ -185,7 +190,7 @@ def test_motion_full_hold_then_fade_and_one_event_per_gap():
     _run(rt, app, 6000)
     rt.hal.motion.set(1)
     _run(rt, app, 2000)
-    assert _pct(rt) == 100 and app.ctl.state == control.FULL
+    assert _pct(rt) == 100 and app.ctl.state == codes.LS_FULL
     assert [e[0]["count"] for e in rt.events if e[0]["type"] == "motion"] == [1]
     rt.hal.motion.set(0)
     _run(rt, app, 1000)
@@ -194,9 +199,9 @@ def test_motion_full_hold_then_fade_and_one_event_per_gap():
     rt.hal.motion.set(0)
     assert len(rt.events) == 1  # second walker inside the gap: counted, not sent yet
     _run(rt, app, 4800)  # hold: 5 s after the sensor went low (+ debounce)
-    assert app.ctl.state == control.FULL
+    assert app.ctl.state == codes.LS_FULL
     _run(rt, app, 1000)
-    assert app.ctl.state == control.FADE
+    assert app.ctl.state == codes.LS_FADING
     _run(rt, app, 5000)
     assert _pct(rt) == 20
     assert [e[0]["count"] for e in rt.events] == [1, 1]
@@ -216,9 +221,9 @@ def test_day_by_sensor_turns_off_after_dwell():
     _run(rt, app, 9000)
     assert _pct(rt) == 20
     _run(rt, app, 7000)
-    assert rt.hal.pwm_.d == 0 and app.ctl.state == control.OFF
+    assert rt.hal.pwm_.d == 0 and app.ctl.state == codes.LS_DAY
     # telemetry when the mode changes (boot at night, dawn), not on every step or fade
-    assert [m["state"] for m in rt.sent] == [control.FADE, control.OFF]
+    assert [m["state"] for m in rt.sent] == [codes.LS_FADING, codes.LS_DAY]
 
 
 def test_valid_time_uses_the_sun_not_the_sensor():
@@ -258,12 +263,12 @@ def test_commands_validate_and_name_the_field():
         raise AssertionError("level above max accepted")
     app.on_command({"type": "light_set", "level": 55, "hold": 2})
     _run(rt, app, 100)
-    assert _pct(rt) == 55 and app.ctl.state == control.FULL
+    assert _pct(rt) == 55 and app.ctl.state == codes.LS_FULL
     _run(rt, app, 2500)
     assert _pct(rt) == 10
     app.on_command({"type": "prelight", "level": 40, "hold": 3, "hops": 2})
     _run(rt, app, 100)
-    assert _pct(rt) == 40 and app.ctl.state == control.PRELIGHT
+    assert _pct(rt) == 40 and app.ctl.state == codes.LS_PRELIGHT
     assert rt.store.get("profile")["base"] == 10  # survives a reboot
     rt2 = FakeRt()
     rt2.store = rt.store
@@ -309,7 +314,7 @@ def test_gateway_silence_at_night_means_own_logic_at_safe_floor():
     assert rt.hal.pwm_.d == 0
     rt.gateway_alive = False
     _run(rt, app, 61000)
-    assert app.ctl.state == control.AUTONOMOUS and _pct(rt) == 30
+    assert app.ctl.state == codes.LS_AUTONOMOUS and _pct(rt) == 30
     rt.hal.motion.set(1)
     _run(rt, app, 2000)
     assert _pct(rt) == 100  # still its own motion logic
@@ -319,20 +324,20 @@ def test_silence_alone_is_not_autonomy_an_unanswered_event_is():
     rt, app = _boot({"autonomy_s": 60, "hold": 5})
     rt.gateway_alive = False  # no downlink from now on: a quiet healthy gateway looks the same ...
     _run(rt, app, 120000)
-    assert app.ctl.state == control.BASE and _pct(rt) == 20  # ... so this is not autonomy yet
+    assert app.ctl.state == codes.LS_BASE and _pct(rt) == 20  # ... so this is not autonomy yet
     rt.hal.motion.set(1)  # a walker: its motion event goes unanswered -> evidence
     _run(rt, app, 2000)
-    assert app.ctl.state == control.FULL
+    assert app.ctl.state == codes.LS_FULL
     rt.hal.motion.set(0)
     _run(rt, app, 20000)
-    assert rt.unacked == 1 and app.ctl.state == control.AUTONOMOUS and _pct(rt) == 30
+    assert rt.unacked == 1 and app.ctl.state == codes.LS_AUTONOMOUS and _pct(rt) == 30
 
 
 def test_safe_mode_lights_safe_level_without_motion():
     rt, app = _boot({"base": 10}, safe=True)
     assert app.motion is None
     _run(rt, app, 6000)
-    assert _pct(rt) == 30 and app.ctl.state == control.SAFE
+    assert _pct(rt) == 30 and app.ctl.state == codes.LS_SAFE
     rt.hal.motion.set(1)
     _run(rt, app, 1000)
     assert _pct(rt) == 30
@@ -369,7 +374,7 @@ def test_lamp_fault_event_from_current_sense():
     faults = [e for e in rt.events if e[0]["type"] == "fault"]
     assert len(faults) == 1 and faults[0][0]["code"] == 4 and faults[0][0]["value"] == 0 and faults[0][1]
     t = app.telemetry()
-    assert t["type"] == "light" and t["level"] == 100 and t["lamp_ma"] == 0 and t["state"] == control.FULL
+    assert t["type"] == "light" and t["level"] == 100 and t["lamp_ma"] == 0 and t["state"] == codes.LS_FULL
     assert [n for n, ok, _ in app.selftest() if not ok] == ["lamp_cs"]
 
 
@@ -401,7 +406,7 @@ def test_inconsistent_boot_config_runs_on_defaults_and_reports():
     assert app.dn.dark_below == 3000
     assert [e[0]["code"] for e in rt.events] == [8]
     _run(rt, app, 6000)
-    assert _pct(rt) == 20
+    assert _pct(rt) == rules.LIGHT_BASE  # the schema default: 20 before it moved to protocol.rules
 
 
 def test_missing_motion_pin_is_a_fault_not_a_crash_loop():

@@ -26,7 +26,7 @@ def bench(tmp_path):
     def make(app=None, rt=None, start_time=NO_TIME, ambient=DARK, welcome_time=0, hb=0):
         d = tmp_path / f"img{len(boards)}"
         d.mkdir()
-        deploy_tree(d, dict({"fade_up": 400, "fade_down": 1000, "hold": 5, "dn_dwell_s": 5}, **(app or {})), rt)
+        deploy_tree(d, dict({"base": 20, "fade_up": 400, "fade_down": 1000, "hold": 5, "dn_dwell_s": 5}, **(app or {})), rt)
         b = VirtualBoard(deploy_dir=d, flash_dir=tmp_path / f"flash{len(boards)}", start_time=start_time,
                          console_pty=False, name="l001")
         b.start()

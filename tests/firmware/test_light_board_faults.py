@@ -24,7 +24,7 @@ def bench(tmp_path):
     def make(app=None, rt=None, hb=0):
         d = tmp_path / f"img{len(made)}"
         d.mkdir()
-        deploy_tree(d, dict({"fade_up": 400, "fade_down": 1000, "hold": 5, "dn_dwell_s": 5}, **(app or {})), rt)
+        deploy_tree(d, dict({"base": 20, "fade_up": 400, "fade_down": 1000, "hold": 5, "dn_dwell_s": 5}, **(app or {})), rt)
         b = VirtualBoard(deploy_dir=d, flash_dir=tmp_path / f"flash{len(made)}", start_time=NO_TIME,
                          console_pty=False, name="l001")
         b.start()
@@ -134,7 +134,7 @@ def test_exception_in_the_app_leaves_the_lamp_lit_then_watchdog_recovers(tmp_pat
     the operator had switched it off, and the watchdog must then reset the board."""
     d = tmp_path / "img"
     d.mkdir()
-    deploy_tree(d, {"fade_up": 400, "fade_down": 1000}, {"wdt_ms": 8000})
+    deploy_tree(d, {"base": 20, "fade_up": 400, "fade_down": 1000}, {"wdt_ms": 8000})
     b = VirtualBoard(deploy_dir=d, flash_dir=tmp_path / "flash", start_time=NO_TIME, console_pty=False,
                      console_port=0, record_pwm=True, name="l001")
     b.start()

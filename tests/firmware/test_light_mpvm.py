@@ -19,7 +19,8 @@ pytestmark = pytest.mark.skipif(not mpvm.node_available(), reason="MicroPython V
 
 
 def _in_vm(module: Path) -> None:
-    rep = mpvm.run_pytest_style(module, mounts={FW / "light_pole": "/lib/light_pole", FW / "common": "/lib/common"},
+    rep = mpvm.run_pytest_style(module, mounts={FW / "light_pole": "/lib/light_pole", FW / "common": "/lib/common",
+                                                        ROOT / "protocol": "/lib/protocol"},
                                 paths=["/lib"], timeout=60)
     n = sum(1 for line in module.read_text().splitlines() if line.startswith("def test_"))
     rep.assert_all_passed(min_tests=n)

@@ -10,6 +10,7 @@ from light_pole.motion import Motion
 from light_pole.profile import Profile
 from light_pole.sun import SunClock, sun_times
 from common.ticks import ticks_add, ticks_diff
+from protocol import codes
 
 
 class FakePin:
@@ -276,24 +277,24 @@ def _ctl(**kw):
 
 def test_day_off_night_base_presence_hold_fade_down():
     c = _ctl()
-    assert c.update(0, night=False, present=False) == 0 and c.state == control.OFF
+    assert c.update(0, night=False, present=False) == 0 and c.state == codes.LS_DAY
     assert c.level(0) == 0
-    assert c.update(1000, night=True, present=False) == 20 and c.state == control.BASE
+    assert c.update(1000, night=True, present=False) == 20 and c.state == codes.LS_BASE
     assert c.level(2000) == 2000  # fade up over 1 s
-    assert c.update(3000, night=True, present=True) == 100 and c.state == control.FULL
+    assert c.update(3000, night=True, present=True) == 100 and c.state == codes.LS_FULL
     assert c.level(3500) == 6000
     assert c.level(4000) == 10000
     c.update(5000, night=True, present=False)
-    assert c.state == control.FULL  # hold: 10 s after the last presence (3000)
+    assert c.state == codes.LS_FULL  # hold: 10 s after the last presence (3000)
     c.update(12999, night=True, present=False)
-    assert c.state == control.FULL and c.level(12999) == 10000
+    assert c.state == codes.LS_FULL and c.level(12999) == 10000
     assert c.update(13000, night=True, present=False) == 20
-    assert c.state == control.FADE
+    assert c.state == codes.LS_FADING
     assert c.level(15000) == 6000  # halfway down the 4 s fade
     c.update(17000, night=True, present=False)
-    assert c.state == control.BASE and c.level(17000) == 2000
+    assert c.state == codes.LS_BASE and c.level(17000) == 2000
     c.update(20000, night=False, present=True)  # presence by day lights nothing
-    assert c.state in (control.FADE, control.OFF) and c.fader.target == 0
+    assert c.state in (codes.LS_FADING, codes.LS_DAY) and c.fader.target == 0
 
 
 def test_unknown_day_night_counts_as_night():
@@ -305,21 +306,21 @@ def test_prelight_and_manual_are_bounded_in_time():
     c = _ctl()
     c.update(0, True, False)
     c.prelight(60, 5, 100)
-    assert c.update(100, True, False) == 60 and c.state == control.PRELIGHT
+    assert c.update(100, True, False) == 60 and c.state == codes.LS_PRELIGHT
     c.prelight(40, 5, 200)  # a weaker wave does not dim an active prelight
     assert c.update(300, True, False) == 60
     assert c.update(5199, True, False) == 60
     assert c.update(5200, True, False) == 20
     c.set_manual(75, 3, 6000)
-    assert c.update(6000, True, True) == 75 and c.state == control.FULL
+    assert c.update(6000, True, True) == 75 and c.state == codes.LS_FULL
     assert c.update(9000, True, False) == 100  # manual expired; presence hold still running
     c.set_manual(10, 0, 10000)  # until changed
-    assert c.update(10000, True, False) == 10 and c.state == control.FADE
-    assert c.update(20000, True, False) == 10 and c.state == control.BASE
+    assert c.update(10000, True, False) == 10 and c.state == codes.LS_FADING
+    assert c.update(20000, True, False) == 10 and c.state == codes.LS_BASE
     assert c.update(500000, False, False) == 10  # day or night: the operator said so
     c.set_manual(0, 0, 500001)
-    assert c.update(500001, True, False) == 0 and c.state == control.FADE
-    assert c.update(510000, True, False) == 0 and c.state == control.OFF
+    assert c.update(500001, True, False) == 0 and c.state == codes.LS_FADING
+    assert c.update(510000, True, False) == 0 and c.state == codes.LS_DAY
     c.clear_manual()  # a light_profile command
     assert c.update(510001, True, False) == 20
 
@@ -328,11 +329,11 @@ def test_curfew_and_max_cap_everything_but_autonomy_keeps_safe_floor():
     c = _ctl(max=90, curfew=((1380, 300, 0),))
     assert c.update(0, True, True, minute=22 * 60) == 90
     assert c.update(1, True, True, minute=23 * 60) == 0  # insect curfew: off even with presence
-    assert c.state == control.CURFEW
+    assert c.state == codes.LS_CURFEW
     c.set_manual(100, 60, 2)
     assert c.update(2, True, False, minute=23 * 60) == 0
     assert c.update(3, True, True, autonomous=True, minute=23 * 60) == 30  # gateway gone: safe floor
-    assert c.state == control.AUTONOMOUS
+    assert c.state == codes.LS_AUTONOMOUS
     assert c.update(4, True, True, autonomous=True, minute=22 * 60) == 90  # own motion logic, capped by max
 
 
@@ -347,7 +348,7 @@ def test_autonomy_drops_gateway_overrides():
 def test_safe_mode_is_safe_level_at_night_off_by_day():
     c = _ctl(base=50)
     c.safe = True
-    assert c.update(0, True, False) == 50 and c.state == control.SAFE
+    assert c.update(0, True, False) == 50 and c.state == codes.LS_SAFE
     assert c.update(1, None, False) == 50
     assert c.update(2, False, True) == 0
     c.profile.base = 0

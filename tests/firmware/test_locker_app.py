@@ -21,8 +21,8 @@ else:
 
 from common import config
 from common.errors import CommandError
-from locker import access, actuator, app, reader
-from protocol import messages, token
+from locker import actuator, app, reader
+from protocol import codes, messages, token
 
 KEY = bytes(range(100, 132))
 NOW = 1_790_000_000
@@ -176,7 +176,7 @@ def test_token_at_reader_opens_and_is_audited():
     lock = rt.hal.pins["lock2"]
     assert 0 < lock.high_ms <= rt.cfg["pulse_ms"] + 10 and lock.v == 0
     assert rt.hal.pins["lock1"].high_ms == 0
-    assert _types(rt) == [("access", 2, access.OK_TOKEN)]
+    assert _types(rt) == [("access", 2, codes.ACC_OK_TOKEN)]
     assert rt.send_pending()[0]["token"] == 501
 
 
@@ -192,14 +192,14 @@ def test_refusals_reported_with_result_codes_and_lockout_alarm():
     _run(rt, a, 100)
     evs = rt.send_pending()
     res = [(m["type"], m.get("result", m.get("code"))) for m in evs]
-    assert res[:4] == [("access", access.OK_TOKEN), ("access", access.REPLAYED), ("access", access.FORGED),
-                       ("access", access.WRONG_LOCKER)]
+    assert res[:4] == [("access", codes.ACC_OK_TOKEN), ("access", codes.ACC_REPLAYED), ("access", codes.ACC_FORGED),
+                       ("access", codes.ACC_WRONG_LOCKER)]
     # the rest is delivered once earlier records are acked (a few in flight at a time)
     for m in evs:
         rt.ack(m)
     _run(rt, a, 20)
     res = [(m["type"], m.get("result", m.get("code"))) for m in rt.send_pending()]
-    assert res == [("alarm", app.ALARM_LOCKOUT), ("access", access.LOCKED_OUT)]
+    assert res == [("alarm", codes.A_LOCKOUT), ("access", codes.ACC_LOCKED_OUT)]
     for _ in range(50):  # a flood while locked out: counted, not written to flash one by one
         _present(rt, 1, b"garbage")
     _run(rt, a, 100)
@@ -222,7 +222,7 @@ def test_gateway_unlock_dedupes_req_also_after_reboot():
     b.on_command({"type": "unlock", "comp": 1, "req": 77, "reason": "support"})
     _run(rt, b, 5000)
     assert rt.hal.pins["lock1"].high_ms == first
-    assert [m["result"] for m in rt.send_pending() if m["type"] == "access"] == [access.OK_COMMAND]
+    assert [m["result"] for m in rt.send_pending() if m["type"] == "access"] == [codes.ACC_OK_COMMAND]
 
 
 def test_gateway_unlock_bad_comp_busy_and_other_commands():
@@ -250,7 +250,7 @@ def test_busy_coil_does_not_burn_a_token():
     _run(rt, a, 10)
     assert 99 in a.used
     results = [m["result"] for m in rt.send_pending() if m["type"] == "access"]
-    assert results == [access.OK_COMMAND, access.BUSY, access.OK_TOKEN]
+    assert results == [codes.ACC_OK_COMMAND, codes.ACC_BUSY, codes.ACC_OK_TOKEN]
 
 
 def test_door_tamper_and_open_too_long():
@@ -339,7 +339,7 @@ def test_audit_overflow_while_gateway_away_is_reported():
         _run(rt, a, 100)
     assert a.audit.lost > 0
     faults = [m for m in rt.send_pending() if m["type"] == "fault"]
-    assert faults and faults[-1]["code"] == app.FAULT_AUDIT_OVERFLOW and faults[-1]["value"] == a.audit.lost
+    assert faults and faults[-1]["code"] == codes.F_AUDIT_OVERFLOW and faults[-1]["value"] == a.audit.lost
     assert any(e[4] for e in rt.session.events if e[0]["type"] == "fault")  # durable
 
 
@@ -352,7 +352,7 @@ def test_safe_mode_never_unlocks_but_audits_doors():
     _run(rt, b, 500)
     assert rt.hal.pins["lock1"].high_ms == 0
     got = [(m["type"], m.get("result", m.get("code"))) for m in rt.send_pending()]
-    assert ("access", access.BUSY) in got and ("alarm", 2) in got
+    assert ("access", codes.ACC_BUSY) in got and ("alarm", 2) in got
 
 
 def test_short_booking_key_refuses_tokens():

@@ -14,13 +14,13 @@ else:
     _BASE = "/tmp_locker"
 
 from locker import access, actuator, audit, flash, reader
-from locker.compartment import ALARM_OPEN_TOO_LONG, ALARM_TAMPER, Compartment
+from locker.compartment import Compartment
 from locker.debounce import Debounced
 from locker.lockout import Lockout
 from locker.recent import RecentReqs
 from common.ticks import ticks_add
 from locker.usedids import UsedIds
-from protocol import token
+from protocol import codes, token
 from protocol.cose import Mac
 
 KEY = bytes(range(32))
@@ -246,24 +246,24 @@ def _access(n=4, cap=8, max_fail=3):
 def test_access_each_refusal_code():
     a = _access(max_fail=100)
     good = token.issue(KEY, "k001", 2, NOW - 10, NOW + 60, 42)
-    assert a.decide(good, 2, NOW, 0) == (access.OK_TOKEN, 42, 0)
-    assert a.decide(good, 2, NOW, 1) == (access.REPLAYED, 42, 0)
-    assert a.decide(token.issue(b"k" * 32, "k001", 2, NOW, NOW + 9, 5), 2, NOW, 2) == (access.FORGED, 0, 0)
-    assert a.decide(token.issue(KEY, "k002", 2, NOW, NOW + 9, 6), 2, NOW, 3)[:2] == (access.WRONG_LOCKER, 6)
-    assert a.decide(token.issue(KEY, "k001", 1, NOW, NOW + 9, 7), 2, NOW, 4)[:2] == (access.WRONG_COMPARTMENT, 7)
-    assert a.decide(token.issue(KEY, "k001", 2, NOW + 5, NOW + 9, 8), 2, NOW, 5)[:2] == (access.NOT_YET_VALID, 8)
-    assert a.decide(token.issue(KEY, "k001", 2, NOW - 9, NOW - 1, 9), 2, NOW, 6)[:2] == (access.EXPIRED, 9)
-    assert a.decide(b"\x82\x01", 2, NOW, 7)[0] == access.MALFORMED
-    assert a.decide(None, 0, NOW, 8)[0] == access.MALFORMED
-    assert a.decide(token.issue(KEY, "k001", 9, NOW, NOW + 9, 10), 9, NOW, 9)[:2] == (access.WRONG_COMPARTMENT, 10)
+    assert a.decide(good, 2, NOW, 0) == (codes.ACC_OK_TOKEN, 42, 0)
+    assert a.decide(good, 2, NOW, 1) == (codes.ACC_REPLAYED, 42, 0)
+    assert a.decide(token.issue(b"k" * 32, "k001", 2, NOW, NOW + 9, 5), 2, NOW, 2) == (codes.ACC_FORGED, 0, 0)
+    assert a.decide(token.issue(KEY, "k002", 2, NOW, NOW + 9, 6), 2, NOW, 3)[:2] == (codes.ACC_WRONG_LOCKER, 6)
+    assert a.decide(token.issue(KEY, "k001", 1, NOW, NOW + 9, 7), 2, NOW, 4)[:2] == (codes.ACC_WRONG_COMPARTMENT, 7)
+    assert a.decide(token.issue(KEY, "k001", 2, NOW + 5, NOW + 9, 8), 2, NOW, 5)[:2] == (codes.ACC_NOT_YET_VALID, 8)
+    assert a.decide(token.issue(KEY, "k001", 2, NOW - 9, NOW - 1, 9), 2, NOW, 6)[:2] == (codes.ACC_EXPIRED, 9)
+    assert a.decide(b"\x82\x01", 2, NOW, 7)[0] == codes.ACC_MALFORMED
+    assert a.decide(None, 0, NOW, 8)[0] == codes.ACC_MALFORMED
+    assert a.decide(token.issue(KEY, "k001", 9, NOW, NOW + 9, 10), 9, NOW, 9)[:2] == (codes.ACC_WRONG_COMPARTMENT, 10)
 
 
 def test_access_without_time_or_key_is_refused_but_not_a_failure():
     a = _access()
     good = token.issue(KEY, "k001", 1, NOW, NOW + 60, 1)
-    assert a.decide(good, 1, None, 0)[0] == access.NO_TIME
+    assert a.decide(good, 1, None, 0)[0] == codes.ACC_NO_TIME
     a.mac = None
-    assert a.decide(good, 1, NOW, 0)[0] == access.BUSY
+    assert a.decide(good, 1, NOW, 0)[0] == codes.ACC_BUSY
     assert a.lockout.fails == 0
 
 
@@ -274,15 +274,15 @@ def test_access_lockout_refuses_even_valid_token_then_recovers():
     assert a.decide(bad, 1, NOW, 1)[2] == 0
     assert a.decide(bad, 1, NOW, 2)[2] == 5000
     good = token.issue(KEY, "k001", 1, NOW, NOW + 600, 77)
-    assert a.decide(good, 1, NOW, 100) == (access.LOCKED_OUT, 0, 0)
+    assert a.decide(good, 1, NOW, 100) == (codes.ACC_LOCKED_OUT, 0, 0)
     assert 77 not in a.used  # a refused presentation does not burn the token
-    assert a.decide(good, 1, NOW, 5002) == (access.OK_TOKEN, 77, 0)
+    assert a.decide(good, 1, NOW, 5002) == (codes.ACC_OK_TOKEN, 77, 0)
 
 
 def test_access_used_store_full_fails_closed():
     a = _access(cap=1)
-    assert a.decide(token.issue(KEY, "k001", 1, NOW, NOW + 600, 1), 1, NOW, 0)[0] == access.OK_TOKEN
-    assert a.decide(token.issue(KEY, "k001", 1, NOW, NOW + 600, 2), 1, NOW, 1)[0] == access.BUSY
+    assert a.decide(token.issue(KEY, "k001", 1, NOW, NOW + 600, 1), 1, NOW, 0)[0] == codes.ACC_OK_TOKEN
+    assert a.decide(token.issue(KEY, "k001", 1, NOW, NOW + 600, 2), 1, NOW, 1)[0] == codes.ACC_BUSY
 
 
 # audit --------------------------------------------------------------------------------
@@ -363,7 +363,7 @@ def test_compartment_tamper_without_unlock_and_after_window():
     door.v = 1
     c.step(0)
     c.step(30)
-    assert ev == [(audit.DOOR, 1, 1, 0), (audit.ALARM, 1, ALARM_TAMPER, 0)]
+    assert ev == [(audit.DOOR, 1, 1, 0), (audit.ALARM, 1, codes.A_TAMPER, 0)]
     door.v = 0
     c.step(100)
     c.step(130)
@@ -373,7 +373,7 @@ def test_compartment_tamper_without_unlock_and_after_window():
     door.v = 1
     c.step(7000)  # window of 5 s has passed
     c.step(7030)
-    assert (audit.ALARM, 1, ALARM_TAMPER, 0) in ev
+    assert (audit.ALARM, 1, codes.A_TAMPER, 0) in ev
 
 
 def test_compartment_open_too_long_once():
@@ -387,4 +387,4 @@ def test_compartment_open_too_long_once():
     c.step(61040)
     c.step(70000)
     alarms = [e for e in ev if e[0] == audit.ALARM]
-    assert alarms == [(audit.ALARM, 1, ALARM_OPEN_TOO_LONG, 61)]
+    assert alarms == [(audit.ALARM, 1, codes.A_DOOR_OPEN_TOO_LONG, 61)]

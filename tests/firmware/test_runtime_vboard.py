@@ -25,19 +25,24 @@ PROBE = __import__("pathlib").Path(__file__).resolve().parent / "test_runtime_vb
 
 
 @contextlib.contextmanager
-def board(tmp_path, rt=None, app=None, hang_timeout=10.0, **peer):
+def board(tmp_path, rt=None, app=None, hang_timeout=10.0, role="light_pole", app_source=None, console_port=None,
+          **peer):
+    """The probe App deployed as light_pole; role: what /config.json says; app_source replaces the App."""
     from sim import vboard
     img = deploy_tree(tmp_path / "img", "container_sensor", KID.decode(), PINS, app,
                       dict({"wdt_ms": 3000, "safe_boots": 3, "stable_s": 20}, **(rt or {})))
     shutil.rmtree(img / "lib" / "container_sensor")
     (img / "lib" / "light_pole").mkdir()
     (img / "lib" / "light_pole" / "__init__.py").write_text("")
-    shutil.copyfile(PROBE, img / "lib" / "light_pole" / "app.py")
+    if app_source is None:
+        shutil.copyfile(PROBE, img / "lib" / "light_pole" / "app.py")
+    else:
+        (img / "lib" / "light_pole" / "app.py").write_text(app_source)
     cfg = json.loads((img / "config.json").read_text())
-    cfg["role"] = "light_pole"
+    cfg["role"] = role
     (img / "config.json").write_text(json.dumps(cfg))
     with vboard.VirtualBoard(deploy_dir=img, flash_dir=tmp_path / "flash", name="probe",
-                             hang_timeout=hang_timeout) as b:
+                             hang_timeout=hang_timeout, console_port=console_port) as b:
         p = Peer(b, KID, **peer)
         try:
             yield b, p
@@ -193,3 +198,39 @@ def test_safe_mode_after_fast_reboots_and_back(tmp_path):
         assert b.boots == boots + 1
         assert not p.of("heartbeat")[-1]["status"] & messages.ST_SAFE_MODE
         assert p.command({"type": "light_set", "level": 10, "hold": 0})["type"] == "ack"
+
+
+def _flash_log(b):
+    try:
+        return b.read_flash("state/log.txt").decode().splitlines()
+    except FileNotFoundError:
+        return []
+
+
+def test_app_import_failure_ends_in_safe_mode_with_a_usable_console(tmp_path):
+    """issue 9.14: the boot is counted before the App is imported, so an App that cannot even be
+    imported stops resetting after safe_boots fast boots and leaves the console to the technician."""
+    from test_light_bench import repl_exec
+    with board(tmp_path, app_source="raise RuntimeError('broken app')\n", console_port=0) as (b, p):
+        p.run(5000)
+        assert b.boots == 4                                        # 1 + safe_boots (3), then it stays
+        assert json.loads(b.read_flash("state/boot.json"))["fast"] == 4
+        p.run(5000)
+        assert b.boots == 4
+        log = _flash_log(b)
+        assert len(log) == 4 and "staying in the console" in log[-1]   # no flash writes in a loop
+        assert any("staying in the console (REPL)" in ln for ln in b.log())
+        assert "42" in repl_exec(b.console_port, "print(6 * 7)")
+
+
+def test_missing_role_module_is_named_at_once(tmp_path):
+    """issue 9.14: light_pole deployed, provisioned as container_sensor: no reset loop, and the
+    console says which role module is missing and what is deployed."""
+    from test_light_bench import repl_exec
+    with board(tmp_path, role="container_sensor", console_port=0) as (b, p):
+        p.run(5000)
+        assert b.boots == 1
+        line = next(ln for ln in b.log() if "cannot start" in ln)
+        assert "role module 'container_sensor' is missing" in line and "light_pole" in line
+        assert len(_flash_log(b)) == 1
+        assert "42" in repl_exec(b.console_port, "print(6 * 7)")

@@ -1,6 +1,7 @@
 # container_sensor pure logic; runs under CPython (test_container_units.py) and inside
 # genuine MicroPython (the same file through mpvm). No pytest here: plain asserts.
 from container_sensor import level, ultrasonic
+from protocol import codes
 from container_sensor.ultrasonic import UartSensor, echo_to_mm, median, rescale_mm
 
 CFG = {"min_mm": 200, "max_mm": 4500, "near_pct": 80, "full_pct": 95, "hyst_pct": 5}
@@ -53,10 +54,10 @@ def test_median_resists_outliers():
 def test_assess_faults():
     ident = lambda raw, t: raw
     assert level.assess([700, 701, None, 699, 700], ident, 20, CFG, 1200) == (700, 0, 0)
-    assert level.assess([None, None, None, 700, 701], ident, 20, CFG, 1200) == (None, level.F_NO_ECHO, 3)
-    assert level.assess([150, 150, 151], ident, 20, CFG, 1200)[1:] == (level.F_RANGE, 150)
-    assert level.assess([4600, 4600, 4600], ident, 20, CFG, 0)[1] == level.F_RANGE
-    assert level.assess([1400, 1400, 1400], ident, 20, CFG, 1200)[1] == level.F_RANGE
+    assert level.assess([None, None, None, 700, 701], ident, 20, CFG, 1200) == (None, codes.F_SENSOR_NO_ECHO, 3)
+    assert level.assess([150, 150, 151], ident, 20, CFG, 1200)[1:] == (codes.F_SENSOR_RANGE, 150)
+    assert level.assess([4600, 4600, 4600], ident, 20, CFG, 0)[1] == codes.F_SENSOR_RANGE
+    assert level.assess([1400, 1400, 1400], ident, 20, CFG, 1200)[1] == codes.F_SENSOR_RANGE
     assert level.assess([1300, 1300, 1300], ident, 20, CFG, 1200)[1] == 0  # within the margin
 
 
