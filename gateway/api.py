@@ -210,7 +210,7 @@ class ApiServer:
                 site = req.get("site")
                 if site is not None and site not in d.cfg.sites:
                     raise ApiError("unknown_site", "no site %r (sites: %s)" % (site, ", ".join(sorted(d.cfg.sites))))
-                return d.control.waste.pickups(site)
+                return d.pickups(site)
             if op == "reload":
                 return d.reload()
             if op == "cancel":
@@ -255,8 +255,7 @@ class ApiServer:
             except asyncio.QueueFull:
                 dropped += 1  # a slow terminal must not slow the gateway
 
-        sessions = self.daemon.sessions
-        sessions.listeners.append(listen)
+        unsubscribe = self.daemon.subscribe(listen)
         try:
             writer.write(_json({"ok": True, "result": "tailing"}))
             while True:
@@ -267,7 +266,7 @@ class ApiServer:
                 writer.write(_json(ev))
                 await writer.drain()
         finally:
-            sessions.listeners.remove(listen)
+            unsubscribe()
 
 
 def _open_to_group(d: str, gid: int) -> None:

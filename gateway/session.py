@@ -102,11 +102,6 @@ class Sessions:
         """Read-only view of the sessions by device id (what the control loops get)."""
         return self.table.view
 
-    @property
-    def listeners(self) -> list:
-        """The observers' list (older callers append to it; prefer events.subscribe)."""
-        return self.events.listeners
-
     # -- registry
 
     def reload(self, devices=None) -> None:
