@@ -383,9 +383,8 @@ class _NoUplink:
 async def core(n: int) -> dict:
     """Link -> deframe -> verify -> session -> control loops, in process, no outbox and no MQTT."""
     from gateway import config as cm
-    from gateway.control import Control
-    from gateway.daemon import Out
-    from gateway.session import Sessions
+    from gateway.daemon import Parts
+    from gateway.downcounter import SyncWriter
 
     devs = [Device("c%03d" % i, "container_sensor") for i in range(80)] + \
            [Device("k%03d" % i, "locker") for i in range(20)]
@@ -395,9 +394,7 @@ async def core(n: int) -> dict:
         gw = Gateway(Path(cfg.path), work, devs)
         reg = Registry(cfg.registry_path)
         up = _NoUplink(asyncio.get_running_loop())
-        out = Out(up)
-        sessions = Sessions(cfg, reg, out)
-        sessions.control = Control(cfg, sessions.by_id, sessions.command, out.alert)
+        sessions = Parts(cfg, reg, SyncWriter(reg), up).sessions
 
         class Sink:
             name = "bench"

@@ -2,7 +2,10 @@
 
 Every command takes --json for scripts (one JSON document on stdout). Exit
 codes: 0 done, 1 refused or failed (the message says why), 2 bad usage or
-config, 3 no daemon listening on the socket.
+config, 3 no daemon listening on the socket. `--timeout` bounds every command
+from the moment it is asked; a device command not answered by then is
+cancelled in the daemon and never carried out later. Errors are one line on
+stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -12,18 +15,24 @@ import asyncio
 import json
 import logging
 import os
+import re
 import sys
 import time
 
 from gateway import config as config_mod
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_NO_DAEMON = 0, 1, 2, 3
+DEFAULT_TIMEOUT = "30s"
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 class CliError(Exception):
-    def __init__(self, message: str, code: int = EXIT_FAIL):
+    """A refusal: `code` is the exit status, `reason` a stable word for scripts (--json "reason")."""
+
+    def __init__(self, message: str, code: int = EXIT_FAIL, reason: str = ""):
         super().__init__(message)
         self.code = code
+        self.reason = reason
 
 
 def _common() -> argparse.ArgumentParser:
@@ -32,6 +41,24 @@ def _common() -> argparse.ArgumentParser:
     p.add_argument("--config", "-c", default=argparse.SUPPRESS,
                    help="config file (default $%s or %s)" % (config_mod.ENV_CONFIG, config_mod.DEFAULT_PATH))
     p.add_argument("--socket", default=argparse.SUPPRESS, help="API socket (default from the config)")
+    p.add_argument("--timeout", type=duration, default=argparse.SUPPRESS, metavar="DURATION",
+                   help="give up (and cancel the command) after this long, e.g. 10s, 2m (default %s)" % DEFAULT_TIMEOUT)
+    return p
+
+
+def duration(text: str) -> float:
+    """Seconds from "90", "90s", "500ms", "15m", "1h" or "1d" (argparse type)."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*", text)
+    if not m or float(m.group(1)) <= 0:
+        raise argparse.ArgumentTypeError("%r is not a duration (e.g. 30s, 15m, 1h)" % text)
+    return float(m.group(1)) * _UNITS[m.group(2) or "s"]
+
+
+def _device_command(sub, name: str, parents, help: str) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, parents=parents, help=help)
+    p.add_argument("--queue-for", type=duration, default=0.0, metavar="DURATION",
+                   help="if the device is offline, keep the command queued this long (e.g. 1h) instead of "
+                        "cancelling it at --timeout")
     return p
 
 
@@ -47,30 +74,37 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("words", nargs="+", metavar="ID | add ID | import FILE | remove ID | export")
     d.add_argument("--role", choices=config_mod.ROLES)
     d.add_argument("--site")
-    d.add_argument("--key-file", help="32-byte raw key file (0600)")
+    d.add_argument("--key-file", help="key file: 32 raw bytes or 64 hex characters, mode 0600")
     d.add_argument("--position", help="where it stands (free text, e.g. path node)")
     d.add_argument("--replace", action="store_true", help="re-provision an existing id")
     d.add_argument("--with-keys", metavar="FILE", help="export: also write keys to FILE (created 0600)")
+    d.add_argument("--registry", metavar="PATH", help="this registry file instead of the config's (no daemon needed)")
+    d.add_argument("--create", action="store_true", help="add/import: create the registry if it does not exist")
+    d.add_argument("--check", action="store_true",
+                   help="import: say what importing would do (registered, same key, key owner), change nothing")
     t = sub.add_parser("tail", parents=[c], help="live telemetry and events")
     t.add_argument("id", nargs="?")
     t.add_argument("--count", type=int, default=0, help="stop after this many lines")
-    li = sub.add_parser("light", parents=[c], help="set a pole's level")
+    li = _device_command(sub, "light", [c], "set a pole's level")
     li.add_argument("id")
     li.add_argument("--level", type=int, required=True)
     li.add_argument("--hold", type=int, default=0, help="s; 0 = until the next profile change")
-    lp = sub.add_parser("light-profile", parents=[c], help="send a pole its profile")
+    lp = _device_command(sub, "light-profile", [c], "send a pole its profile")
     lp.add_argument("id")
     for k, v in (("base", 10), ("full", 100), ("hold", 60), ("fade-up", 300), ("fade-down", 3000), ("max", 100)):
         lp.add_argument("--" + k, type=int, default=v)
-    u = sub.add_parser("unlock", parents=[c], help="open a locker compartment (reason is logged)")
+    u = _device_command(sub, "unlock", [c], "open a locker compartment (reason is logged)")
     u.add_argument("id")
     u.add_argument("--comp", type=int, required=True)
     u.add_argument("--reason", required=True)
-    r = sub.add_parser("reboot", parents=[c], help="reboot a device")
+    r = _device_command(sub, "reboot", [c], "reboot a device")
     r.add_argument("id")
     r.add_argument("--delay", type=int, default=0)
-    cf = sub.add_parser("config", parents=[c], help="config check [FILE] | config set ID KEY=VALUE...")
+    cf = _device_command(sub, "config", [c], "config check [FILE] | config set ID KEY=VALUE...")
     cf.add_argument("words", nargs="+", metavar="check [FILE] | set ID KEY=VALUE")
+    cn = sub.add_parser("cancel", parents=[c], help="cancel a queued command (its id: `park-gateway device ID`)")
+    cn.add_argument("id")
+    cn.add_argument("command_id", metavar="COMMAND_ID")
     pk = sub.add_parser("pickups", parents=[c], help="containers to collect, per site")
     pk.add_argument("--site")
     return ap
@@ -117,20 +151,45 @@ def _socket(args) -> str:
     return cfg.api_socket if cfg else config_mod.DEFAULT_SOCKET
 
 
+def _left(args) -> float:
+    """Seconds left of --timeout, counted from when the command was asked (main's start)."""
+    total = getattr(args, "timeout", None) or duration(DEFAULT_TIMEOUT)
+    return max(0.0, total - (time.monotonic() - getattr(args, "asked", time.monotonic())))
+
+
 def _call(args, req: dict):
     from gateway.api import ApiError, request
 
     path = _socket(args)
+    left = _left(args)
+    if req.get("op") == "command":
+        # the daemon answers "timeout" itself just before the client would give up
+        req = dict(req, timeout=max(0.001, left - 0.5))
     try:
-        return asyncio.run(request(path, req, timeout=60))
+        return asyncio.run(request(path, req, timeout=left))
     except (FileNotFoundError, ConnectionRefusedError):
         raise CliError("no park-gateway daemon listens on %s (is it running? `systemctl status park-gateway`)" % path,
                        EXIT_NO_DAEMON)
     except PermissionError:
         raise CliError("no permission for %s: run as the gateway user or a member of its api_group" % path,
                        EXIT_NO_DAEMON)
+    except TimeoutError:
+        raise CliError("timeout: no answer from the daemon within %s; nothing more will be done for this request"
+                       % _span(getattr(args, "timeout", None) or duration(DEFAULT_TIMEOUT)))
+    except ConnectionError as e:
+        raise CliError("lost the connection to the daemon on %s: %s" % (path, e))
     except ApiError as e:
-        raise CliError("%s: %s" % (e.code, e.message))
+        if e.code == "offline" and req.get("op") == "command":  # the API's hint names its field, not our flag
+            raise CliError("offline: %s is not reachable now; to wait for it, add --queue-for DURATION (e.g. 1h)"
+                           % req["id"])
+        raise CliError(e.message if e.message.startswith(e.code) else "%s: %s" % (e.code, e.message))
+
+
+def _span(s: float) -> str:
+    for unit in ("d", "h", "m"):
+        if s >= _UNITS[unit] and s % _UNITS[unit] == 0:
+            return "%d%s" % (s // _UNITS[unit], unit)
+    return "%gs" % s
 
 
 def _age(ts) -> str:
@@ -151,6 +210,7 @@ def cmd_status(args) -> int:
                  bb.get("broker"), "connected" if bb.get("connected") else "DISCONNECTED",
                  bb.get("outbox_depth", 0), "%.0fs" % bb["oldest_age_s"] if bb.get("oldest_age_s") else "-",
                  bb.get("published", 0), bb.get("dropped_total", 0)),
+             _clock_line(st.get("clock")),
              "devices: %d online, %d offline, %d total" % (
                  st["devices"]["online"], st["devices"]["offline"], st["devices"]["total"]),
              "links:"]
@@ -166,6 +226,14 @@ def cmd_status(args) -> int:
     return 0
 
 
+def _clock_line(clock: dict | None) -> str:
+    if not clock:
+        return "clock: unknown (daemon too old to say)"
+    if clock.get("synchronised"):
+        return "clock: synchronised (%s)" % clock.get("source")
+    return "clock: NOT synchronised: devices get no time until it is (NTP, or trust_clock in [gateway])"
+
+
 def cmd_devices(args) -> int:
     devs = _call(args, {"op": "devices"})
     rows = ["%-8s %-16s %-10s %-8s %-10s %s" % ("ID", "ROLE", "SITE", "STATE", "FW", "LAST SEEN")]
@@ -178,30 +246,105 @@ def cmd_devices(args) -> int:
     return 0
 
 
+def _open_registry(path: str, create: bool):
+    """The registry at path; a missing file only with create (a typo must not start a new registry), and
+    a file that is not a registry is refused before anything is written to it."""
+    import sqlite3
+    from urllib.parse import quote
+
+    from gateway.registry import Registry
+
+    if not os.path.exists(path):
+        if not create:
+            raise CliError("no registry at %s (mistyped? give --create to start a new one)" % path,
+                           reason="no_registry")
+        return Registry(path)
+    try:
+        db = sqlite3.connect("file:%s?mode=ro" % quote(os.path.abspath(path)), uri=True)
+        try:
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            db.close()
+    except sqlite3.Error as e:
+        raise CliError("%s is not a park-gateway registry (%s)" % (path, e), reason="not_a_registry")
+    if "devices" not in tables:
+        raise CliError("%s is not a park-gateway registry (an SQLite file without a devices table)" % path,
+                       reason="not_a_registry")
+    return Registry(path)
+
+
+def _import_check(reg, path: str) -> list[dict]:
+    """What `device import FILE` would do to each entry, changing nothing: the same file checks as
+    the import, then per entry whether the id is registered, with the same key, and who owns the key
+    (keys are compared here and never shown)."""
+    import hmac
+    import stat
+
+    from gateway.registry import UnknownDevice, validate
+
+    if stat.S_IMODE(os.stat(path).st_mode) & 0o077:
+        raise CliError("%s: holds keys but is readable by others; chmod 600 it" % path, reason="registry_error")
+    with open(path, encoding="utf-8") as f:
+        try:
+            doc = json.load(f)
+        except json.JSONDecodeError as e:
+            raise CliError("%s:%d: not valid JSON: %s" % (path, e.lineno, e.msg), reason="registry_error")
+    out = []
+    for i, d in enumerate(doc if isinstance(doc, list) else [doc]):
+        try:
+            key = bytes.fromhex(d["key_hex"])
+            validate(d["id"], d["role"], d["site"], key, d.get("position"))
+        except (TypeError, KeyError, ValueError) as e:
+            raise CliError("%s: entry %d: %s" % (path, i, e), reason="invalid_device")
+        owner = next((o.id for o in reg.all() if hmac.compare_digest(o.key, key)), None)
+        try:
+            have = reg.get(d["id"])
+        except UnknownDevice:
+            have = None
+        out.append({"id": d["id"], "registered": have is not None,
+                    "same_key": have is not None and hmac.compare_digest(have.key, key), "key_owner": owner})
+    return out
+
+
 def cmd_device(args) -> int:
-    from gateway.registry import Registry, RegistryError, write_private
+    import sqlite3
+
+    from gateway.registry import (DuplicateDevice, DuplicateKey, InvalidDevice, RegistryError, UnknownDevice,
+                                  write_private)
+    from protocol.keyfile import KeyFileError, read_key_file
 
     w = args.words
     if w[0] not in ("add", "import", "remove", "export"):
         if len(w) != 1:
             raise CliError("usage: park-gateway device ID", EXIT_USAGE)
-        _out(args, _call(args, {"op": "device", "id": w[0]}))
+        if not args.registry:
+            _out(args, _call(args, {"op": "device", "id": w[0]}))
+            return 0
+        with _open_registry(args.registry, False) as reg:
+            try:
+                _out(args, dict(reg.get(w[0]).public(), registered=True))
+            except UnknownDevice:
+                raise CliError("unknown_device: no device %r in %s" % (w[0], args.registry), reason="unknown_device")
         return 0
-    cfg = _config(args)
+    cfg = None if args.registry and w[0] != "add" else _config(args)
+    path = args.registry or cfg.registry_path
     try:
-        with Registry(cfg.registry_path) as reg:
+        # the config's own registry may be started; a --registry PATH (a typo?) only with --create
+        with _open_registry(path, (args.create or not args.registry) and w[0] in ("add", "import")) as reg:
             if w[0] == "add":
                 if len(w) != 2 or not (args.role and args.site and args.key_file):
                     raise CliError("usage: park-gateway device add ID --role ROLE --site SITE --key-file FILE", EXIT_USAGE)
                 if args.site not in cfg.sites:
                     raise CliError("site %r is not in %s (sites: %s)" % (args.site, cfg.path, ", ".join(cfg.sites)), EXIT_USAGE)
-                with open(args.key_file, "rb") as f:
-                    key = f.read()
+                key = read_key_file(args.key_file)
                 dev = reg.add(w[1], args.role, args.site, key, args.position, replace=args.replace)
                 result = {"added": [dev.id]}
             elif w[0] == "import":
                 if len(w) != 2:
                     raise CliError("usage: park-gateway device import FILE", EXIT_USAGE)
+                if args.check:
+                    _out(args, {"registry": path, "check": _import_check(reg, w[1])})
+                    return 0
                 result = {"added": reg.import_file(w[1], replace=args.replace)}
             elif w[0] == "remove":
                 if len(w) != 2:
@@ -213,8 +356,18 @@ def cmd_device(args) -> int:
                 if args.with_keys:
                     write_private(args.with_keys, json.dumps(reg.export(with_keys=True), indent=2))
                     result["keys_written_to"] = args.with_keys
-    except (RegistryError, OSError) as e:
-        raise CliError(str(e))
+    except DuplicateDevice as e:
+        raise CliError(str(e), reason="duplicate_device")
+    except DuplicateKey as e:
+        raise CliError(str(e), reason="duplicate_key")
+    except UnknownDevice as e:
+        raise CliError(str(e), reason="unknown_device")
+    except InvalidDevice as e:
+        raise CliError(str(e), reason="invalid_device")
+    except KeyFileError as e:
+        raise CliError(e.detail + ("; " + e.hint if e.hint else ""), reason="bad_key_file")
+    except (RegistryError, OSError, sqlite3.Error) as e:
+        raise CliError(str(e), reason="registry_error")
     if w[0] != "export":
         try:
             _call(args, {"op": "reload"})
@@ -228,11 +381,11 @@ def cmd_device(args) -> int:
 
 
 def cmd_tail(args) -> int:
-    from gateway.api import tail
+    from gateway.api import ApiError, tail
 
     async def go():
         n = 0
-        async for ev in tail(_socket(args), args.id):
+        async for ev in tail(_socket(args), args.id, timeout=_left(args)):
             if getattr(args, "json", False):
                 print(json.dumps(ev, default=str), flush=True)
             elif ev["kind"] == "alert":
@@ -251,30 +404,52 @@ def cmd_tail(args) -> int:
         asyncio.run(go())
     except (FileNotFoundError, ConnectionRefusedError):
         raise CliError("no park-gateway daemon listens on %s" % _socket(args), EXIT_NO_DAEMON)
+    except PermissionError:
+        raise CliError("no permission for %s: run as the gateway user or a member of its api_group" % _socket(args),
+                       EXIT_NO_DAEMON)
+    except TimeoutError:
+        raise CliError("timeout: the daemon did not start the tail within %s" % _span(_left(args)))
+    except ApiError as e:
+        raise CliError("%s: %s" % (e.code, e.message))
     except KeyboardInterrupt:
         pass
     return 0
 
 
 def _command(args, device_id: str, cmd: dict) -> int:
-    res = _call(args, {"op": "command", "id": device_id, "command": cmd})
-    _out(args, res, "%s: %s acknowledged" % (device_id, cmd["type"]))
+    req = {"op": "command", "id": device_id, "command": cmd}
+    if getattr(args, "queue_for", 0):
+        req["queue_for"] = args.queue_for
+    res = _call(args, req)
+    if isinstance(res, dict) and res.get("result") == "queued":
+        text = ("%s: %s queued: it is sent when %s answers within %s, else dropped (`park-gateway device %s` "
+                "shows it with its id; `park-gateway cancel %s ID` cancels it)"
+                % (device_id, cmd["type"], device_id, _span(args.queue_for), device_id, device_id))
+    else:
+        text = "%s: %s acknowledged" % (device_id, cmd["type"])
+    _out(args, res, text)
     return 0
 
 
 def cmd_config(args) -> int:
     w = args.words
     if w[0] == "check":
+        from gateway import preflight
+
         path = w[1] if len(w) > 1 else getattr(args, "config", None)
         try:
             cfg = config_mod.load(path)
+            warnings = preflight.check(cfg, starting=False)
         except config_mod.ConfigError as e:
             _out(args, {"ok": False, "error": str(e), "file": e.file, "line": e.line, "key": e.key}, str(e))
             return EXIT_USAGE
         summary = {"ok": True, "file": cfg.path, "sites": sorted(cfg.sites), "links": [lk.name for lk in cfg.links],
                    "state_dir": cfg.state_dir, "api_socket": cfg.api_socket,
-                   "broker": "%s:%d" % (cfg.uplink.host, cfg.uplink.port)}
-        _out(args, summary, "%s: OK (%d sites, %d links)" % (cfg.path, len(cfg.sites), len(cfg.links)))
+                   "broker": "%s:%d" % (cfg.uplink.host, cfg.uplink.port),
+                   "warnings": ["%s: %s" % (p.key, p.message) for p in warnings]}
+        text = "\n".join(["%s: OK (%d sites, %d links)" % (cfg.path, len(cfg.sites), len(cfg.links))]
+                         + ["%s: warning: %s: %s" % (cfg.path, p.key, p.message) for p in warnings])
+        _out(args, summary, text)
         return 0
     if w[0] == "set" and len(w) >= 3:
         values = {}
@@ -298,15 +473,25 @@ def _value(v: str):
 
 def cmd_run(args) -> int:
     from gateway.daemon import serve
+    from gateway.statelock import AlreadyRunning
 
     cfg = _config(args)
     logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(serve(cfg))
+    try:
+        asyncio.run(serve(cfg))
+    except config_mod.ConfigError as e:  # preflight at start: names file and key
+        raise CliError(str(e), EXIT_USAGE)
+    except AlreadyRunning as e:
+        raise CliError(str(e), EXIT_FAIL) from None
+    except KeyboardInterrupt:
+        pass
     return 0
 
 
 def main(argv=None) -> int:
+    asked = time.monotonic()
     args = build_parser().parse_args(argv)
+    args.asked = asked
     try:
         c = args.cmd
         if c == "run":
@@ -334,13 +519,29 @@ def main(argv=None) -> int:
         if c == "pickups":
             _out(args, _call(args, {"op": "pickups", "site": args.site}))
             return 0
+        if c == "cancel":
+            res = _call(args, {"op": "cancel", "id": args.id, "command": args.command_id})
+            _out(args, res, "%s: command %s cancelled (it will not be sent)" % (args.id, args.command_id))
+            return 0
     except CliError as e:
-        if getattr(args, "json", False):
-            print(json.dumps({"ok": False, "error": str(e), "exit": e.code}))
-        else:
-            print("park-gateway: %s" % e, file=sys.stderr)
-        return e.code
+        return _fail(args, str(e), e.code, e.reason)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:  # noqa: BLE001 - an operator gets one line, not a traceback
+        # the daemon's traceback goes to the journal (it is a bug to report); a tool's only at debug level
+        logging.getLogger("park.cli").log(logging.ERROR if args.cmd == "run" else logging.DEBUG,
+                                          "unexpected error", exc_info=True)
+        return _fail(args, "unexpected %s: %s (please report it with the command you ran)"
+                     % (type(e).__name__, e), EXIT_FAIL)
     return EXIT_USAGE
+
+
+def _fail(args, message: str, code: int, reason: str | None = None) -> int:
+    if getattr(args, "json", False):
+        print(json.dumps({"ok": False, "error": message, "exit": code, "reason": reason or None}))
+    else:
+        print("park-gateway: %s" % message, file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -1,5 +1,11 @@
 """The daemon: link -> session -> control loops -> uplink, one asyncio loop.
 
+Wiring, in the direction data flows and without back-references (Parts):
+uplink -> Out (seams.Out) -> device table -> downlink -> control loops
+(seams.Stage; they get the table's read-only view, downlink.command and
+Out.alert) -> Sessions (the receive rules) -> links (seams.FrameSink).
+Observers (tail) subscribe to one EventBus.
+
 Ordering that matters (the issue's "lose no event"): a device event goes into
 the outbox's next group commit, and the device's ack is written from that
 commit's completion callback; commits complete in order, so no ack ever
@@ -15,20 +21,29 @@ import logging
 import os
 import signal
 import time
+from typing import Callable
 
 from protocol import messages, names
+from protocol.errors import SchemaError
 
 from gateway import config as config_mod
+from gateway import preflight, sdnotify, timesync
 from gateway.api import ApiServer
 from gateway.control import Control
+from gateway.devices import DeviceTable
+from gateway.downlink import CommandFailed, Downlink, asking
+from gateway.events import EventBus
 from gateway.links import make_link
 from gateway.registry import Registry, RegistryWriter
-from gateway.session import CommandFailed, Sessions
+from gateway.seams import UplinkPort
+from gateway.session import Counters, Sessions
+from gateway.statelock import StateLock
 
 log = logging.getLogger("park.daemon")
 
 PERSIST_S = 0.5
 SWEEP_S = 1.0
+MAX_QUEUE_FOR = 7 * 86400
 
 
 def describe(msg: dict) -> dict:
@@ -50,40 +65,46 @@ def event_id(device_id: str, eid: int) -> str:
 
 
 class Out:
-    """The sessions' and loops' view of the uplink: queue now, learn durability from the future."""
+    """The sessions' and loops' view of the uplink (seams.Out): queue now, learn durability from the future.
 
-    def __init__(self, uplink):
+    Alerts are also published to the observers; a message the uplink refuses or
+    cannot build is counted in `faults` and logged once per kind.
+    """
+
+    def __init__(self, uplink: UplinkPort, events: EventBus):
         self.uplink = uplink
+        self.events = events
+        self.faults = events.faults
         self.errors = 0
         self._tel_fut = None  # the outbox hands one future to a whole group commit
 
-    def _failed(self, e: Exception) -> asyncio.Future:
+    def _failed(self, e: Exception, s, what: str) -> asyncio.Future:
         self.errors += 1
-        log.error("uplink refused a message: %s", e)
+        self.faults.record("uplink", e, s.id, what)
         f = asyncio.get_running_loop().create_future()
         f.set_exception(e)
         return f
 
     def event(self, s, msg: dict, now: float) -> asyncio.Future:
         try:
-            f = self.uplink.event_nowait(s.site, s.id, msg["type"], describe(msg), event_id(s.id, msg["eid"]), now)
+            return self.uplink.event_nowait(s.site, s.id, msg["type"], describe(msg), event_id(s.id, msg["eid"]), now)
         except Exception as e:  # noqa: BLE001 - typed uplink errors; never ack what is not stored
-            return self._failed(e)
-        return f
+            return self._failed(e, s, msg["type"])
 
     def alert(self, s, kind: str, body: dict, eid: str, now: float) -> asyncio.Future:
+        self.events.publish({"kind": "alert", "device": s.id, "site": s.site, "alert": kind, "body": body, "id": eid})
         try:
             f = self.uplink.event_nowait(s.site, s.id, kind, body, eid, now)
         except Exception as e:  # noqa: BLE001
-            return self._failed(e)
+            f = self._failed(e, s, kind)
         f.add_done_callback(_consume)
         return f
 
     def telemetry(self, s, msg: dict, now: float) -> None:
         try:
             f = self.uplink.telemetry_nowait(s.site, s.id, s.role, msg, now)
-        except Exception as e:  # noqa: BLE001
-            self._failed(e).add_done_callback(_consume)
+        except Exception as e:  # noqa: BLE001 - a SenML builder error must not reach the link
+            self._failed(e, s, msg["type"]).add_done_callback(_consume)
             return
         if f is not self._tel_fut:  # one log line per failed commit, not one callback per message
             self._tel_fut = f
@@ -99,8 +120,24 @@ def _consume(f: asyncio.Future) -> None:
         log.warning("uplink: %s", f.exception())
 
 
+class Parts:
+    """Everything between the links and the uplink, wired in the direction data flows."""
+
+    def __init__(self, cfg: config_mod.Config, registry: Registry, writer, uplink: UplinkPort,
+                 clock=time.time):
+        self.events = EventBus()
+        self.counters = Counters()
+        self.out = Out(uplink, self.events)
+        self.table = DeviceTable(cfg, registry, writer)
+        self.downlink = Downlink(cfg.session, self.table.view, self.counters)
+        self.control = Control(cfg, self.table.view, self.downlink.command, self.out.alert, clock,
+                               faults=self.events.faults)
+        self.sessions = Sessions(cfg, registry, self.out, self.control, clock, table=self.table,
+                                 downlink=self.downlink, events=self.events, counters=self.counters)
+
+
 class Daemon:
-    """Owns every part for one run; `status()` and `handle()` serve the API and the backbone."""
+    """Owns every part for one run; `status()`, `command()` and friends serve the API and the backbone."""
 
     def __init__(self, cfg: config_mod.Config, ble_factory=None, uplink_factory=None):
         self.cfg = cfg
@@ -111,8 +148,11 @@ class Daemon:
         self.uplink = None
         self.sessions: Sessions | None = None
         self.control: Control | None = None
+        self.events: EventBus | None = None
         self.links = []
         self._saved_state = None
+        self._data_version = None
+        self._change_seq = 0
         self.ready = asyncio.Event()
         self.done = asyncio.Event()
         self._stop = asyncio.Event()
@@ -121,8 +161,16 @@ class Daemon:
         self._stop.set()
 
     async def run(self) -> None:
+        """Run until stop(); raises AlreadyRunning (one line to print) if another daemon has the state dir."""
         try:
-            await self._run()
+            preflight.check(self.cfg)  # the same checks as `config check`: a failure names file and key
+            os.makedirs(self.cfg.state_dir, mode=0o700, exist_ok=True)
+            lock = StateLock(self.cfg.state_dir)
+            lock.acquire()
+            try:
+                await self._run()
+            finally:
+                lock.release()
         finally:
             self.done.set()
 
@@ -130,33 +178,27 @@ class Daemon:
         from gateway.uplink import Uplink
 
         cfg = self.cfg
-        os.makedirs(cfg.state_dir, mode=0o700, exist_ok=True)
         self.registry = Registry(cfg.registry_path)
         self.writer = RegistryWriter(cfg.registry_path)
+        self._data_version = self.registry.data_version()
+        self._change_seq = self.registry.changes_since(0)[0]
         factory = self.uplink_factory or Uplink
         async with factory(cfg.uplink, cfg.outbox_path) as uplink:
             self.uplink = uplink
-            out = Out(uplink)
-            self.sessions = sessions = Sessions(cfg, self.registry, out, writer=self.writer)
-            def alert(s, kind, body, eid, now):
-                sessions._emit({"kind": "alert", "device": s.id, "site": s.site, "alert": kind, "body": body, "id": eid})
-                return out.alert(s, kind, body, eid, now)
-
-            self.control = Control(cfg, sessions.by_id, sessions.command, alert)
+            parts = Parts(cfg, self.registry, self.writer, uplink)
+            self.events, self.control, self.sessions = parts.events, parts.control, parts.sessions
             self.control.restore(self.registry.loop_state())
-            sessions.control = self.control
-            self.links = [make_link(lc, sessions.on_envelope, sessions.on_frame_error, self.ble_factory)
-                          for lc in cfg.links]
+            self.links = [make_link(lc, self.sessions, self.ble_factory) for lc in cfg.links]
             uplink.on_command(self._backbone_command)
-            for s in sessions.by_id.values():
-                out.availability(s, s.online)
+            for s in self.sessions.devices.values():
+                parts.out.availability(s, s.online)
             api = ApiServer(cfg.api_socket, self, cfg.api_group)
             await api.start()
             tasks = [asyncio.create_task(lk.run(), name="link-" + lk.name) for lk in self.links]
             tasks.append(asyncio.create_task(self.control.run(), name="control"))
             tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
             self.ready.set()
-            log.info("park-gateway up: %d links, %d devices, api %s", len(self.links), len(sessions.by_id),
+            log.info("park-gateway up: %d links, %d devices, api %s", len(self.links), len(self.sessions.devices),
                      cfg.api_socket)
             try:
                 await self._stop.wait()
@@ -184,11 +226,23 @@ class Daemon:
             f = self.writer.store_windows(win, seen)
         return f  # the writer runs jobs in order: the last one done means all are
 
+    def _registry_changes(self) -> None:
+        """Devices added, changed or removed by any tool since the last look take effect now."""
+        v = self.registry.data_version()
+        if v == self._data_version:
+            return
+        self._data_version = v
+        self._change_seq, ids = self.registry.changes_since(self._change_seq)
+        if ids is None or ids:
+            log.info("registry changed: reloading %s", "every device" if ids is None else ", ".join(ids))
+            self.sessions.reload(ids)
+
     async def _housekeeping(self) -> None:
         last_sweep = 0.0
         while True:
             await asyncio.sleep(PERSIST_S)
             try:
+                self._registry_changes()
                 f = self._persist()
                 if f is not None:
                     await asyncio.wrap_future(f)
@@ -199,51 +253,89 @@ class Daemon:
             except Exception:  # noqa: BLE001 - disk trouble must not stop the lights; logged loudly
                 log.exception("housekeeping failed")
 
-    # -- status and commands (API and backbone share these)
+    # -- status, observers and commands (API and backbone share these)
 
     def status(self) -> dict:
         s = self.sessions
-        devs = list(s.by_id.values())
+        devs = list(s.devices.values())
         online = sum(1 for d in devs if d.online)
-        up = self.uplink.stats()
         return {
             "uptime_s": round(time.time() - self.started, 1),
             "links": [lk.info() for lk in self.links],
             "devices": {"total": len(devs), "online": online, "offline": len(devs) - online},
-            "backbone": up.as_dict() if hasattr(up, "as_dict") else dict(up),
+            "backbone": self.uplink.stats().as_dict(),
             "counters": dict(s.counters),
+            "faults": s.faults.as_dict(),
             "control": self.control.status(),
+            "clock": timesync.status(self.cfg.trust_clock),
         }
 
+    def subscribe(self, fn) -> Callable[[], None]:
+        """Observe gateway events (tail): fn(dict) for each; returns the call that ends it."""
+        return self.events.subscribe(fn)
+
+    def pickups(self, site: str | None = None) -> dict:
+        return self.control.waste.pickups(site)
+
     def devices(self) -> list[dict]:
-        return [s.info() for s in self.sessions.by_id.values()]
+        return [s.info() for s in self.sessions.devices.values()]
 
     def device(self, device_id: str) -> dict:
-        s = self.sessions.by_id.get(device_id)
+        """One device's info, with its pending commands under "commands" (id, type, state, deadline...)."""
+        s = self.sessions.devices.get(device_id)
         if s is None:
             raise LookupError("no device %r" % device_id)
         return s.info()
 
-    async def command(self, device_id: str, cmd: dict) -> dict:
-        """One operator/backbone command: {"type": ..., fields...} with defaults filled in."""
-        s = self.sessions.by_id.get(device_id)
+    async def command(self, device_id: str, cmd: dict, *, deadline: float | None = None,
+                      queue_for: float | None = None) -> dict:
+        """One operator or backbone command: {"type": ..., fields...}, defaults filled in.
+
+        deadline: wall-clock time (time.time()) by which the device must have answered.
+        queue_for: seconds the command may wait, also for a device that is not reachable
+            now. Such a command is listed in device(ID)["commands"], can be cancelled with
+            cancel(), and stays queued if the caller goes away. None or 0: a device that is
+            not reachable fails the command at once (CommandFailed("offline")), and
+            cancelling the awaiting task (the asker went away) cancels the command.
+        The command ends at the later of deadline and now + queue_for; with neither, after
+        [session] command_timeout. Past that it leaves the queue, is never sent again, and
+        CommandFailed("timeout") is raised.
+        Returns {"device", "command", "result": "ok", "tries"}; raises LookupError for an
+        unknown device, ValueError/SchemaError for a bad command, CommandFailed otherwise.
+        """
+        s = self.sessions.devices.get(device_id)
         if s is None:
             raise LookupError("no device %r" % device_id)
+        if queue_for is not None and (isinstance(queue_for, bool) or not isinstance(queue_for, (int, float))
+                                      or not 0 <= queue_for <= MAX_QUEUE_FOR):
+            raise ValueError("queue_for must be 0..%d seconds, got %r" % (MAX_QUEUE_FOR, queue_for))
         t = cmd.get("type")
         if t == "unlock":
             comp = cmd.get("comp")
             reason = cmd.get("reason")
             if not isinstance(reason, str) or not reason:
-                raise ValueError("unlock needs a reason (it goes into the locker's audit log)")
-            fut = self.control.lockers.unlock(device_id, comp, reason)
+                raise SchemaError("unlock.reason is missing (it goes into the locker's audit log)", "reason")
+            with asking(deadline, queue_for):
+                fut = self.control.lockers.unlock(device_id, comp, reason)
         else:
             msg = build_command(cmd)
-            fut = self.sessions.command(device_id, msg)
+            fut = self.sessions.command(device_id, msg, deadline, queue_for)
+        if queue_for:
+            return await asyncio.shield(fut)
         return await fut
+
+    def cancel(self, device_id: str, command_id: str) -> dict:
+        """Cancel a pending command (listed in device(ID)["commands"]); its asker gets CommandFailed("cancelled")."""
+        s = self.sessions.devices.get(device_id)
+        if s is None:
+            raise LookupError("no device %r" % device_id)
+        if not self.sessions.downlink.cancel(s, command_id):
+            raise LookupError("device %s has no pending command %r" % (device_id, command_id))
+        return {"device": device_id, "command": command_id, "result": "cancelled"}
 
     def reload(self) -> dict:
         self.sessions.reload()
-        return {"devices": len(self.sessions.by_id)}
+        return {"devices": len(self.sessions.devices)}
 
     async def _backbone_command(self, site, device_id, command, correlation):
         from gateway.uplink import CommandError
@@ -253,12 +345,12 @@ class Daemon:
                 if command.get("type") == "status":
                     return self.status()
                 if command.get("type") == "pickups":
-                    return self.control.waste.pickups(site)
+                    return self.pickups(site)
                 raise CommandError("unknown_command", "gateway commands: status, pickups")
-            s = self.sessions.by_id.get(device_id)
+            s = self.sessions.devices.get(device_id)
             if s is None or s.site != site:
                 raise CommandError("unknown_device", "no device %r at site %r" % (device_id, site))
-            return await self.command(device_id, command)
+            return await self.command(device_id, command, deadline=time.time() + self.cfg.uplink.command_timeout_s)
         except CommandFailed as e:
             raise CommandError(e.code, str(e)) from None
         except (ValueError, LookupError) as e:
@@ -294,4 +386,5 @@ async def serve(cfg: config_mod.Config) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, d.stop)
-    await d.run()
+    async with sdnotify.Supervisor(d):
+        await d.run()

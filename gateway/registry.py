@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sqlite3
-import stat
 import time
 from dataclasses import dataclass
 
+from protocol import rules
+from protocol.keyfile import KEY_LEN, KeyFileError, check_private, key_from_hex
 from protocol.messages import ROLE_IDS
 
-ID_RE = re.compile(r"[A-Za-z0-9_\-]{1,8}")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS devices (
@@ -35,6 +34,24 @@ CREATE TABLE IF NOT EXISTS loop_state (
     name TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+-- Which devices changed, whichever tool changed them: a running daemon reloads just those.
+CREATE TABLE IF NOT EXISTS device_changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS devices_added AFTER INSERT ON devices BEGIN
+    INSERT INTO device_changes(id) VALUES (new.id);
+    DELETE FROM device_changes WHERE seq <= (SELECT max(seq) FROM device_changes) - 1000;
+END;
+CREATE TRIGGER IF NOT EXISTS devices_removed AFTER DELETE ON devices BEGIN
+    INSERT INTO device_changes(id) VALUES (old.id);
+    DELETE FROM device_changes WHERE seq <= (SELECT max(seq) FROM device_changes) - 1000;
+END;
+CREATE TRIGGER IF NOT EXISTS devices_changed AFTER UPDATE OF id, role, site, key, position ON devices BEGIN
+    INSERT INTO device_changes(id) VALUES (old.id);
+    INSERT INTO device_changes(id) VALUES (new.id);
+    DELETE FROM device_changes WHERE seq <= (SELECT max(seq) FROM device_changes) - 1000;
+END;
 CREATE TABLE IF NOT EXISTS counters (
     id TEXT PRIMARY KEY REFERENCES devices(id) ON DELETE CASCADE,
     down_ceiling INTEGER,
@@ -89,14 +106,14 @@ def _private_dir(d: str) -> None:
 
 
 def validate(device_id, role, site, key, position=None) -> None:
-    if not isinstance(device_id, str) or not ID_RE.fullmatch(device_id):
-        raise InvalidDevice("device id %r must be 1-8 of A-Z a-z 0-9 _ -" % (device_id,))
+    if not rules.valid_id(device_id):
+        raise InvalidDevice("device id %r must be %s" % (device_id, rules.ID_RULE))
     if role not in ROLE_IDS:
         raise InvalidDevice("device %s: role %r is not one of %s" % (device_id, role, ", ".join(ROLE_IDS)))
-    if not isinstance(site, str) or not re.fullmatch(r"[a-z0-9_\-]{1,32}", site):
-        raise InvalidDevice("device %s: site %r must be 1-32 of a-z 0-9 _ -" % (device_id, site))
-    if not isinstance(key, (bytes, bytearray)) or not 16 <= len(key) <= 64:
-        raise InvalidDevice("device %s: key must be 16 to 64 bytes" % device_id)
+    if not rules.valid_site(site):
+        raise InvalidDevice("device %s: site %r must be %s" % (device_id, site, rules.SITE_RULE))
+    if not isinstance(key, (bytes, bytearray)) or len(key) != KEY_LEN:
+        raise InvalidDevice("device %s: key must be exactly %d bytes (SPEC section 1)" % (device_id, KEY_LEN))
     if position is not None and not isinstance(position, str):
         raise InvalidDevice("device %s: position must be text" % device_id)
 
@@ -144,7 +161,7 @@ class Registry:
             raise DuplicateKey("device %s: this key already belongs to device %s" % (device_id, cur[0]))
         exists = self.db.execute("SELECT 1 FROM devices WHERE id = ?", (device_id,)).fetchone()
         if exists and not replace:
-            raise DuplicateDevice("device %s is already registered (use replace to re-provision)" % device_id)
+            raise DuplicateDevice("device %s is already registered (use --replace to re-provision)" % device_id)
         with self.db:
             self.db.execute("BEGIN")
             if exists:
@@ -171,6 +188,12 @@ class Registry:
             raise UnknownDevice("no device %r" % device_id)
         return Device(*r)
 
+    def find(self, device_id: str) -> Device | None:
+        try:
+            return self.get(device_id)
+        except UnknownDevice:
+            return None
+
     def all(self) -> list[Device]:
         return [Device(*r) for r in self.db.execute(
             "SELECT id, role, site, key, position, fw, last_seen FROM devices ORDER BY id")]
@@ -178,6 +201,25 @@ class Registry:
     def set_seen(self, rows: list[tuple[float, int | None, str]]) -> None:
         """Batch update (last_seen, fw, id); fw None leaves it unchanged."""
         self.db.executemany("UPDATE devices SET last_seen=?, fw=COALESCE(?, fw) WHERE id=?", rows)
+
+    # -- changes made by any connection
+
+    def data_version(self) -> int:
+        """Changes when another connection (another tool, the daemon's writer) committed."""
+        return self.db.execute("PRAGMA data_version").fetchone()[0]
+
+    def changes_since(self, seq: int) -> tuple[int, list[str] | None]:
+        """(last change number, ids of devices added, changed or removed after `seq`).
+
+        None instead of ids: more changed than the log keeps; read everything again.
+        """
+        first, last = self.db.execute("SELECT min(seq), max(seq) FROM device_changes").fetchone()
+        if last is None or last == seq:
+            return seq if last is None else last, []
+        if seq < first - 1:
+            return last, None
+        ids = {r[0] for r in self.db.execute("SELECT id FROM device_changes WHERE seq > ?", (seq,))}
+        return last, sorted(ids)
 
     # -- protocol counters
 
@@ -212,10 +254,10 @@ class Registry:
 
     def import_file(self, path: str, replace: bool = False) -> list[str]:
         """Read a provisioning file: one JSON object or a list of {"id","role","site","key_hex","position"}."""
-        st = os.stat(path)
-        if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise RegistryError("%s: holds keys but is readable by others (mode %o); chmod 600 it"
-                                % (path, stat.S_IMODE(st.st_mode)))
+        try:
+            check_private(path)
+        except KeyFileError as e:
+            raise RegistryError("%s; %s" % (e.detail, e.hint) if e.hint else e.detail) from None
         with open(path, encoding="utf-8") as f:
             try:
                 doc = json.load(f)
@@ -235,9 +277,9 @@ class Registry:
                 if k not in d:
                     raise RegistryError("%s: missing field %r" % (where, k))
             try:
-                key = bytes.fromhex(d["key_hex"])
-            except (TypeError, ValueError):
-                raise RegistryError("%s: key_hex is not hex" % where) from None
+                key = key_from_hex(d["key_hex"], where + ": key_hex")
+            except KeyFileError as e:
+                raise RegistryError(e.detail) from None
             try:
                 validate(d["id"], d["role"], d["site"], key, d.get("position"))
             except InvalidDevice as e:

@@ -184,7 +184,7 @@ class ConsoleDriver:
     def provision(self, site: str, registry: str, booking_key: str | None = None, sets=()) -> dict:
         s = self.res.spec
         return provision(self._ui(), self.res.console, s.id, s.role, site, registry=registry, position=s.position,
-                         booking_key=booking_key, sets=list(sets), timeout=15)[1]
+                         booking_key=booking_key, sets=list(sets), create_registry=True, timeout=15)[1]
 
 
 class PeripheralDriver:

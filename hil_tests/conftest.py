@@ -143,6 +143,7 @@ class GatewayProcess:
             [gateway]
             state_dir = "{self.state}"
             api_socket = "{self.sock}"
+            trust_clock = true
 
             [uplink]
             broker = "mqtt://{self.broker.host}:{self.broker.port}"

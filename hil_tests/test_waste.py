@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -58,7 +59,7 @@ def test_container_fills_near_full_and_full_reach_backbone_and_pickup_list(board
     backbone.wait(lambda: any(f["fill"] == 96 for f in fills()), timeout=30, what="the 96 % fill report")
     # the pickup list, asked over the backbone as the city's collection planner would
     res_t = f"park/{site}/gateway/cmd/res"
-    backbone.c.publish(f"park/{site}/gateway/cmd/req", json.dumps({"id": "pick-1", "type": "pickups"}), qos=1)
+    backbone.c.publish(f"park/{site}/gateway/cmd/req", json.dumps({"id": "pick-1", "ts": time.time(), "type": "pickups"}), qos=1)
 
     def pickup_entry():
         for r in backbone.json(res_t):

@@ -13,12 +13,8 @@ import shutil
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-FW = ROOT / "firmware"
 KEY = bytes(range(32))
 T_2026 = 1767225600  # 2026-01-01T00:00:00Z
-_IGN = shutil.ignore_patterns("__pycache__", "*.pyc", "vmachine")
-_IGN_PROTO = shutil.ignore_patterns("__pycache__", "*.pyc", "vectors", "*.md", "*.cddl", "cpython.py")
 
 
 def vboard_available() -> bool:
@@ -30,15 +26,22 @@ def vboard_available() -> bool:
     return mpvm.node_available() and hasattr(vboard, "VirtualBoard")
 
 
+def write_firmware(dst: Path, role: str) -> Path:
+    """The role's files as its manifests put them onto a board (sources, not .mpy)."""
+    from park_device.manifest import board_files
+
+    for src, dest in board_files(role):
+        f = dst / dest.lstrip("/")
+        f.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, f)
+    return dst
+
+
 def deploy_tree(dst: Path, role: str, kid: str, pins: dict, app: dict | None = None,
                 rt: dict | None = None, link: dict | None = None) -> Path:
     """Write a board's flash image into dst (an empty directory)."""
     dst.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(FW / "common" / "main.py", dst / "main.py")
-    (dst / "lib").mkdir(exist_ok=True)
-    shutil.copytree(FW / "common", dst / "lib" / "common", ignore=_IGN)
-    shutil.copytree(ROOT / "protocol", dst / "lib" / "protocol", ignore=_IGN_PROTO)
-    shutil.copytree(FW / role, dst / "lib" / role, ignore=_IGN)
+    write_firmware(dst, role)
     cfg = {"id": kid, "site": "stadtpark", "role": role,
            "link": dict({"uart": 1, "baud": 115200, "tx": 17, "rx": 16, "hello_max": 4}, **(link or {})),
            "rt": dict({"wdt_ms": 8000}, **(rt or {})), "pins": pins, "app": app or {}}

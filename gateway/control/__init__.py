@@ -1,9 +1,11 @@
 """Local control loops: what the park must do even with the backbone away.
 
-Control receives every authentic message after the session rules ran and
-routes it to the loop for the device's role. Loops act through two narrow
-calls: cmd(device_id, msg) -> future (a downlink command) and
-alert(session, kind, body, event_id, ts) (a derived event for the backbone).
+Control is the stage after the sessions (seams.Stage): it receives every
+authentic, fresh message after the session rules ran and routes it to the loop
+for the device's role. Loops see the devices through a read-only view
+(seams.Devices) and act through two narrow calls: cmd(device_id, msg) -> future
+(seams.SendCommand, a downlink command) and alert(device, kind, body,
+event_id, ts) (seams.RaiseAlert, a derived event for the backbone).
 """
 
 from __future__ import annotations
@@ -15,18 +17,23 @@ import time
 from gateway.control.lighting import Lighting
 from gateway.control.lockers import Lockers
 from gateway.control.waste import Waste
+from gateway.events import Faults
+from gateway.seams import Devices, RaiseAlert, SendCommand
 
 log = logging.getLogger("park.control")
 
 
 class Control:
-    def __init__(self, cfg, devices: dict, cmd, alert, clock=time.time):
+    def __init__(self, cfg, devices: Devices, cmd: SendCommand, alert: RaiseAlert, clock=time.time,
+                 faults: Faults | None = None):
         self.cfg = cfg
         self.clock = clock
+        self.faults = faults if faults is not None else Faults()
         self.lighting = Lighting(cfg.sites, cmd, alert, devices)
         self.waste = Waste(cfg.sites, alert)
         self.lockers = Lockers(cfg.sites, cmd, alert, devices)
-        self._by_role = {"light_pole": self.lighting, "container_sensor": self.waste, "locker": self.lockers}
+        self._by_role: dict[str, Lighting | Waste | Lockers] = {
+            "light_pole": self.lighting, "container_sensor": self.waste, "locker": self.lockers}
 
     def on_message(self, s, msg: dict, now: float) -> None:
         loop = self._by_role.get(s.role)
@@ -49,8 +56,8 @@ class Control:
         while True:
             try:
                 self.tick()
-            except Exception:  # noqa: BLE001 - a loop bug must not stop the lights
-                log.exception("control tick failed")
+            except Exception as e:  # noqa: BLE001 - a loop bug must not stop the lights
+                self.faults.record("control_tick", e)
             await asyncio.sleep(period)
 
     def snapshot(self) -> dict:

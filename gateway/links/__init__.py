@@ -7,11 +7,14 @@ from gateway.links.base import Backoff, Link
 from gateway.links.ble import BleLink
 from gateway.links.serial import SerialLink, UrlLink
 from gateway.links.tcp import TcpLink
+from gateway.seams import FrameSink
 
 __all__ = ["Link", "Backoff", "TcpLink", "SerialLink", "UrlLink", "BleLink", "make_link"]
 
 
-def make_link(cfg: LinkConfig, on_envelope, on_error, ble_factory=None) -> Link:
+def make_link(cfg: LinkConfig, sink: FrameSink, ble_factory=None) -> Link:
+    """The link a [[links]] entry describes, feeding `sink` (the sessions)."""
+    on_envelope, on_error = sink.on_envelope, sink.on_frame_error
     if cfg.type == "serial":
         return SerialLink(cfg.name, cfg.port, on_envelope, on_error, cfg.baudrate, min(cfg.reconnect_max, 2.0))
     if cfg.type in ("tcp", "url") and cfg.url.startswith(("tcp://", "socket://")):

@@ -50,10 +50,12 @@ class CommandError(UplinkError):
     """Raised by a command handler to answer a backbone request with an error.
 
     ``code`` is a short machine-readable word (``unknown_device``, ``busy``...),
-    published in the response next to ``message``.
+    published in the response next to ``message``; ``field`` names the request
+    field a ``bad_value`` is about.
     """
 
-    def __init__(self, code: str, message: str = "") -> None:
+    def __init__(self, code: str, message: str = "", field: str = "") -> None:
         super().__init__(f"{code}: {message}" if message else code)
         self.code = code
         self.message = message
+        self.field = field

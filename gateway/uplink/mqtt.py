@@ -9,7 +9,10 @@
   broker publishes the ``offline`` last will if the gateway vanishes, and a
   clean stop publishes ``offline`` itself.
 - Command requests arrive on ``.../cmd/req``; the answer (with the request's
-  ``id`` as correlation) goes through the outbox to ``.../cmd/res``.
+  ``id`` as correlation) goes through the outbox to ``.../cmd/res``. Only
+  fresh requests run: a retained one, or one whose ``ts`` is further than
+  ``request_max_age_s`` from the gateway's clock, is answered ``stale``; an
+  id answered before (also before a restart) gets its first answer again.
 - Reconnects use exponential backoff with jitter between
   ``reconnect_min_s`` and ``reconnect_max_s``.
 """
@@ -17,7 +20,6 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import json
 import logging
 import math
@@ -32,14 +34,14 @@ import paho.mqtt.client as paho
 from .config import UplinkConfig
 from .errors import CommandError, OutboxError
 from .outbox import PRIO_STATE, Outbox
+from .requests import INTERRUPTED, RequestLog
 from .topics import Topics
 
 __all__ = ["MqttLink", "tls_context"]
 
-log = logging.getLogger("gateway.uplink.mqtt")
+log = logging.getLogger("park.uplink.mqtt")
 
 _MAX_REQUEST = 16 * 1024
-_REMEMBERED_REQUESTS = 1024
 _STABLE_S = 10.0  # a connection that lasted this long resets the reconnect backoff
 
 
@@ -60,11 +62,12 @@ def _dumps(obj: Any) -> bytes:
 
 
 class MqttLink:
-    def __init__(self, config: UplinkConfig, topics: Topics, outbox: Outbox,
+    def __init__(self, config: UplinkConfig, topics: Topics, outbox: Outbox, requests: RequestLog,
                  *, clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.topics = topics
         self.outbox = outbox
+        self.requests = requests
         self._clock = clock
         self.command_dispatch: Callable[[str, str | None, dict[str, Any], str], Awaitable[Mapping[str, Any] | None]] | None = None
         self.connected_event = asyncio.Event()
@@ -75,8 +78,6 @@ class MqttLink:
         self._task: asyncio.Task[None] | None = None
         self._client: aiomqtt.Client | None = None
         self._stopping = False
-        # per request: its answer, or how many redeliveries wait for it
-        self._answers: collections.OrderedDict[tuple[str, str], bytes | int] = collections.OrderedDict()
         self._command_tasks: set[asyncio.Task[None]] = set()
         # Drain via paho's PUBACK callback; False (or an aiomqtt without a paho
         # client inside) uses ``inflight`` workers awaiting aiomqtt's publish.
@@ -275,32 +276,49 @@ class MqttLink:
                 continue
             site, device_id = parsed
             response_topic = self.topics.response_for(message.topic.value)
-            self._handle_request(site, device_id, message.payload, response_topic)
+            self._handle_request(site, device_id, message.payload, response_topic, bool(message.retain))
 
-    def _handle_request(self, site: str, device_id: str | None, payload: Any, response_topic: str) -> None:
+    def _handle_request(self, site: str, device_id: str | None, payload: Any, response_topic: str,
+                        retained: bool = False) -> None:
         request, error = _parse_request(payload)
         if error is not None:
             corr = request.get("id") if isinstance(request, dict) and isinstance(request.get("id"), str) else None
             self._respond(response_topic, _dumps({"id": corr, "ok": False, "error": error}))
             return
         corr = request.pop("id")
+        created = request.pop("ts")
         key = (response_topic, corr)
-        if key in self._answers:
-            # A redelivered request (QoS 1 duplicate or a retry): never run it twice,
-            # but answer every delivery (once the first run has finished).
-            answer = self._answers[key]
-            if isinstance(answer, bytes):
-                self._respond(response_topic, answer)
-            else:
-                self._answers[key] = answer + 1
+        answer = self.requests.get(key)
+        if isinstance(answer, bytes) and answer != INTERRUPTED:
+            # A redelivered request (QoS 1 duplicate, a retry, a retained copy): never run it twice,
+            # but answer every delivery with the first answer.
+            self._respond(response_topic, answer)
             return
-        self._answers[key] = 0
-        while len(self._answers) > _REMEMBERED_REQUESTS:
-            self._answers.popitem(last=False)
+        if isinstance(answer, int):
+            self.requests.another_delivery(key)  # answered when the first delivery's run ends
+            return
+        self.requests.begin(key)
+        stale = self._staleness(retained, created, answer)
+        if stale is not None:
+            self._answer(key, response_topic, {"id": corr, "ok": False, "error": {"code": "stale", "message": stale}})
+            return
         task = asyncio.get_running_loop().create_task(
             self._run_command(site, device_id, request, corr, response_topic, key))
         self._command_tasks.add(task)
         task.add_done_callback(self._command_tasks.discard)
+
+    def _staleness(self, retained: bool, created: float, answer: bytes | None) -> str | None:
+        """Why a request must not run, or None when it is fresh."""
+        if answer == INTERRUPTED:
+            return "the gateway stopped while this request ran; it is not run again"
+        if retained:
+            return "a retained request is never run (publish requests with retain=false)"
+        age = self._clock() - created
+        limit = self.config.request_max_age_s
+        if abs(age) > limit:
+            return (f"created {age:.0f} s ago by the gateway's clock; requests older (or newer) than "
+                    f"{limit:g} s are not run")
+        return None
 
     async def _run_command(self, site: str, device_id: str | None, command: dict[str, Any], corr: str,
                            response_topic: str, key: tuple[str, str]) -> None:
@@ -312,22 +330,25 @@ class MqttLink:
             body: dict[str, Any] = {"id": corr, "ok": True, "result": dict(result or {})}
         except CommandError as exc:
             body = {"id": corr, "ok": False, "error": {"code": exc.code, "message": exc.message}}
+            if exc.field:
+                body["error"]["field"] = exc.field
         except asyncio.TimeoutError:
             body = {"id": corr, "ok": False,
                     "error": {"code": "timeout", "message": f"no result within {self.config.command_timeout_s} s"}}
         except Exception as exc:  # a handler bug must still produce an answer
             log.exception("command handler failed for %s", corr)
             body = {"id": corr, "ok": False, "error": {"code": "internal", "message": exc.__class__.__name__}}
+        self._answer(key, response_topic, body)
+
+    def _answer(self, key: tuple[str, str], response_topic: str, body: dict[str, Any]) -> None:
+        """Store the answer for redeliveries, then publish it once per delivery so far."""
         body["ts"] = self._clock()
         try:
             answer = _dumps(body)
         except (TypeError, ValueError):
-            answer = _dumps({"id": corr, "ok": False, "ts": body["ts"],
+            answer = _dumps({"id": body["id"], "ok": False, "ts": body["ts"],
                              "error": {"code": "internal", "message": "result is not JSON-serialisable"}})
-        waiting = self._answers.get(key)
-        if waiting is not None:
-            self._answers[key] = answer
-        for _ in range(1 + (waiting if isinstance(waiting, int) else 0)):
+        for _ in range(1 + self.requests.finish(key, answer)):
             self._respond(response_topic, answer)
 
     def _respond(self, topic: str, payload: bytes) -> None:
@@ -356,4 +377,8 @@ def _parse_request(payload: Any) -> tuple[dict[str, Any], dict[str, str] | None]
         return request, {"code": "malformed", "message": "id must be a string of 1-128 characters"}
     if not isinstance(request.get("type"), str):
         return request, {"code": "malformed", "message": "type must be a string naming the command"}
+    ts = request.get("ts")
+    if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not math.isfinite(ts) or ts < 0:
+        return request, {"code": "malformed",
+                         "message": "ts must be the request's creation time in seconds since the Unix epoch"}
     return request, None

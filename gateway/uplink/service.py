@@ -12,15 +12,18 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Mapping, Sequence
 
 from .config import UplinkConfig
-from .errors import CommandError, PayloadError, TopicError
+from protocol.errors import SchemaError
+
+from .errors import CommandError, OutboxError, PayloadError, TopicError
 from .mqtt import MqttLink
 from .outbox import PRIO_EVENT, PRIO_STATE, PRIO_TELEMETRY, Outbox
+from .requests import RequestLog
 from .senml import Record, encode_pack, records_from_message
 from .topics import Topics, check_segment
 
 __all__ = ["Uplink", "UplinkStats", "CommandHandler"]
 
-log = logging.getLogger("gateway.uplink")
+log = logging.getLogger("park.uplink")
 
 CommandHandler = Callable[[str, "str | None", dict[str, Any], str], Awaitable["Mapping[str, Any] | None"]]
 """``handler(site, device_id or None, command, correlation_id) -> result``.
@@ -89,7 +92,8 @@ class Uplink:
         self.topics = Topics(config.topic_prefix, config.gateway_id)
         self._sites = frozenset(config.sites)
         self.outbox = Outbox(outbox_path, config.outbox, clock=clock, on_drop=self._on_drop)
-        self._link = MqttLink(config, self.topics, self.outbox, clock=clock)
+        self._requests = RequestLog(os.path.join(os.path.dirname(os.path.abspath(outbox_path)), "requests.sqlite"))
+        self._link = MqttLink(config, self.topics, self.outbox, self._requests, clock=clock)
         self._link.command_dispatch = self._dispatch_command
         self._handler: CommandHandler | None = None
         self._drop_counts: dict[str, int] = {}
@@ -100,6 +104,11 @@ class Uplink:
 
     async def __aenter__(self) -> "Uplink":
         await self.outbox.open()
+        try:
+            self._requests.open()
+        except OutboxError:
+            await self.outbox.close()
+            raise
         self._open = True
         self._link.start()
         return self
@@ -109,6 +118,7 @@ class Uplink:
         if self._drop_timer is not None:
             self._drop_timer.cancel()
         await self._link.stop()
+        self._requests.close()
         await self.outbox.close()
 
     async def wait_connected(self, timeout: float | None = None) -> None:
@@ -200,7 +210,10 @@ class Uplink:
             raise CommandError("unknown_site", f"site {site!r} is not served by this gateway")
         if self._handler is None:
             raise CommandError("not_ready", "the gateway has no command handler yet")
-        return await self._handler(site, device_id, command, correlation)
+        try:
+            return await self._handler(site, device_id, command, correlation)
+        except SchemaError as exc:
+            raise CommandError("bad_value", exc.detail, exc.field) from None
 
     # -- visibility of drops ------------------------------------------------
 

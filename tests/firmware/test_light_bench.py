@@ -5,7 +5,6 @@ board's link UART with the protocol package (a test peer, not the product gatewa
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import time
 from pathlib import Path
@@ -13,9 +12,8 @@ from pathlib import Path
 import serial
 
 from protocol import cbor, codec, cose, framing, messages
+from sim.testbed import write_firmware
 
-ROOT = Path(__file__).resolve().parents[2]
-FW = ROOT / "firmware"
 KEY = bytes(range(32))
 KID = b"l001"
 PINS = {"lamp": 25, "motion": 27, "ambient": 34, "lamp_cs": 35}
@@ -45,14 +43,7 @@ def deploy_tree(dst: Path, app: dict, rt: dict | None = None, source: bool = Fal
     """The flash image `park-device deploy` + `provision` write to a pole: .mpy packages, /main.py,
     /config.json, /key.bin (source=True: the .py files instead, e.g. for readable tracebacks)."""
     if source:
-        ign = shutil.ignore_patterns("__pycache__", "*.pyc", "vmachine")
-        shutil.copyfile(FW / "common" / "main.py", dst / "main.py")
-        (dst / "lib").mkdir()
-        shutil.copytree(FW / "common", dst / "lib" / "common", ignore=ign)
-        shutil.copytree(ROOT / "protocol", dst / "lib" / "protocol",
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "vectors", "*.md", "*.cddl",
-                                                      "cpython.py"))
-        shutil.copytree(FW / "light_pole", dst / "lib" / "light_pole", ignore=ign)
+        write_firmware(dst, "light_pole")
     else:
         for art in _artifacts():
             f = dst / art.dest.lstrip("/")

@@ -46,6 +46,7 @@ def write_config(tmp, links=(), *, lon=None, lat=0.0, edges=(), extra="", broker
         [gateway]
         state_dir = "{state}"
         api_socket = "{sock}"
+        trust_clock = true
 
         [uplink]
         broker = "{broker}"

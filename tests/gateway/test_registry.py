@@ -46,7 +46,7 @@ def test_duplicate_id_and_key_are_refused(tmp_path):
     (("toolongid9", "light_pole", "s", K1), "device id"),
     (("l001", "toaster", "s", K1), "role"),
     (("l001", "light_pole", "Bad Site", K1), "site"),
-    (("l001", "light_pole", "s", b"short"), "16 to 64 bytes"),
+    (("l001", "light_pole", "s", b"short"), "exactly 32 bytes"),
 ])
 def test_invalid_devices(tmp_path, args, needle):
     with Registry(str(tmp_path / "r.sqlite")) as reg:
@@ -94,7 +94,7 @@ def test_import_file_checks_mode_and_content(tmp_path):
 
 def test_downlink_counter_never_reuses_a_number_after_restart(tmp_path):
     from gateway.registry import RegistryWriter
-    from gateway.session import DownCounter
+    from gateway.downcounter import DownCounter
 
     p = str(tmp_path / "r.sqlite")
     with Registry(p) as reg:

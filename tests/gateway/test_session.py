@@ -196,3 +196,30 @@ async def test_command_queue_is_bounded(park):
     assert len(busy) == 40 - 4 - cfg.session.queue
     for f in futs:
         f.cancel()
+
+
+async def test_replayed_old_hello_changes_no_session_state(tmp_path):
+    """Issue 9.4: a captured hello replayed later (here on a second link) must not stall or redirect downlink."""
+    link, other = await SimLink.tcp_server(), await SimLink.tcp_server()
+    cfg = load(write_config(str(tmp_path), [{"type": "tcp", "url": link.url, "name": "vb0"},
+                                            {"type": "tcp", "url": other.url, "name": "vb1"}]))
+    keys = provision(cfg, [("l001", "light_pole")])
+    async with running(cfg) as d:
+        await connected(link)
+        await connected(other)
+        dev = link.add(sim("l001", keys, "light_pole"))
+        first_seq = dev.seq
+        await dev.hello()
+        captured = dev.frame({"type": "hello", "role": 2, "fw": dev.fw, "caps": 0, "nonce": dev.nonce}, seq=first_seq)
+        for _ in range(3):
+            dev.send({"type": "heartbeat", "uptime": 1, "heap": 1, "boots": 1, "status": 16, "fw": dev.fw,
+                      "batt": None, "dropped": 0})
+        s = d.sessions.by_id["l001"]
+        await until(lambda: s.window.top >= first_seq + 3, what="heartbeats")
+        other.write(captured)  # the attacker's copy arrives on another link
+        await until(lambda: d.sessions.counters["resync"] == 1, what="replay seen")
+        assert s.welcomed and s.link.name == "vb0"
+        r = await d.command("l001", {"type": "light_set", "level": 42})
+        assert r["result"] == "ok" and dev.commands[-1]["level"] == 42
+    await link.close()
+    await other.close()

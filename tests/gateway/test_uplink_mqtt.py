@@ -247,14 +247,14 @@ async def test_commands_are_answered_with_their_correlation_id(mosquitto, subscr
             up.on_command(handler)
             await up.wait_connected(10)
             req = "park/stadtpark/device/l001/cmd/req"
-            pub.publish(req, json.dumps({"id": "r1", "type": "light_set", "level": 40}), qos=1).wait_for_publish()
-            pub.publish(req, json.dumps({"id": "r1", "type": "light_set", "level": 40}), qos=1).wait_for_publish()
+            pub.publish(req, json.dumps({"id": "r1", "ts": time.time(), "type": "light_set", "level": 40}), qos=1).wait_for_publish()
+            pub.publish(req, json.dumps({"id": "r1", "ts": time.time(), "type": "light_set", "level": 40}), qos=1).wait_for_publish()
             pub.publish("park/stadtpark/device/k001/cmd/req",
-                        json.dumps({"id": "r2", "type": "unlock", "comp": 99}), qos=1).wait_for_publish()
+                        json.dumps({"id": "r2", "ts": time.time(), "type": "unlock", "comp": 99}), qos=1).wait_for_publish()
             pub.publish(req, b"{not json", qos=1).wait_for_publish()
-            pub.publish(req, json.dumps({"type": "reboot"}), qos=1).wait_for_publish()
-            pub.publish(req, json.dumps({"id": "r3", "type": "slow"}), qos=1).wait_for_publish()
-            pub.publish("park/stadtpark/gateway/cmd/req", json.dumps({"id": "g1", "type": "status"}),
+            pub.publish(req, json.dumps({"ts": time.time(), "type": "reboot"}), qos=1).wait_for_publish()
+            pub.publish(req, json.dumps({"id": "r3", "ts": time.time(), "type": "slow"}), qos=1).wait_for_publish()
+            pub.publish("park/stadtpark/gateway/cmd/req", json.dumps({"id": "g1", "ts": time.time(), "type": "status"}),
                         qos=1).wait_for_publish()
             await responses.until(lambda: len(responses.messages) >= 6, 10, "6 responses")
             await gw_responses.until(lambda: gw_responses.messages, 10, "gateway response")

@@ -171,15 +171,14 @@ async def test_a_full_disk_fails_the_callers_and_loses_nothing_already_stored(tm
     ob = Outbox(tmp_path / "o.sqlite", OutboxConfig())
     await ob.open()
     await ob.append("t", b"kept")
-    loop = asyncio.get_running_loop()
-    pages = await loop.run_in_executor(ob._exec, lambda: ob._db.execute("PRAGMA page_count").fetchone()[0])
-    await loop.run_in_executor(ob._exec, lambda: ob._db.execute(f"PRAGMA max_page_count={pages + 1}"))
+    pages = await ob.in_writer(lambda db: db.execute("PRAGMA page_count").fetchone()[0])
+    await ob.in_writer(lambda db: db.execute(f"PRAGMA max_page_count={pages + 1}"))
     futs = [ob.append("t", b"x" * 20_000) for _ in range(3)]
     with pytest.raises(OutboxError, match="full"):
         await futs[-1]
     assert all(isinstance(f.exception(), OutboxError) for f in futs)
     assert ob.depth == 1
-    await loop.run_in_executor(ob._exec, lambda: ob._db.execute("PRAGMA max_page_count=1073741823"))
+    await ob.in_writer(lambda db: db.execute("PRAGMA max_page_count=1073741823"))
     await ob.append("t", b"after")
     rows = await take_all(ob, 2)
     assert [r.payload for r in rows] == [b"kept", b"after"]

@@ -47,6 +47,15 @@ def test_resolve_picks_by_serial_and_refuses_ambiguity_and_absence():
     assert ports.resolve("socket://127.0.0.1:1") == "socket://127.0.0.1:1"
 
 
+def _manifests(fw, role, common_files, role_files, main=False):
+    """firmware/<package>/manifest.py for a test tree (the manifests are what deploy reads)."""
+    (fw / "common" / "manifest.py").write_text(
+        f'require("protocol")\npackage("common", files={tuple(common_files)!r}, base_path="..")\n'
+        + ('module("main.py")\n' if main else ""))
+    (fw / role / "manifest.py").write_text(
+        f'require("common")\npackage({role!r}, files={tuple(role_files)!r}, base_path="..")\n')
+
+
 @pytest.mark.parametrize("role", sorted(ROLES))
 def test_sources_lay_out_packages_and_leave_out_host_only_code(role, tmp_path):
     fw = tmp_path / "fw"
@@ -57,6 +66,7 @@ def test_sources_lay_out_packages_and_leave_out_host_only_code(role, tmp_path):
     (fw / "common" / "main.py").write_text("from common import runtime\n")
     (fw / "common" / "vmachine").mkdir()
     (fw / "common" / "vmachine" / "machine.py").write_text("")
+    _manifests(fw, role, ("__init__.py", "mod.py"), ("__init__.py", "mod.py"), main=True)
     dests = {d: c for _, d, c in build.sources(role, fw_root=fw)}
     assert dests["/lib/common/mod.mpy"] and dests[f"/lib/{role}/mod.mpy"] and dests["/lib/protocol/codec.mpy"]
     assert dests["/main.py"] is False  # MicroPython runs main.py by name: source, not .mpy
@@ -75,6 +85,7 @@ def test_build_is_deterministic_and_names_a_broken_file(tmp_path):
         (fw / pkg).mkdir(parents=True)
         (fw / pkg / "__init__.py").write_text("")
     (fw / "locker" / "bad.py").write_text("def f(:\n")
+    _manifests(fw, "locker", ("__init__.py",), ("__init__.py", "bad.py"))
     with pytest.raises(errors.BuildFailed) as e:
         build.build("locker", fw_root=fw)
     assert "bad.py" in e.value.where
@@ -166,7 +177,8 @@ class FakeRomLoader:
     def __init__(self, chip):
         self.chip, self.released, self.written = chip, 0, []
 
-    def detect(self, port, mode):
+    def detect(self, port, mode, attempts=3):
+        self.attempts = attempts
         return self.chip, self.release
 
     def release(self):
@@ -193,6 +205,19 @@ def test_flash_refuses_a_wrong_chip_before_writing(tmp_path, blank_pty):
 def test_real_esptool_reports_a_silent_port_as_no_answer(blank_pty):
     with pytest.raises(errors.NoAnswer, match="ROM bootloader"):
         flash.detect_chip(blank_pty, connect_mode="no-reset", attempts=1)
+
+
+def test_flash_waits_for_the_rom_loader_no_longer_than_its_timeout(tmp_path, blank_pty):
+    import time
+    from park_device.ui import UI
+    img = _image(tmp_path / "esp32.bin", 0)
+    rom = FakeRomLoader("ESP32")
+    flash.flash(UI(quiet=True), blank_pty, img, timeout=4, detect=rom.detect, write=rom.write)
+    assert rom.attempts == 4
+    t0 = time.monotonic()
+    with pytest.raises(errors.NoAnswer, match="ROM bootloader"):
+        flash.flash(UI(quiet=True), blank_pty, img, timeout=1, connect_mode="no-reset")
+    assert time.monotonic() - t0 < 5
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import io
 import json
 import os
 import sys
+import time
 from typing import Callable, Iterable
 
 import serial
@@ -90,6 +91,73 @@ def _pd_info():
 """
 
 
+class BoundedTransport(SerialTransport):
+    """mpremote's serial transport with every wait bounded by a deadline.
+
+    mpremote restarts its timeout at each received byte, so a board that never stops printing
+    (a reboot loop) kept `enter_raw_repl` and every exec waiting forever. Here each wait ends
+    after its timeout however much arrives, and `noise` counts what came in while waiting.
+    """
+
+    def __init__(self, *args, limit: float = 10.0, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.limit = limit
+        self.noise = 0
+
+    def read_until(self, min_num_bytes, ending, timeout=10, data_consumer=None, timeout_overall=None):
+        """Until `ending`, `timeout` s without a byte, or `timeout_overall` s in all (default: timeout)."""
+        if timeout_overall is None:
+            timeout_overall = self.limit if timeout is None else max(timeout, 1.0)
+        data = b""
+        start = last = time.monotonic()
+        while not data.endswith(ending):
+            now = time.monotonic()
+            if now - start >= timeout_overall:
+                break
+            new = self.serial.read(1) if (self.is_pty or self.serial.in_waiting) else b""
+            if new:
+                last = now
+                self.noise += 1
+                if data_consumer:
+                    data_consumer(new)
+                    data = new
+                else:
+                    data += new
+            elif timeout is not None and now - last >= timeout:
+                break
+            else:
+                time.sleep(0.01)
+        return data
+
+    def drain(self, end: float) -> bool:
+        """Read and drop what is waiting; False if the board was still printing at `end`."""
+        while self.serial.in_waiting:
+            if time.monotonic() >= end:
+                return False
+            self.noise += len(self.serial.read(self.serial.in_waiting))
+        return True
+
+    def enter_raw_repl(self, soft_reset=True, timeout_overall=10):
+        end = time.monotonic() + timeout_overall
+        self.serial.write(b"\r\x03")  # interrupt a running program
+        if not self.drain(end):
+            raise TransportError("the board kept printing for %g s" % timeout_overall)
+        self.serial.write(b"\r\x01")  # raw REPL
+        prompt = b"raw REPL; CTRL-B to exit\r\n"
+        if soft_reset:
+            data = self.read_until(1, prompt + b">", timeout_overall=max(end - time.monotonic(), 0.1))
+            if not data.endswith(prompt + b">"):
+                raise TransportError("could not enter raw repl")
+            self.serial.write(b"\x04")  # soft reset: a fresh interpreter, firmware not started
+            data = self.read_until(1, b"soft reboot\r\n", timeout_overall=max(end - time.monotonic(), 0.1))
+            if not data.endswith(b"soft reboot\r\n"):
+                raise TransportError("could not enter raw repl")
+        data = self.read_until(1, prompt, timeout_overall=max(end - time.monotonic(), 0.1))
+        if not data.endswith(prompt):
+            raise TransportError("could not enter raw repl")
+        self.in_raw_repl = True
+
+
 def _lock_probe(port: str) -> None:
     """Open and close the port exclusively once, to tell 'missing' from 'busy' from 'forbidden'."""
     try:
@@ -155,7 +223,7 @@ class Board:
         try:
             # mpremote prints raw bytes on failure; keep stdout clean for --json.
             with contextlib.redirect_stdout(io.StringIO()):
-                t = SerialTransport(port, baudrate=115200, timeout=min(2.0, timeout))
+                t = BoundedTransport(port, baudrate=115200, timeout=min(2.0, timeout), limit=timeout)
         except TransportError as e:
             raise PortBusy(f"cannot open {port}: {e}", where=port) from None
         board = cls(t, port, timeout)
@@ -188,6 +256,11 @@ class Board:
                             raise
                 raise TransportError("the raw REPL did not echo a test command")
         except (TransportError, OSError, serial.SerialException) as e:
+            if getattr(self.t, "noise", 0) > 512:
+                raise NoAnswer(f"the board on {self.port} keeps printing and never stays at its REPL "
+                               f"(a reboot loop?) within {self.timeout:g} s", where=self.port,
+                               hint="`park-device recover` stops it and removes /main.py; then deploy and "
+                                    "provision again") from e
             raise NoAnswer(f"no MicroPython REPL answered on {self.port} within {self.timeout:g} s", where=self.port,
                            hint="is MicroPython flashed (`park-device flash`)? is it the right port? "
                                 "try pressing the board's reset button") from e

@@ -1,27 +1,23 @@
 """Compile what a role needs into .mpy files with mpy-cross, and describe where each goes on the board.
 
-Board layout (docs/firmware.md): /lib/protocol, /lib/common and /lib/<role> as .mpy,
-/main.py (and /boot.py if the runtime has one) as source, because MicroPython only
-runs those two by name. Builds are deterministic (source name fixed with -s), so the
-same sources give the same sha256 and an unchanged board is skipped file by file.
+What goes onto a board is what the role's manifest lists (park_device.manifest): packages
+as .mpy under /lib (/lib/protocol, /lib/common, /lib/<role>), entry scripts (/main.py) as
+source, because MicroPython only runs those by name. Builds are deterministic (source name
+fixed with -s), so the same sources give the same sha256 and an unchanged board is skipped
+file by file.
 """
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import BuildFailed, UnknownRole
-from .roles import ROLES, firmware_root, protocol_root
-
-# Never deployed: host-only accelerators and the virtual board's simulated hardware.
-HOST_ONLY = {"protocol": {"cpython.py", "names.py"}, "common": {"main.py", "boot.py"}}
-SKIP_DIRS = {"__pycache__", "vmachine", "tests", "vectors"}
-ENTRY_FILES = ("main.py", "boot.py")
+from .errors import BuildFailed
+from .manifest import board_files
+from .roles import firmware_root
 
 
 @dataclass(frozen=True)
@@ -53,42 +49,12 @@ def mpy_cross_version() -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2) or 0)
 
 
-def _package_files(root: Path, package: str) -> list[tuple[Path, str]]:
-    """(source file, path relative to /lib) for every .py file of a package tree."""
-    out = []
-    skip = HOST_ONLY.get(package, set())
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS and not d.startswith("."))
-        for name in sorted(filenames):
-            if not name.endswith(".py"):
-                continue
-            rel = Path(dirpath, name).relative_to(root)
-            if len(rel.parts) == 1 and name in skip:
-                continue
-            out.append((Path(dirpath, name), f"{package}/{rel.as_posix()}"))
-    return out
-
-
 def sources(role: str, fw_root: Path | None = None, proto_root: Path | None = None) -> list[tuple[Path, str, bool]]:
-    """(source, board path, compile?) for everything the role needs, in a stable order."""
-    if role not in ROLES:
-        raise UnknownRole(f"unknown role {role!r}", hint="one of: " + ", ".join(ROLES))
-    fw = Path(fw_root or firmware_root())
-    proto = Path(proto_root or protocol_root())
-    plan: list[tuple[Path, str, bool]] = []
-    for root, pkg in ((proto, "protocol"), (fw / "common", "common"), (fw / role, role)):
-        if not root.is_dir():
-            raise BuildFailed(f"{root} is missing: cannot build role {role}", where=str(root))
-        files = _package_files(root, pkg)
-        if not files:
-            raise BuildFailed(f"{root} has no .py files", where=str(root))
-        for src, rel in files:
-            plan.append((src, "/lib/" + rel[:-3] + ".mpy", True))
-    for name in ENTRY_FILES:
-        src = fw / "common" / name
-        if src.is_file():
-            plan.append((src, "/" + name, False))
-    return plan
+    """(source, board path, compile?) for everything the role's manifest lists: packages in manifest
+    order, then the entry scripts."""
+    files = board_files(role, fw_root, proto_root)
+    return ([(src, dest[:-3] + ".mpy", True) for src, dest in files if dest.startswith("/lib/")] +
+            [(src, dest, False) for src, dest in files if not dest.startswith("/lib/")])
 
 
 def build(role: str, fw_root: Path | None = None, proto_root: Path | None = None,

@@ -6,6 +6,8 @@
     park-device provision --id l001 --site stadtpark --role light_pole --registry /var/lib/park-gateway/registry.sqlite
     park-device selftest
     park-device monitor
+    park-device recover
+    park-device manifest --role light_pole > board_manifest.py
 
 Every command: --json for one machine-readable object on stdout, a one-line summary
 otherwise, a typed error with a stable code and exit status when something is wrong.
@@ -22,7 +24,8 @@ from .roles import ROLES
 from .ui import UI
 
 
-def _common(p: argparse.ArgumentParser, board: bool = True) -> None:
+def _common(p: argparse.ArgumentParser, board: bool = True, timeout: float | None = 10.0,
+            timeout_help: str = "seconds to wait for the board (default 10)") -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object (monitor: JSON lines) on stdout")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress, only the summary line")
     if board:
@@ -30,7 +33,7 @@ def _common(p: argparse.ArgumentParser, board: bool = True) -> None:
                        help="serial port or pyserial URL (socket://host:port); default: the only ESP32 "
                             "plugged in ($PARK_DEVICE_PORT)")
         p.add_argument("--serial", dest="serial_number", help="pick the port by USB serial number")
-        p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the board (default 10)")
+        p.add_argument("--timeout", type=float, default=timeout, help=timeout_help)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -43,7 +46,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--esp32", action="store_true", help="only ESP32-looking ports")
 
     p = sub.add_parser("flash", help="write a MicroPython image with esptool (checks the chip first)")
-    _common(p)
+    _common(p, timeout_help="seconds to wait for the ROM bootloader to answer (default 10)")
     p.add_argument("--image", required=True, help="MicroPython firmware .bin for the board")
     p.add_argument("--chip", help="expected chip (esp32, esp32s3, ...); default: from the image")
     p.add_argument("--baud", type=int, default=460800)
@@ -72,14 +75,27 @@ def parser() -> argparse.ArgumentParser:
                                            "(default: ./<id>.device.json)")
     p.add_argument("--booking-key", help="lockers: the booking token key file (created if missing)")
     p.add_argument("--replace", action="store_true", help="re-key a device id or re-purpose a provisioned board")
+    p.add_argument("--reset-config", action="store_true",
+                   help="overwrite app settings the board has now (changed since, e.g. by `park-gateway config set`)")
+    p.add_argument("--create-registry", action="store_true",
+                   help="with --registry: create the registry if it does not exist yet (never done silently)")
     p.add_argument("--no-restart", dest="restart", action="store_false")
+
+    p = sub.add_parser("manifest", help="print a role's board manifest for a frozen ESP-IDF build (--json: the files)")
+    _common(p, board=False)
+    p.add_argument("--role", required=True, help="|".join(ROLES))
 
     p = sub.add_parser("selftest", help="run the firmware's self test and show every sensor and actuator")
     _common(p)
     p.add_argument("--no-restart", dest="restart", action="store_false")
 
-    p = sub.add_parser("monitor", help="the board's log, live (Ctrl-C ends)")
+    p = sub.add_parser("recover", help="stop a board that keeps rebooting: interrupt it, remove /main.py, reset")
     _common(p)
+    p.add_argument("--no-restart", dest="restart", action="store_false", help="leave it at the REPL, no reset")
+
+    p = sub.add_parser("monitor", help="the board's log, live (Ctrl-C ends)")
+    _common(p, timeout=None, timeout_help="fail if the board prints nothing for this many seconds (default: "
+                                          "no limit, a quiet firmware is normal)")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
     p.add_argument("--until", help="stop at the first line matching this regular expression")
     p.add_argument("--reset", action="store_true", help="soft-reboot first to see the boot log")
@@ -100,7 +116,7 @@ def run(args: argparse.Namespace, ui: UI) -> tuple[str, dict]:
     if c == "flash":
         from .flash import flash
         return flash(ui, args.port, args.image, chip=args.chip, baud=args.baud, erase=args.erase,
-                     connect_mode=args.before, serial_number=args.serial_number)
+                     connect_mode=args.before, serial_number=args.serial_number, timeout=args.timeout)
     if c == "deploy":
         from .deploy import deploy
         return deploy(ui, args.port, args.role, timeout=args.timeout, force=args.force, restart=args.restart,
@@ -109,15 +125,22 @@ def run(args: argparse.Namespace, ui: UI) -> tuple[str, dict]:
         from .provision import provision
         return provision(ui, args.port, args.device_id, args.role, args.site, registry=args.registry,
                          import_file=args.import_file, config_file=args.config_file, sets=args.sets,
-                         position=args.position, replace=args.replace, booking_key=args.booking_key,
+                         position=args.position, replace=args.replace, reset_config=args.reset_config,
+                         create_registry=args.create_registry, booking_key=args.booking_key,
                          timeout=args.timeout, restart=args.restart, serial_number=args.serial_number)
+    if c == "manifest":
+        from .manifest import describe
+        return describe(ui, args.role)
     if c == "selftest":
         from .selftest import selftest
         return selftest(ui, args.port, timeout=args.timeout, restart=args.restart, serial_number=args.serial_number)
+    if c == "recover":
+        from .recover import recover
+        return recover(ui, args.port, timeout=args.timeout, restart=args.restart, serial_number=args.serial_number)
     if c == "monitor":
         from .monitor import monitor
         return monitor(ui, args.port, duration=args.duration, until=args.until, reset=args.reset,
-                       serial_number=args.serial_number)
+                       serial_number=args.serial_number, idle_timeout=args.timeout)
     raise AssertionError(c)
 
 

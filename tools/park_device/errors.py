@@ -112,3 +112,18 @@ class FlashFailed(DeviceToolError):
 
 class BuildFailed(DeviceToolError):
     code, exit_status = "build_failed", 28
+
+
+class ManifestError(BuildFailed):
+    """A firmware manifest.py is missing, broken, or lists a file that is not there."""
+    code, exit_status = "bad_manifest", 29
+
+
+class ConfigConflict(DeviceToolError):
+    """Provisioning would overwrite config values the board has now (set since, e.g. by the gateway)."""
+    code, exit_status = "config_conflict", 30
+
+
+class NoRecovery(DeviceToolError):
+    """recover could not stop the firmware within the timeout."""
+    code, exit_status = "no_recovery", 31

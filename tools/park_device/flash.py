@@ -68,14 +68,15 @@ def detect_chip(port: str, connect_mode: str = "default-reset", attempts: int = 
 
 
 def flash(ui, port: str | None, image: str, *, chip: str | None = None, baud: int = 460800, erase: bool = False,
-          connect_mode: str = "default-reset", serial_number: str | None = None,
+          connect_mode: str = "default-reset", serial_number: str | None = None, timeout: float = 10.0,
           detect: Callable = detect_chip, write: Callable | None = None) -> tuple[str, dict]:
     img = image_chip(image)
     if chip and chip.upper().replace("_", "-") != img["chip"]:
         raise WrongChip(f"{image} is built for {img['chip']}, but --chip says {chip}", where=image)
     port = resolve(port, serial_number=serial_number)
     _lock_probe(port)
-    found, release = detect(port, connect_mode)
+    # esptool spends about a second per connect attempt (reset, sync, retries)
+    found, release = detect(port, connect_mode, attempts=max(1, round(timeout)))
     if found != img["chip"]:
         release()
         raise WrongChip(f"the board is an {found}, but {os.path.basename(image)} is built for {img['chip']}",

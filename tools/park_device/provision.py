@@ -7,20 +7,23 @@ Keys live in memory only long enough to be written; they are never printed or lo
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import re
 import secrets
-import sys
+import shutil
+import tempfile
 from pathlib import Path
 
-from .board import Board
-from .errors import BadConfig, BoardError, KeyConflict, NotProvisioned, RegistryError
-from .roles import check_role, firmware_root, needs_booking_key, template
+from protocol import keyfile, rules
 
-ID_RE = re.compile(r"[A-Za-z0-9_\-]{1,8}")
-SITE_RE = re.compile(r"[a-z0-9_\-]{1,32}")
-KEY_LEN = 32
+from .board import Board
+from .errors import BadConfig, BoardError, ConfigConflict, KeyConflict, NotProvisioned, WrongRole
+from .fwload import FirmwareModules
+from .registrar import GatewayRegistry, entry, write_private
+from .roles import ROLES, check_role, firmware_root, needs_booking_key, template
+
+KEY_LEN = keyfile.KEY_LEN
 SECTIONS = ("link", "rt", "pins", "app")
 
 
@@ -47,12 +50,12 @@ def parse_set(items: list[str]) -> dict:
 def compose(device_id: str, role: str, site: str, base: dict | None, sets: dict,
             use_template: bool = True) -> dict:
     """The /config.json document: identity + reference wiring, the sections from --config, then --set."""
-    if not isinstance(device_id, str) or not ID_RE.fullmatch(device_id):
-        raise BadConfig(f"device id {device_id!r} must be 1-8 of A-Z a-z 0-9 _ -", where="--id",
+    if not rules.valid_id(device_id):
+        raise BadConfig(f"device id {device_id!r} must be {rules.ID_RULE}", where="--id",
                         hint="park convention: c001 containers, l001 light poles, k001 lockers")
     check_role(role)
-    if not isinstance(site, str) or not SITE_RE.fullmatch(site):
-        raise BadConfig(f"site {site!r} must be 1-32 of a-z 0-9 _ -", where="--site")
+    if not rules.valid_site(site):
+        raise BadConfig(f"site {site!r} must be {rules.SITE_RULE}", where="--site")
     base = dict(base or {})
     tmpl = template(role) if use_template else {}
     for k in base:
@@ -93,28 +96,17 @@ def load_config_file(path: str | None) -> dict | None:
 
 def validate_host(cfg: dict, fw_root: Path | None = None) -> None:
     """Run the firmware's own config checks (firmware/common/config.py) here, before touching the board."""
-    root = str(Path(fw_root or firmware_root()))
-    if not os.path.isfile(os.path.join(root, "common", "config.py")):
+    fw = Path(fw_root or firmware_root())
+    if not (fw / "common" / "config.py").is_file():
         return
-    added = root not in sys.path
-    saved = {k: sys.modules.pop(k) for k in list(sys.modules) if k == "common" or k.startswith("common.")}
-    if added:
-        sys.path.insert(0, root)
+    mods = FirmwareModules(fw)
+    fwconfig, fwerrors = mods.load("common.config"), mods.load("common.errors")
     try:
-        from common import config as fwconfig  # the device's module, run under CPython
-        from common.errors import ConfigError, ProvisionError
-        try:
-            fwconfig.DeviceConfig(cfg)
-        except ConfigError as e:
-            raise BadConfig(f"{e.field}: {e.reason}", where=e.field) from None
-        except ProvisionError as e:
-            raise BadConfig(str(e), where="config") from None
-    finally:
-        for k in [k for k in sys.modules if k == "common" or k.startswith("common.")]:
-            del sys.modules[k]
-        sys.modules.update(saved)
-        if added:
-            sys.path.remove(root)
+        fwconfig.DeviceConfig(cfg)
+    except fwerrors.ConfigError as e:
+        raise BadConfig(f"{e.field}: {e.reason}", where=e.field) from None
+    except fwerrors.ProvisionError as e:
+        raise BadConfig(str(e), where="config") from None
 
 
 _BOARD_CHECK = r"""
@@ -142,111 +134,110 @@ def _dump(cfg: dict) -> bytes:
 
 
 def read_key_file(path: str) -> bytes:
-    """A 32-byte key as raw bytes or 64 hex characters; refuses world-readable files."""
-    st = os.stat(path)
-    if st.st_mode & 0o077:
-        raise KeyConflict(f"{path} is readable by others (mode {st.st_mode & 0o777:o})", where=path,
-                          hint=f"chmod 600 {path}")
-    data = Path(path).read_bytes()
-    if len(data) != KEY_LEN:
-        try:
-            data = bytes.fromhex(data.decode().strip())
-        except ValueError:
-            raise BadConfig(f"{path} must hold {KEY_LEN} raw bytes or {2 * KEY_LEN} hex characters", where=path) from None
-    if len(data) != KEY_LEN:
-        raise BadConfig(f"{path} must hold a {KEY_LEN}-byte key", where=path)
-    return data
-
-
-def write_private(path: str, data: bytes) -> None:
-    """Create a 0600 file from the start (no window where it is readable by others), replace atomically."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    """A 32-byte key (raw or 64 hex characters) from an owner-only file, through protocol.keyfile."""
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        return keyfile.read_key_file(path)
+    except keyfile.KeyFileError as e:
+        cls = KeyConflict if "readable by" in e.why else BadConfig
+        raise cls(e.why, where=path, hint=e.hint or None) from None
+
+
+def app_defaults(role: str, fw_root: Path | None = None) -> dict:
+    """The role App's SCHEMA defaults, from the firmware tree ({} if the App cannot be loaded on a host)."""
+    try:
+        mods = FirmwareModules(fw_root)
+        return mods.load("common.config").defaults(mods.load(f"{role}.app").App.SCHEMA)
+    except Exception:  # an App that needs the board's hardware to import: no defaults, no harm
+        return {}
+
+
+def merge_app(composed: dict, explicit: dict, board: dict | None, defaults: dict,
+              reset: bool) -> tuple[dict, list[str], list[str]]:
+    """(app section to write, names kept from the board, names this run overwrites).
+
+    The board's app section is live config: the gateway changes it with config commands. A
+    re-provision keeps every value this run does not set explicitly (--config, --set); a value it
+    does set that differs from the board's is an overwrite, refused unless reset.
+    """
+    if board is None or reset:
+        gone = sorted(k for k in (board or {}) if composed.get(k, defaults.get(k)) != board[k])
+        return composed, [], gone
+    app = {**composed, **board, **explicit}
+    kept = sorted(k for k in board if k not in explicit and board[k] != composed.get(k, defaults.get(k)))
+    over = sorted(k for k in explicit if k in board and board[k] != explicit[k])
+    return app, kept, over
 
 
 class RegistryTarget:
-    """Where a device gets registered: the gateway's SQLite registry, or a 0600 import file."""
+    """Where a device gets registered: the gateway (through `park-gateway device import`) or an import file."""
 
-    def __init__(self, registry: str | None, import_file: str | None) -> None:
+    def __init__(self, registry: str | None, import_file: str | None, timeout: float = 30.0,
+                 create: bool = False) -> None:
         if registry and import_file:
             raise BadConfig("give --registry or --import-file, not both", where="--registry")
         self.registry, self.import_file = registry, import_file
+        self.gw = GatewayRegistry(registry, timeout=timeout, create=create) if registry else None
+        self._dir: str | None = None
 
     def describe(self) -> str:
         return f"registry {self.registry}" if self.registry else f"import file {self.import_file}"
 
-    def _open(self):
-        try:
-            from gateway.registry import Registry
-        except ImportError as e:
-            raise RegistryError("the gateway package is not installed here", where=self.registry,
-                                hint="use --import-file and run `park-gateway device import FILE` on the gateway") from e
-        return Registry(self.registry)
+    def __enter__(self) -> "RegistryTarget":
+        return self
 
-    def existing_key(self, device_id: str) -> tuple[bytes | None, str | None]:
-        """(key registered for this id, id that owns `key` lookups are done in check())."""
-        if not self.registry:
-            return None, None
-        from gateway.registry import UnknownDevice
-        with self._open() as reg:
-            try:
-                return reg.get(device_id).key, None
-            except UnknownDevice:
-                return None, None
+    def __exit__(self, *exc) -> None:
+        if self._dir:
+            shutil.rmtree(self._dir, ignore_errors=True)
 
-    def owner_of(self, key: bytes) -> str | None:
-        if not self.registry:
-            return None
-        with self._open() as reg:
-            for d in reg.all():
-                if secrets.compare_digest(d.key, key):
-                    return d.id
-        return None
+    def _entry_file(self, device_id, role, site, key, position) -> str:
+        if self._dir is None:
+            self._dir = tempfile.mkdtemp(prefix="park-device-")  # 0700
+        path = os.path.join(self._dir, f"{device_id}.device.json")
+        write_private(path, entry(device_id, role, site, key, position))
+        return path
 
-    def register(self, device_id: str, role: str, site: str, key: bytes, position: str | None,
-                 replace: bool) -> str:
-        if self.registry:
-            from gateway.registry import DuplicateDevice, DuplicateKey, RegistryError as GwRegistryError
-            with self._open() as reg:
-                try:
-                    reg.add(device_id, role, site, key, position=position, replace=replace)
-                except (DuplicateKey, DuplicateDevice) as e:
-                    raise KeyConflict(str(e), where=self.registry) from None
-                except GwRegistryError as e:
-                    raise RegistryError(str(e), where=self.registry) from None
-            return "registry"
-        doc = {"id": device_id, "role": role, "site": site, "key_hex": key.hex(), "position": position}
-        write_private(self.import_file, (json.dumps(doc, sort_keys=True) + "\n").encode())
-        return "import_file"
+    def preflight(self, device_id: str) -> bool:
+        """Is the id registered? Fails early (before the board is touched) on a bad registry."""
+        return self.gw is not None and self.gw.lookup(device_id) is not None
+
+    def check(self, device_id, role, site, key, position) -> dict:
+        """{"registered", "same_key", "key_owner"} for this id with this key (nothing registered yet)."""
+        if self.gw is None:
+            return {"registered": False, "same_key": False, "key_owner": None}
+        found = self.gw.check(self._entry_file(device_id, role, site, key, position))
+        return found.get(device_id, {"registered": False, "same_key": False, "key_owner": None})
+
+    def register(self, device_id, role, site, key, position, replace: bool) -> dict:
+        if self.gw is not None:
+            res = self.gw.import_file(self._entry_file(device_id, role, site, key, position), replace)
+            return {"how": "registry", "where": self.registry, "daemon": res.get("daemon")}
+        write_private(self.import_file, entry(device_id, role, site, key, position))
+        return {"how": "import_file", "where": self.import_file}
 
 
 def provision(ui, port: str | None, device_id: str, role: str, site: str, *, registry: str | None = None,
               import_file: str | None = None, config_file: str | None = None, sets: list[str] = (),
-              position: str | None = None, replace: bool = False, booking_key: str | None = None,
-              timeout: float = 10.0, restart: bool = True, fw_root=None,
-              serial_number: str | None = None) -> tuple[str, dict]:
-    target = RegistryTarget(registry, import_file or (None if registry else f"{device_id}.device.json"))
-    cfg = compose(device_id, role, site, load_config_file(config_file), parse_set(list(sets)))
+              position: str | None = None, replace: bool = False, reset_config: bool = False,
+              booking_key: str | None = None, create_registry: bool = False, timeout: float = 10.0,
+              restart: bool = True, fw_root=None, serial_number: str | None = None) -> tuple[str, dict]:
+    base = load_config_file(config_file)
+    given = parse_set(list(sets))
+    cfg = compose(device_id, role, site, base, given)
+    explicit = {**((base or {}).get("app") or {}), **given.get("app", {})}
     validate_host(cfg, fw_root)
-    new_cfg = _dump(cfg)
     token_key = None
     if needs_booking_key(role) and booking_key:
         if os.path.exists(booking_key):
             token_key = read_key_file(booking_key)
-    registered_key, _ = target.existing_key(device_id)
 
-    with Board.open(port, timeout=timeout, serial_number=serial_number) as b:
+    with contextlib.ExitStack() as stack:
+        target = stack.enter_context(RegistryTarget(
+            registry, import_file or (None if registry else f"{device_id}.device.json"),
+            timeout=max(timeout, 30.0), create=create_registry))
+        registered = target.preflight(device_id)
+        b = stack.enter_context(Board.open(port, timeout=timeout, serial_number=serial_number))
         info = b.info()
+        check_deployed_role(b, role)
         old_cfg_doc = info.get("config") or {}
         old_id = old_cfg_doc.get("id")
         board_key = b.read_file("/key.bin") if info.get("has_key") else None
@@ -259,14 +250,27 @@ def provision(ui, port: str | None, device_id: str, role: str, site: str, *, reg
         key, key_state = board_key, "kept"
         if key is None or old_id != device_id:
             key, key_state = secrets.token_bytes(KEY_LEN), "new"
-        if registered_key is not None and not secrets.compare_digest(registered_key, key) and not replace:
+        reg = target.check(device_id, role, site, key, position)
+        if reg["registered"] and not reg["same_key"] and not replace:
             raise KeyConflict(f"device {device_id} is already registered with a different key "
                               "(another board may carry this id)", where=target.registry,
                               hint="choose another --id, or --replace to re-key it (the old board stops working)")
-        owner = target.owner_of(key)
-        if owner not in (None, device_id):
-            raise KeyConflict(f"this board's key already belongs to device {owner}", where=target.registry,
+        if reg["key_owner"] not in (None, device_id):
+            raise KeyConflict(f"this board's key already belongs to device {reg['key_owner']}", where=target.registry,
                               hint="run again with --replace to give the board a fresh key")
+
+        same_device = old_id == device_id and old_cfg_doc.get("role") == role
+        board_app = old_cfg_doc.get("app") if same_device and isinstance(old_cfg_doc.get("app"), dict) else None
+        cfg["app"], kept, over = merge_app(cfg["app"], explicit, board_app, app_defaults(role, fw_root),
+                                           reset_config)
+        if over and not reset_config:
+            what = ", ".join(f"app.{k}: {json.dumps(board_app[k])} -> {json.dumps(explicit[k])}" for k in over)
+            raise ConfigConflict(f"the board's config changed since it was provisioned (e.g. by `park-gateway "
+                                 f"config set`); this run would overwrite {what}", where="app." + over[0],
+                                 hint="drop those --set/--config values to keep the board's, or add "
+                                      "--reset-config to overwrite them")
+        validate_host(cfg, fw_root)
+        new_cfg = _dump(cfg)
 
         need_token = needs_booking_key(role) and (token_key is not None or not info.get("has_booking_key"))
         if needs_booking_key(role) and not info.get("has_booking_key") and not booking_key:
@@ -281,7 +285,7 @@ def provision(ui, port: str | None, device_id: str, role: str, site: str, *, reg
         old_token = b.read_file("/booking.key") if need_token and info.get("has_booking_key") else None
         changed = []
         try:
-            if old_cfg_bytes != new_cfg:
+            if info.get("config") != cfg:
                 b.write_file("/config.json.new", new_cfg)
                 check = _board_check(b, role)
                 if check is not None and not check["ok"]:
@@ -295,8 +299,8 @@ def provision(ui, port: str | None, device_id: str, role: str, site: str, *, reg
             if need_token:
                 b.write_file("/booking.key", token_key)
                 changed.append("/booking.key")
-            how = target.register(device_id, role, site, key, position,
-                                  replace=replace or registered_key is not None)
+            registered_in = target.register(device_id, role, site, key, position,
+                                            replace=replace or reg["registered"] or registered)
         except BaseException:
             _rollback(b, changed, old_cfg_bytes, board_key, old_token)
             raise
@@ -306,15 +310,29 @@ def provision(ui, port: str | None, device_id: str, role: str, site: str, *, reg
             b.restart()
 
     result = {"id": device_id, "role": role, "site": site, "port": b.port, "key": key_state,
-              "changed": changed, "registered": {"how": how, "where": target.registry or target.import_file},
-              "position": position}
+              "changed": changed, "registered": registered_in, "position": position,
+              "config": {"kept": {k: board_app[k] for k in kept}, "overwritten": over}}
     if changed:
         what = ("new key" if key_state == "new" else "key kept") + \
                (", config written" if "/config.json" in changed else ", config unchanged")
     else:
         what = "already provisioned, nothing changed"
+    if kept:
+        what += " (kept the board's " + ", ".join(f"{k}={json.dumps(board_app[k])}" for k in kept) + ")"
+    if over:
+        what += " (--reset-config overwrote " + ", ".join(f"app.{k}" for k in over) + ")"
     return (f"provision: {device_id} ({role}, {site}) on {b.port}: {what}; registered in {target.describe()}",
             result)
+
+
+def check_deployed_role(b: Board, role: str) -> None:
+    """Refuse to give a board an identity for a role whose firmware it does not run (it would boot-loop)."""
+    paths = [f"/lib/{r}/app.{ext}" for r in ROLES for ext in ("mpy", "py")]
+    have = b.hashes(paths)
+    deployed = sorted({p.split("/")[2] for p, h in have.items() if h is not None})
+    if deployed and role not in deployed:
+        raise WrongRole(f"the board runs the {' and '.join(deployed)} firmware, not {role}", where=b.port,
+                        hint=f"deploy it first: park-device deploy --role {role} --force")
 
 
 def _board_check(b: Board, role: str) -> dict | None:
