@@ -208,6 +208,7 @@ class Sessions:
             s.send({"type": "nack", "ref": seq, "code": messages.E_DENIED, "field": "role"})
             return
         s.fw = msg["fw"]
+        s.caps = msg["caps"]
         s.send({"type": "welcome", "echo": msg["nonce"], "time": timesync.time_for_device(now, self.cfg.trust_clock),
                  "hb": s.hb})
         s.send({"type": "ack", "ref": seq})
