@@ -121,13 +121,12 @@ class Sessions:
 
     # -- receive path
 
-    def on_envelope(self, link: LinkPort, envelope: bytes) -> None:
-        """One deframed envelope from `link`; never raises."""
+    def on_envelope(self, link: LinkPort, envelope: bytes) -> bytes | None:
+        """One deframed envelope from `link`; never raises. Returns the kid if it was authentic and fresh."""
         try:
             r = codec.open_envelope(envelope, UP, self._mac_for, self._window_for, _loads)
         except ProtocolError as e:
-            self._refused(link, envelope, e)
-            return
+            return self._refused(link, envelope, e)
         s = self.by_kid[r.kid]
         msg = r.msg
         t = msg["type"]
@@ -152,12 +151,13 @@ class Sessions:
                 self.downlink.pump(s)
         except Exception as e:  # noqa: BLE001 - a bug here must not drop the link or the rest of the read
             self.faults.record("session", e, s.id, t)
+        return r.kid
 
     def on_frame_error(self, link: LinkPort, err: ProtocolError) -> None:
         self.counters["drop_" + err.code] += 1
         link.counters["drop_" + err.code] += 1
 
-    def _refused(self, link: LinkPort, envelope: bytes, e: ProtocolError) -> None:
+    def _refused(self, link: LinkPort, envelope: bytes, e: ProtocolError) -> bytes | None:
         code = e.code
         kid = getattr(e, "kid", None)
         seq = getattr(e, "seq", None)
@@ -175,7 +175,7 @@ class Sessions:
                 s.send({"type": "nack", "ref": seq,
                         "code": messages.E_UNKNOWN_TYPE if isinstance(e, UnknownTypeError) else messages.E_MALFORMED,
                         "field": (getattr(e, "field", "") or "")[:12]})
-                return
+                return kid
         self.counters["drop_" + code] += 1
         link.counters["drop_" + code] += 1
         log.debug("dropped frame on %s: %s", link.name, e)

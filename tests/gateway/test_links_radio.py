@@ -1,0 +1,223 @@
+"""The park's radio links: the TCP server Wi-Fi devices connect to, and the BLE scanner + connection pool.
+
+Devices are sim.devsim peers (CPython TEST PEERS); BLE goes through sim.fakeble.FakeBleRadio,
+a fake of the Pi's controller and bleak (connection limit, connection-interval latency).
+"""
+
+import asyncio
+import secrets
+
+import pytest
+from gwharness import load, provision, running, sim, until, write_config
+
+from gateway.config import ConfigError, parse
+from gateway.downlink import CommandFailed
+from gateway.links import BlePool, TcpServerLink, make_link
+from sim.devsim import SimDevice, SimLink
+from sim.fakeble import BlePeer, FakeBlePeripheral, FakeBleRadio, park_advertisement
+
+FILL = {"type": "fill", "fill": 40, "temp": 12, "batt": 180}
+
+
+def server_cfg(tmp_path, **kw):
+    link = {"type": "tcp", "listen": "127.0.0.1:0", "name": "wifi", "auth_timeout": "0.5"}
+    link.update(kw)
+    text = open(write_config(str(tmp_path), [link])).read().replace('auth_timeout = "0.5"', "auth_timeout = 0.5")
+    return parse(text, "gateway.toml")
+
+
+def pool_of(d):
+    return d.links[0]
+
+
+def pool_cfg(tmp_path, **kw):
+    link = {"type": "ble", "name": "ble", "max_connections": 5, "idle_s": 0.2}
+    link.update(kw)
+    path = write_config(str(tmp_path), [])
+    lines = ["[[links]]"] + ["%s = %s" % (k, '"%s"' % v if isinstance(v, str) else v) for k, v in link.items()]
+    text = open(path).read().replace("[sites.stadtpark]\n", "\n".join(lines) + "\n\n[sites.stadtpark]\n", 1)
+    return parse(text, "gateway.toml")
+
+
+async def test_tcp_server_gives_each_device_its_connection_and_closes_strangers(tmp_path):
+    cfg = server_cfg(tmp_path)
+    keys = provision(cfg, [("l001", "light_pole"), ("k001", "locker")])
+    async with running(cfg) as d:
+        lk = d.links[0]
+        assert isinstance(lk, TcpServerLink)
+        await until(lambda: lk.connected, what="listening")
+        devs = {}
+        for did, role in (("l001", "light_pole"), ("k001", "locker")):
+            link = await SimLink.tcp_client("127.0.0.1", lk.port)
+            devs[did] = link.add(sim(did, keys, role))
+            await devs[did].hello()
+        # a stranger: a frame under a key the gateway does not know, and one forged for a known id
+        r, w = await asyncio.open_connection("127.0.0.1", lk.port)
+        w.write(SimDevice("x999", secrets.token_bytes(32), "light_pole").frame(FILL))
+        w.write(SimDevice("l001", secrets.token_bytes(32), "light_pole").frame({"type": "motion", "count": 1,
+                                                                               "eid": 1, "t": 0}))
+        assert await asyncio.wait_for(r.read(), 5) == b""  # nothing answered, closed after auth_timeout
+        assert lk.counters["stranger_frames"] == 2 and lk.counters["auth_timeouts"] == 1
+        await asyncio.sleep(0.6)  # past auth_timeout: authenticated connections stay
+        assert lk.info()["authenticated"] == 2
+        await d.command("l001", {"type": "light_set", "level": 80, "hold": 10})
+        await d.command("k001", {"type": "unlock", "comp": 2, "reason": "test"})
+        assert [c["type"] for c in devs["l001"].commands if c["type"] != "light_profile"] == ["light_set"]
+        assert [c["type"] for c in devs["k001"].commands] == ["unlock"]
+        # the pole reconnects (its old socket half-open): the new connection replaces the old
+        old = devs["l001"].link
+        new = await SimLink.tcp_client("127.0.0.1", lk.port)
+        new.add(devs["l001"])
+        await devs["l001"].hello()
+        await until(lambda: not old.connected.is_set(), what="old connection closed")
+        assert lk.counters["replaced_connections"] == 1
+        await d.command("l001", {"type": "light_set", "level": 20, "hold": 10})
+        assert [c["type"] for c in devs["l001"].commands].count("light_set") == 2
+        # a closed connection: commands wait for the device only when asked to (queue_for)
+        new.drop_connection()
+        await until(lambda: lk.info()["connections"] == 1, what="connection gone")
+        with pytest.raises(CommandFailed, match="offline"):
+            await d.command("l001", {"type": "light_set", "level": 30, "hold": 10})
+
+
+async def test_tcp_server_write_queue_is_bounded():
+    """A device that stops reading gets at most write_queue bytes queued; the rest is dropped and counted."""
+    kid = b"l001"
+    srv = TcpServerLink("wifi", ("127.0.0.1", 0), lambda c, env: kid, lambda c, e: None, write_queue=4096)
+    task = asyncio.create_task(srv.run())
+    try:
+        await until(lambda: srv.connected, what="listening")
+        r, w = await asyncio.open_connection("127.0.0.1", srv.port)
+        w.write(SimDevice("l001", b"k" * 32, "light_pole").frame(FILL))
+        await until(lambda: srv.by_kid, what="bound")
+        conn = srv.by_kid[kid]
+        for _ in range(20000):  # ~5 MB, more than the socket buffers hold
+            conn.write(b"\x55" * 250 + b"\x00")
+        assert srv.counters["tx_dropped"] > 0
+        assert conn.transport.get_write_buffer_size() <= 4096
+        w.close()
+    finally:
+        srv.stop()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def test_link_config_modes(tmp_path):
+    base = open(write_config(str(tmp_path), [])).read()
+
+    def links(body):
+        return parse(base.replace("[sites.stadtpark]\n", body + "\n[sites.stadtpark]\n", 1), "gw.toml")
+
+    cfg = links('[[links]]\ntype = "tcp"\nlisten = "0.0.0.0:7000"\n[[links]]\ntype = "ble"\n')
+    assert cfg.links[0].listen == "0.0.0.0:7000" and cfg.links[0].auth_timeout == 10.0
+    assert cfg.links[1].address == "" and cfg.links[1].max_connections == 5
+
+    class Sink:
+        devices = {}
+        on_envelope = on_frame_error = None
+
+    assert isinstance(make_link(cfg.links[0], Sink()), TcpServerLink)
+    assert isinstance(make_link(cfg.links[1], Sink()), BlePool)
+    with pytest.raises(ConfigError, match=r"links\[0\].listen: must be HOST:PORT"):
+        links('[[links]]\ntype = "tcp"\nlisten = "7000"\n')
+    with pytest.raises(ConfigError, match="one of 'url'.*or 'listen'"):
+        links('[[links]]\ntype = "tcp"\nlisten = "0.0.0.0:7000"\nurl = "tcp://a:1"\n')
+    with pytest.raises(ConfigError, match=r"links\[0\].max_connections"):
+        links('[[links]]\ntype = "ble"\nmax_connections = 0\n')
+
+
+async def test_ble_pool_connects_on_demand_serves_and_frees_the_slot(tmp_path):
+    cfg = pool_cfg(tmp_path)
+    keys = provision(cfg, [("c001", "container_sensor")])
+    radio = FakeBleRadio(max_connections=5, interval_ms=10, adv_interval_ms=20)
+    bin1 = BlePeer(sim("c001", keys, "container_sensor"), "AA:00:00:00:00:01")
+    radio.add(bin1.periph)
+    stranger = radio.add(FakeBlePeripheral("AA:00:00:00:00:99"))
+    stranger.advertisement = park_advertisement("c999", True)  # a park device this gateway does not know
+    other = radio.add(FakeBlePeripheral("AA:00:00:00:00:98"))
+    other.advertisement = b"\x02\x01\x06\x05\x09lamp"  # not a park device
+    async with running(cfg, ble_factory=radio) as d:
+        pool = d.links[0]
+        await until(lambda: pool.counters["adverts_unknown"] and pool.counters["adverts_foreign"],
+                    what="strangers' adverts")
+        assert radio.connects == 0  # nobody connected while c001 sleeps
+        await bin1.wake(FILL)
+        assert d.sessions.by_id["c001"].state["fill"]["fill"] == 40
+        assert bin1.gateway_ended == 1 and not radio.connections  # served, then disconnected by the pool
+        assert pool.counters["served"] == 1 and radio.connects == 1
+        await asyncio.sleep(0.2)
+        assert radio.connects == 1  # asleep again: no advert, no connection
+
+
+async def test_ble_pool_stays_within_its_slots_and_the_controller_limit(tmp_path):
+    cfg = pool_cfg(tmp_path, max_connections=3)
+    ids = ["c%03d" % i for i in range(1, 9)]
+    keys = provision(cfg, [(i, "container_sensor") for i in ids])
+    radio = FakeBleRadio(max_connections=7, interval_ms=10, adv_interval_ms=20)
+    peers = [BlePeer(sim(i, keys, "container_sensor"), "AA:00:00:00:01:%02d" % n) for n, i in enumerate(ids)]
+    for p in peers:
+        radio.add(p.periph)
+    async with running(cfg, ble_factory=radio) as d:
+        await asyncio.gather(*(p.wake(FILL) for p in peers))
+        assert all("fill" in d.sessions.by_id[i].state for i in ids)
+        assert radio.peak <= 3 and radio.refused == 0
+
+
+async def test_ble_pool_survives_controller_refusals(tmp_path):
+    """A controller that holds fewer connections than configured refuses; the device is served at a later advert."""
+    cfg = pool_cfg(tmp_path, max_connections=5)
+    ids = ["c%03d" % i for i in range(1, 6)]
+    keys = provision(cfg, [(i, "container_sensor") for i in ids])
+    radio = FakeBleRadio(max_connections=2, interval_ms=10, adv_interval_ms=20)
+    peers = [BlePeer(sim(i, keys, "container_sensor"), "AA:00:00:00:02:%02d" % n) for n, i in enumerate(ids)]
+    for p in peers:
+        radio.add(p.periph)
+    async with running(cfg, ble_factory=radio) as d:
+        await asyncio.gather(*(p.wake(FILL) for p in peers))
+        assert all("fill" in d.sessions.by_id[i].state for i in ids)
+        assert radio.refused > 0 and d.links[0].counters["connect_failed"] == radio.refused
+        assert radio.peak == 2
+
+
+async def test_ble_downlink_waits_for_the_next_wake(tmp_path):
+    cfg = pool_cfg(tmp_path)
+    keys = provision(cfg, [("c001", "container_sensor")])
+    radio = FakeBleRadio(max_connections=5, interval_ms=10, adv_interval_ms=20)
+    peer = BlePeer(sim("c001", keys, "container_sensor"), "AA:00:00:00:00:01")
+    radio.add(peer.periph)
+    async with running(cfg, ble_factory=radio) as d:
+        await peer.wake(FILL)
+        with pytest.raises(CommandFailed, match="offline"):  # asleep, and the asker would not wait
+            await d.command("c001", {"type": "reboot", "delay": 0})
+        f = asyncio.ensure_future(d.command("c001", {"type": "reboot", "delay": 0}, queue_for=30))
+        await asyncio.sleep(0.3)
+        assert not f.done() and peer.dev.commands == [] and radio.connects == 1
+        assert d.device("c001")["commands"][0]["state"] == "queued"
+        # its next advertisement says nothing is waiting on its side; the gateway connects for the command
+        await peer.wake(None, waiting=False)
+        r = await asyncio.wait_for(f, 5)
+        assert r["result"] == "ok" and [c["type"] for c in peer.dev.commands] == ["reboot"]
+        assert radio.connects == 2
+        peer.periph.advertisement = park_advertisement("c001", False)
+        await asyncio.sleep(0.3)  # nothing waiting on either side: not connected
+        assert radio.connects == 2 and pool_of(d).counters["adverts"] > 10
+
+
+async def test_ble_pool_device_lost_mid_connection(tmp_path):
+    cfg = pool_cfg(tmp_path, idle_s=5)
+    keys = provision(cfg, [("c001", "container_sensor")])
+    radio = FakeBleRadio(max_connections=5, interval_ms=10, adv_interval_ms=20)
+    peer = BlePeer(sim("c001", keys, "container_sensor"), "AA:00:00:00:00:01")
+    radio.add(peer.periph)
+    async with running(cfg, ble_factory=radio) as d:
+        pool = d.links[0]
+        peer.periph.advertisement = park_advertisement("c001", True)
+        await until(lambda: radio.connections, what="connected")
+        peer.periph.available = False
+        peer.periph.drop()  # out of range in the middle of the exchange
+        await until(lambda: not pool.active, what="slot freed")
+        assert pool.counters["lost"] == 1
+        peer.periph.advertisement = None
+        peer.periph.available = True
+        await peer.wake(FILL)
+        assert d.sessions.by_id["c001"].state["fill"]["fill"] == 40
