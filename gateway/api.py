@@ -7,6 +7,7 @@ open the socket is an operator. One request per line:
     {"op": "status"} | {"op": "devices"} | {"op": "device", "id": "l001"}
     {"op": "command", "id": "l001", "command": {"type": "light_set", "level": 80},
      "timeout": 30, "queue_for": 0}
+    {"op": "cancel", "id": "k001", "command": "COMMAND_ID"}   (ids in the device's "commands")
     {"op": "pickups"} | {"op": "reload"} | {"op": "tail", "id": "l001"}   (tail streams until closed)
 
 Each answer is one line {"ok": true, "result": ...} or {"ok": false, "error":
@@ -209,9 +210,16 @@ class ApiServer:
                 site = req.get("site")
                 if site is not None and site not in d.cfg.sites:
                     raise ApiError("unknown_site", "no site %r (sites: %s)" % (site, ", ".join(sorted(d.cfg.sites))))
-                return d.control.waste.pickups(site)
+                return d.pickups(site)
             if op == "reload":
                 return d.reload()
+            if op == "cancel":
+                device_id, command_id = _need(req, "id"), _need(req, "command")
+                d.device(device_id)  # LookupError: unknown_device
+                try:
+                    return d.cancel(device_id, command_id)
+                except LookupError as e:
+                    raise ApiError("unknown_command", str(e.args[0] if e.args else e)) from None
             if op == "command":
                 cmd = req.get("command")
                 if not isinstance(cmd, dict):
@@ -225,7 +233,8 @@ class ApiServer:
             raise ApiError("bad_value", e.detail) from None
         except (ValueError, ProtocolError) as e:
             raise ApiError("bad_request", getattr(e, "detail", None) or str(e)) from None
-        raise ApiError("unknown_op", "unknown op %r (status, devices, device, command, pickups, reload, tail)" % op)
+        raise ApiError("unknown_op", "unknown op %r (status, devices, device, command, cancel, pickups, reload, tail)"
+                       % op)
 
     async def _tail(self, writer: asyncio.StreamWriter, req: dict) -> None:
         q: asyncio.Queue = asyncio.Queue(maxsize=1000)
@@ -246,8 +255,7 @@ class ApiServer:
             except asyncio.QueueFull:
                 dropped += 1  # a slow terminal must not slow the gateway
 
-        sessions = self.daemon.sessions
-        sessions.listeners.append(listen)
+        unsubscribe = self.daemon.subscribe(listen)
         try:
             writer.write(_json({"ok": True, "result": "tailing"}))
             while True:
@@ -258,7 +266,7 @@ class ApiServer:
                 writer.write(_json(ev))
                 await writer.drain()
         finally:
-            sessions.listeners.remove(listen)
+            unsubscribe()
 
 
 def _open_to_group(d: str, gid: int) -> None:

@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--delay", type=int, default=0)
     cf = _device_command(sub, "config", [c], "config check [FILE] | config set ID KEY=VALUE...")
     cf.add_argument("words", nargs="+", metavar="check [FILE] | set ID KEY=VALUE")
+    cn = sub.add_parser("cancel", parents=[c], help="cancel a queued command (its id: `park-gateway device ID`)")
+    cn.add_argument("id")
+    cn.add_argument("command_id", metavar="COMMAND_ID")
     pk = sub.add_parser("pickups", parents=[c], help="containers to collect, per site")
     pk.add_argument("--site")
     return ap
@@ -176,6 +179,9 @@ def _call(args, req: dict):
     except ConnectionError as e:
         raise CliError("lost the connection to the daemon on %s: %s" % (path, e))
     except ApiError as e:
+        if e.code == "offline" and req.get("op") == "command":  # the API's hint names its field, not our flag
+            raise CliError("offline: %s is not reachable now; to wait for it, add --queue-for DURATION (e.g. 1h)"
+                           % req["id"])
         raise CliError(e.message if e.message.startswith(e.code) else "%s: %s" % (e.code, e.message))
 
 
@@ -417,7 +423,8 @@ def _command(args, device_id: str, cmd: dict) -> int:
     res = _call(args, req)
     if isinstance(res, dict) and res.get("result") == "queued":
         text = ("%s: %s queued: it is sent when %s answers within %s, else dropped (`park-gateway device %s` "
-                "shows the queue)" % (device_id, cmd["type"], device_id, _span(args.queue_for), device_id))
+                "shows it with its id; `park-gateway cancel %s ID` cancels it)"
+                % (device_id, cmd["type"], device_id, _span(args.queue_for), device_id, device_id))
     else:
         text = "%s: %s acknowledged" % (device_id, cmd["type"])
     _out(args, res, text)
@@ -511,6 +518,10 @@ def main(argv=None) -> int:
             return cmd_config(args)
         if c == "pickups":
             _out(args, _call(args, {"op": "pickups", "site": args.site}))
+            return 0
+        if c == "cancel":
+            res = _call(args, {"op": "cancel", "id": args.id, "command": args.command_id})
+            _out(args, res, "%s: command %s cancelled (it will not be sent)" % (args.id, args.command_id))
             return 0
     except CliError as e:
         return _fail(args, str(e), e.code, e.reason)

@@ -27,6 +27,7 @@ class KeyFileError(ProtocolError):
     def __init__(self, where, detail, hint=""):
         super().__init__("%s: %s" % (where, detail))
         self.where = where
+        self.why = detail  # without the where, for tools that name it themselves
         self.hint = hint
 
 

@@ -263,6 +263,7 @@ def write_config(work: Path, broker: str, urls: dict[str, str], lat: float, lon:
         state_dir = "{state}"
         api_socket = "{sock}"
         log_level = "warning"
+        trust_clock = true  # a laptop or CI VM keeps time without NTP state the gateway can read
 
         [uplink]
         broker = "{broker}"
@@ -354,7 +355,8 @@ async def _remote_unlock(broker: str, say) -> bool:
         async with aiomqtt.Client(u.hostname, u.port or 1883, identifier="demo-backbone") as c:
             await c.subscribe("park/%s/device/k001/cmd/res" % SITE, qos=1)
             await c.publish("park/%s/device/k001/cmd/req" % SITE, json.dumps(
-                {"id": "demo-1", "type": "unlock", "comp": 2, "reason": "demo: parcel pickup"}), qos=1)
+                {"id": "demo-1", "ts": time.time(), "type": "unlock", "comp": 2,
+                 "reason": "demo: parcel pickup"}), qos=1)
             say("backbone: unlock k001 compartment 2 requested (id demo-1)")
             async with asyncio.timeout(30):
                 async for m in c.messages:
@@ -459,7 +461,7 @@ async def run(duration: float, broker: str | None, state_dir: str | None, as_jso
             elif ev["kind"] in ("online", "offline", "hello", "resync"):
                 say("%s %s" % (ev["device"], ev["kind"]))
 
-        daemon.sessions.listeners.append(watch)
+        daemon.subscribe(watch)
         say("gateway up; config %s; try: park-gateway --socket %s status" % (cfg_path, cfg.api_socket))
         life = asyncio.create_task(park_life(park, broker, stop, say))
         started = time.time()

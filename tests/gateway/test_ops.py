@@ -217,7 +217,7 @@ async def test_cli_timeout_is_one_line_and_the_command_is_never_carried_out(tmp_
         took = time.monotonic() - t0
         assert rc == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1
         # an offline device fails at once unless the operator chose to wait (--queue-for)
-        assert "offline" in err and "queue_for" in err and took < 10
+        assert "offline" in err and "--queue-for" in err and took < 10  # the CLI's flag, not the API's field
         rc, out, err = await cli("--config", path, "unlock", "k001", "--comp", "3", "--reason", "t",
                                  "--timeout", "1s", "--json")
         assert rc == 1 and json.loads(out)["ok"] is False and "offline" in json.loads(out)["error"]
@@ -246,6 +246,26 @@ async def test_queue_for_keeps_the_command_for_an_offline_device(tmp_path):
         assert sims["k001"].commands[-1]["comp"] == 2
         rc, out, err = await cli("--config", path, "reboot", "k001", "--queue-for", "soon")
         assert rc == 2 and "not a duration" in err
+
+
+async def test_a_queued_command_is_shown_and_can_be_cancelled(tmp_path):
+    async with gateway_with(tmp_path, [("k001", "locker")]) as (path, d, sims):
+        rc, out, err = await cli("--config", path, "unlock", "k001", "--comp", "4", "--reason", "parcel",
+                                 "--timeout", "1s", "--queue-for", "1h")
+        assert rc == 0, err
+        rc, out, err = await cli("--config", path, "device", "k001", "--json")
+        [queued] = json.loads(out)["commands"]
+        assert queued["type"] == "unlock" and queued["state"] == "queued"
+        rc, out, err = await cli("--config", path, "cancel", "k001", str(queued["id"]))
+        assert rc == 0 and "cancelled" in out, err
+        rc, out, err = await cli("--config", path, "cancel", "k001", str(queued["id"]))
+        assert rc == 1 and "unknown_command" in err  # nothing left to cancel
+        rc, out, err = await cli("--config", path, "cancel", "zz99", "1")
+        assert rc == 1 and "unknown_device" in err
+        await sims["k001"].hello()  # the locker comes back: the cancelled unlock never reaches it
+        await asyncio.sleep(1.0)
+        assert [c for c in sims["k001"].commands if c["type"] == "unlock"] == []
+        assert json.loads((await cli("--config", path, "device", "k001", "--json"))[1])["commands"] == []
 
 
 async def test_api_client_going_away_cancels_its_command(tmp_path):
@@ -345,6 +365,11 @@ async def test_config_check_refuses_key_files_open_to_others(tmp_path):
     rc, out, err = await cli("config", "check", path)
     assert rc == 2 and "registry.sqlite is readable by others" in out and "gateway.state_dir" in out
     os.chmod(cfg.registry_path, 0o600)
+    rc, out, err = await cli("config", "check", path)
+    assert rc == 0, out + err
+    async with running(cfg):  # the outbox (no keys) is created with the default mode; a restart still passes
+        pass
+    os.chmod(cfg.outbox_path, 0o644)
     rc, out, err = await cli("config", "check", path)
     assert rc == 0, out + err
 
@@ -560,3 +585,27 @@ async def test_device_add_reads_key_files_through_the_one_reader(tmp_path):
     kf.write_bytes(os.urandom(48))
     rc, out, err = await cli(*add, "--replace")
     assert rc == 1 and "32-byte key" in err
+
+
+async def test_watchdog_pings_come_from_the_event_loop_so_a_stuck_loop_stops_them(monkeypatch):
+    sent = []
+    monkeypatch.setattr(sdnotify, "notify", lambda m, env: sent.append((time.monotonic(), m)) or True)
+
+    class Daemon:
+        ready = asyncio.Event()
+
+        def status(self):
+            return {"devices": {"online": 0, "total": 0}, "backbone": {}, "clock": {}}
+
+    d = Daemon()
+    d.ready.set()
+    async with sdnotify.Supervisor(d, env={"NOTIFY_SOCKET": "@unused", "WATCHDOG_USEC": "100000"}):
+        await asyncio.sleep(0.3)
+        stuck = time.monotonic()
+        time.sleep(0.6)  # the event loop is stuck (a blocking call): systemd must see the pings stop
+        freed = time.monotonic()
+        await asyncio.sleep(0.3)
+    pings = [t for t, m in sent if m == "WATCHDOG=1"]
+    assert sent[0][1] == "READY=1" and sent[-1][1] == "STOPPING=1"
+    assert [t for t in pings if t < stuck] and [t for t in pings if t > freed]
+    assert not [t for t in pings if stuck < t < freed]

@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from protocol import rules
+from protocol import keyfile, rules
 
 from .board import Board
 from .errors import BadConfig, BoardError, ConfigConflict, KeyConflict, NotProvisioned, WrongRole
@@ -23,7 +23,7 @@ from .fwload import FirmwareModules
 from .registrar import GatewayRegistry, entry, write_private
 from .roles import ROLES, check_role, firmware_root, needs_booking_key, template
 
-KEY_LEN = 32
+KEY_LEN = keyfile.KEY_LEN
 SECTIONS = ("link", "rt", "pins", "app")
 
 
@@ -134,20 +134,12 @@ def _dump(cfg: dict) -> bytes:
 
 
 def read_key_file(path: str) -> bytes:
-    """A 32-byte key as raw bytes or 64 hex characters; refuses world-readable files."""
-    st = os.stat(path)
-    if st.st_mode & 0o077:
-        raise KeyConflict(f"{path} is readable by others (mode {st.st_mode & 0o777:o})", where=path,
-                          hint=f"chmod 600 {path}")
-    data = Path(path).read_bytes()
-    if len(data) != KEY_LEN:
-        try:
-            data = bytes.fromhex(data.decode().strip())
-        except ValueError:
-            raise BadConfig(f"{path} must hold {KEY_LEN} raw bytes or {2 * KEY_LEN} hex characters", where=path) from None
-    if len(data) != KEY_LEN:
-        raise BadConfig(f"{path} must hold a {KEY_LEN}-byte key", where=path)
-    return data
+    """A 32-byte key (raw or 64 hex characters) from an owner-only file, through protocol.keyfile."""
+    try:
+        return keyfile.read_key_file(path)
+    except keyfile.KeyFileError as e:
+        cls = KeyConflict if "readable by" in e.why else BadConfig
+        raise cls(e.why, where=path, hint=e.hint or None) from None
 
 
 def app_defaults(role: str, fw_root: Path | None = None) -> dict:
