@@ -159,7 +159,7 @@ class Sessions:
         seq = getattr(e, "seq", None)
         if kid is not None and isinstance(e, ReplayError):
             if self._stale_hello(link, kid, envelope):
-                return
+                return None
         elif kid is not None and seq is not None:
             s = self.by_kid.get(kid)
             if s is not None:  # authentic and fresh, but the payload is bad: nack so the device stops retrying
@@ -175,6 +175,7 @@ class Sessions:
         self.counters["drop_" + code] += 1
         link.counters["drop_" + code] += 1
         log.debug("dropped frame on %s: %s", link.name, e)
+        return None
 
     def _stale_hello(self, link: LinkPort, kid: bytes, envelope: bytes) -> bool:
         """An authentic hello below the window: the device lost its counter, or someone replays it.
