@@ -208,6 +208,7 @@ class BlePool(Link):
         self.active: dict[str, asyncio.Task] = {}
         self._wanted: dict[str, None] = {}  # device ids to connect, oldest first
         self._wake: asyncio.Event | None = None
+        self.limit = max_connections  # lowered when the controller refuses below max_connections
         self.serve_times: collections.deque = collections.deque(maxlen=1000)  # (advert->connected, connected s)
 
     # -- what the pool wants
@@ -264,7 +265,7 @@ class BlePool(Link):
             await self._wake.wait()
             self._wake.clear()
             now = asyncio.get_running_loop().time()
-            while self._wanted and len(self.active) < self.max_connections:
+            while self._wanted and len(self.active) < self.limit:
                 did = next(iter(self._wanted))
                 del self._wanted[did]
                 port = self.ports[did]
@@ -300,6 +301,8 @@ class BlePool(Link):
             why = await self._exchange(client, port, lost, t0)
             self.serve_times.append((t0 - advert_at, loop.time() - t0))
             self.counters["served"] += 1
+            if self.limit < self.max_connections:
+                self.limit += 1  # probe upwards again, one slot per device served
             log.debug("ble %s: %s served in %.3f s (%s)", self.name, port.id, loop.time() - t0, why)
         except asyncio.CancelledError:
             raise
@@ -307,6 +310,11 @@ class BlePool(Link):
             self.counters["connect_failed"] += 1
             self.last_error = "%s: %s: %s" % (port.id, type(e).__name__, e)
             log.debug("ble %s: %s", self.name, self.last_error)
+            if port.client is None and "abort-by-local" in str(e) and len(self.active) > 1:
+                self.limit = len(self.active) - 1  # the controller is full at what we hold now
+                self.counters["limit_lowered"] += 1
+                log.info("ble %s: controller refused connection %d; holding at most %d", self.name,
+                         len(self.active), self.limit)
         finally:
             port.client = None
             self.active.pop(port.id, None)
@@ -349,6 +357,6 @@ class BlePool(Link):
 
     def info(self) -> dict:
         d = super().info()
-        d.update(max_connections=self.max_connections, active=sorted(self.active), waiting=len(self._wanted),
+        d.update(max_connections=self.max_connections, limit=self.limit, active=sorted(self.active), waiting=len(self._wanted),
                  known=len(self.ports))
         return d

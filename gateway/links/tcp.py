@@ -19,6 +19,8 @@ from gateway.links.base import Link
 log = logging.getLogger("park.link")
 
 MAX_BACKLOG = 256 * 1024
+# a device that lost power leaves a half-open connection: probe after 60 s quiet, give up after 3 x 10 s
+KEEPALIVE = (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 3))
 
 
 class TcpLink(Link):
@@ -101,6 +103,9 @@ class Connection(asyncio.Protocol):
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            for opt, v in KEEPALIVE:
+                if hasattr(socket, opt):
+                    sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, opt), v)
         self._timer = asyncio.get_running_loop().call_later(self.server.auth_timeout, self._auth_expired)
 
     def data_received(self, data: bytes) -> None:

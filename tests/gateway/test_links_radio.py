@@ -102,6 +102,26 @@ async def test_tcp_server_write_queue_is_bounded():
         await asyncio.gather(task, return_exceptions=True)
 
 
+async def test_tcp_server_refuses_connections_above_max_clients():
+    srv = TcpServerLink("wifi", ("127.0.0.1", 0), lambda c, env: None, lambda c, e: None, max_clients=2)
+    task = asyncio.create_task(srv.run())
+    try:
+        await until(lambda: srv.connected, what="listening")
+        conns = [await asyncio.open_connection("127.0.0.1", srv.port) for _ in range(3)]
+        assert await asyncio.wait_for(conns[2][0].read(), 5) == b""  # the third is closed at once
+        assert srv.counters["refused_connections"] == 1 and srv.info()["connections"] == 2
+        for _r, w in conns:
+            w.close()
+        await until(lambda: not srv.conns, what="closed")
+        r, w = await asyncio.open_connection("127.0.0.1", srv.port)  # slots free again
+        await until(lambda: srv.info()["connections"] == 1, what="accepted")
+        w.close()
+    finally:
+        srv.stop()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 def test_link_config_modes(tmp_path):
     base = open(write_config(str(tmp_path), [])).read()
 
@@ -175,8 +195,11 @@ async def test_ble_pool_survives_controller_refusals(tmp_path):
     async with running(cfg, ble_factory=radio) as d:
         await asyncio.gather(*(p.wake(FILL) for p in peers))
         assert all("fill" in d.sessions.by_id[i].state for i in ids)
-        assert radio.refused > 0 and d.links[0].counters["connect_failed"] == radio.refused
-        assert radio.peak == 2
+        pool = d.links[0]
+        assert radio.refused > 0 and pool.counters["connect_failed"] == radio.refused
+        assert radio.peak == 2 and pool.counters["served"] == 5
+        assert pool.counters["limit_lowered"] >= 1  # it learnt the controller's real limit
+        assert radio.refused < 10, radio.refused
 
 
 async def test_ble_downlink_waits_for_the_next_wake(tmp_path):
