@@ -32,7 +32,12 @@ VboardPeripheral puts a virtual board running the real firmware behind it):
     on_write: callable(bytes) | None   gets every chunk the gateway writes to RX
     notify(bytes)            device -> gateway on TX, chunked to MTU-3; ConnectionError when no central listens
     drop()                   break the connection now
-    connected(client) / disconnected()   called by the radio when a central connects / the link ends
+    connected(client) / disconnected()   called by the radio when a central subscribed / the link ended
+                             (optional; so are rssi, default -60, and the `client`/`connects` it keeps)
+
+The simplest way to build one is to subclass FakeBlePeripheral: its notify() hands each
+chunk to the connected client (which adds the radio's latency) and its drop() ends the
+connection on both sides; override connected()/disconnected() and set on_write.
 
 `FakeBlePeripheral.factory(address, disconnected_callback)` still gives a single
 client without a radio (no latency), for the one-device BleLink.
@@ -101,7 +106,9 @@ def park_advertisement(device_id: str, waiting: bool) -> bytes:
 
     Flags, the complete local name (the device id, which every frame carries in the
     clear anyway) and 128-bit service data for the park link service: one flag byte,
-    bit 0 "data waiting". Nothing secret, nothing that changes per frame. 28 of 31 bytes.
+    bit 0 "data waiting". Nothing secret, nothing that changes per frame. 24 bytes plus
+    the id: a 4-character id takes 28 of legacy advertising's 31, an 8-character one
+    would need its name in the scan response.
     """
     name = device_id.encode("ascii")
     sd = uuid.UUID(SERVICE).bytes[::-1] + bytes([1 if waiting else 0])
@@ -184,7 +191,7 @@ class FakeBleClient:
         self.is_connected = True
         self.mtu_size = p.mtu
         p.client = self
-        p.connects += 1
+        p.connects = getattr(p, "connects", 0) + 1
         return True
 
     async def start_notify(self, char, callback):
@@ -193,7 +200,9 @@ class FakeBleClient:
         if not self.is_connected:
             raise BleakError("FakeBle: not connected")
         self._notify = callback
-        self._p.connected(self)
+        hook = getattr(self._p, "connected", None)
+        if hook is not None:
+            hook(self)
 
     async def write_gatt_char(self, char, data, response=None):
         if not self.is_connected:
@@ -233,9 +242,11 @@ class FakeBleClient:
     def _end(self) -> None:
         self.is_connected = False
         p = self._p
-        if p.client is self:
+        if getattr(p, "client", None) is self:
             p.client = None
-            p.disconnected()
+            hook = getattr(p, "disconnected", None)
+            if hook is not None:
+                hook()
         if self._radio is not None and self._radio.connections.get(p.address) is self:
             del self._radio.connections[p.address]
 
@@ -271,7 +282,7 @@ class FakeBleScanner:
                 if adv is None or not p.available or self._cb is None:
                     continue
                 r.adverts += 1
-                data = advertisement_data(adv, p.rssi)
+                data = advertisement_data(adv, getattr(p, "rssi", -60))
                 self._cb(BLEDevice(p.address, data.local_name, None), data)
             await asyncio.sleep(r.adv_interval_ms / 1000)
 

@@ -213,9 +213,11 @@ class BlePool(Link):
 
     # -- what the pool wants
 
-    def _has_downlink(self, did: str, port: BlePort | None) -> bool:
+    def _has_downlink(self, did: str) -> bool:
+        """Commands wait for the device in the gateway (frames queued in its port alone do not call for a
+        connection: after a bin's wake they are stale, its new session refuses them)."""
         s = self.devices.get(did)
-        return bool(port is not None and port.out) or (s is not None and bool(s.queue or s.inflight))
+        return s is not None and bool(s.queue or s.inflight)
 
     def _seen(self, device, adv) -> None:
         """bleak's detection callback: one advertisement."""
@@ -235,7 +237,7 @@ class BlePool(Link):
         port.seen = asyncio.get_running_loop().time()
         if did in self.active or did in self._wanted:
             return
-        if waiting or self._has_downlink(did, port):
+        if waiting or self._has_downlink(did):
             self._wanted[did] = None
             self._wake.set()
 
@@ -342,7 +344,7 @@ class BlePool(Link):
                 self.counters["hold_expired"] += 1
                 return "held %.1f s" % self.hold_s
             quiet = now - port.last_io
-            if quiet >= self.idle_s and not self._has_downlink(port.id, port):
+            if quiet >= self.idle_s and not self._has_downlink(port.id):
                 return "served"
             wait = min(max(self.idle_s - quiet, 0.01), t0 + self.hold_s - now)
             ready = asyncio.ensure_future(port.ready.wait())

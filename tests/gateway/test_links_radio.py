@@ -244,3 +244,45 @@ async def test_ble_pool_device_lost_mid_connection(tmp_path):
         peer.periph.available = True
         await peer.wake(FILL)
         assert d.sessions.by_id["c001"].state["fill"]["fill"] == 40
+
+
+def test_advertisements_are_read_by_one_function():
+    from gateway.links.ble import SERVICE, parse_advert
+    from sim.fakeble import advertisement_data
+
+    assert parse_advert(advertisement_data(park_advertisement("c001", True), -70)) == ("c001", True)
+    assert parse_advert(advertisement_data(park_advertisement("c001", False))) == ("c001", False)
+    assert len(park_advertisement("abcdefg", True)) == 31  # legacy advertising: ids up to 7 characters fit
+    assert parse_advert(advertisement_data(b"\x02\x01\x06\x05\x09c001")) is None  # no park service data
+    bad = park_advertisement("c001", True).replace(b"c001", b"c/01")
+    assert parse_advert(advertisement_data(bad)) is None  # not a device id
+    ad = advertisement_data(b"\x03\x03\x0f\x18\x05\xff\xff\xff\x01\x02\x02\x0a\xf4", -55)
+    assert ad.service_uuids == ["0000180f-0000-1000-8000-00805f9b34fb"] and ad.manufacturer_data == {0xFFFF: b"\x01\x02"}
+    assert ad.tx_power == -12 and ad.rssi == -55 and SERVICE not in ad.service_data
+
+
+async def test_fake_radio_refuses_like_bluez_and_delays_by_the_connection_interval():
+    radio = FakeBleRadio(max_connections=1, interval_ms=20)
+    a, b = radio.add(FakeBlePeripheral("AA:01", mtu=23)), radio.add(FakeBlePeripheral("AA:02", mtu=23))
+    ca = radio.BleakClient("AA:01")
+    await ca.connect()
+    with pytest.raises(Exception, match="le-connection-abort-by-local"):
+        await radio.BleakClient("AA:02").connect()
+    assert radio.refused == 1
+    got = []
+    loop = asyncio.get_running_loop()
+    await ca.start_notify("7061726b-0001-4c69-6e6b-000000000003", lambda _c, d: got.append((loop.time(), bytes(d))))
+    t0 = loop.time()
+    a.notify(bytes(range(1, 50)))  # three chunks of at most 20 bytes, in order, one interval later
+    await until(lambda: len(got) == 3, what="notifications")
+    assert b"".join(d for _t, d in got) == bytes(range(1, 50)) and got[0][0] - t0 >= 0.019
+    with pytest.raises(ValueError, match="exceeds MTU-3"):
+        await ca.write_gatt_char("7061726b-0001-4c69-6e6b-000000000002", b"x" * 21)
+    a.drop()
+    assert not ca.is_connected and not radio.connections
+    cb = radio.BleakClient("AA:02")
+    await cb.connect()  # the slot is free again
+    await cb.disconnect()
+    b.available = False
+    with pytest.raises(Exception, match="out of range"):
+        await radio.BleakClient("AA:02").connect()
