@@ -32,6 +32,7 @@ VboardPeripheral puts a virtual board running the real firmware behind it):
     on_write: callable(bytes) | None   gets every chunk the gateway writes to RX
     notify(bytes)            device -> gateway on TX, chunked to MTU-3; ConnectionError when no central listens
     drop()                   break the connection now
+                             (notify and drop may be called from another thread: they reach the loop safely)
     connected(client) / disconnected()   called by the radio when a central subscribed / the link ended
                              (optional; so are rssi, default -60, and the `client`/`connects` it keeps)
 
@@ -169,12 +170,26 @@ class FakeBleClient:
         self.mtu_size = periph.mtu
         self.address = periph.address
         self._last_rx = 0.0  # delivery time of the last notification chunk (keeps them in order)
+        self._loop: asyncio.AbstractEventLoop | None = None  # the central's loop; a peripheral may call from a thread
+
+    def _elsewhere(self, fn, *args) -> bool:
+        """Called from another thread (a virtual board's reader): hand the call to the central's loop."""
+        try:
+            if asyncio.get_running_loop() is self._loop:
+                return False
+        except RuntimeError:
+            pass
+        if self._loop is None:
+            return False
+        self._loop.call_soon_threadsafe(fn, *args)
+        return True
 
     @property
     def _interval(self) -> float:
         return self._radio.interval_ms / 1000 if self._radio is not None else 0.0
 
     async def connect(self, **_kw):
+        self._loop = asyncio.get_running_loop()
         await asyncio.sleep(self._interval)
         p, radio = self._p, self._radio
         if not p.available:
@@ -220,6 +235,8 @@ class FakeBleClient:
             self._p.on_write(bytes(data))
 
     def _deliver(self, part: bytearray) -> None:
+        if self._elsewhere(self._deliver, part):
+            return
         if not self._interval:
             self._notify(None, part)
             return
@@ -234,6 +251,8 @@ class FakeBleClient:
 
     def _lost(self) -> None:
         """The link broke (drop, out of range): both ends hear of it."""
+        if self._elsewhere(self._lost):
+            return
         if not self.is_connected:
             return
         self._end()

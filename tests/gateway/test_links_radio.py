@@ -286,3 +286,20 @@ async def test_fake_radio_refuses_like_bluez_and_delays_by_the_connection_interv
     b.available = False
     with pytest.raises(Exception, match="out of range"):
         await radio.BleakClient("AA:02").connect()
+
+
+async def test_fake_radio_takes_notifications_from_another_thread():
+    """A virtual board's host side may notify from its reader thread; the central gets it on its loop."""
+    radio = FakeBleRadio(max_connections=1, interval_ms=5)
+    p = radio.add(FakeBlePeripheral("AA:01"))
+    c = radio.BleakClient("AA:01")
+    await c.connect()
+    got = []
+    loop = asyncio.get_running_loop()
+    await c.start_notify("7061726b-0001-4c69-6e6b-000000000003",
+                         lambda _c, d: got.append((asyncio.get_running_loop() is loop, bytes(d))))
+    import time
+
+    await loop.run_in_executor(None, lambda: (p.notify(b"abc"), time.sleep(0.1), p.drop()))
+    await until(lambda: got and not c.is_connected, what="notification and drop")
+    assert got == [(True, b"abc")] and not radio.connections
