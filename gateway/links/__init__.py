@@ -23,7 +23,10 @@ def make_link(cfg: LinkConfig, sink: FrameSink, ble_factory=None) -> Link:
     if cfg.type == "serial":
         return SerialLink(cfg.name, cfg.port, on_envelope, on_error, cfg.baudrate, min(cfg.reconnect_max, 2.0))
     if cfg.type == "tcp" and cfg.listen:
-        return TcpServerLink(cfg.name, listen_address(cfg.listen), on_envelope, on_error, cfg.reconnect_max,
+        listen = listen_address(cfg.listen)
+        if listen is None:
+            raise ValueError("link %s: listen %r is not HOST:PORT" % (cfg.name, cfg.listen))
+        return TcpServerLink(cfg.name, listen, on_envelope, on_error, cfg.reconnect_max,
                              auth_timeout=cfg.auth_timeout, max_clients=cfg.max_clients,
                              write_queue=cfg.write_queue)
     if cfg.type in ("tcp", "url") and cfg.url.startswith(("tcp://", "socket://")):

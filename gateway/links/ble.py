@@ -179,15 +179,18 @@ class BlePort:
 
 
 class BlePool(Link):
-    """A scanner plus a bounded connection pool (docs/gateway.md "BLE: connect on demand").
+    """A scanner plus a bounded connection pool (docs/gateway.md, "ble: scanner plus connection pool").
 
     Devices are not kept connected. A known device whose advertisement says
     "data waiting", or for which commands wait in the gateway, is connected when a
     slot is free (at most `max_connections`), served (its uplink drained, queued
     downlink written) and disconnected once quiet for `idle_s` with nothing left
-    for it (at most `hold_s`), which frees the slot. Advertisements of other park
-    devices and of anything else are ignored and counted. `backend` is the bleak
-    module (the default) or anything with its BleakScanner and BleakClient.
+    for it (at most `hold_s`), which frees the slot. Advertisements of unregistered
+    park devices and of anything else are ignored and counted. When the controller
+    refuses a connection below `max_connections` (BlueZ's le-connection-abort-by-local)
+    the pool holds fewer (`limit`) and probes upwards again one slot per device served.
+    `backend` is the bleak module (the default) or anything with its BleakScanner and
+    BleakClient (sim.fakeble.FakeBleRadio in tests).
     """
 
     kind = "ble-pool"
@@ -237,7 +240,7 @@ class BlePool(Link):
         port.seen = asyncio.get_running_loop().time()
         if did in self.active or did in self._wanted:
             return
-        if waiting or self._has_downlink(did):
+        if (waiting or self._has_downlink(did)) and self._wake is not None:
             self._wanted[did] = None
             self._wake.set()
 
@@ -245,13 +248,13 @@ class BlePool(Link):
 
     async def _session(self) -> None:
         backend = self._backend or _bleak()
-        self._wake = asyncio.Event()
+        self._wake = wake = asyncio.Event()
         kw = {"bluez": {"adapter": self.adapter}} if self.adapter else {}
         scanner = backend.BleakScanner(detection_callback=self._seen, **kw)
         await scanner.start()
         self._up()
         try:
-            await self._connector(backend)
+            await self._connector(backend, wake)
         finally:
             for t in list(self.active.values()):
                 t.cancel()
@@ -262,10 +265,10 @@ class BlePool(Link):
             except Exception:  # noqa: BLE001 - the adapter is gone already
                 pass
 
-    async def _connector(self, backend) -> None:
+    async def _connector(self, backend, wake: asyncio.Event) -> None:
         while True:
-            await self._wake.wait()
-            self._wake.clear()
+            await wake.wait()
+            wake.clear()
             now = asyncio.get_running_loop().time()
             while self._wanted and len(self.active) < self.limit:
                 did = next(iter(self._wanted))
@@ -359,6 +362,6 @@ class BlePool(Link):
 
     def info(self) -> dict:
         d = super().info()
-        d.update(max_connections=self.max_connections, limit=self.limit, active=sorted(self.active), waiting=len(self._wanted),
-                 known=len(self.ports))
+        d.update(max_connections=self.max_connections, limit=self.limit, active=sorted(self.active),
+                 waiting=len(self._wanted), known=len(self.ports))
         return d

@@ -257,7 +257,8 @@ def test_advertisements_are_read_by_one_function():
     bad = park_advertisement("c001", True).replace(b"c001", b"c/01")
     assert parse_advert(advertisement_data(bad)) is None  # not a device id
     ad = advertisement_data(b"\x03\x03\x0f\x18\x05\xff\xff\xff\x01\x02\x02\x0a\xf4", -55)
-    assert ad.service_uuids == ["0000180f-0000-1000-8000-00805f9b34fb"] and ad.manufacturer_data == {0xFFFF: b"\x01\x02"}
+    assert ad.service_uuids == ["0000180f-0000-1000-8000-00805f9b34fb"]
+    assert ad.manufacturer_data == {0xFFFF: b"\x01\x02"}
     assert ad.tx_power == -12 and ad.rssi == -55 and SERVICE not in ad.service_data
 
 
