@@ -213,7 +213,7 @@ async def park(a) -> dict:
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
-    return {"devices": len(keys), "duration_s": round(wall, 1), "wifi_latency_ms_each_way": a.wifi_ms,
+    return {"devices": len(keys), "duration_s": round(wall, 1), "load_average": os.getloadavg(), "wifi_latency_ms_each_way": a.wifi_ms,
             "ble_interval_ms": a.interval_ms,
             "gateway_cpu_percent_of_one_core": round(100 * cpu / wall, 1),
             "gateway_rss_kb": {"start": rss[0], "max": max(rss), "end": rss[-1]},
