@@ -58,7 +58,7 @@ class LinkConfig:
     # tcp server: devices connect to us (Wi-Fi poles and lockers)
     listen: str = setting("")  # HOST:PORT to listen on (port 0: any free port)
     auth_timeout: float = setting(10.0, lo=0.1, hi=3600)  # s a connection may stay without an authentic frame
-    max_clients: int = setting(256, lo=1, hi=10_000)  # connections at once; more are closed at accept
+    max_clients: int = setting(256, lo=1, hi=10_000)  # connections at once; the oldest anonymous one makes room
     write_queue: int = setting(65536, lo=1024, hi=16 * 1024 * 1024)  # bytes queued per connection, then dropped
     # ble pool: connect on demand, serve, disconnect
     adapter: str = setting("")  # BlueZ adapter ("hci0"); empty: bleak's default

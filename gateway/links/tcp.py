@@ -160,7 +160,9 @@ class TcpServerLink(Link):
     Each connection is the link its device's downlink goes out on. A connection
     with no authentic frame within `auth_timeout` is closed; frames from it are
     counted as `stranger_frames` (the sessions drop them unanswered). At most
-    `max_clients` connections at once; each queues at most `write_queue` bytes.
+    `max_clients` connections at once: when full, a new one takes the place of the
+    oldest anonymous one, and is refused only when all are authenticated. Each
+    queues at most `write_queue` bytes.
     """
 
     kind = "tcp-server"
@@ -173,6 +175,7 @@ class TcpServerLink(Link):
         self.max_clients = max_clients
         self.write_queue = write_queue
         self.conns: set[Connection] = set()
+        self.anonymous: dict[Connection, None] = {}  # not yet authentic, oldest first
         self.by_kid: dict[bytes, Connection] = {}
 
     async def _session(self) -> None:
@@ -192,10 +195,17 @@ class TcpServerLink(Link):
         return Connection(self)
 
     def _admit(self, conn: Connection) -> bool:
+        """Full: the oldest anonymous connection makes room (strangers cannot lock devices out), else refuse."""
         if len(self.conns) >= self.max_clients:
-            self.counters["refused_connections"] += 1
-            return False
+            if not self.anonymous:
+                self.counters["refused_connections"] += 1
+                return False
+            oldest = next(iter(self.anonymous))
+            self.counters["evicted_anonymous"] += 1
+            self._gone(oldest)
+            oldest.close()
         self.conns.add(conn)
+        self.anonymous[conn] = None
         self.counters["accepted"] += 1
         return True
 
@@ -204,6 +214,7 @@ class TcpServerLink(Link):
             conn._timer.cancel()
             conn._timer = None
         conn.kids.add(kid)
+        self.anonymous.pop(conn, None)
         old = self.by_kid.get(kid)
         self.by_kid[kid] = conn
         if old is not None and old is not conn:
@@ -214,6 +225,7 @@ class TcpServerLink(Link):
 
     def _gone(self, conn: Connection) -> None:
         self.conns.discard(conn)
+        self.anonymous.pop(conn, None)
         for kid in conn.kids:
             if self.by_kid.get(kid) is conn:
                 del self.by_kid[kid]

@@ -102,20 +102,32 @@ async def test_tcp_server_write_queue_is_bounded():
         await asyncio.gather(task, return_exceptions=True)
 
 
-async def test_tcp_server_refuses_connections_above_max_clients():
-    srv = TcpServerLink("wifi", ("127.0.0.1", 0), lambda c, env: None, lambda c, e: None, max_clients=2)
+async def test_tcp_server_full_of_strangers_still_takes_a_device():
+    """At max_clients a new connection takes the place of the oldest anonymous one; with none, it is refused."""
+    from protocol import cose
+
+    fill = {i: SimDevice(i, b"k" * 32, "container_sensor").frame(FILL) for i in ("c001", "c002")}
+    srv = TcpServerLink("wifi", ("127.0.0.1", 0), lambda c, env: cose.parse(env).kid, lambda c, e: None,
+                        max_clients=2)
     task = asyncio.create_task(srv.run())
     try:
         await until(lambda: srv.connected, what="listening")
-        conns = [await asyncio.open_connection("127.0.0.1", srv.port) for _ in range(3)]
-        assert await asyncio.wait_for(conns[2][0].read(), 5) == b""  # the third is closed at once
+        s1 = await asyncio.open_connection("127.0.0.1", srv.port)
+        await until(lambda: srv.info()["connections"] == 1, what="first")
+        s2 = await asyncio.open_connection("127.0.0.1", srv.port)
+        await until(lambda: srv.info()["connections"] == 2, what="second")
+        dev = await asyncio.open_connection("127.0.0.1", srv.port)  # full of strangers: the oldest goes
+        assert await asyncio.wait_for(s1[0].read(), 5) == b""
+        dev[1].write(fill["c001"])
+        await until(lambda: srv.by_kid, what="the device bound")
+        assert srv.counters["evicted_anonymous"] == 1 and srv.info()["connections"] == 2
+        s2[1].write(fill["c002"])  # now both are authenticated: a third is refused
+        await until(lambda: not srv.anonymous, what="second bound")
+        s3 = await asyncio.open_connection("127.0.0.1", srv.port)
+        assert await asyncio.wait_for(s3[0].read(), 5) == b""
         assert srv.counters["refused_connections"] == 1 and srv.info()["connections"] == 2
-        for _r, w in conns:
+        for _r, w in (s2, dev, s3):
             w.close()
-        await until(lambda: not srv.conns, what="closed")
-        r, w = await asyncio.open_connection("127.0.0.1", srv.port)  # slots free again
-        await until(lambda: srv.info()["connections"] == 1, what="accepted")
-        w.close()
     finally:
         srv.stop()
         task.cancel()
