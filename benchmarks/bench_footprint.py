@@ -91,6 +91,87 @@ def import_cost(role: str, src: str) -> int:
         return int(r.stdout.split()[-1])
 
 
+def _module_deps(lib: Path) -> dict:
+    """Each module of a deployed image and the image's modules it imports at module level."""
+    import ast
+    mods = {}
+    for py in sorted(lib.rglob("*.py")):
+        parts = py.relative_to(lib).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        mods[name] = py
+    deps = {}
+    for name, py in mods.items():
+        found = []
+        stack = list(ast.parse(py.read_text()).body)
+        while stack:
+            n = stack.pop(0)
+            if isinstance(n, ast.Import):
+                found += [a.name for a in n.names]
+            elif isinstance(n, ast.ImportFrom) and n.module:
+                found += [n.module] + [f"{n.module}.{a.name}" for a in n.names]
+            elif isinstance(n, (ast.Try, ast.If)):
+                stack[:0] = n.body + getattr(n, "orelse", []) + [s for h in getattr(n, "handlers", []) for s in h.body]
+        want = []
+        for m in found:  # a package before its modules, as the VM imports them
+            segs = m.split(".")
+            want += [".".join(segs[:i]) for i in range(1, len(segs) + 1)]
+        deps[name] = [m for m in dict.fromkeys(want) if m in mods and m != name]
+    return deps
+
+
+def _import_order(deps: dict, roots) -> list:
+    order, seen = [], set()
+
+    def visit(m):
+        if m in seen:
+            return
+        seen.add(m)
+        for d in deps[m]:
+            visit(d)
+        order.append(m)
+    for r in roots:
+        visit(r)
+    return order
+
+
+def import_table(role: str, src: str, repeat: int = 50) -> list:
+    """Per module of the firmware, in import order with its dependencies imported first:
+    the heap it holds after import (gc.collect()ed) and its import time in the VM
+    (microseconds, mean of `repeat` re-imports). The sum is the whole import's cost."""
+    from sim import mpvm
+    fake = ROOT / "sim" / "fake_machine.py"
+    with tempfile.TemporaryDirectory() as d:
+        img = fw.deploy_tree(Path(d) / "img", role, "x001", {})
+        order = _import_order(_module_deps(img / "lib"), ["common.runtime", f"{role}.app"])
+        if src == "mpy":
+            compile_tree(img)
+        # the VM's clock ticks in milliseconds: time `repeat` re-imports of each module (its
+        # dependencies stay imported) and report the mean
+        code = ("import gc, sys, time, machine, asyncio, json\n"
+                f"for m in {order!r}:\n"
+                "    gc.collect()\n    a = gc.mem_alloc()\n    __import__(m)\n"
+                "    gc.collect()\n    a = gc.mem_alloc() - a\n    keep = sys.modules[m]\n"
+                "    t = time.ticks_us()\n"
+                f"    for i in range({repeat}):\n"
+                "        del sys.modules[m]\n        __import__(m)\n"
+                "    t = time.ticks_diff(time.ticks_us(), t)\n"
+                "    sys.modules[m] = keep\n    print('@@', m, a, t)\n")
+        r = mpvm.run(code=code, mounts={img / "lib": "/lib", fake: "/vm/machine.py"}, paths=["/vm", "/lib"],
+                     timeout=600)
+        r.check()
+    got = {ln.split()[1]: (int(ln.split()[2]), int(ln.split()[3])) for ln in r.stdout.splitlines()
+           if ln.startswith("@@ ")}
+    return [{"module": m, "heap": got[m][0], "us": got[m][1] / repeat} for m in order]
+
+
+def print_import_table(role: str, src: str, rows: list) -> None:
+    heap = sum(r["heap"] for r in rows)
+    us = sum(r["us"] for r in rows)
+    print(f"{role} imports ({src}): {heap} B held, {us / 1000:.1f} ms in the VM")
+    for r in sorted(rows, key=lambda r: -r["heap"]):
+        print(f"  {r['module']:28s} {r['heap']:7d} B {r['us'] / 1000:7.2f} ms")
+
+
 def await_retention(n: int = 2000) -> float:
     """Bytes the WebAssembly port keeps per `await asyncio.sleep_ms(0)` even after gc.collect()
     (references held on the JavaScript side): a VM artifact that grows long runs, not an ESP32 cost."""
@@ -313,7 +394,17 @@ def main(argv=None) -> int:
                     help="run each board with its ESP32 heap budget (MemoryError past it), not only report it")
     ap.add_argument("--vm-artifact", action="store_true",
                     help="also measure what a plain WebAssembly-port await keeps on the heap")
+    ap.add_argument("--imports", action="store_true",
+                    help="only the per-module import table (heap held and VM import time per module), no day")
     a = ap.parse_args(argv)
+    if a.imports:
+        tables = {}
+        for role in a.only or ROLES:
+            tables[role] = import_table(role, a.src)
+            print_import_table(role, a.src, tables[role])
+        if a.json:
+            a.json.write_text(json.dumps(tables, indent=1))
+        return 0
     results = []
     with tempfile.TemporaryDirectory(prefix="footprint-") as d:
         for role in a.only or ROLES:
