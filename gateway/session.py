@@ -25,7 +25,7 @@ import logging
 import time
 from typing import Callable
 
-from protocol import codec, cose, messages
+from protocol import codec, codes, cose, messages
 from protocol.cpython import loads as strict_loads
 from protocol.errors import ProtocolError, ReplayError, UnknownTypeError
 
@@ -117,13 +117,12 @@ class Sessions:
 
     # -- receive path
 
-    def on_envelope(self, link: LinkPort, envelope: bytes) -> None:
-        """One deframed envelope from `link`; never raises."""
+    def on_envelope(self, link: LinkPort, envelope: bytes) -> bytes | None:
+        """One deframed envelope from `link`; never raises. Returns the kid if it was authentic and fresh."""
         try:
             r = codec.open_envelope(envelope, UP, self._mac_for, self._window_for, _loads)
         except ProtocolError as e:
-            self._refused(link, envelope, e)
-            return
+            return self._refused(link, envelope, e)
         s = self.by_kid[r.kid]
         msg = r.msg
         t = msg["type"]
@@ -148,18 +147,19 @@ class Sessions:
                 self.downlink.pump(s)
         except Exception as e:  # noqa: BLE001 - a bug here must not drop the link or the rest of the read
             self.faults.record("session", e, s.id, t)
+        return r.kid
 
     def on_frame_error(self, link: LinkPort, err: ProtocolError) -> None:
         self.counters["drop_" + err.code] += 1
         link.counters["drop_" + err.code] += 1
 
-    def _refused(self, link: LinkPort, envelope: bytes, e: ProtocolError) -> None:
+    def _refused(self, link: LinkPort, envelope: bytes, e: ProtocolError) -> bytes | None:
         code = e.code
         kid = getattr(e, "kid", None)
         seq = getattr(e, "seq", None)
         if kid is not None and isinstance(e, ReplayError):
             if self._stale_hello(link, kid, envelope):
-                return
+                return None
         elif kid is not None and seq is not None:
             s = self.by_kid.get(kid)
             if s is not None:  # authentic and fresh, but the payload is bad: nack so the device stops retrying
@@ -169,12 +169,13 @@ class Sessions:
                 s.last_seen = self.clock()
                 s.dirty = True
                 s.send({"type": "nack", "ref": seq,
-                        "code": messages.E_UNKNOWN_TYPE if isinstance(e, UnknownTypeError) else messages.E_MALFORMED,
-                        "field": (getattr(e, "field", "") or "")[:12]})
-                return
+                        "code": codes.E_UNKNOWN_TYPE if isinstance(e, UnknownTypeError) else codes.E_MALFORMED,
+                        "field": (getattr(e, "field", "") or "")[:messages.NACK_FIELD_MAX]})
+                return kid
         self.counters["drop_" + code] += 1
         link.counters["drop_" + code] += 1
         log.debug("dropped frame on %s: %s", link.name, e)
+        return None
 
     def _stale_hello(self, link: LinkPort, kid: bytes, envelope: bytes) -> bool:
         """An authentic hello below the window: the device lost its counter, or someone replays it.
@@ -205,9 +206,10 @@ class Sessions:
     def _hello(self, s: DeviceSession, seq: int, msg: dict, now: float) -> None:
         if messages.ROLES.get(msg["role"]) != s.role:
             self.counters["role_mismatch"] += 1
-            s.send({"type": "nack", "ref": seq, "code": messages.E_DENIED, "field": "role"})
+            s.send({"type": "nack", "ref": seq, "code": codes.E_DENIED, "field": "role"})
             return
         s.fw = msg["fw"]
+        s.caps = msg["caps"]
         s.send({"type": "welcome", "echo": msg["nonce"], "time": timesync.time_for_device(now, self.cfg.trust_clock),
                  "hb": s.hb})
         s.send({"type": "ack", "ref": seq})
@@ -255,7 +257,7 @@ class Sessions:
             if s.boots is not None and msg["boots"] != s.boots:
                 self._emit({"kind": "reboot", "device": s.id, "boots": msg["boots"]})
             s.boots = msg["boots"]
-            if (not msg["status"] & messages.ST_TIME_VALID or now - s.last_time_sync > self.cfg.session.time_sync) \
+            if (not msg["status"] & codes.ST_TIME_VALID or now - s.last_time_sync > self.cfg.session.time_sync) \
                     and timesync.synchronised(self.cfg.trust_clock):
                 s.last_time_sync = now
                 self.downlink.submit(s, {"type": "time", "time": int(now)}).add_done_callback(_retrieved)
