@@ -15,8 +15,14 @@ day's peak, and peak minus boot (the working heap that remains when the modules 
 frozen into the firmware image, where their bytecode lives in flash). --mpy deploys
 mpy-cross output instead of .py sources (what `park-device deploy` would copy).
 
-    python -m benchmarks.bench_footprint                  # 24 h, .mpy, live heap, all three
+The virtual board holds Python of its own that a chip does not (the `machine` module, the
+virtual clock: sim_overhead); "chip" figures subtract it. The budget bounds live data, so each
+role's live heap after boot is measured too (boot_live), collected only after a return to the
+event loop: before that the WebAssembly port keeps recent garbage alive (see _LIVE).
+
+    python -m benchmarks.bench_footprint                  # a day each (24 h bin, 4 h mains), .mpy
     python -m benchmarks.bench_footprint --hours 2 --only container_sensor --src py
+    python -m benchmarks.bench_footprint --imports        # heap and import time per module
 """
 from __future__ import annotations
 
