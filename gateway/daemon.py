@@ -27,7 +27,7 @@ from protocol import messages, names
 from protocol.errors import SchemaError
 
 from gateway import config as config_mod
-from gateway import preflight, sdnotify, timesync
+from gateway import __version__, eventlog, preflight, sdnotify, timesync
 from gateway.api import ApiServer
 from gateway.control import Control
 from gateway.devices import DeviceTable
@@ -186,6 +186,7 @@ class Daemon:
             self.uplink = uplink
             parts = Parts(cfg, self.registry, self.writer, uplink)
             self.events, self.control, self.sessions = parts.events, parts.control, parts.sessions
+            eventlog.attach(self.events)
             self.control.restore(self.registry.loop_state())
             self.links = [make_link(lc, self.sessions, self.ble_factory) for lc in cfg.links]
             uplink.on_command(self._backbone_command)
@@ -259,6 +260,7 @@ class Daemon:
         devs = list(s.devices.values())
         online = sum(1 for d in devs if d.online)
         return {
+            "version": __version__,
             "uptime_s": round(time.time() - self.started, 1),
             "links": [lk.info() for lk in self.links],
             "devices": {"total": len(devs), "online": online, "offline": len(devs) - online},
