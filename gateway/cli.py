@@ -123,6 +123,16 @@ def build_parser() -> argparse.ArgumentParser:
     cn.add_argument("command_id", metavar="COMMAND_ID")
     pk = sub.add_parser("pickups", parents=[c], help="containers to collect, per site")
     pk.add_argument("--site")
+    tk = sub.add_parser("token", parents=[c], help="token issue: a booking token for a locker compartment")
+    tk.add_argument("action", choices=["issue"])
+    tk.add_argument("--locker", required=True, metavar="ID")
+    tk.add_argument("--comp", type=int, required=True, metavar="N", help="compartment 1-32")
+    tk.add_argument("--from", dest="not_before", default="now", metavar="TIME",
+                    help="valid from: ISO 8601 (2026-12-01T14:00, local time without a zone), now, now+1h "
+                         "(default now)")
+    tk.add_argument("--until", required=True, metavar="TIME", help="valid until (same forms), at most 31 days later")
+    tk.add_argument("--id", type=int, default=None, help="token id 1-4294967295 (default: random)")
+    tk.add_argument("--key-file", help="the locker's booking key (default STATE_DIR/booking/ID.key, mode 0600)")
     return ap
 
 
@@ -554,6 +564,24 @@ def _value(v: str):
         return v
 
 
+def cmd_token(args) -> int:
+    """Offline: sign a token with the locker's booking key; no daemon is needed and the key is never shown."""
+    from gateway import tokens
+
+    try:
+        path = args.key_file or tokens.key_path(_config(args).state_dir, args.locker)
+        nbf = tokens.parse_time(args.not_before, "--from")
+        exp = tokens.parse_time(args.until, "--until")
+        tok = tokens.issue(tokens.read_booking_key(path), args.locker, args.comp, nbf, exp, args.id)
+    except tokens.TokenRequestError as e:
+        raise CliError(e.message, EXIT_USAGE if e.code == "bad_value" else EXIT_FAIL, e.code, e.hint)
+    fmt = "%Y-%m-%d %H:%M %Z"
+    _out(args, tok, "%s\nlocker %s compartment %d, token id %d, valid %s to %s" % (
+        tok["token_hex"], tok["locker"], tok["comp"], tok["id"], time.strftime(fmt, time.localtime(nbf)),
+        time.strftime(fmt, time.localtime(exp))))
+    return 0
+
+
 def cmd_run(args) -> int:
     from gateway.daemon import serve
     from gateway.statelock import AlreadyRunning
@@ -607,6 +635,8 @@ def main(argv=None) -> int:
             _out(args, pk, "\n".join("%s: %s" % (site, _pickup_words(items)) for site, items in sorted(todo.items()))
                  or "nothing to collect")
             return 0
+        if c == "token":
+            return cmd_token(args)
         if c == "cancel":
             res = _call(args, {"op": "cancel", "id": args.id, "command": args.command_id})
             _out(args, res, "%s: command %s cancelled (it will not be sent)" % (args.id, args.command_id))

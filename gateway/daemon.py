@@ -27,7 +27,7 @@ from protocol import messages, names
 from protocol.errors import SchemaError
 
 from gateway import config as config_mod
-from gateway import __version__, eventlog, preflight, sdnotify, timesync
+from gateway import __version__, eventlog, preflight, sdnotify, timesync, tokens
 from gateway.api import ApiServer
 from gateway.control import Control
 from gateway.devices import DeviceTable
@@ -347,7 +347,9 @@ class Daemon:
                     return self.status()
                 if command.get("type") == "pickups":
                     return self.pickups(site)
-                raise CommandError("unknown_command", "gateway commands: status, pickups")
+                if command.get("type") == "token":
+                    return tokens.for_backbone(self.sessions.devices, self.cfg.state_dir, site, command)
+                raise CommandError("unknown_command", "gateway commands: status, pickups, token")
             s = self.sessions.devices.get(device_id)
             if s is None or s.site != site:
                 raise CommandError("unknown_device", "no device %r at site %r" % (device_id, site))
