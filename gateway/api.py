@@ -217,7 +217,7 @@ class ApiServer:
                 site = req.get("site")
                 if site is not None and site not in d.cfg.sites:
                     raise ApiError("unknown_site", "no site %r (sites: %s)" % (site, ", ".join(sorted(d.cfg.sites))))
-                return d.control.waste.pickups(site)
+                return d.pickups(site)
             if op == "reload":
                 return d.reload()
             if op == "cancel":
@@ -262,8 +262,7 @@ class ApiServer:
             except asyncio.QueueFull:
                 dropped += 1  # a slow terminal must not slow the gateway
 
-        sessions = self.daemon.sessions
-        sessions.listeners.append(listen)
+        unsubscribe = self.daemon.subscribe(listen)
         try:
             writer.write(_json({"ok": True, "result": "tailing"}))
             while True:
@@ -274,7 +273,7 @@ class ApiServer:
                 writer.write(_json(ev))
                 await writer.drain()
         finally:
-            sessions.listeners.remove(listen)
+            unsubscribe()
 
 
 _REFUSALS = {

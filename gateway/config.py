@@ -15,7 +15,7 @@ import os
 import re
 import tomllib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from protocol import rules
@@ -244,7 +244,7 @@ def _site(r: Reader, name: str, d) -> SiteConfig:
     return site
 
 
-def parse(text: str, file: str = "<config>", env: dict | None = None) -> Config:
+def parse(text: str, file: str = "<config>", env: Mapping[str, str] | None = None) -> Config:
     """Validate a TOML document; raises ConfigError naming file, line and key."""
     from gateway.uplink.config import read_uplink
 
@@ -290,7 +290,7 @@ def parse(text: str, file: str = "<config>", env: dict | None = None) -> Config:
     return cfg
 
 
-def load(path: str | None = None, env: dict | None = None) -> Config:
+def load(path: str | None = None, env: Mapping[str, str] | None = None) -> Config:
     env = os.environ if env is None else env
     path = path or env.get(ENV_CONFIG) or DEFAULT_PATH
     try:

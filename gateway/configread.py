@@ -79,6 +79,7 @@ def key_lines(text: str) -> dict[tuple, int]:
     """
     out: dict[tuple, int] = {}
     table: tuple = ()
+    path: tuple
     counts: dict[tuple, int] = {}
     in_multiline = None
     for n, line in enumerate(text.splitlines(), 1):

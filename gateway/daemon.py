@@ -130,7 +130,8 @@ class Parts:
         self.out = Out(uplink, self.events)
         self.table = DeviceTable(cfg, registry, writer)
         self.downlink = Downlink(cfg.session, self.table.view, self.counters)
-        self.control = Control(cfg, self.table.view, self.downlink.command, self.out.alert)
+        self.control = Control(cfg, self.table.view, self.downlink.command, self.out.alert, clock,
+                               faults=self.events.faults)
         self.sessions = Sessions(cfg, registry, self.out, self.control, clock, table=self.table,
                                  downlink=self.downlink, events=self.events, counters=self.counters)
 

@@ -19,6 +19,7 @@ from protocol.replay import ReplayWindow
 from gateway.downcounter import DownCounter
 from gateway.downlink import Downlink
 from gateway.registry import Device, Registry
+from gateway.seams import LinkPort
 
 EID_MEMORY = 256
 
@@ -37,9 +38,9 @@ class DeviceSession:
         ceiling, top, bits = registry.counters(dev.id)
         self.window = ReplayWindow(top, bits)
         self.counter = DownCounter(dev.id, ceiling, writer)
-        self.link = None
+        self.link: LinkPort | None = None
         self.last_seen = dev.last_seen or 0.0
-        self.online = bool(dev.last_seen) and time.time() - dev.last_seen <= offline_after
+        self.online = bool(dev.last_seen) and time.time() - self.last_seen <= offline_after
         self.hb = hb
         self.offline_after = offline_after
         self.eids: dict[int, asyncio.Future] = {}
@@ -145,10 +146,10 @@ class DeviceTable:
             self.by_id[dev.id] = s
             self.by_kid[s.kid] = s
         for did in gone:
-            s = self.by_id.pop(did, None)
-            if s is not None:
-                self.by_kid.pop(s.kid, None)
-                dropped.append(s)
+            gone_s = self.by_id.pop(did, None)
+            if gone_s is not None:
+                self.by_kid.pop(gone_s.kid, None)
+                dropped.append(gone_s)
         return dropped
 
     def mac_for(self, kid):

@@ -32,7 +32,7 @@ class DownCounter:
         self._k = k
         self.next = stored or 0
         self.ceiling = self.next
-        self._pending = None
+        self._pending: concurrent.futures.Future | None = None
         self._pending_to = 0
         self._raise(wait=True)
 
@@ -40,6 +40,7 @@ class DownCounter:
         if self._pending is None:
             self._pending_to = max(self.ceiling, self.next) + self._k
             self._pending = self._writer.store_ceiling(self._id, self._pending_to)
+        assert self._pending is not None
         if wait or self._pending.done():
             self._pending.result()  # raises if the disk refused: then nothing is sent
             self.ceiling = self._pending_to
@@ -66,7 +67,7 @@ class SyncWriter:
         self.registry = registry
 
     def store_ceiling(self, device_id: str, ceiling: int):
-        f = concurrent.futures.Future()
+        f: concurrent.futures.Future = concurrent.futures.Future()
         self.registry.store_ceiling(device_id, ceiling)
         f.set_result(None)
         return f

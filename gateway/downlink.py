@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import itertools
 import time
 from typing import Mapping
@@ -60,8 +61,8 @@ class Command:
         self.future = future
         self.tries = 0
         self.seq = -1
-        self.timer = None
-        self.expiry = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.expiry: asyncio.TimerHandle | None = None
         self.asked = asked  # wall-clock time
         self.lifetime = lifetime  # s from asking to the deadline
         self.queue_for = queue_for
@@ -134,7 +135,7 @@ class Downlink:
             return f
         c = Command(str(next(self._ids)), msg, f, time.time(), lifetime, queue_for)
         c.expiry = loop.call_at(now + lifetime, self._expire, s, c)
-        f.add_done_callback(lambda _f, s=s, c=c: self._cancelled(s, c))
+        f.add_done_callback(functools.partial(self._cancelled, s, c))
         s.queue.append(c)
         if s.welcomed and s.link is not None and len(s.inflight) < INFLIGHT:
             self.pump(s)
@@ -200,7 +201,7 @@ class Downlink:
             with contextlib.suppress(ValueError):
                 s.queue.remove(c)
 
-    def _cancelled(self, s, c: Command) -> None:
+    def _cancelled(self, s, c: Command, _f: asyncio.Future) -> None:
         if c.future.cancelled():
             self.counters["command_cancelled"] += 1
             self._end(s, c)

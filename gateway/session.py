@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import time
 from typing import Callable
@@ -100,11 +101,6 @@ class Sessions:
     def devices(self):
         """Read-only view of the sessions by device id (what the control loops get)."""
         return self.table.view
-
-    @property
-    def listeners(self) -> list:
-        """The observers' list (older callers append to it; prefer events.subscribe)."""
-        return self.events.listeners
 
     # -- registry
 
@@ -241,9 +237,9 @@ class Sessions:
                 self.faults.record("control", e, s.id, msg["type"])
             if self._listeners:
                 self._emit({"kind": "event", "device": s.id, "site": s.site, "msg": msg})
-        fut.add_done_callback(lambda f, s=s, ack=ack: self._ack_durable(f, s, ack))
+        fut.add_done_callback(functools.partial(self._ack_durable, s, ack))
 
-    def _ack_durable(self, f: asyncio.Future, s: DeviceSession, ack: dict) -> None:
+    def _ack_durable(self, s: DeviceSession, ack: dict, f: asyncio.Future) -> None:
         if f.cancelled() or f.exception() is not None:
             self.counters["event_not_stored"] += 1  # no ack: the device retransmits, and it is stored then
             log.error("event from %s not stored, not acked: %s", s.id, f.exception() if not f.cancelled() else "cancelled")

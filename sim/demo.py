@@ -461,7 +461,7 @@ async def run(duration: float, broker: str | None, state_dir: str | None, as_jso
             elif ev["kind"] in ("online", "offline", "hello", "resync"):
                 say("%s %s" % (ev["device"], ev["kind"]))
 
-        daemon.sessions.listeners.append(watch)
+        daemon.subscribe(watch)
         say("gateway up; config %s; try: park-gateway --socket %s status" % (cfg_path, cfg.api_socket))
         life = asyncio.create_task(park_life(park, broker, stop, say))
         started = time.time()

@@ -17,19 +17,23 @@ import time
 from gateway.control.lighting import Lighting
 from gateway.control.lockers import Lockers
 from gateway.control.waste import Waste
+from gateway.events import Faults
 from gateway.seams import Devices, RaiseAlert, SendCommand
 
 log = logging.getLogger("park.control")
 
 
 class Control:
-    def __init__(self, cfg, devices: Devices, cmd: SendCommand, alert: RaiseAlert, clock=time.time):
+    def __init__(self, cfg, devices: Devices, cmd: SendCommand, alert: RaiseAlert, clock=time.time,
+                 faults: Faults | None = None):
         self.cfg = cfg
         self.clock = clock
+        self.faults = faults if faults is not None else Faults()
         self.lighting = Lighting(cfg.sites, cmd, alert, devices)
         self.waste = Waste(cfg.sites, alert)
         self.lockers = Lockers(cfg.sites, cmd, alert, devices)
-        self._by_role = {"light_pole": self.lighting, "container_sensor": self.waste, "locker": self.lockers}
+        self._by_role: dict[str, Lighting | Waste | Lockers] = {
+            "light_pole": self.lighting, "container_sensor": self.waste, "locker": self.lockers}
 
     def on_message(self, s, msg: dict, now: float) -> None:
         loop = self._by_role.get(s.role)
@@ -52,8 +56,8 @@ class Control:
         while True:
             try:
                 self.tick()
-            except Exception:  # noqa: BLE001 - a loop bug must not stop the lights
-                log.exception("control tick failed")
+            except Exception as e:  # noqa: BLE001 - a loop bug must not stop the lights
+                self.faults.record("control_tick", e)
             await asyncio.sleep(period)
 
     def snapshot(self) -> dict:

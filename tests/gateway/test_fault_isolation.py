@@ -171,3 +171,22 @@ async def _drive(tmp, batch):
 @given(batch=st.lists(st.tuples(st.integers(0, len(DEVICES) - 1), _message()), min_size=1, max_size=30))
 def test_every_message_type_with_legal_values_is_stored_acked_and_contained(tmp_path_factory, batch):
     asyncio.run(_drive(str(tmp_path_factory.mktemp("prop")), batch))
+
+
+async def test_control_tick_errors_are_counted_and_logged_once(tmp_path, caplog):
+    from gateway.config import parse
+    from gateway.control import Control
+
+    cfg = parse('[sites.stadtpark]\nlatitude = 52.5\nlongitude = 13.4\n', "t.toml", env={})
+    ctl = Control(cfg, {}, lambda did, msg: None, lambda *a: None)
+
+    def broken(now):
+        raise RuntimeError("tick bug")
+
+    ctl.lighting.tick = broken
+    caplog.set_level(logging.ERROR, logger="park")
+    task = asyncio.create_task(ctl.run(period=0.01))
+    await until(lambda: ctl.faults.counts["control_tick_RuntimeError"] >= 3, what="ticks")
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert len([r for r in caplog.records if "tick bug" in r.getMessage()]) == 1

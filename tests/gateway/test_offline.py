@@ -19,7 +19,7 @@ offline_grace = 0.2
     async with running(cfg) as d:
         await connected(link)
         events = []
-        d.sessions.listeners.append(events.append)
+        d.subscribe(events.append)
         await pole_like.hello()
         await bin_.hello()
         bin_.send({"type": "fill", "fill": 40, "temp": 12, "batt": 180})  # then it sleeps for hours
