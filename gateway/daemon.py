@@ -33,6 +33,7 @@ from gateway.control import Control
 from gateway.devices import DeviceTable
 from gateway.downlink import CommandFailed, Downlink, asking
 from gateway.events import EventBus
+from gateway.inventory import Inventory
 from gateway.links import make_link
 from gateway.registry import Registry, RegistryWriter
 from gateway.seams import UplinkPort
@@ -188,6 +189,10 @@ class Daemon:
             parts = Parts(cfg, self.registry, self.writer, uplink)
             self.events, self.control, self.sessions = parts.events, parts.control, parts.sessions
             eventlog.attach(self.events)
+            self.inventory = Inventory(uplink, self.sessions.devices, cfg.uplink.gateway_id, __version__,
+                                       cfg.uplink.sites)
+            self.events.subscribe(self.inventory.on_event)
+            self.inventory.publish()
             self.control.restore(self.registry.loop_state())
             self.links = [make_link(lc, self.sessions, self.ble_factory) for lc in cfg.links]
             uplink.on_command(self._backbone_command)
@@ -237,6 +242,7 @@ class Daemon:
         if ids is None or ids:
             log.info("registry changed: reloading %s", "every device" if ids is None else ", ".join(ids))
             self.sessions.reload(ids)
+            self.inventory.publish()
 
     async def _housekeeping(self) -> None:
         last_sweep = 0.0
