@@ -73,6 +73,7 @@ class ApiServer:
         self._server = None
         self._clients: set[asyncio.Task] = set()
         self._queued: set[asyncio.Task] = set()  # commands that wait for a device with queue_for
+        self.outcomes: collections.Counter = collections.Counter()  # command results, for /metrics
 
     async def start(self) -> None:
         gid = grp.getgrnam(self.group).gr_gid if self.group else -1  # KeyError before anything is created
@@ -180,9 +181,11 @@ class ApiServer:
         if done:
             try:
                 result = task.result()
+                self.outcomes["ok"] += 1
                 log.info("api: %s: %s", what, (result or {}).get("result", "done") if isinstance(result, dict) else "done")
                 return result
             except ApiError as e:
+                self.outcomes[e.code] += 1
                 log.info("api: %s refused: %s: %s", what, e.code, e.message)
                 raise
             except asyncio.TimeoutError:

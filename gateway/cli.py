@@ -123,6 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
     cn.add_argument("command_id", metavar="COMMAND_ID")
     pk = sub.add_parser("pickups", parents=[c], help="containers to collect, per site")
     pk.add_argument("--site")
+    op = sub.add_parser("operator", parents=[c], help="dashboard operators: operator add NAME | remove NAME | list")
+    op.add_argument("action", choices=["add", "remove", "list"])
+    op.add_argument("name", nargs="?")
+    op.add_argument("--password-stdin", action="store_true", help="read the password from stdin (no prompt)")
+    op.add_argument("--replace", action="store_true", help="add: set a new password for an existing operator")
     tk = sub.add_parser("token", parents=[c], help="token issue: a booking token for a locker compartment")
     tk.add_argument("action", choices=["issue"])
     tk.add_argument("--locker", required=True, metavar="ID")
@@ -582,6 +587,39 @@ def cmd_token(args) -> int:
     return 0
 
 
+def cmd_operator(args) -> int:
+    """Dashboard logins: scrypt hashes in an owner-only file; there is no default operator or password."""
+    import getpass
+
+    from gateway.web import auth
+
+    path = _config(args).web.operators_file
+    try:
+        if args.action == "list":
+            names = sorted(auth.load(path))
+            _out(args, {"operators": names, "file": path}, "\n".join(names) or "no operators (the dashboard only shows)")
+            return 0
+        if not args.name:
+            raise CliError("usage: park-gateway operator %s NAME" % args.action, EXIT_USAGE, "usage")
+        if args.action == "remove":
+            auth.remove(path, args.name)
+            _out(args, {"removed": args.name}, "operator %s removed (logged-in sessions end at the next restart)"
+                 % args.name)
+            return 0
+        if args.password_stdin:
+            password = sys.stdin.readline().rstrip("\n")
+        else:
+            password = getpass.getpass("password for %s: " % args.name)
+            if getpass.getpass("again: ") != password:
+                raise CliError("the passwords differ; nothing changed", EXIT_USAGE, "bad_value")
+        auth.add(path, args.name, password, replace=args.replace)
+    except auth.OperatorError as e:
+        raise CliError(str(e), EXIT_USAGE if args.action == "add" else EXIT_FAIL, "bad_operator",
+                       "`park-gateway operator list` shows who exists")
+    _out(args, {"added": args.name, "file": path}, "operator %s can log in to the dashboard" % args.name)
+    return 0
+
+
 def cmd_run(args) -> int:
     from gateway.daemon import serve
     from gateway.statelock import AlreadyRunning
@@ -637,6 +675,8 @@ def main(argv=None) -> int:
             return 0
         if c == "token":
             return cmd_token(args)
+        if c == "operator":
+            return cmd_operator(args)
         if c == "cancel":
             res = _call(args, {"op": "cancel", "id": args.id, "command": args.command_id})
             _out(args, res, "%s: command %s cancelled (it will not be sent)" % (args.id, args.command_id))

@@ -39,6 +39,7 @@ from gateway.registry import Registry, RegistryWriter
 from gateway.seams import UplinkPort
 from gateway.session import Counters, Sessions
 from gateway.statelock import StateLock
+from gateway.web import server as web
 
 log = logging.getLogger("park.daemon")
 
@@ -151,6 +152,7 @@ class Daemon:
         self.control: Control | None = None
         self.events: EventBus | None = None
         self.links = []
+        self.dashboard = None  # gateway.web.server.Dashboard once it listens (its .url)
         self._saved_state = None
         self._data_version = None
         self._change_seq = 0
@@ -200,6 +202,7 @@ class Daemon:
                 parts.out.availability(s, s.online)
             api = ApiServer(cfg.api_socket, self, cfg.api_group)
             await api.start()
+            self.dashboard = await web.start(self, cfg.web, api.outcomes)
             tasks = [asyncio.create_task(lk.run(), name="link-" + lk.name) for lk in self.links]
             tasks.append(asyncio.create_task(self.control.run(), name="control"))
             tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
@@ -214,6 +217,8 @@ class Daemon:
                 for t in tasks:
                     t.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
+                if self.dashboard is not None:
+                    await self.dashboard.stop()
                 await api.stop()
                 f = self._persist()
                 if f is not None:
