@@ -108,7 +108,18 @@ def message(msg: dict) -> str:
     return (t + " " + " ".join("%s=%s" % kv for kv in sorted(f.items()))).strip()
 
 
+_KEYS = {"comp": "compartment", "since": "since", "fill": "fill", "level": "level"}
+
+
 def alert(kind: str, body: dict) -> str:
-    """An alert raised by a control loop, in one line."""
-    detail = ", ".join("%s %s" % (k, v) for k, v in sorted(body.items()) if k not in ("ts", "t"))
-    return kind.replace("_", " ") + (" (%s)" % detail if detail else "")
+    """An alert raised by a control loop, in one line: times as clock times, not epoch seconds."""
+    parts = []
+    for k, v in sorted(body.items()):
+        if k in ("ts", "t"):
+            continue
+        if isinstance(v, float) and v > 1e9:  # an epoch time
+            v = time.strftime("%H:%M:%S", time.localtime(v))
+        elif isinstance(v, str):
+            v = v.replace("_", " ")
+        parts.append("%s %s" % (_KEYS.get(k, k.replace("_", " ")), v))
+    return kind.replace("_", " ") + (" (%s)" % ", ".join(parts) if parts else "")
