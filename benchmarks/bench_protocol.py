@@ -47,7 +47,7 @@ def workload():
         {"type": "fill", "fill": 73, "temp": 18, "batt": 181},
         {"type": "light", "level": 35, "state": 2, "ambient": 512, "lamp_ma": 410},
         {"type": "motion", "eid": 9, "t": 1795000000, "count": 1},
-        {"type": "heartbeat", "uptime": 86400, "heap": 101232, "boots": 7, "status": 20, "fw": 10203,
+        {"type": "heartbeat", "uptime": 24, "heap": 98, "boots": 7, "status": 20, "fw": 10203,
          "batt": None, "dropped": 0},
         {"type": "door", "eid": 9, "t": 1795000000, "comp": 3, "open": True, "authorized": True},
     ]

@@ -21,7 +21,7 @@ VERSION = 1
 ALG_HMAC_256_64 = 4
 PROTECTED = b"\xa1\x01\x04"
 TAG_LEN = 8
-MAX_SEQ = (1 << 40) - 1
+MAX_SEQ = 0xFFFFFFFF
 
 _MAC0_PREFIX = b"\x84\x64MAC0\x43" + PROTECTED
 
@@ -196,7 +196,7 @@ def _canonical(env):
     if not 1 <= k <= MAX_KID or env[i] != 0x06:
         return None
     p = env[i + 1] - 0x40
-    if not 1 <= p <= 5:
+    if not 1 <= p <= 4:
         return None
     j = i + 2 + p
     piv = env[i + 2 : j]
@@ -237,8 +237,8 @@ def parse(envelope):
     piv = unprot[6]
     if type(kid) is not bytes or not 1 <= len(kid) <= MAX_KID:
         raise EnvelopeError("kid must be a bstr of 1 to %d bytes" % MAX_KID)
-    if type(piv) is not bytes or not 1 <= len(piv) <= 5 or (len(piv) > 1 and piv[0] == 0):
-        raise EnvelopeError("Partial IV must be 1 to 5 bytes without leading zeros")
+    if type(piv) is not bytes or not 1 <= len(piv) <= 4 or (len(piv) > 1 and piv[0] == 0):
+        raise EnvelopeError("Partial IV must be 1 to 4 bytes without leading zeros")
     if type(payload) is not bytes:
         raise EnvelopeError("payload must be a bstr")
     if type(tag) is not bytes or len(tag) != TAG_LEN:

@@ -25,6 +25,8 @@ W = 6  # curfew windows: at most hi entries [start_min, end_min, max_level]
 C = 7  # config map: at most hi entries, text key (<= 12 bytes) -> int | text (<= 32) | bool
 
 U32 = 0xFFFFFFFF
+NACK_FIELD_MAX = 11
+"""A nack names its field in at most 11 bytes (longer names are cut), so a nack fits UP_PAYLOAD_MAX."""
 U40 = (1 << 40) - 1
 I32 = 0x7FFFFFFF
 
@@ -34,26 +36,31 @@ ROLES = {}
 for _r in ROLE_IDS:
     ROLES[ROLE_IDS[_r]] = _r
 
-_EVENT = (("eid", U, 0, U40), ("t", U, 0, U40))
+_EVENT = (("eid", U, 0, U32), ("t", U, 0, U32))
+
+UP_PAYLOAD_MAX = 20
+"""Largest uplink payload: with an 8-byte id and a sequence number below 2**24 the envelope
+is at most 51 bytes, a LoRaWAN EU868 DR0 payload (SPEC 3, Size). Every legal uplink message
+fits; encode() refuses anything larger."""
 
 SCHEMAS = {
     # code: (name, direction, fields)
     1: ("hello", UP, (("role", U, 1, 3), ("fw", U, 0, 999999), ("caps", U, 0, 0xFFFF), ("nonce", Y, 8, 8))),
     2: ("heartbeat", UP, (
-        ("uptime", U, 0, U32), ("heap", U, 0, U32), ("boots", U, 0, U32), ("status", U, 0, 255),
-        ("fw", U, 0, 999999), ("batt", N, 0, 255), ("dropped", U, 0, U32))),
+        ("uptime", U, 0, 0xFFFF), ("heap", U, 0, 255), ("boots", U, 0, 255), ("status", U, 0, 255),
+        ("fw", U, 0, 999999), ("batt", N, 0, 255), ("dropped", U, 0, 255))),
     16: ("fill", UP, (("fill", N, 0, 100), ("temp", N, -40, 125), ("batt", N, 0, 255))),
     17: ("light", UP, (("level", U, 0, 100), ("state", U, 0, 15), ("ambient", U, 0, 0xFFFF), ("lamp_ma", U, 0, 0xFFFF))),
     18: ("locker", UP, (("open", U, 0, U32), ("locked", U, 0, U32), ("occupied", U, 0, U32), ("pending", U, 0, 0xFFFF))),
-    32: ("motion", UP, _EVENT + (("count", U, 0, 255),)),
-    33: ("door", UP, _EVENT + (("comp", U, 1, 32), ("open", B, 0, 0), ("authorized", B, 0, 0))),
-    34: ("alarm", UP, _EVENT + (("code", U, 0, 255), ("comp", U, 0, 32), ("value", I, -I32 - 1, I32))),
-    35: ("fault", UP, _EVENT + (("code", U, 0, 255), ("value", I, -I32 - 1, I32))),
-    36: ("access", UP, _EVENT + (("comp", U, 0, 32), ("result", U, 0, 15), ("token", U, 0, U32))),
-    48: ("ack", BOTH, (("ref", U, 0, U40),)),
-    49: ("nack", BOTH, (("ref", U, 0, U40), ("code", U, 0, 255), ("field", T, 0, 12))),
+    3: ("motion", UP, _EVENT + (("count", U, 0, 255),)),
+    4: ("door", UP, _EVENT + (("comp", U, 1, 32), ("open", B, 0, 0), ("authorized", B, 0, 0))),
+    5: ("alarm", UP, _EVENT + (("code", U, 0, 255), ("comp", U, 0, 32), ("value", I, -0x10000, 0xFFFF))),
+    6: ("fault", UP, _EVENT + (("code", U, 0, 255), ("value", I, -I32 - 1, I32))),
+    7: ("access", UP, _EVENT + (("comp", U, 0, 32), ("result", U, 0, 15), ("token", U, 0, U32))),
+    8: ("ack", BOTH, (("ref", U, 0, U32),)),
+    9: ("nack", BOTH, (("ref", U, 0, U32), ("code", U, 0, 23), ("field", T, 0, NACK_FIELD_MAX))),
     129: ("welcome", DOWN, (("echo", Y, 8, 8), ("time", U, 0, U40), ("hb", U, 0, 86400))),
-    130: ("resync", DOWN, (("echo", Y, 8, 8), ("floor", U, 0, U40))),
+    130: ("resync", DOWN, (("echo", Y, 8, 8), ("floor", U, 0, U32))),
     131: ("time", DOWN, (("time", U, 0, U40),)),
     144: ("light_set", DOWN, (("level", U, 0, 100), ("hold", U, 0, 86400))),
     145: ("light_profile", DOWN, (
@@ -157,7 +164,11 @@ def encode(msg):
             v = _lists(v)
         _check(name, f, v)
         out.append(v)
-    return cbor.dumps(out)
+    payload = cbor.dumps(out)
+    if len(payload) > UP_PAYLOAD_MAX and SCHEMAS[code][1] != DOWN:
+        raise SchemaError("%s payload of %d bytes exceeds the uplink limit of %d" % (name, len(payload),
+                                                                                       UP_PAYLOAD_MAX), "type")
+    return payload
 
 
 def _has(fields, k):

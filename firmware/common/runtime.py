@@ -19,6 +19,8 @@ from common.errors import CommandError, ProvisionError
 from common.link import open_link
 from common.session import Session
 
+BATT_MIN_MV = 1000
+"""Below this a battery reading is no reading: an ESP32 browns out near 2.5 V."""
 MAX_APP_ERRORS = 3
 """Consecutive failed app steps after which the watchdog is starved (-> reset)."""
 
@@ -38,6 +40,8 @@ class Runtime:
         self.app_cls = app_cls
         self.fw = getattr(app_cls, "FW", VERSION)
         self.started_ms = clock.ticks_ms()
+        self._tick = self.started_ms
+        self.up_ms = 0  # since boot, summed per step: ticks wrap after 12.4 days, uptime must not
         self.gateway_seen_ms = None
         self.logs = []
         self.app = None
@@ -65,7 +69,9 @@ class Runtime:
         role = messages.ROLE_IDS.get(app_cls.ROLE)
         if role is None or app_cls.ROLE != dev.role:
             raise ProvisionError("config role %r does not match the firmware's %r" % (dev.role, app_cls.ROLE))
-        hello = {"type": "hello", "role": role, "fw": self.fw, "caps": app_cls.CAPS}
+        caps = getattr(app_cls, "caps", None)
+        caps = app_cls.CAPS if caps is None else caps(dev.pins, self._rtc, self.cfg)
+        hello = {"type": "hello", "role": role, "fw": self.fw, "caps": caps}
         self.session = Session(dev.kid, key, transport or open_link(dev.link), store, hello, dev.link,
                                self._command, self._welcomed)
         self.retained = _load_retained(store) if self.cause == hal.CAUSE_DEEPSLEEP else {}
@@ -90,6 +96,8 @@ class Runtime:
         on_ack(msg, nack) runs when the answer arrives (nack None for an ack)."""
         if msg.get("t") is None:
             msg["t"] = clock.now() or 0
+        if msg["type"] == "alarm":  # SPEC 5: alarm values saturate at -65536..65535
+            msg["value"] = max(-0x10000, min(msg["value"], 0xFFFF))
         self.session.event(msg, clock.ticks_ms(), durable, on_ack)
 
     def log(self, text, keep=False):
@@ -107,13 +115,15 @@ class Runtime:
         return self.session.welcomed
 
     def battery_mv(self):
-        """Battery voltage (mV) from ADC "batt" and rt.batt_div, or None on mains power."""
+        """Battery voltage (mV) from ADC "batt" and rt.batt_div, or None on mains power and when
+        there is no reading (an open input reads ~0 V, which a running board cannot have)."""
         div = self._rtc["batt_div"]
         if not div or not self.hal.has("batt"):
             return None
         if self._batt is None:
             self._batt = self.hal.adc("batt")
-        return self._batt.read_uv() * div // 1000000
+        mv = self._batt.read_uv() * div // 1000000
+        return mv if mv >= BATT_MIN_MV else None
 
     def sleep_request(self, ms):
         """Deep-sleep for ms once pending events are acked (or rt.awake_s is over)."""
@@ -172,6 +182,8 @@ class Runtime:
 
     def step(self, now):
         """One loop iteration; returns ms to wait before the next."""
+        self.up_ms += max(clock.ticks_diff(now, self._tick), 0)
+        self._tick = now
         s = self.session
         if s.events and not s.welcomed and not s.hello_pending:
             s.start_hello(now)  # a sleeper wakes without a session: events need one for their acks
@@ -195,7 +207,7 @@ class Runtime:
         if clock.ticks_diff(now, self._hb_due) >= 0:
             self.heartbeat()
             self._hb_due = clock.ticks_add(now, s.hb_s * 1000)
-        up = clock.ticks_diff(now, self.started_ms)
+        up = self.up_ms
         if self.healthy and not self.boot.stable and up >= self._rtc["stable_s"] * 1000:
             self.boot.mark_stable()
         retry = self._rtc["safe_retry_s"]
@@ -241,10 +253,10 @@ class Runtime:
         if self.app is None:
             st |= codes.ST_LINK_ONLY
         mv = self.battery_mv()
-        self.send({"type": "heartbeat", "uptime": clock.ticks_diff(clock.ticks_ms(), self.started_ms) // 1000,
-                   "heap": min(hal.mem_free(), 0xFFFFFFFF), "boots": self.boot.boots, "status": st,
+        self.send({"type": "heartbeat", "uptime": min(self.up_ms // 3600000, 0xFFFF),
+                   "heap": min(hal.mem_free() // 1024, 255), "boots": self.boot.boots & 0xFF, "status": st,
                    "fw": self.fw, "batt": None if mv is None else min(mv // 20, 255),
-                   "dropped": min(self.session.dropped, 0xFFFFFFFF)})
+                   "dropped": min(self.session.dropped, 255)})
         if self.app is not None:
             try:
                 t = self.app.telemetry()

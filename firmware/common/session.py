@@ -12,6 +12,7 @@ import os
 
 from protocol import codec, codes, cose, framing
 from protocol.errors import ProtocolError, ReplayError, UnknownTypeError
+from protocol.messages import NACK_FIELD_MAX
 from protocol.replay import ReplayWindow, SeqCounter
 
 from common import clock
@@ -247,4 +248,4 @@ class Session:
         if res is None:
             self.send({"type": "ack", "ref": ref})
         else:
-            self.send({"type": "nack", "ref": ref, "code": res[0], "field": res[1][:12]})
+            self.send({"type": "nack", "ref": ref, "code": res[0], "field": res[1][:NACK_FIELD_MAX]})

@@ -12,10 +12,15 @@ from protocol import codes
 from common.config import CHOICE, INT, ConfigError
 from common.errors import CommandError
 
+from common.ticks import ticks_add, ticks_diff
+
 from container_sensor import level
 from container_sensor.ultrasonic import TrigEcho, UartSensor, median
 
 DEPTH_KEY = "cs_depth"
+HOLD_MS = 5000
+"""How long a fill report waits for the ack of its wake's fault event (a hello, a welcome and
+an ack take well under this); then it goes anyway."""
 
 
 class App:
@@ -44,10 +49,22 @@ class App:
         "stuck_n": (INT, 4, 0, 1000),         # identical raw readings (with temp change) = stuck; 0 = off
     }
 
+    @staticmethod
+    def caps(pins, rtc, cfg):
+        """What this board has wired (the hello's caps): the gateway applies only checks that fit."""
+        c = codes.CAP_ULTRASONIC_UART if cfg["sensor"] == "uart" else codes.CAP_ULTRASONIC_TRIG
+        if cfg["temp_kind"] != "none" and "temp" in pins:
+            c |= codes.CAP_TEMPERATURE
+        if rtc["batt_div"] and "batt" in pins:
+            c |= codes.CAP_BATTERY
+        return c
+
     def __init__(self, rt):
         self.rt = rt
         self.last = None
         self.sent = False
+        self._held = None  # a fill report waiting for the ack of this wake's fault event
+        self._held_until = 0
         self.raws = []
         self.done = False
 
@@ -69,13 +86,17 @@ class App:
 
     def step(self, now):
         if self.done:
+            if self._held is not None:
+                if ticks_diff(now, self._held_until) < 0:
+                    return 100
+                self._fault_answered(None, None)  # no answer in time: the report goes anyway
             return 60000
         self.raws.append(self.sensor.ping())
         if len(self.raws) < self.rt.cfg["pings"]:
             return self.rt.cfg["ping_gap_ms"]
         self.done = True
         self._evaluate()
-        return 60000
+        return 60000 if self._held is None else 100
 
     def _temp(self):
         if self.temp is None:
@@ -150,7 +171,7 @@ class App:
         if fill is not None:
             st["f"] = fill
         for code, v in faults:
-            rt.event({"type": "fault", "code": code, "value": v}, durable=True)
+            rt.event({"type": "fault", "code": code, "value": v}, durable=True, on_ack=self._fault_answered)
         for code, v in alarms:
             rt.event({"type": "alarm", "code": code, "comp": 0, "value": v}, durable=True)
         fast = b >= 1 or st["fire"]
@@ -159,13 +180,22 @@ class App:
         lr = st["lr"]
         if (self.fresh or changed or st["rep"] <= 0 or
                 (fill is not None and (lr is None or abs(fill - lr) >= c["delta_pct"]))):
-            rt.send(msg)
+            if faults:
+                self._held = msg  # the gateway hears of the fault before it sees a fill without a level
+                self._held_until = ticks_add(rt.ticks_ms(), HOLD_MS)
+            else:
+                rt.send(msg)
             self.sent = True
             st["lr"] = fill
             st["rep"] = c["report_s"] * 1000
         st["rep"] -= interval * 1000
         rt.retain("cs", st)
         rt.sleep_request(interval * 1000)
+
+    def _fault_answered(self, msg, nack):
+        if self._held is not None:
+            self.rt.send(self._held)
+            self._held = None
 
     def telemetry_now(self, fill, temp):
         mv = self.rt.battery_mv()

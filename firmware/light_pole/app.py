@@ -73,7 +73,7 @@ def _changed(old, new, keys):
 
 class App:
     ROLE = "light_pole"
-    CAPS = codes.CAP_PIR | codes.CAP_LIGHT_SENSOR  # the current sense is optional
+    CAPS = codes.CAP_PIR | codes.CAP_LIGHT_SENSOR | codes.CAP_CURRENT_SENSE
     FW = 10000  # 1.0.0
     SCHEMA = {
         # the default profile (a light_profile command overrides it until the next config change)
@@ -107,6 +107,16 @@ class App:
         "lamp_ma": (INT, 0, 0, 10000),      # driver current at 100 %; 0: no lamp fault check
         "cs_ma_v": (INT, 1000, 1, 20000),   # current-sense scale, mA per volt at "lamp_cs"
     }
+
+    @staticmethod
+    def caps(pins, rtc, cfg):
+        """What this pole has wired (the hello's caps): without lamp_cs the gateway has no current to check."""
+        c = 0
+        for name, bit in (("motion", codes.CAP_PIR), ("ambient", codes.CAP_LIGHT_SENSOR),
+                          ("lamp_cs", codes.CAP_CURRENT_SENSE)):
+            if name in pins:
+                c |= bit
+        return c
 
     def __init__(self, rt):
         self.rt = rt

@@ -2,7 +2,8 @@
 
 Flash layout under /state/locker/: audit.bin (ring of events, the locker's
 outbox), used.bin (single-use token ids until expiry), reqs.bin (recent
-gateway unlock request ids). The booking key is /booking.key (32 bytes, never
+gateway unlock request ids), watched.bin (how many compartments the board has
+watched: a door beyond that found open at boot was open already, no tamper). The booking key is /booking.key (32 bytes, never
 printed). Pins by logical name: lock<N> (solenoid driver), door<N> (switch,
 pulled up; open = high unless door_inv), occ<N> (occupancy, when occupancy is
 on), reader (UART of the token reader, optional).
@@ -16,7 +17,7 @@ from common.errors import CommandError
 from protocol import codes
 from protocol.cose import Mac
 
-from locker import access, audit, compartment, reader
+from locker import access, audit, compartment, flash, reader
 from locker.actuator import MAX_ON_MS, MIN_ON_MS, LockActuator
 from locker.debounce import Debounced
 from locker.lockout import Lockout
@@ -61,6 +62,16 @@ class App:
     CAPS = codes.CAP_LOCK | codes.CAP_DOOR | codes.CAP_OCCUPANCY | codes.CAP_TOKEN_READER
     FW = FW
     SCHEMA = SCHEMA
+
+    @staticmethod
+    def caps(pins, rtc, cfg):
+        """What this locker has wired (the hello's caps)."""
+        c = codes.CAP_LOCK | codes.CAP_DOOR
+        if cfg["occupancy"]:
+            c |= codes.CAP_OCCUPANCY
+        if "reader" in pins:
+            c |= codes.CAP_TOKEN_READER
+        return c
 
     def __init__(self, rt):
         """Flash state and the token decision (no pins yet: those are start()'s)."""
@@ -139,8 +150,17 @@ class App:
                                                  cfg["open_max_s"] * 1000))
         self.comps = comps
         last = self._last_words()
+        path = STATE + "/watched.bin"
+        try:
+            raw = flash.load(path)
+        except flash.CorruptError:
+            raw = None  # unknown: no alarm for a door found open, which errs on the quiet side once
+        watched = raw[0] if raw else 0
         for c in comps:
-            c.boot(now, last.get(c.n, compartment.LAST_NONE))
+            c.boot(now, last.get(c.n, compartment.LAST_NONE), c.n <= watched)
+        if len(comps) != watched:
+            flash.ensure_dir(path)
+            flash.save(path, bytes((len(comps),)))
 
     def _open_used(self, cap):
         u = UsedIds(STATE + "/used.bin", cap)

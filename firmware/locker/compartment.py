@@ -52,15 +52,23 @@ class Compartment:
         self._unlocked_at = now_ms
         return True
 
-    def boot(self, now_ms, last):
+    def boot(self, now_ms, last, watched=True):
         """Resume after a reset from the audit's last word on this compartment.
 
         last: LAST_NONE (closed / nothing), LAST_UNLOCK (an unlock was the last thing),
-        LAST_OPEN or LAST_OPEN_AUTH (door was open). A door found open that was not
-        open before and had no unlock was forced while the board was down: tamper.
+        LAST_OPEN or LAST_OPEN_AUTH (door was open). watched: the board watched this
+        door before. A watched door found open that was not open before and had no
+        unlock was forced while the board was down: tamper. A door never watched
+        (first boot, a compartment added by config) that is open was open already:
+        reported as a door event, no alarm.
         """
         if self.door.state:
-            if last == LAST_OPEN or last == LAST_OPEN_AUTH:
+            if not watched:
+                self._opened_at = now_ms
+                self._auth = False
+                self._long = False
+                self.emit(audit.DOOR, self.n, 1, 0)
+            elif last == LAST_OPEN or last == LAST_OPEN_AUTH:
                 self._opened_at = now_ms
                 self._auth = last == LAST_OPEN_AUTH
                 self._long = False

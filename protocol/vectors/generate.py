@@ -21,9 +21,9 @@ NONCE = bytes.fromhex("0011223344556677")
 VALID = [
     # name, direction, kid, seq, message
     ("up-hello", "up", "c001", 0, {"type": "hello", "role": 1, "fw": 10203, "caps": 0x0F, "nonce": NONCE}),
-    ("up-heartbeat", "up", "l001", 1234, {"type": "heartbeat", "uptime": 86400, "heap": 101232, "boots": 7,
+    ("up-heartbeat", "up", "l001", 1234, {"type": "heartbeat", "uptime": 24, "heap": 98, "boots": 7,
                                           "status": 4 | messages.ST_TIME_VALID, "fw": 10203, "batt": None, "dropped": 2}),
-    ("up-heartbeat-battery", "up", "c001", 3, {"type": "heartbeat", "uptime": 12, "heap": 98000, "boots": 120,
+    ("up-heartbeat-battery", "up", "c001", 3, {"type": "heartbeat", "uptime": 0, "heap": 95, "boots": 120,
                                                 "status": 4, "fw": 10203, "batt": 180, "dropped": 0}),
     ("up-fill", "up", "c001", 57, {"type": "fill", "fill": 73, "temp": 18, "batt": 181}),
     ("up-fill-worst-case", "up", "c001", 0xFFFFFF, {"type": "fill", "fill": 100, "temp": 125, "batt": 255}),

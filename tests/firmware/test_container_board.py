@@ -8,6 +8,7 @@ import contextlib
 import pytest
 
 from sim.testbed import Peer, deploy_tree, vboard_available
+from protocol import codes
 
 pytestmark = [
     pytest.mark.micropython,
@@ -33,7 +34,8 @@ def board(tmp_path, app=None, rt=None, distance=725, air_c=20, temp_c=20, batt_m
     with vboard.VirtualBoard(deploy_dir=img, flash_dir=tmp_path / "flash", ultrasonic={"trig": TRIG, "echo": ECHO},
                              distance_mm=distance, temperature_c=air_c, name="c001") as b:
         b.set_adc(TEMP, uv=tmp36(temp_c))
-        b.set_adc(BATT, uv=batt_mv * 1000 // 2)
+        if batt_mv is not None:  # None: the battery input reads nothing (open divider)
+            b.set_adc(BATT, uv=batt_mv * 1000 // 2)
         p = Peer(b, KID, **peer)
         try:
             yield b, p
@@ -216,3 +218,33 @@ def test_heartbeat_every_hb_across_sleeps(tmp_path):
         wake_cycle(b, p)                             # 30 min after the first
         hbs = p.of("heartbeat")
         assert len(hbs) == 2 and hbs[1]["boots"] == 1   # deep-sleep wakes are not boots
+
+
+def test_no_battery_reading_is_null_never_zero_volts(tmp_path):
+    """issue 9 item 11: an open battery input is "no reading" (null), not 0.0 V and low_battery."""
+    with board(tmp_path, batt_mv=None) as (b, p):
+        p.run(WAKE)
+        assert p.of("fill")[0]["batt"] is None
+        assert p.of("heartbeat")[0]["batt"] is None
+        assert alarms(p) == []
+
+
+def test_sensor_fault_event_reaches_the_gateway_before_its_null_fill(tmp_path):
+    """issue 9 item 11: the gateway hears of the failed sensor (one fault, its eid a stable id)
+    before it sees a fill without a level, so it never raises a second, "no reading" alert."""
+    with board(tmp_path, distance=None) as (b, p):
+        p.run(WAKE)
+        types = [m["type"] for s, m in p.up if m["type"] in ("fault", "fill")]
+        assert types == ["fault", "fill"]
+        assert p.of("fill")[0]["fill"] is None
+
+
+def test_hello_caps_say_what_is_wired(tmp_path):
+    """issue 9 item 11: the hello's caps follow the board's pins and config, so the gateway
+    knows which checks apply."""
+    with board(tmp_path) as (b, p):
+        p.run(WAKE)
+        assert p.of("hello")[0]["caps"] == codes.CAP_ULTRASONIC_TRIG | codes.CAP_TEMPERATURE | codes.CAP_BATTERY
+    with board(tmp_path / "2", app={"temp_kind": "none"}, rt={"batt_div": 0}) as (b, p):
+        p.run(WAKE)
+        assert p.of("hello")[0]["caps"] == codes.CAP_ULTRASONIC_TRIG

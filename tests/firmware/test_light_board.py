@@ -53,7 +53,7 @@ def test_boots_lit_and_settles_at_base_at_night(bench):
     g.run(3000)
     assert b.pwm_duty(LAMP) == duty_for(20)
     hello = g.of("hello")[0]
-    assert hello["role"] == 2 and hello["caps"] == 16 | 64
+    assert hello["role"] == 2 and hello["caps"] == 16 | 64 | 128  # lamp_cs wired: current sense (issue 9 item 11)
     assert not b.events("fw_crash")
 
 

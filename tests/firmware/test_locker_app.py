@@ -419,3 +419,34 @@ def _raises(exc, fn, *a):
     except exc as e:
         return e
     raise AssertionError("%s not raised" % exc.__name__)
+
+
+def test_door_open_at_first_boot_is_reported_without_a_tamper_alarm():
+    """issue 9 item 11: a door that was already open when the board first watched it is a door
+    event, not a forced door; once watched, a door forced while the board was down still is."""
+    _n[0] += 1
+    d = "%s/b%d" % (_BASE, _n[0])
+    os.mkdir(d)
+    app.STATE = d + "/state"
+    hal = Hal()
+    hal.pins["door1"] = Pin(1)
+    rt = FakeRt(hal=hal)
+    a = app.App(rt)
+    a.start(False)
+    _run(rt, a, 200)
+    assert _drain(rt, a) == [("door", 1, True, False)]
+    hal.pins["door1"].v = 0
+    _run(rt, a, 200)
+    _drain(rt, a)
+    hal.pins["door1"].v = 1  # now forced while the board is down
+    b = _reboot(rt)
+    _run(rt, b, 200)
+    assert sorted(_drain(rt, b)) == [("alarm", 1, 2, None), ("door", 1, True, False)]
+
+
+def test_compartment_added_by_config_with_its_door_open_raises_no_tamper():
+    rt, a = _setup()
+    rt.hal.pins["door3"] = Pin(1)
+    a.on_config(config.validate(app.SCHEMA, {"comps": 3}, base=rt.cfg))
+    _run(rt, a, 200)
+    assert _drain(rt, a) == [("door", 3, True, False)]

@@ -68,7 +68,16 @@ def test_hello_welcome_time_and_heartbeat_diagnostics(tmp_path):
         assert p.of("light")[0]["level"] == 20                   # telemetry follows the heartbeat
         p.run(60_000, step=1000)
         assert len(p.of("heartbeat")) == 2                       # every hb seconds
-        assert p.of("heartbeat")[1]["uptime"] >= 60
+        assert p.of("heartbeat")[1]["uptime"] == 0               # whole hours since boot (SPEC 5)
+
+
+def test_heartbeat_uptime_in_hours_heap_in_kib(tmp_path):
+    """issue 9 item 9: the heartbeat's units keep it within a LoRaWAN DR0 payload for a lifetime."""
+    with board(tmp_path, hb=600) as (b, p):
+        p.connect()
+        p.run(2 * 3600_000 + 1000, step=60_000)
+        hb = p.of("heartbeat")[-1]
+        assert hb["uptime"] == 2 and 0 < hb["heap"] <= 255 and hb["boots"] == 1
 
 
 def test_downlink_ignored_until_welcome_then_resync(tmp_path):

@@ -69,6 +69,61 @@ def test_pure_and_cbor2_agree_on_every_message(msg):
     assert messages.decode(payload, loads=fast.loads) == msg
 
 
+def _extreme(f):
+    """A field over its full legal range, its bounds drawn often (the largest encodings)."""
+    name, kind, lo, hi = f
+    if kind in (messages.U, messages.I, messages.N):
+        ints = st.sampled_from([lo, hi]) | st.integers(lo, hi)
+        return (st.none() | ints) if kind == messages.N else ints
+    if kind == messages.T:  # up to hi bytes of UTF-8, multi-byte characters included
+        return st.text(max_size=hi).filter(lambda t: len(t.encode()) <= hi) | st.just("x" * hi) | st.just("ä" * (hi // 2))
+    return _field(f)
+
+
+def _uplink(code):
+    name, _, fields = messages.SCHEMAS[code]
+    return st.fixed_dictionaries({f[0]: _extreme(f) for f in fields}).map(lambda d: dict(d, type=name))
+
+
+UPLINK = st.sampled_from(sorted(c for c in messages.SCHEMAS if messages.SCHEMAS[c][1] != messages.DOWN)).flatmap(_uplink)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(UPLINK, st.binary(min_size=1, max_size=8), st.integers(0, 2 ** 24 - 1) | st.just(2 ** 24 - 1))
+def test_every_uplink_message_fits_lorawan_dr0_over_its_whole_life(msg, kid, seq):
+    """issue 9 item 9: any legal uplink message, an id of up to 8 bytes and any sequence number
+    below 2**24: the envelope (what a LoRaWAN uplink carries) is at most 51 bytes (SPEC 3, Size)."""
+    payload = messages.encode(msg)
+    assert len(payload) <= messages.UP_PAYLOAD_MAX
+    env = cose.seal(cose.Mac(KEY), cose.UP, kid, seq, payload)
+    assert len(env) <= 51, (msg, len(env))
+    assert len(framing.encode_frame(env)) == len(env) + 4
+
+
+def test_the_largest_uplink_messages_fit_exactly():
+    """The worst case of each uplink type with an 8-byte id and sequence number 2**24 - 1."""
+    worst = {
+        "heartbeat": {"uptime": 0xFFFF, "heap": 255, "boots": 255, "status": 255, "fw": 999999, "batt": 255,
+                      "dropped": 255},
+        "access": {"eid": 2 ** 32 - 1, "t": 2 ** 32 - 1, "comp": 32, "result": 15, "token": 2 ** 32 - 1},
+        "hello": {"role": 3, "fw": 999999, "caps": 0xFFFF, "nonce": b"\xff" * 8},
+        "nack": {"ref": 2 ** 32 - 1, "code": 23, "field": "x" * messages.NACK_FIELD_MAX},
+    }
+    for name, fields in worst.items():
+        env = cose.seal(cose.Mac(KEY), cose.UP, b"12345678", 2 ** 24 - 1, messages.encode(dict(fields, type=name)))
+        assert len(env) == 51, name
+
+
+def test_the_encoder_refuses_what_the_uplink_limit_cannot_carry():
+    with pytest.raises(ProtocolError):
+        messages.encode({"type": "heartbeat", "uptime": 86400, "heap": 101232, "boots": 7, "status": 20,
+                         "fw": 10203, "batt": None, "dropped": 2})   # seconds and bytes: the old units
+    with pytest.raises(ProtocolError):
+        messages.encode({"type": "nack", "ref": 1, "code": 3, "field": "safe_retry_s"})
+    with pytest.raises(ProtocolError):
+        codec.pack(cose.Mac(KEY), cose.UP, b"c001", 2 ** 32, {"type": "ack", "ref": 1})
+
+
 @settings(max_examples=500, deadline=None)
 @given(MESSAGES, st.binary(min_size=1, max_size=8), st.integers(0, cose.MAX_SEQ), st.sampled_from([cose.UP, cose.DOWN]))
 def test_frames_round_trip(msg, kid, seq, direction):
