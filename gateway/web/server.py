@@ -142,8 +142,8 @@ def _trend(points, now: float) -> str:
     if not points or len(points) < 2:
         return "not enough reports"
     recent = [(t, v) for t, v in points if now - t <= 3600] or list(points)[-2:]
-    if len(recent) < 2 or recent[-1][0] == recent[0][0]:
-        return "steady"
+    if len(recent) < 2 or recent[-1][0] - recent[0][0] < 300:  # a rate needs some minutes of reports
+        return "not enough reports"
     rate = (recent[-1][1] - recent[0][1]) / (recent[-1][0] - recent[0][0]) * 3600
     if abs(rate) < 1:
         return "steady"

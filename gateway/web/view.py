@@ -104,7 +104,7 @@ def plan(name: str, site: dict) -> str:
     for p in poles:
         cx, cy = 60 + 120 * p["x"], 40 + 90 * p["y"]
         lvl = p["level"] if p["level"] is not None else 0
-        dots.append('<circle cx="%d" cy="%d" r="%d" class="lamp%s" style="fill-opacity:%.2f"/>'
+        dots.append('<circle cx="%d" cy="%d" r="%d" class="lamp%s" fill-opacity="%.2f"/>'
                     '<text x="%d" y="%d" class="label">%s %s</text>' % (
                         cx, cy, 10 + lvl // 8, " fault" if p["fault"] else "", 0.15 + 0.85 * lvl / 100,
                         cx, cy + 38, E(p["id"]), "--" if p["level"] is None else "%d%%" % p["level"]))
@@ -135,7 +135,8 @@ def bins_table(site: dict) -> str:
     rows = []
     for b in site["bins"]:
         fill = "no reading" if b["fill"] is None else "%d %%" % b["fill"]
-        bar = '' if b["fill"] is None else '<span class="bar" aria-hidden="true"><span style="width:%d%%"></span></span>' % b["fill"]
+        bar = '' if b["fill"] is None else ('<svg class="bar" viewBox="0 0 100 10" aria-hidden="true" focusable="false">'
+                                            '<rect width="%d" height="10"/></svg>' % b["fill"])
         rows.append('<tr id="bin-%s"><th scope="row"><a href="/device/%s">%s</a></th><td class="num">%s %s</td>'
                     '<td>%s</td><td>%s</td></tr>' % (E(b["id"]), E(b["id"]), E(b["id"]), fill, bar, E(b["trend"]),
                                                      E(b["status"]) + ("" if b["online"] else " (OFFLINE)")))
