@@ -700,11 +700,13 @@ def error_doc(code: str, message: str, hint: str = "") -> dict:
 
 
 def _fail(args, message: str, code: int, reason: str | None = None, hint: str = "") -> int:
-    reason = reason or _REASONS.get(code, "failed")
+    """One line on stderr (`park-gateway: CODE: message (hint)`, the code when there is a specific one),
+    or with --json the one error document on stdout."""
     if getattr(args, "json", False):
-        print(json.dumps(dict(error_doc(reason, message, hint), exit=code)))
+        print(json.dumps(dict(error_doc(reason or _REASONS.get(code, "failed"), message, hint), exit=code)))
     else:
-        print("park-gateway: %s: %s%s" % (reason, message, " (%s)" % hint if hint else ""), file=sys.stderr)
+        print("park-gateway: %s%s%s" % (reason + ": " if reason else "", message, " (%s)" % hint if hint else ""),
+              file=sys.stderr)
     return code
 
 

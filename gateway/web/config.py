@@ -19,6 +19,7 @@ class WebConfig:
     operators_file: str = setting("")  # default STATE_DIR/operators.json (park-gateway operator add NAME)
     history: int = setting(720, lo=10, hi=100_000)  # points kept per device and value (memory only)
     session_hours: float = setting(12.0, lo=0.1, hi=24 * 30)  # an operator's login lasts this long
+    lamp_watts: float = setting(30.0, lo=0.1, hi=2000)  # a pole's rated lamp power, for the energy report
 
     @property
     def host(self) -> str:

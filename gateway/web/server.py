@@ -22,7 +22,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from gateway import __version__, readable
-from gateway.web import auth, view
+from gateway.web import auth, energy, view
 
 log = logging.getLogger("park.web")
 audit = logging.getLogger("park.api")  # the CLI's commands are audited there too
@@ -211,6 +211,7 @@ class Dashboard:
         self._ticker: asyncio.Task | None = None
         self._unsubscribe = None
         self._metrics = None
+        self.energy = energy.EnergyLog(os.path.join(daemon.cfg.state_dir, "energy.json"), cfg.lamp_watts)
 
     async def start(self) -> bool:
         """Listen; a port in use or a bad certificate is logged and the daemon runs on without a dashboard."""
@@ -229,6 +230,8 @@ class Dashboard:
         app.router.add_get("/events", self.events)
         app.router.add_get("/api/state", self.state)
         app.router.add_get("/metrics", self.metrics)
+        app.router.add_get("/energy", self.energy_page)
+        app.router.add_get("/opendata/{name}.{fmt}", self.opendata)
         app.router.add_static("/static/", STATIC)
         ctx = None
         if self.cfg.tls:
@@ -265,12 +268,19 @@ class Dashboard:
             await asyncio.gather(self._ticker, return_exceptions=True)
         if self._runner is not None:
             await self._runner.cleanup()
+            self.energy.save()
 
     async def _tick(self) -> None:
-        seen, last = -1, 0.0
+        seen, last, sampled = -1, 0.0, 0.0
         while True:
             await asyncio.sleep(TICK_S)
             now = time.monotonic()
+            if now - sampled >= energy.SAMPLE_S:
+                sampled = now
+                try:
+                    self.energy.sample(snapshot(self.daemon, self.live), self.daemon.cfg.sites)
+                except Exception:  # noqa: BLE001 - a report must never stop the dashboard
+                    log.exception("energy sample failed")
             if self._clients and (self.live.version != seen or now - last >= REFRESH_S):
                 seen, last = self.live.version, now
                 self._changed.set()
@@ -348,6 +358,28 @@ class Dashboard:
 
         body = generate_latest(self._metrics)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def energy_page(self, request):
+        return self._html(request, "Lighting energy", view.energy(self.energy.rows("night"),
+                                                                  self.energy.rows("month"), self.cfg.lamp_watts))
+
+    async def opendata(self, request):
+        """CSV or JSON for the city's data platform: fill levels, pickups, lighting energy (nothing personal)."""
+        from aiohttp import web
+
+        name, fmt = request.match_info["name"], request.match_info["fmt"]
+        if name not in energy.FIELDS or fmt not in ("csv", "json"):
+            raise web.HTTPNotFound(text="open data: %s.{csv,json}" % ", ".join(energy.FIELDS))
+        if name == "fill":
+            rows = energy.fill_rows(snapshot(self.daemon, self.live), self.live.history)
+        elif name == "pickups":
+            rows = energy.pickup_rows(self.daemon.pickups())
+        else:
+            rows = self.energy.rows(name.split("-")[1])
+        if fmt == "json":
+            return web.json_response({"fields": energy.FIELDS[name], "rows": rows}, dumps=_dumps)
+        return web.Response(text=energy.as_csv(rows, energy.FIELDS[name]), content_type="text/csv",
+                            headers={"Content-Disposition": "inline; filename=%s.csv" % name})
 
     # -- operators
 

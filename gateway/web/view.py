@@ -33,7 +33,7 @@ def page(title: str, body: str, operator: str | None, csrf: str = "", note: str 
 <body>
 <a class="skip" href="#main">Skip to content</a>
 <header>
-<nav aria-label="Site"><a href="/">Park at a glance</a> <a href="/metrics">Metrics</a> %s</nav>
+<nav aria-label="Site"><a href="/">Park at a glance</a> <a href="/energy">Energy and open data</a> <a href="/metrics">Metrics</a> %s</nav>
 </header>
 <main id="main" tabindex="-1">
 %s
@@ -223,6 +223,25 @@ def actions(d: dict, operator: str | None, csrf: str) -> str:
                  '<input type="hidden" name="action" value="reboot"><button type="submit">Reboot %s</button>'
                  '</fieldset></form>' % (url, hidden, E(d["id"])))
     return '<section aria-labelledby="act-h"><h2 id="act-h">Actions</h2>%s</section>' % "".join(forms)
+
+
+def energy(nights: list[dict], months: list[dict], watts: float) -> str:
+    def table(rows, by, caption):
+        if not rows:
+            return "<p>No night measured yet: the poles are counted while it is dark.</p>"
+        body = "".join('<tr><th scope="row">%s</th><td>%s</td><td class="num">%d</td><td class="num">%.1f Wh</td>'
+                       '<td class="num">%.1f Wh</td><td class="num">%s</td></tr>' % (
+                           E(r[by]), E(r["site"]), r["poles"], r["energy_wh"], r["full_level_wh"],
+                           "-" if r["saving_pct"] is None else "%.1f %%" % r["saving_pct"]) for r in rows[-31:])
+        return ('<table><caption>%s</caption><thead><tr><th scope="col">%s</th><th scope="col">Site</th>'
+                '<th scope="col">Poles</th><th scope="col">Used</th><th scope="col">Always at full</th>'
+                '<th scope="col">Saving</th></tr></thead><tbody>%s</tbody></table>' % (caption, by.title(), body))
+    links = " ".join('<a href="/opendata/%s.%s">%s.%s</a>' % (n, f, n, f)
+                     for n in ("fill", "pickups", "energy-night", "energy-month") for f in ("csv", "json"))
+    return ('<h1>Lighting energy</h1><p>Energy the poles used while it was dark, against the same poles always at '
+            'full level (%g W each), from their levels and the dimming curve.</p>%s%s'
+            '<h2>Open data</h2><p>For the city\'s data platform, nothing personal (fields: docs/operations.md): %s</p>'
+            % (watts, table(nights, "night", "Per night"), table(months, "month", "Per month"), links))
 
 
 def login(message: str = "", next_url: str = "/") -> str:

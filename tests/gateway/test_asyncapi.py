@@ -108,7 +108,7 @@ async def test_what_the_gateway_publishes_matches_the_contract(mosquitto, subscr
             devs["l001"].send({"type": "light", "level": 70, "state": 4, "ambient": 3, "lamp_ma": 300})
             devs["l002"].send({"type": "light", "level": 70, "state": 2, "ambient": 3, "lamp_ma": 0})
             devs["c001"].send({"type": "fill", "fill": 97, "temp": 14, "batt": 185})
-            devs["c001"].send({"type": "heartbeat", "uptime": 60, "heap": 90000, "boots": 2, "status": 16,
+            devs["c001"].send({"type": "heartbeat", "uptime": 60, "heap": 88, "boots": 2, "status": 16,
                                "fw": 10000, "batt": 185, "dropped": 0})
             devs["k001"].send({"type": "locker", "open": 0, "locked": 15, "occupied": 5, "pending": 0})
             await devs["l001"].event({"type": "motion", "count": 1})

@@ -85,6 +85,10 @@ async def test_the_dashboard_shows_the_park_live_and_accessibly(park, caplog):
                 "document.querySelector('#pole-l002').innerText.includes('pre-lit')", timeout=10_000)
             assert "70 %" in await page.inner_text("#pole-l002")
             assert "walker" in await page.inner_text("#pole-l001")
+            await page.goto(url + "energy")
+            assert "Lighting energy" in await page.inner_text("h1")
+            assert await _axe(page) == []
+            await page.goto(url)
             # keyboard: the first Tab reaches the skip link, and it leads to the content
             await page.keyboard.press("Tab")
             assert await page.evaluate("document.activeElement.textContent") == "Skip to content"
@@ -155,3 +159,49 @@ def test_the_network_needs_tls_and_there_is_no_default_operator(tmp_path):
     for _ in range(auth.MAX_FAILS):
         assert s.login("alice", "guess") is None
     assert s.login("alice", "long enough pass") is None  # locked out for a while
+
+
+def test_energy_follows_the_firmware_curve_and_counts_only_the_dark(tmp_path):
+    from light_pole import curve
+
+    from gateway.web import energy
+
+    for p in range(101):
+        assert abs(energy.power_fraction(p) * 65535 - curve.table(p)) <= 1, p
+    cfg = load(write_config(str(tmp_path), []))
+    log = energy.EnergyLog(str(tmp_path / "energy.json"), 40.0)
+    t0 = 1_800_000_000.0  # 2027-01-15 08:00 UTC: the night of the 14th
+
+    def snap(dark, levels):
+        return {"sites": {"stadtpark": {"lighting": {"dark": dark}, "poles": [{"level": v} for v in levels]}}}
+
+    for i in range(720):  # an hour in 5 s steps: two poles at base, one at full
+        log.sample(snap(True, [10, 10, 100]), cfg.sites, t0 + 5 * i)
+    log.sample(snap(False, [0, 0, 0]), cfg.sites, t0 + 3605)
+    (night,) = log.rows("night")
+    assert night["night"] == "2027-01-14" and night["poles"] == 3
+    assert abs(night["full_level_wh"] - 3 * 40 * 3595 / 3600) < 0.01
+    expect = 40 * (1 + 2 * energy.power_fraction(10)) * 3595 / 3600
+    assert abs(night["energy_wh"] - expect) < 0.01 and 60 < night["saving_pct"] < 70
+    log.save()
+    again = energy.EnergyLog(str(tmp_path / "energy.json"), 40.0)
+    (month,) = again.rows("month")  # read back from the file
+    assert month["month"] == "2027-01" and month["energy_wh"] == night["energy_wh"]
+
+
+async def test_open_data_is_documented_fields_and_nothing_personal(park):
+    import json
+
+    d, devs, cfg = park
+
+    def get(path):
+        return urllib.request.urlopen(d.dashboard.url + path, timeout=10).read().decode()
+
+    fill = await asyncio.to_thread(get, "opendata/fill.csv")
+    assert fill.splitlines()[0] == "site,container,time,fill_pct" and "stadtpark,c001," in fill and ",62" in fill
+    pk = json.loads(await asyncio.to_thread(get, "opendata/pickups.json"))
+    assert pk["fields"] == ["site", "container", "level", "fill_pct", "since"] and pk["rows"] == []
+    night = await asyncio.to_thread(get, "opendata/energy-night.csv")
+    assert night.splitlines()[0] == "site,night,poles,energy_wh,full_level_wh,saving_wh,saving_pct"
+    for doc in (fill, json.dumps(pk), night):
+        assert "k001" not in doc and "token" not in doc
