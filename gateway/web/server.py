@@ -498,8 +498,12 @@ async def start(daemon, cfg, outcomes=None) -> Dashboard | None:
     """The daemon's dashboard, or None when `[web] listen` is empty or it could not listen."""
     if cfg is None or not cfg.listen:
         return None
-    d = Dashboard(daemon, cfg, outcomes)
-    return d if await d.start() else None
+    try:
+        d = Dashboard(daemon, cfg, outcomes)
+        return d if await d.start() else None
+    except Exception as e:  # noqa: BLE001 - the park runs on without its dashboard (e.g. aiohttp unusable)
+        log.error("dashboard not started: %s: %s", type(e).__name__, e)
+        return None
 
 
 def operators_path(cfg) -> str:
