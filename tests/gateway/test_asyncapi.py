@@ -11,11 +11,12 @@ import jsonschema
 import paho.mqtt.client as paho
 import yaml
 
-from gwharness import connected, load, provision, running, sim, until, write_config
+from gwharness import connected, load, provision, running, until, write_config
 
 from gateway import __version__, tokens
 from gateway.registry import write_private
-from sim.devsim import SimLink
+from protocol import codes
+from sim.devsim import SimDevice, SimLink
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "asyncapi.yaml"
 # what the scenario below cannot provoke without minutes of waiting or a full disk
@@ -89,8 +90,9 @@ async def test_what_the_gateway_publishes_matches_the_contract(mosquitto, subscr
                            ("k001", "locker")])
     os.makedirs(os.path.dirname(tokens.key_path(cfg.state_dir, "k001")), mode=0o700)
     write_private(tokens.key_path(cfg.state_dir, "k001"), os.urandom(32).hex())
-    devs = {d: link.add(sim(d, keys, r)) for d, r in (("l001", "light_pole"), ("l002", "light_pole"),
-                                                    ("c001", "container_sensor"), ("k001", "locker"))}
+    devs = {d: link.add(SimDevice(d, keys[d], r, caps=codes.CAP_CURRENT_SENSE if r == "light_pole" else 0))
+            for d, r in (("l001", "light_pole"), ("l002", "light_pole"), ("c001", "container_sensor"),
+                         ("k001", "locker"))}
     seen = subscriber_factory(mosquitto, "park/#")
     pub = paho.Client(paho.CallbackAPIVersion.VERSION2)
     pub.connect(mosquitto.host, mosquitto.port)
