@@ -96,8 +96,11 @@ class Runtime:
         on_ack(msg, nack) runs when the answer arrives (nack None for an ack)."""
         if msg.get("t") is None:
             msg["t"] = clock.now() or 0
-        if msg["type"] == "alarm":  # SPEC 5: alarm values saturate at -65536..65535
+        t = msg["type"]
+        if t == "alarm":  # SPEC 5: alarm values saturate at -65536..65535
             msg["value"] = max(-0x10000, min(msg["value"], 0xFFFF))
+        if t == "alarm" or t == "fault":
+            self.log("%s code %d value %d" % (t, msg["code"], msg["value"]))
         self.session.event(msg, clock.ticks_ms(), durable, on_ack)
 
     def log(self, text, keep=False):
@@ -140,6 +143,10 @@ class Runtime:
     # ---- boot and loop ----
 
     def start(self):
+        fw = self.fw
+        self.log("park-edge %s %s fw %d.%d.%d boot %d cause %d%s" % (
+            self.dev.id, self.app_cls.ROLE, fw // 10000, fw // 100 % 100, fw % 100, self.boot.boots,
+            self.cause, " SAFE MODE" if self.safe else ""))
         self.wdt = hal.watchdog(self._rtc["wdt_ms"])
         try:
             self.app = self.app_cls(self)
@@ -176,8 +183,10 @@ class Runtime:
     def _welcomed(self, msg, now):
         if not clock.set_time(msg["time"]):
             self.log("welcome time %d not valid; keeping RTC" % msg["time"])
-        if self._welcome_ms is None and self.cause != hal.CAUSE_DEEPSLEEP:
-            self._hb_due = now  # first welcome after a reset: report diagnostics at once
+        if self._welcome_ms is None:
+            self.log("joined the gateway (heartbeat every %d s)" % msg["hb"])
+            if self.cause != hal.CAUSE_DEEPSLEEP:
+                self._hb_due = now  # first welcome after a reset: report diagnostics at once
         self._welcome_ms = now
 
     def step(self, now):
@@ -286,6 +295,15 @@ class Runtime:
     # ---- downlink commands (already authenticated and fresh) ----
 
     def _command(self, msg):
+        """Carry out one downlink command; the console says what it was and how it ended."""
+        r = self._do_command(msg)
+        if r is None:
+            self.log("command %s: done" % msg["type"])
+        else:
+            self.log("command %s: refused, code %d field %r" % (msg["type"], r[0], r[1]))
+        return r
+
+    def _do_command(self, msg):
         t = msg["type"]
         if t == "config":
             return self._config(msg["values"])
