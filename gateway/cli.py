@@ -20,6 +20,7 @@ import sys
 import time
 
 from gateway import config as config_mod
+from protocol import rules
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_NO_DAEMON = 0, 1, 2, 3
 DEFAULT_TIMEOUT = "30s"
@@ -91,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     li.add_argument("--hold", type=int, default=0, help="s; 0 = until the next profile change")
     lp = _device_command(sub, "light-profile", [c], "send a pole its profile")
     lp.add_argument("id")
-    for k, v in (("base", 10), ("full", 100), ("hold", 60), ("fade-up", 300), ("fade-down", 3000), ("max", 100)):
+    for k, v in (("base", rules.LIGHT_BASE), ("full", rules.LIGHT_FULL), ("hold", rules.LIGHT_HOLD_S),
+                 ("fade-up", rules.LIGHT_FADE_UP_MS), ("fade-down", rules.LIGHT_FADE_DOWN_MS), ("max", rules.LIGHT_MAX)):
         lp.add_argument("--" + k, type=int, default=v)
     u = _device_command(sub, "unlock", [c], "open a locker compartment (reason is logged)")
     u.add_argument("id")

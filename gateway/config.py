@@ -70,10 +70,10 @@ class CurfewWindow:
 @dataclass
 class LightingConfig:
     hops: int = setting(2, lo=0, hi=15)
-    base: int = setting(10, lo=0, hi=100)  # level at night with nobody around
-    full: int = setting(100, lo=0, hi=100)  # level at a pole that saw motion
+    base: int = setting(rules.LIGHT_BASE, lo=0, hi=100)  # level at night with nobody around
+    full: int = setting(rules.LIGHT_FULL, lo=0, hi=100)  # level at a pole that saw motion
     prelight: int = setting(70, lo=0, hi=100)  # level of neighbours ahead
-    hold: int = setting(60, lo=1, hi=3600)  # s a raised level is held
+    hold: int = setting(rules.LIGHT_HOLD_S, lo=1, hi=3600)  # s a raised level is held
     day_level: int = setting(0, lo=0, hi=100)
     dusk_offset_min: int = setting(0, lo=-180, hi=180)  # lights on this many minutes after sunset (negative: before)
     dawn_offset_min: int = setting(0, lo=-180, hi=180)  # lights off this many minutes after sunrise
@@ -205,7 +205,7 @@ def _links(r: Reader, raw) -> list[LinkConfig]:
 def _lighting(r: Reader, d, lp: tuple) -> LightingConfig:
     L = LightingConfig(**r.section(d, lp, LightingConfig, extra=("edges", "curfew")))
     for j, e in enumerate(r.get(d, lp, "edges", list, [])):
-        if not (isinstance(e, list) and len(e) == 2 and all(isinstance(x, str) and 1 <= len(x) <= 8 for x in e)):
+        if not (isinstance(e, list) and len(e) == 2 and all(rules.valid_id(x) for x in e)):
             raise r.error(lp + ("edges",), "edge %d must be a pair of pole ids [\"l001\", \"l002\"], got %r" % (j, e))
         if e[0] == e[1]:
             raise r.error(lp + ("edges",), "edge %d joins %r to itself" % (j, e[0]))

@@ -23,7 +23,7 @@ import signal
 import time
 from typing import Callable
 
-from protocol import messages, names
+from protocol import messages, names, rules
 from protocol.errors import SchemaError
 
 from gateway import config as config_mod
@@ -359,7 +359,9 @@ class Daemon:
 
 _DEFAULTS = {
     "light_set": {"hold": 0},
-    "light_profile": {"base": 10, "full": 100, "hold": 60, "fade_up": 300, "fade_down": 3000, "max": 100, "curfew": []},
+    "light_profile": {"base": rules.LIGHT_BASE, "full": rules.LIGHT_FULL, "hold": rules.LIGHT_HOLD_S,
+                      "fade_up": rules.LIGHT_FADE_UP_MS, "fade_down": rules.LIGHT_FADE_DOWN_MS,
+                      "max": rules.LIGHT_MAX, "curfew": []},
     "prelight": {"hold": 60, "hops": 1},
     "reboot": {"delay": 0},
     "time": {},

@@ -29,7 +29,7 @@ class DeviceSession:
 
     __slots__ = ("dev", "kid", "mac", "window", "counter", "link", "online", "last_seen", "hb",
                  "offline_after", "eids", "eid_order", "queue", "inflight", "fw", "status", "welcomed",
-                 "last_time_sync", "dirty", "state", "boots", "last_resync")
+                 "last_time_sync", "dirty", "state", "boots", "last_resync", "caps")
 
     def __init__(self, dev: Device, registry: Registry, writer, hb: int, offline_after: float):
         self.dev = dev
@@ -48,6 +48,7 @@ class DeviceSession:
         self.queue: collections.deque = collections.deque()
         self.inflight: dict = {}
         self.fw = dev.fw
+        self.caps = None  # what the device's hello says is wired (protocol.codes CAP_*); None until one
         self.status = 0
         self.boots = None
         self.welcomed = True  # False between a resync the device took and its fresh hello

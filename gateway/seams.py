@@ -46,6 +46,7 @@ class DeviceView(Protocol):
     def site(self) -> str: ...
 
     online: bool
+    caps: int | None  # the hello's capability bits (protocol.codes CAP_*), None before the first hello
     state: dict  # last telemetry per message type
 
 

@@ -25,7 +25,7 @@ import logging
 import time
 from typing import Callable
 
-from protocol import codec, cose, messages
+from protocol import codec, codes, cose, messages
 from protocol.cpython import loads as strict_loads
 from protocol.errors import ProtocolError, ReplayError, UnknownTypeError
 
@@ -169,8 +169,8 @@ class Sessions:
                 s.last_seen = self.clock()
                 s.dirty = True
                 s.send({"type": "nack", "ref": seq,
-                        "code": messages.E_UNKNOWN_TYPE if isinstance(e, UnknownTypeError) else messages.E_MALFORMED,
-                        "field": (getattr(e, "field", "") or "")[:12]})
+                        "code": codes.E_UNKNOWN_TYPE if isinstance(e, UnknownTypeError) else codes.E_MALFORMED,
+                        "field": (getattr(e, "field", "") or "")[:messages.NACK_FIELD_MAX]})
                 return
         self.counters["drop_" + code] += 1
         link.counters["drop_" + code] += 1
@@ -205,9 +205,10 @@ class Sessions:
     def _hello(self, s: DeviceSession, seq: int, msg: dict, now: float) -> None:
         if messages.ROLES.get(msg["role"]) != s.role:
             self.counters["role_mismatch"] += 1
-            s.send({"type": "nack", "ref": seq, "code": messages.E_DENIED, "field": "role"})
+            s.send({"type": "nack", "ref": seq, "code": codes.E_DENIED, "field": "role"})
             return
         s.fw = msg["fw"]
+        s.caps = msg["caps"]
         s.send({"type": "welcome", "echo": msg["nonce"], "time": timesync.time_for_device(now, self.cfg.trust_clock),
                  "hb": s.hb})
         s.send({"type": "ack", "ref": seq})
@@ -255,7 +256,7 @@ class Sessions:
             if s.boots is not None and msg["boots"] != s.boots:
                 self._emit({"kind": "reboot", "device": s.id, "boots": msg["boots"]})
             s.boots = msg["boots"]
-            if (not msg["status"] & messages.ST_TIME_VALID or now - s.last_time_sync > self.cfg.session.time_sync) \
+            if (not msg["status"] & codes.ST_TIME_VALID or now - s.last_time_sync > self.cfg.session.time_sync) \
                     and timesync.synchronised(self.cfg.trust_clock):
                 s.last_time_sync = now
                 self.downlink.submit(s, {"type": "time", "time": int(now)}).add_done_callback(_retrieved)

@@ -156,6 +156,10 @@ class Lighting:
             self._send(pole, {"type": "prelight", "level": level, "hold": hold, "hops": hops})
 
     def _lamp_check(self, sl: SiteLighting, s, msg: dict, now: float) -> None:
+        """Only for a pole whose hello says it senses lamp current: without the sense input,
+        lamp_ma is 0 whatever the lamp does."""
+        if s.caps is None or not s.caps & codes.CAP_CURRENT_SENSE:
+            return
         if msg["level"] > 0 and msg["lamp_ma"] < sl.cfg.fault_ma:
             if s.id not in sl.lamp_fault:
                 self._lamp_fault(sl, s, now, "no_current", msg["lamp_ma"], "%s-lamp-%d" % (s.id, int(now * 1000)))

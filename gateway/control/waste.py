@@ -5,8 +5,10 @@ container crosses a threshold upwards, once; it is re-armed when the container
 is emptied (fill back below near_full minus a hysteresis). Fire alarms go up
 the moment they arrive (the device's alarm is itself an uplink event; a hot
 temperature reading the device did not flag raises the gateway's own). A
-reading of "not measured" (fill null) or a sensor fault marks the container
-as flagged until a good reading arrives.
+sensor fault is one alert, from the device's fault event (its eid makes the id
+stable across retransmissions and restarts); a reading of "not measured"
+(fill null, which comes with that event) flags the container quietly until a
+good reading arrives. A temperature of null is no reading, not a cold bin.
 """
 
 from __future__ import annotations
@@ -74,7 +76,9 @@ class Waste:
         w = self.sites[s.site].waste
         fill, temp = msg["fill"], msg["temp"]
         c.temp = temp
-        if temp >= w.fire_temp and not c.hot:
+        if temp is None:
+            pass
+        elif temp >= w.fire_temp and not c.hot:
             c.hot = True
             self.alert(s, "fire", {"source": "gateway", "temp": temp}, "%s-fire-%d" % (s.id, int(now * 1000)), now)
         elif temp < w.fire_temp - 10:
@@ -82,7 +86,6 @@ class Waste:
         if fill is None:
             if c.fault is None:
                 c.fault = "no_reading"
-                self.alert(s, "sensor_fault", {"fault": "no_reading"}, "%s-noread-%d" % (s.id, int(now * 1000)), now)
             return
         if c.fault is not None:
             c.fault = None

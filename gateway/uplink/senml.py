@@ -28,19 +28,21 @@ _RECORD_KEYS = frozenset(("n", "u", "t", "ut", "s") + _VALUE_KEYS)
 # The SenML units this gateway emits (IANA SenML registry, primary units).
 UNITS = frozenset(("%", "Cel", "V", "A", "W", "lx", "s", "m", "B", "count", "%RH", "dBm", "/"))
 
-# Per-role translation of protocol telemetry fields: (field, SenML name, unit, divisor).
+# Per-role translation of protocol telemetry fields: (field, SenML name, unit, mul, div): the
+# value is field * mul / div, so 20 mV steps become volts and hours seconds.
 # A field that is None ("not measured") is left out of the pack, never sent as 0.
-_FIELDS: dict[str, tuple[tuple[str, str, str | None, float], ...]] = {
+_FIELDS: dict[str, tuple[tuple[str, str, str | None, int, int], ...]] = {
     # batt travels in 20 mV steps (protocol/SPEC.md section 5): divisor 50 gives volts.
-    "fill": (("fill", "fill", "%", 1), ("temp", "temp", "Cel", 1), ("batt", "batt", "V", 50)),
+    "fill": (("fill", "fill", "%", 1, 1), ("temp", "temp", "Cel", 1, 1), ("batt", "batt", "V", 1, 50)),
     # ambient is the light sensor's raw ADC reading, not lux: no unit
-    "light": (("level", "level", "%", 1), ("state", "state", None, 1), ("ambient", "ambient", None, 1),
-              ("lamp_ma", "lamp_current", "A", 1000)),
-    "locker": (("open", "open", None, 1), ("locked", "locked", None, 1), ("occupied", "occupied", None, 1),
-               ("pending", "pending", "count", 1)),
-    "heartbeat": (("uptime", "uptime", "s", 1), ("heap", "heap_free", "B", 1), ("boots", "boots", "count", 1),
-                  ("status", "status", None, 1), ("fw", "fw", None, 1), ("batt", "batt", "V", 50),
-                  ("dropped", "dropped", "count", 1)),
+    "light": (("level", "level", "%", 1, 1), ("state", "state", None, 1, 1), ("ambient", "ambient", None, 1, 1),
+              ("lamp_ma", "lamp_current", "A", 1, 1000)),
+    "locker": (("open", "open", None, 1, 1), ("locked", "locked", None, 1, 1), ("occupied", "occupied", None, 1, 1),
+               ("pending", "pending", "count", 1, 1)),
+    # uptime travels in hours and heap in KiB (SPEC section 5, heartbeat): seconds and bytes here
+    "heartbeat": (("uptime", "uptime", "s", 3600, 1), ("heap", "heap_free", "B", 1024, 1), ("boots", "boots", "count", 1, 1),
+                  ("status", "status", None, 1, 1), ("fw", "fw", None, 1, 1), ("batt", "batt", "V", 1, 50),
+                  ("dropped", "dropped", "count", 1, 1)),
 }
 _ROLE_TYPES = {
     "container_sensor": ("fill", "heartbeat"),
@@ -62,13 +64,17 @@ def records_from_message(role: str, msg: Mapping[str, Any]) -> list[dict[str, An
     if kind not in allowed:
         raise SenmlError(None, "type", f"{role} does not send {kind!r} telemetry (expected {allowed})")
     out = []
-    for field, name, unit, divisor in _FIELDS[kind]:
+    for field, name, unit, mul, div in _FIELDS[kind]:
         if field not in msg:
             raise SenmlError(None, field, f"missing from {kind} message")
         value = msg[field]
         if value is None:
             continue
-        rec: dict[str, Any] = {"n": name, "v": value / divisor if divisor != 1 else value}
+        if div != 1:
+            value = value * mul / div
+        elif mul != 1:
+            value = value * mul
+        rec: dict[str, Any] = {"n": name, "v": value}
         if unit:
             rec["u"] = unit
         out.append(rec)

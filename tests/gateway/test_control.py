@@ -10,6 +10,8 @@ import types
 
 import pytest
 
+from protocol import codes
+
 from gateway.config import parse
 from gateway.control.lighting import PathGraph, curfew_cap
 
@@ -50,7 +52,8 @@ class Rig:
         self.ctl = Control(self.cfg, self.devices, self.cmd, self.alert, clock=lambda: NIGHT)
 
     def add(self, did, role):
-        self.devices[did] = types.SimpleNamespace(id=did, role=role, site="stadtpark", online=True)
+        caps = codes.CAP_PIR | codes.CAP_LIGHT_SENSOR | codes.CAP_CURRENT_SENSE if role == "light_pole" else 0
+        self.devices[did] = types.SimpleNamespace(id=did, role=role, site="stadtpark", online=True, caps=caps)
 
     def cmd(self, did, msg):
         self.sent.append((did, msg))
@@ -124,6 +127,10 @@ async def test_lamp_faults_become_alerts_once(rig):
     rig.msg("l003", {"type": "fault", "eid": 9, "t": 0, "code": 4, "value": 0}, NIGHT)
     assert [a[1] for a in rig.alerts] == ["lamp_fault", "lamp_ok", "lamp_fault"]
     assert rig.alerts[-1][3] == "l003-9-lamp"
+    # a pole wired without current sense reports 0 mA whatever its lamp does: no fault from that
+    rig.devices["l004"].caps = codes.CAP_PIR | codes.CAP_LIGHT_SENSOR
+    rig.msg("l004", {"type": "light", "level": 80, "state": 2, "ambient": 5, "lamp_ma": 0}, NIGHT + 3)
+    assert len(rig.alerts) == 3
 
 
 def test_waste_thresholds_pickups_fire_and_faults(rig):
@@ -138,9 +145,17 @@ def test_waste_thresholds_pickups_fire_and_faults(rig):
     assert rig.ctl.waste.pickups()["stadtpark"][0]["id"] == "c001"
     rig.msg("c001", fill(5), NOON + 4)
     assert rig.alerts[-1][1] == "emptied" and rig.ctl.waste.pickups()["stadtpark"] == []
-    rig.msg("c001", fill(None), NOON + 5)
-    assert rig.alerts[-1][1] == "sensor_fault"
+    n = len(rig.alerts)
+    rig.msg("c001", {"type": "fault", "eid": 12, "t": 0, "code": codes.F_SENSOR_NO_ECHO, "value": 0}, NOON + 5)
+    rig.msg("c001", fill(None), NOON + 5)  # the null fill that comes with the fault: no second alert
+    rig.msg("c001", fill(None), NOON + 6)
+    assert [a[1] for a in rig.alerts[n:]] == ["sensor_fault"] and rig.alerts[-1][3] == "c001-12-sensor"
     assert rig.ctl.waste.pickups()["stadtpark"][0]["level"] == "inspect"
+    rig.add("c002", "container_sensor")
+    rig.msg("c002", fill(None, None), NOON + 5)  # no reading at all, no event: flagged quietly, nothing raised
+    assert len(rig.alerts) == n + 1 and rig.ctl.waste.pickups()["stadtpark"][1]["id"] == "c002"
+    rig.msg("c002", fill(40, None), NOON + 6)  # a fill without temperature is a fill (temp null is not cold)
+    assert rig.ctl.waste.containers["stadtpark"]["c002"].fill == 40 and len(rig.alerts) == n + 1
     rig.msg("c001", fill(10, 88), NOON + 6)
     assert rig.alerts[-1][1] == "fire" and rig.alerts[-1][2]["source"] == "gateway"
 

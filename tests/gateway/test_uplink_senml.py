@@ -29,6 +29,14 @@ def test_protocol_messages_become_records_in_primary_units():
     assert {"n": "batt", "u": "V", "v": 3.6} in recs  # 20 mV steps
 
 
+def test_heartbeat_hours_and_kib_become_seconds_and_bytes():
+    """The heartbeat's wire units (SPEC 5: uptime in hours, heap in KiB) leave the gateway in SenML's."""
+    recs = records_from_message("light_pole", {"type": "heartbeat", "uptime": 26, "heap": 48, "boots": 3,
+                                               "status": 16, "fw": 10000, "batt": None, "dropped": 0})
+    v = {r["n"]: r["v"] for r in recs}
+    assert v["uptime"] == 26 * 3600 and v["heap_free"] == 48 * 1024 and "batt" not in v
+
+
 @pytest.mark.parametrize("records, index, field", [
     ([], None, None),
     ([{"n": "fill"}], 0, "v"),
