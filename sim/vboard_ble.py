@@ -44,6 +44,7 @@ class VboardPeripheral(FakeBlePeripheral):
         self._radio_on = False
         self._loop = loop
         self._mu = threading.Lock()
+        self.unheard = 0  # notified bytes no subscribed central received
         uid = bytes.fromhex(board._cfg["uid"])
         super().__init__(address=":".join("%02X" % b for b in uid[:6]), mtu=mtu)
         self.on_write = self._written  # type: ignore[assignment]
@@ -122,20 +123,17 @@ class VboardPeripheral(FakeBlePeripheral):
             fn(arg)
 
     def _notified(self, data: bytes) -> None:
-        c = self._client
-        if c is None or getattr(c, "_notify", None) is None:
-            self.unheard = getattr(self, "unheard", 0) + len(data)  # nobody subscribed: lost, as on air
-            return
-        self.notify(data)
+        try:
+            self.notify(data)
+        except ConnectionError:  # nobody subscribed: lost, as on air
+            self.unheard += len(data)
 
     def _gone(self, conn: int | None) -> None:
-        """The board ended the connection (gap_disconnect, refused, reset, deep sleep)."""
-        c = self._client
-        if c is None or (conn is not None and conn != self._conn):
+        """The board ended the connection (gap_disconnect, refused, reset, deep sleep):
+        for the central it is a broken link."""
+        if self._client is None or (conn is not None and conn != self._conn):
             return
-        self._client = None  # not through the setter: the board knows already
-        c.is_connected = False
-        c._disconnected(c)
+        self.drop()
 
 
 class BleCentral:

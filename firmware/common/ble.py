@@ -55,7 +55,7 @@ class BleLink(RadioLink):
     def _irq(self, ev, data):
         if ev == _IRQ_CENTRAL_CONNECT:
             if self._conn is not None:  # one central at a time
-                self._b.gap_disconnect(data[0])
+                self._disconnect(data[0])
                 return
             self._conn = data[0]
             self._mtu = 23
@@ -79,7 +79,10 @@ class BleLink(RadioLink):
         if self._conn is not None or f == self._flag:
             return
         k = self._kid
-        self._b.gap_advertise(self._iv, b"\x02\x01\x06" + bytes((5 + len(k), 0xFF, 0xFF, 0xFF, 0x50, f)) + k)
+        try:
+            self._b.gap_advertise(self._iv, b"\x02\x01\x06" + bytes((5 + len(k), 0xFF, 0xFF, 0xFF, 0x50, f)) + k)
+        except OSError:  # the controller is busy: the next write or poll tries again
+            return
         self._flag = f
 
     def _notify(self, chunk):
@@ -97,14 +100,22 @@ class BleLink(RadioLink):
             d = clock.ticks_diff(clock.ticks_ms(), self._at)
             if d >= _IDLE_MS:
                 self.strangers += 1
-                self._b.gap_disconnect(c)
+                self._disconnect(c)
                 return
             if d < _READY_MS:
                 return
         self.drain(self._notify, self._mtu - 3)
 
+    def _disconnect(self, c):
+        try:
+            self._b.gap_disconnect(c)
+        except OSError:  # gone already
+            pass
+
     def read(self):
         self._pump()
+        if self._flag is None and self._conn is None:
+            self._advertise()
         if self._conn is None:
             return None
         return self._b.gatts_read(self._rx) or None
@@ -116,7 +127,10 @@ class BleLink(RadioLink):
 
     def close(self):
         b = self._b
-        b.gap_advertise(None)  # type: ignore[arg-type]  # None stops advertising
-        if self._conn is not None:
-            b.gap_disconnect(self._conn)
-        b.active(False)
+        try:
+            b.gap_advertise(None)  # type: ignore[arg-type]  # None stops advertising
+            if self._conn is not None:
+                b.gap_disconnect(self._conn)
+            b.active(False)
+        except OSError:  # the radio goes off with the deep sleep anyway
+            pass

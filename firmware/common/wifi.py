@@ -88,6 +88,12 @@ class WifiLink(RadioLink):
             return
         if clock.ticks_diff(now, self._due) < 0:
             return
+        try:
+            self._step(st, w, now)
+        except OSError:  # the driver refused a step ("Wifi Internal Error"): try again later
+            self._fail(now)
+
+    def _step(self, st, w, now):
         if st == _DOWN:
             if w.isconnected():
                 self._open(now)
@@ -163,7 +169,10 @@ class WifiLink(RadioLink):
         return False  # a mains device does not sleep waiting for its network
 
     def close(self):
-        if self._s is not None:
-            self._s.close()
-            self._s = None
-        self._w.active(False)
+        try:
+            if self._s is not None:
+                self._s.close()
+            self._w.active(False)
+        except OSError:
+            pass
+        self._s = None
