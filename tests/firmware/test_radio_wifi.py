@@ -96,3 +96,15 @@ def test_wrong_passphrase_never_connects_and_is_never_logged(tmp_path):
         assert [e["status"] for e in b.events("wifi")][:2] == [202, 202]  # wrong password, retried
         assert srv.accepts == 0 and b.pwm_duty(LAMP) == duty_for(20)
         assert not any("not-the-park-psk" in ln or PSK in ln for ln in b.log())
+
+
+def test_radio_only_pole_without_credentials_still_lights_its_path(tmp_path):
+    # no UART wired (link.uart -1) and no passphrase: nothing to talk through, the pole works on its own
+    with pole(tmp_path, {"psk": ""}) as (b, p, srv):
+        p.run(5000)
+        assert b.pwm_duty(LAMP) == duty_for(20)
+        b.set_pin(MOTION, 1)
+        p.run(1000)
+        assert b.pwm_duty(LAMP) == 65535
+        assert "link: the wifi radio cannot be used (fault radio, 3); serial if wired" in b.log()
+        assert srv.accepts == 0 and not b.events("fw_crash")
