@@ -46,13 +46,28 @@ DEFAULT_HEARTBEAT = {"container_sensor": 6 * 3600, "light_pole": 60, "locker": 6
 
 @dataclass
 class LinkConfig:
+    """One [[links]] entry; docs/gateway.md "Links" says which keys each type and mode reads."""
+
     name: str = setting("")  # default: TYPE + index
     type: str = setting("", choices=LINK_TYPES, required=True)
     port: str = setting("")  # serial: device path (prefer /dev/serial/by-id/...)
-    url: str = setting("")  # url/tcp: pyserial URL or tcp://host:port
+    url: str = setting("")  # url/tcp client: pyserial URL or tcp://host:port
     baudrate: int = setting(115200, lo=300, hi=4_000_000)
-    address: str = setting("")  # ble: MAC or bleak device name
+    address: str = setting("")  # ble: one device kept connected (MAC or name); empty: scanner + connection pool
     reconnect_max: float = setting(30.0, lo=0.1, hi=3600)
+    # tcp server: devices connect to us (Wi-Fi poles and lockers)
+    listen: str = setting("")  # HOST:PORT to listen on (port 0: any free port)
+    auth_timeout: float = setting(10.0, lo=0.1, hi=3600)  # s a connection may stay without an authentic frame
+    max_clients: int = setting(256, lo=1, hi=10_000)  # connections at once; the oldest anonymous one makes room
+    write_queue: int = setting(65536, lo=1024, hi=16 * 1024 * 1024)  # bytes queued per connection, then dropped
+    # ble pool: connect on demand, serve, disconnect
+    adapter: str = setting("")  # BlueZ adapter ("hci0"); empty: bleak's default
+    max_connections: int = setting(5, lo=1, hi=20)  # a Pi's controller holds 5-7 in practice
+    queue: int = setting(16, lo=1, hi=1024)  # frames waiting per device for its next connection
+    idle_s: float = setting(0.5, lo=0.01, hi=600)  # a served device quiet this long is disconnected
+    hold_s: float = setting(15.0, lo=0.1, hi=3600)  # longest connection to one device
+    advert_ttl: float = setting(5.0, lo=0.1, hi=3600)  # an advertisement older than this is not connected to
+    connect_timeout: float = setting(10.0, lo=0.1, hi=120)
 
 
 @dataclass
@@ -180,6 +195,15 @@ def _hhmm(r: Reader, path: tuple, v) -> int:
     return h * 60 + m
 
 
+def listen_address(text: str) -> tuple[str, int] | None:
+    """"HOST:PORT" (IPv6 in brackets) as (host, port), or None if it is not one."""
+    m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([^:\[\]/\s]+):(\d{1,5})", text)
+    if m is None:
+        return None
+    host, port = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
+    return (host, int(port)) if int(port) <= 65535 else None
+
+
 def _links(r: Reader, raw) -> list[LinkConfig]:
     if not isinstance(raw, list):
         raise r.error(("links",), "must be an array of tables: [[links]]")
@@ -189,15 +213,19 @@ def _links(r: Reader, raw) -> list[LinkConfig]:
         p = ("links", i)
         t = r.get(r.table(d, p, tuple(LinkConfig.__dataclass_fields__)), p, "type", str, required=True,
                   choices=LINK_TYPES)
-        for need, types in (("port", ("serial",)), ("url", ("url", "tcp")), ("address", ("ble",))):
+        for need, types in (("port", ("serial",)), ("url", ("url",))):
             if t in types and need not in d:
                 raise r.error(p, "missing required key %r" % need)
+        if t == "tcp" and ("url" in d) == ("listen" in d):
+            raise r.error(p, "needs one of 'url' (connect to a device) or 'listen' (devices connect here)")
         lk = LinkConfig(**r.section(d, p, LinkConfig, name="%s%d" % (t, i)))
         if lk.name in names:
             raise r.error(p + ("name",), "duplicate link name %r" % lk.name)
         names.add(lk.name)
-        if t == "tcp" and not re.fullmatch(r"(tcp|socket)://[^:/]+:\d+/?", lk.url):
+        if t == "tcp" and lk.url and not re.fullmatch(r"(tcp|socket)://[^:/]+:\d+/?", lk.url):
             raise r.error(p + ("url",), "must be tcp://HOST:PORT, got %r" % lk.url)
+        if t == "tcp" and lk.listen and listen_address(lk.listen) is None:
+            raise r.error(p + ("listen",), "must be HOST:PORT (port 0-65535), got %r" % lk.listen)
         out.append(lk)
     return out
 

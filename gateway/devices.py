@@ -48,7 +48,7 @@ class DeviceSession:
         self.queue: collections.deque = collections.deque()
         self.inflight: dict = {}
         self.fw = dev.fw
-        self.caps = None  # what the device's hello says is wired (protocol.codes CAP_*); None until one
+        self.caps: int | None = None  # what the hello says is wired (protocol.codes CAP_*); None until one
         self.status = 0
         self.boots = None
         self.welcomed = True  # False between a resync the device took and its fresh hello

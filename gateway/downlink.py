@@ -100,8 +100,13 @@ class Downlink:
         return self.submit(s, msg, deadline, queue_for)
 
     @staticmethod
+    def linked(s) -> bool:
+        """The device has a link that can carry a frame now (a BLE or TCP connection says when not)."""
+        return s.link is not None and getattr(s.link, "reachable", True)
+
+    @staticmethod
     def reachable(s) -> bool:
-        return s.link is not None and s.online
+        return Downlink.linked(s) and s.online
 
     def submit(self, s, msg: dict, deadline: float | None = None, queue_for: float | None = None) -> asyncio.Future:
         """Queue `msg` for device session `s`.
@@ -137,7 +142,7 @@ class Downlink:
         c.expiry = loop.call_at(now + lifetime, self._expire, s, c)
         f.add_done_callback(functools.partial(self._cancelled, s, c))
         s.queue.append(c)
-        if s.welcomed and s.link is not None and len(s.inflight) < INFLIGHT:
+        if s.welcomed and self.linked(s) and len(s.inflight) < INFLIGHT:
             self.pump(s)
         return f
 
@@ -189,7 +194,7 @@ class Downlink:
     def _fail(self, s, c: Command, err: CommandFailed) -> None:
         self._end(s, c)
         c.future.set_exception(err)
-        if s.queue and s.welcomed and s.link is not None:
+        if s.queue and s.welcomed and self.linked(s):
             self.pump(s)
 
     def _end(self, s, c: Command) -> None:
@@ -205,7 +210,7 @@ class Downlink:
         if c.future.cancelled():
             self.counters["command_cancelled"] += 1
             self._end(s, c)
-            if s.queue and s.welcomed and s.link is not None:
+            if s.queue and s.welcomed and self.linked(s):
                 self.pump(s)
 
     def answer(self, s, msg: dict) -> None:

@@ -17,8 +17,11 @@ from protocol.errors import ProtocolError
 class FrameSink(Protocol):
     """What a link hands its deframed input to (the sessions)."""
 
-    def on_envelope(self, link: "LinkPort", envelope: bytes) -> None:
-        """One complete envelope; never raises for bad input."""
+    devices: "Devices"  # read only: a BLE pool connects known devices, and those with commands waiting
+
+    def on_envelope(self, link: "LinkPort", envelope: bytes) -> bytes | None:
+        """One complete envelope; never raises for bad input. Returns the sender's kid if it was
+        authentic and fresh (a TCP server binds the connection to that device), else None."""
 
     def on_frame_error(self, link: "LinkPort", err: ProtocolError) -> None:
         """A frame that failed framing or CRC."""
@@ -31,6 +34,9 @@ class LinkPort(Protocol):
     counters: Any  # collections.Counter of drop reasons
 
     def write(self, frame: bytes) -> None: ...
+
+    # optional `reachable: bool` - False while the device has no connection (a sleeping BLE bin, a closed
+    # TCP connection): commands then wait in the downlink queue (queue_for) instead of being sent
 
 
 class DeviceView(Protocol):

@@ -117,13 +117,12 @@ class Sessions:
 
     # -- receive path
 
-    def on_envelope(self, link: LinkPort, envelope: bytes) -> None:
-        """One deframed envelope from `link`; never raises."""
+    def on_envelope(self, link: LinkPort, envelope: bytes) -> bytes | None:
+        """One deframed envelope from `link`; never raises. Returns the kid if it was authentic and fresh."""
         try:
             r = codec.open_envelope(envelope, UP, self._mac_for, self._window_for, _loads)
         except ProtocolError as e:
-            self._refused(link, envelope, e)
-            return
+            return self._refused(link, envelope, e)
         s = self.by_kid[r.kid]
         msg = r.msg
         t = msg["type"]
@@ -148,18 +147,19 @@ class Sessions:
                 self.downlink.pump(s)
         except Exception as e:  # noqa: BLE001 - a bug here must not drop the link or the rest of the read
             self.faults.record("session", e, s.id, t)
+        return r.kid
 
     def on_frame_error(self, link: LinkPort, err: ProtocolError) -> None:
         self.counters["drop_" + err.code] += 1
         link.counters["drop_" + err.code] += 1
 
-    def _refused(self, link: LinkPort, envelope: bytes, e: ProtocolError) -> None:
+    def _refused(self, link: LinkPort, envelope: bytes, e: ProtocolError) -> bytes | None:
         code = e.code
         kid = getattr(e, "kid", None)
         seq = getattr(e, "seq", None)
         if kid is not None and isinstance(e, ReplayError):
             if self._stale_hello(link, kid, envelope):
-                return
+                return None
         elif kid is not None and seq is not None:
             s = self.by_kid.get(kid)
             if s is not None:  # authentic and fresh, but the payload is bad: nack so the device stops retrying
@@ -171,10 +171,11 @@ class Sessions:
                 s.send({"type": "nack", "ref": seq,
                         "code": codes.E_UNKNOWN_TYPE if isinstance(e, UnknownTypeError) else codes.E_MALFORMED,
                         "field": (getattr(e, "field", "") or "")[:messages.NACK_FIELD_MAX]})
-                return
+                return kid
         self.counters["drop_" + code] += 1
         link.counters["drop_" + code] += 1
         log.debug("dropped frame on %s: %s", link.name, e)
+        return None
 
     def _stale_hello(self, link: LinkPort, kid: bytes, envelope: bytes) -> bool:
         """An authentic hello below the window: the device lost its counter, or someone replays it.

@@ -16,6 +16,7 @@ in for it in a claim about the firmware.
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
 import secrets
 import time
@@ -263,6 +264,30 @@ class SimLink:
                 self.connected.clear()
             writer.close()
 
+    @classmethod
+    async def tcp_client(cls, host: str, port: int, latency: float = 0.0) -> "SimLink":
+        """A Wi-Fi device's side: its own connection to the gateway's TCP server, `latency` s added each way."""
+        self = cls()
+        reader, writer = await asyncio.open_connection(host, port)
+        self._writer = writer
+        out = _Delayed(writer.write, latency)
+        back = _Delayed(self.feed, latency)
+        self._write = out.put
+        self.connected.set()
+
+        async def pump():
+            try:
+                while data := await reader.read(65536):
+                    back.put(data)
+            except ConnectionError:
+                pass
+            finally:
+                self._write = None
+                self.connected.clear()
+
+        self._reader_task = asyncio.create_task(pump())
+        return self
+
     def drop_connection(self) -> None:
         if self._writer is not None:
             self._writer.transport.abort()
@@ -318,6 +343,34 @@ class SimLink:
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
-            if self._writer is not None:
-                self._writer.close()
+        if self._writer is not None:
+            self._writer.close()
         self.unplug()
+
+
+class _Delayed:
+    """Hands each item to `fn` `delay` s after it was put, in order (a radio hop's latency)."""
+
+    def __init__(self, fn, delay: float):
+        self.fn = fn
+        self.delay = delay
+        self.items: collections.deque = collections.deque()
+        self.timer = None
+
+    def put(self, item) -> None:
+        if not self.delay:
+            self.fn(item)
+            return
+        loop = asyncio.get_running_loop()
+        self.items.append((loop.time() + self.delay, item))
+        if self.timer is None:
+            self.timer = loop.call_at(self.items[0][0], self._due)
+
+    def _due(self) -> None:
+        self.timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        while self.items and self.items[0][0] <= now:
+            self.fn(self.items.popleft()[1])
+        if self.items:
+            self.timer = loop.call_at(self.items[0][0], self._due)

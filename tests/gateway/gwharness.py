@@ -138,3 +138,12 @@ def sim(did, keys, role) -> SimDevice:
 
 def load(path):
     return config_mod.load(path)
+
+
+def parse_links(tmp, links_toml: str, **kw):
+    """A config whose [[links]] are given as TOML (keys of any type), parsed as the daemon would."""
+    path = write_config(str(tmp), [], **kw)
+    text = open(path).read().replace("[sites.stadtpark]\n", links_toml + "\n[sites.stadtpark]\n", 1)
+    with open(path, "w") as f:
+        f.write(text)
+    return load(path)
