@@ -168,6 +168,14 @@ class BleCentral:
         with self._mu:
             self.rx += data
 
+    def _deliver(self, part: bytearray) -> None:  # the fake radio's client interface
+        self._rx(None, part)
+
+    def _lost(self) -> None:
+        if self.is_connected:
+            self.disconnect()
+            self._disconnected(self)
+
     def write(self, data: bytes) -> None:
         if not self.connected:
             raise ConnectionError("not connected")
