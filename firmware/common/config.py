@@ -42,7 +42,7 @@ LINK_SCHEMA = {
     "ssid": (STR, "", 0, 32),          # Wi-Fi network; empty: not configured
     "psk": (STR, "", 0, 63),           # Wi-Fi passphrase (WPA2: 8..63 bytes); never logged or reported
     "host": (STR, "", 0, 64),          # Wi-Fi: the gateway's TCP server (an IP address: no DNS wait)
-    "port": (INT, 4710, 1, 65535),
+    "port": (INT, 7000, 1, 65535),    # the port of gateway.toml.example
     "backoff_max": (INT, 60, 1, 3600),  # Wi-Fi: cap of the reconnect backoff (s)
 }
 

@@ -329,7 +329,7 @@ const API = {
   event(type, json) { event("fw_" + type, json ? JSON.parse(json) : {}); },
   // BLE controller (bluetooth.py): the central is on the host, reached through the main thread
   ble_set_handler(fn) { bleHandler = fn; },
-  ble_active(on) { if (!dead) post({ t: "ble", k: on ? "on" : "off" }); },
+  ble_active(on) { if (!dead) { event("ble_radio", { on: !!on }); post({ t: "ble", k: on ? "on" : "off" }); } },
   ble_pref_mtu(m) { if (!dead) post({ t: "ble", k: "pref_mtu", arg: m }); },
   ble_adv(hex) { if (!dead) post({ t: "ble", k: "adv", hex: hex === null || hex === undefined ? null : hex }); },
   ble_notify(conn, uuid, hex) { if (!dead) post({ t: "ble", k: "notify", conn, uuid, hex }); },

@@ -65,7 +65,9 @@ def test_bin_advertises_data_waiting_reports_over_ble_and_sleeps_with_the_radio_
         p.run(3000, step=50)
         assert p.of("hello") and p.of("fill")[0]["fill"] == 50
         assert b.events("deepsleep")[0]["ms"] == 900_000  # acked, lingered, asleep
-        assert periph.advertisement is None and central.disconnects == 1  # radio off before sleeping
+        assert periph.advertisement is None and central.disconnects == 1
+        radio = b.events(("ble_radio", "deepsleep"))
+        assert [e.get("on") for e in radio] == [True, False, None]  # the firmware's radio off, then sleep
         assert not b.events("fw_ble_truncated") and not b.events("fw_crash")
 
 
