@@ -72,8 +72,12 @@ class Runtime:
         caps = getattr(app_cls, "caps", None)
         caps = app_cls.CAPS if caps is None else caps(dev.pins, self._rtc, self.cfg)
         hello = {"type": "hello", "role": role, "fw": self.fw, "caps": caps}
-        self.session = Session(dev.kid, key, transport or open_link(dev.link), store, hello, dev.link,
-                               self._command, self._welcomed)
+        self.link = transport or open_link(dev.link, dev.kid)
+        if self.link.fault is not None:
+            self.log("link: the %s radio cannot be used (fault radio, %d); serial if wired"
+                     % (dev.link["kind"], self.link.fault[1]), keep=True)
+            self._faults.append(self.link.fault)
+        self.session = Session(dev.kid, key, self.link, store, hello, dev.link, self._command, self._welcomed)
         self.retained = _load_retained(store) if self.cause == hal.CAUSE_DEEPSLEEP else {}
 
     # ---- the App-facing API ----
@@ -196,6 +200,8 @@ class Runtime:
         s = self.session
         if s.events and not s.welcomed and not s.hello_pending:
             s.start_hello(now)  # a sleeper wakes without a session: events need one for their acks
+        if self.link.new_peer() and not s.hello_pending:
+            s.start_hello(now)  # a new peer on a radio link knows nothing of this session
         wait = s.poll(now)
         self.gateway_seen_ms = s.seen_ms
         if self.app is not None and clock.ticks_diff(now, self._app_due) >= 0:
@@ -246,7 +252,7 @@ class Runtime:
         s = self.session
         if up >= self._rtc["awake_s"] * 1000:
             return True
-        if s.events or s.hello_pending:
+        if s.events or s.hello_pending or self.link.busy():
             return False
         if self._welcome_ms is not None and clock.ticks_diff(now, self._welcome_ms) < self._rtc["linger_ms"]:
             return False
@@ -280,6 +286,7 @@ class Runtime:
             self.boot.mark_stable()
         self.retained["_hb"] = max(clock.ticks_diff(self._hb_due, clock.ticks_ms()) - ms, 0)
         _save_retained(self.store, self.retained)
+        self.link.close()
         hal.deepsleep(ms)
 
     def reboot(self):
