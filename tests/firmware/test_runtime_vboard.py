@@ -26,11 +26,11 @@ PROBE = __import__("pathlib").Path(__file__).resolve().parent / "test_runtime_vb
 
 @contextlib.contextmanager
 def board(tmp_path, rt=None, app=None, hang_timeout=10.0, role="light_pole", app_source=None, console_port=None,
-          **peer):
+          link=None, **peer):
     """The probe App deployed as light_pole; role: what /config.json says; app_source replaces the App."""
     from sim import vboard
     img = deploy_tree(tmp_path / "img", "container_sensor", KID.decode(), PINS, app,
-                      dict({"wdt_ms": 3000, "safe_boots": 3, "stable_s": 20}, **(rt or {})))
+                      dict({"wdt_ms": 3000, "safe_boots": 3, "stable_s": 20}, **(rt or {})), link)
     shutil.rmtree(img / "lib" / "container_sensor")
     (img / "lib" / "light_pole").mkdir()
     (img / "lib" / "light_pole" / "__init__.py").write_text("")
@@ -73,7 +73,8 @@ def test_hello_welcome_time_and_heartbeat_diagnostics(tmp_path):
 
 def test_heartbeat_uptime_in_hours_heap_in_kib(tmp_path):
     """issue 9 item 9: the heartbeat's units keep it within a LoRaWAN DR0 payload for a lifetime."""
-    with board(tmp_path, hb=600) as (b, p):
+    # one wake-up a second (not the 20 ms link poll): two virtual hours in seconds of CPU
+    with board(tmp_path, app={"step_ms": 1000}, link={"poll_ms": 1000}, hb=600) as (b, p):
         p.connect()
         p.run(2 * 3600_000 + 1000, step=60_000)
         hb = p.of("heartbeat")[-1]

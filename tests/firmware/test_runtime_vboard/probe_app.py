@@ -15,7 +15,8 @@ class App:
     ROLE = "light_pole"
     CAPS = 16
     FW = 990102
-    SCHEMA = {"base": (INT, 20, 0, 100), "full": (INT, 100, 0, 100), "night": (BOOL, True, None, None)}
+    SCHEMA = {"base": (INT, 20, 0, 100), "full": (INT, 100, 0, 100), "night": (BOOL, True, None, None),
+              "step_ms": (INT, 50, 10, 60000)}
 
     def __init__(self, rt):
         self.rt = rt
@@ -42,7 +43,7 @@ class App:
         if v and not self.evt_was:
             self.rt.event({"type": "motion", "count": 1})
         self.evt_was = v
-        return 50
+        return self.rt.cfg["step_ms"]
 
     def on_command(self, msg):
         if msg["type"] == "light_set":
