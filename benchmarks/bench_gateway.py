@@ -376,6 +376,9 @@ class _NoUplink:
     def telemetry_nowait(self, *a):
         return self._done()
 
+    def availability_nowait(self, *a):
+        return self._done()
+
     async def availability(self, *a):
         return None
 

@@ -77,6 +77,7 @@ class Out:
         self.faults = events.faults
         self.errors = 0
         self._tel_fut = None  # the outbox hands one future to a whole group commit
+        self._avail_fut = None
 
     def _failed(self, e: Exception, s, what: str) -> asyncio.Future:
         self.errors += 1
@@ -111,8 +112,14 @@ class Out:
             f.add_done_callback(_consume)
 
     def availability(self, s, online: bool) -> None:
-        t = asyncio.ensure_future(self.uplink.availability(s.site, s.id, online))
-        t.add_done_callback(_consume)
+        try:
+            f = self.uplink.availability_nowait(s.site, s.id, online)
+        except Exception as e:  # noqa: BLE001 - as from the task it used to be: logged, never raised into a link
+            log.warning("uplink: %s", e)
+            return
+        if f is not self._avail_fut:  # one callback per commit, not one per device
+            self._avail_fut = f
+            f.add_done_callback(_consume)
 
 
 def _consume(f: asyncio.Future) -> None:
