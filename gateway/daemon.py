@@ -190,7 +190,7 @@ class Daemon:
         self._data_version = self.registry.data_version()
         self._change_seq = self.registry.changes_since(0)[0]
         factory = self.uplink_factory or Uplink
-        async with factory(cfg.uplink, cfg.outbox_path) as uplink:
+        async with factory(cfg.uplink, cfg.outbox_path, commit_window_s=cfg.session.commit_ms / 1000) as uplink:
             self.uplink = uplink
             parts = Parts(cfg, self.registry, self.writer, uplink)
             self.events, self.control, self.sessions = parts.events, parts.control, parts.sessions

@@ -86,12 +86,14 @@ class Uplink:
         outbox_path: str | os.PathLike[str],
         *,
         clock: Callable[[], float] = time.time,
+        commit_window_s: float = 0.0,
     ) -> None:
         self.config = config
         self._clock = clock
         self.topics = Topics(config.topic_prefix, config.gateway_id)
         self._sites = frozenset(config.sites)
-        self.outbox = Outbox(outbox_path, config.outbox, clock=clock, on_drop=self._on_drop)
+        self.outbox = Outbox(outbox_path, config.outbox, clock=clock, on_drop=self._on_drop,
+                             commit_window_s=commit_window_s)
         self._requests = RequestLog(os.path.join(os.path.dirname(os.path.abspath(outbox_path)), "requests.sqlite"))
         self._link = MqttLink(config, self.topics, self.outbox, self._requests, clock=clock)
         self._link.command_dispatch = self._dispatch_command
