@@ -65,8 +65,11 @@ class UplinkStats:
         }
 
 
+_ENCODE = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode  # one encoder, not one per message
+
+
 def _dumps(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
+    return _ENCODE(obj).encode()
 
 
 def _check_ts(ts: Any, what: str) -> float:
