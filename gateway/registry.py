@@ -8,9 +8,11 @@ uplink replay window) so a restart neither reuses a number nor accepts a replay.
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass
 
@@ -332,10 +334,6 @@ class RegistryWriter:
     """
 
     def __init__(self, path: str):
-        import concurrent.futures
-
-        import threading
-
         self.path = path
         self._lock = threading.Lock()
         self._ceilings: list = []
@@ -360,8 +358,6 @@ class RegistryWriter:
         Ceilings asked for while one commit runs share the next commit: at start-up
         10,000 devices cost a few fsyncs, not 10,000.
         """
-        import concurrent.futures
-
         f: concurrent.futures.Future = concurrent.futures.Future()
         with self._lock:
             self._ceilings.append((device_id, ceiling, f))
