@@ -73,6 +73,7 @@ class ApiServer:
         self._server = None
         self._clients: set[asyncio.Task] = set()
         self._queued: set[asyncio.Task] = set()  # commands that wait for a device with queue_for
+        self.outcomes: collections.Counter = collections.Counter()  # command results, for /metrics
 
     async def start(self) -> None:
         gid = grp.getgrnam(self.group).gr_gid if self.group else -1  # KeyError before anything is created
@@ -166,6 +167,8 @@ class ApiServer:
             asyncio.wait_for(self.dispatch({"op": "command", "id": device_id, "command": cmd}, **kw),
                              max(timeout, queue_for)))
         what = "%s to %s" % (cmd.get("type"), device_id)
+        if cmd.get("type") == "unlock":
+            what += " (compartment %s, reason %r)" % (cmd.get("comp"), cmd.get("reason"))
         try:
             done = await lines.until_gone_or(task, timeout)
         except _ClientGone:
@@ -177,7 +180,14 @@ class ApiServer:
             raise
         if done:
             try:
-                return task.result()
+                result = task.result()
+                self.outcomes["ok"] += 1
+                log.info("api: %s: %s", what, (result or {}).get("result", "done") if isinstance(result, dict) else "done")
+                return result
+            except ApiError as e:
+                self.outcomes[e.code] += 1
+                log.info("api: %s refused: %s: %s", what, e.code, e.message)
+                raise
             except asyncio.TimeoutError:
                 raise ApiError("timeout", "%s: no answer within %g s; the command was cancelled and will "
                                "not be carried out" % (what, max(timeout, queue_for))) from None
@@ -226,9 +236,9 @@ class ApiServer:
                     raise ApiError("bad_request", "\"command\" must be an object with a \"type\"")
                 return await d.command(_need(req, "id"), cmd, **command_kw)
         except CommandFailed as e:
-            raise ApiError(e.code, (e.detail or e.code) + (" (field %s)" % e.field if e.field else "")) from None
+            raise ApiError(e.code, _refusal(e)) from None
         except LookupError as e:
-            raise ApiError("unknown_device", str(e.args[0] if e.args else e)) from None
+            raise ApiError("unknown_device", _known(str(e.args[0] if e.args else e), d)) from None
         except SchemaError as e:
             raise ApiError("bad_value", e.detail) from None
         except (ValueError, ProtocolError) as e:
@@ -267,6 +277,34 @@ class ApiServer:
                 await writer.drain()
         finally:
             unsubscribe()
+
+
+_REFUSALS = {
+    "bad_value": "the device refused a value",
+    "not_supported": "the device does not support this command",
+    "denied": "the device denied the command",
+    "busy": "the device is busy",
+    "not_ready": "the device is not ready (starting or in safe mode)",
+    "malformed": "the device could not read the command",
+    "unknown_type": "the device does not know this command",
+    "internal": "the device failed to carry it out",
+}
+
+
+def _refusal(e) -> str:
+    """A command failure as a sentence, the code not repeated (the answer carries it)."""
+    text = e.detail or _REFUSALS.get(e.code, e.code.replace("_", " "))
+    if e.field:
+        text += " (field %s%s)" % (e.field, ": not a setting of this device or out of its range"
+                                   if e.code == "bad_value" and not e.detail else "")
+    return text
+
+
+def _known(message: str, daemon, most: int = 20) -> str:
+    """An unknown-device message that lists the valid ids (the first `most`)."""
+    ids = sorted(daemon.sessions.devices) if daemon.sessions is not None else []
+    more = " and %d more" % (len(ids) - most) if len(ids) > most else ""
+    return "%s (devices: %s%s)" % (message, ", ".join(ids[:most]) or "none registered", more)
 
 
 def _open_to_group(d: str, gid: int) -> None:

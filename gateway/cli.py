@@ -1,8 +1,10 @@
 """`park-gateway`: run the daemon, and talk to a running one over its Unix socket.
 
-Every command takes --json for scripts (one JSON document on stdout). Exit
-codes: 0 done, 1 refused or failed (the message says why), 2 bad usage or
-config, 3 no daemon listening on the socket. `--timeout` bounds every command
+Every command takes --json for scripts (one JSON document on stdout); a
+failure is then {"ok": false, "error": {"code", "message", "hint"}, "exit"},
+the same error object the backbone's cmd/res carries. Exit codes: 0 done,
+1 refused or failed (the message says why), 2 bad usage or config, 3 no
+daemon listening on the socket. `--timeout` bounds every command
 from the moment it is asked; a device command not answered by then is
 cancelled in the daemon and never carried out later. Errors are one line on
 stderr, never a traceback.
@@ -20,6 +22,7 @@ import sys
 import time
 
 from gateway import config as config_mod
+from gateway import readable
 from protocol import rules
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_NO_DAEMON = 0, 1, 2, 3
@@ -28,12 +31,25 @@ _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 class CliError(Exception):
-    """A refusal: `code` is the exit status, `reason` a stable word for scripts (--json "reason")."""
+    """A refusal: `code` is the exit status, `reason` a stable word for scripts (--json error.code),
+    `hint` what to do about it."""
 
-    def __init__(self, message: str, code: int = EXIT_FAIL, reason: str = ""):
+    def __init__(self, message: str, code: int = EXIT_FAIL, reason: str = "", hint: str = ""):
         super().__init__(message)
         self.code = code
         self.reason = reason
+        self.hint = hint
+
+
+_REASONS = {EXIT_FAIL: "failed", EXIT_USAGE: "usage", EXIT_NO_DAEMON: "no_daemon"}
+_HINTS = {
+    "unknown_device": "`park-gateway devices` lists the registered ids",
+    "unknown_site": "the sites are the [sites.NAME] tables of the config",
+    "bad_value": "`park-gateway COMMAND --help` shows each value's range",
+    "busy": "wait for the queued commands (`park-gateway device ID`) or cancel one",
+    "timeout": "the device did not answer in time; check it with `park-gateway device ID`",
+    "unknown_command": "`park-gateway device ID` lists its pending commands with their ids",
+}
 
 
 def _common() -> argparse.ArgumentParser:
@@ -109,6 +125,21 @@ def build_parser() -> argparse.ArgumentParser:
     cn.add_argument("command_id", metavar="COMMAND_ID")
     pk = sub.add_parser("pickups", parents=[c], help="containers to collect, per site")
     pk.add_argument("--site")
+    op = sub.add_parser("operator", parents=[c], help="dashboard operators: operator add NAME | remove NAME | list")
+    op.add_argument("action", choices=["add", "remove", "list"])
+    op.add_argument("name", nargs="?")
+    op.add_argument("--password-stdin", action="store_true", help="read the password from stdin (no prompt)")
+    op.add_argument("--replace", action="store_true", help="add: set a new password for an existing operator")
+    tk = sub.add_parser("token", parents=[c], help="token issue: a booking token for a locker compartment")
+    tk.add_argument("action", choices=["issue"])
+    tk.add_argument("--locker", required=True, metavar="ID")
+    tk.add_argument("--comp", type=int, required=True, metavar="N", help="compartment 1-32")
+    tk.add_argument("--from", dest="not_before", default="now", metavar="TIME",
+                    help="valid from: ISO 8601 (2026-12-01T14:00, local time without a zone), now, now+1h "
+                         "(default now)")
+    tk.add_argument("--until", required=True, metavar="TIME", help="valid until (same forms), at most 31 days later")
+    tk.add_argument("--id", type=int, default=None, help="token id 1-4294967295 (default: random)")
+    tk.add_argument("--key-file", help="the locker's booking key (default STATE_DIR/booking/ID.key, mode 0600)")
     return ap
 
 
@@ -141,7 +172,7 @@ def _config(args, required: bool = True) -> config_mod.Config | None:
         return config_mod.load(path)
     except config_mod.ConfigError as e:
         if required or path or os.path.exists(os.environ.get(config_mod.ENV_CONFIG) or config_mod.DEFAULT_PATH):
-            raise CliError(str(e), EXIT_USAGE)
+            raise CliError(str(e), EXIT_USAGE, "bad_config", "`park-gateway config check` names every problem")
         return None
 
 
@@ -170,21 +201,31 @@ def _call(args, req: dict):
     try:
         return asyncio.run(request(path, req, timeout=left))
     except (FileNotFoundError, ConnectionRefusedError):
-        raise CliError("no park-gateway daemon listens on %s (is it running? `systemctl status park-gateway`)" % path,
-                       EXIT_NO_DAEMON)
+        raise CliError("no park-gateway daemon listens on %s" % path, EXIT_NO_DAEMON, "no_daemon",
+                       "is it running? `systemctl status park-gateway`")
     except PermissionError:
-        raise CliError("no permission for %s: run as the gateway user or a member of its api_group" % path,
-                       EXIT_NO_DAEMON)
+        raise CliError("no permission for %s" % path, EXIT_NO_DAEMON, "no_permission",
+                       "run as the gateway user or a member of its api_group")
     except TimeoutError:
-        raise CliError("timeout: no answer from the daemon within %s; nothing more will be done for this request"
-                       % _span(getattr(args, "timeout", None) or duration(DEFAULT_TIMEOUT)))
+        raise CliError("no answer from the daemon within %s; nothing more will be done for this request"
+                       % _span(getattr(args, "timeout", None) or duration(DEFAULT_TIMEOUT)), reason="timeout",
+                       hint="give more time with --timeout DURATION")
     except ConnectionError as e:
-        raise CliError("lost the connection to the daemon on %s: %s" % (path, e))
+        raise CliError("lost the connection to the daemon on %s: %s" % (path, e), reason="connection_lost")
     except ApiError as e:
-        if e.code == "offline" and req.get("op") == "command":  # the API's hint names its field, not our flag
-            raise CliError("offline: %s is not reachable now; to wait for it, add --queue-for DURATION (e.g. 1h)"
-                           % req["id"])
-        raise CliError(e.message if e.message.startswith(e.code) else "%s: %s" % (e.code, e.message))
+        raise _api_error(e, req)
+
+
+def _api_error(e, req: dict) -> CliError:
+    """The daemon's refusal with its code once and a hint in this tool's words (flags, not API fields)."""
+    message = e.message
+    if message.startswith(e.code + ": "):  # an older daemon put the code into the message
+        message = message[len(e.code) + 2:]
+    hint = _HINTS.get(e.code, "")
+    if e.code == "offline" and req.get("op") == "command":
+        message = "%s is not reachable now" % req["id"]
+        hint = "to wait for it, add --queue-for DURATION (e.g. 1h)"
+    return CliError(message, reason=e.code, hint=hint)
 
 
 def _span(s: float) -> str:
@@ -194,23 +235,19 @@ def _span(s: float) -> str:
     return "%gs" % s
 
 
-def _age(ts) -> str:
-    if not ts:
-        return "never"
-    s = time.time() - ts
-    return "%ds ago" % s if s < 120 else "%dm ago" % (s / 60) if s < 7200 else "%dh ago" % (s / 3600)
-
-
 def cmd_status(args) -> int:
     st = _call(args, {"op": "status"})
-    if getattr(args, "json", False):
-        _out(args, st)
-        return 0
+    _out(args, st, status_text(st))
+    return 0
+
+
+def status_text(st: dict) -> str:
+    """The whole status in words: gateway, backbone, clock, devices, links, each site's lights, bins, lockers."""
     bb = st["backbone"]
-    lines = ["park-gateway up %ds" % st["uptime_s"],
-             "backbone: %s %s  outbox %d msgs (oldest %s)  published %d  dropped %d" % (
+    lines = ["park-gateway %s, up %s" % (st.get("version", "?"), readable.span(st["uptime_s"])),
+             "backbone: %s %s, outbox %d messages (oldest %s), %d published, %d dropped" % (
                  bb.get("broker"), "connected" if bb.get("connected") else "DISCONNECTED",
-                 bb.get("outbox_depth", 0), "%.0fs" % bb["oldest_age_s"] if bb.get("oldest_age_s") else "-",
+                 bb.get("outbox_depth", 0), readable.span(bb["oldest_age_s"]) if bb.get("oldest_age_s") else "-",
                  bb.get("published", 0), bb.get("dropped_total", 0)),
              _clock_line(st.get("clock")),
              "devices: %d online, %d offline, %d total" % (
@@ -219,13 +256,40 @@ def cmd_status(args) -> int:
     for lk in st["links"]:
         c = lk["counters"]
         drops = sum(v for k, v in c.items() if k.startswith("drop_"))
-        lines.append("  %-10s %-6s %-4s rx %d frames, %d dropped%s" % (
+        lines.append("  %-10s %-6s %-4s %d frames received, %d dropped%s" % (
             lk["name"], lk["kind"], "up" if lk["connected"] else "DOWN", c.get("rx_frames", 0), drops,
             "" if lk["connected"] else "  (%s)" % lk["last_error"]))
+    ctl = st.get("control") or {}
+    light, pickups, lockers = ctl.get("lighting", {}), ctl.get("pickups", {}), ctl.get("lockers", {})
+    for site in sorted(set(light) | set(pickups)):
+        lines.append("site %s:" % site)
+        sl = light.get(site)
+        if sl is not None:
+            lines.append("  lights: %s, level cap %s%%; lamp faults: %s" % (
+                "dark" if sl.get("dark") else "daylight", sl.get("cap"), ", ".join(sl.get("lamp_faults") or [])
+                or "none"))
+        lines.append("  pickups: " + _pickup_words(pickups.get(site, [])))
+    for lid, k in sorted(lockers.items()):
+        lines.append("locker %s: on loan %s; overdue %s; open %s" % (
+            lid, _comps(k.get("on_loan")), _comps(k.get("overdue")), _comps(k.get("open"))))
+    if st.get("faults"):
+        lines.append("contained faults: " + ", ".join("%s %d" % kv for kv in sorted(st["faults"].items())))
     if st["counters"]:
-        lines.append("session: " + ", ".join("%s=%d" % kv for kv in sorted(st["counters"].items())))
-    _out(args, st, "\n".join(lines))
-    return 0
+        lines.append("session: " + ", ".join("%s %d" % kv for kv in sorted(st["counters"].items())))
+    return "\n".join(lines)
+
+
+def _comps(v) -> str:
+    if isinstance(v, int):
+        return readable.compartments(v)
+    return ", ".join(str(c) for c in v) if v else "none"
+
+
+def _pickup_words(items: list[dict]) -> str:
+    if not items:
+        return "none"
+    return ", ".join("%s (%s%s)" % (p["id"], p["level"].replace("_", " "),
+                                    ", %d%%" % p["fill"] if p.get("fill") is not None else "") for p in items)
 
 
 def _clock_line(clock: dict | None) -> str:
@@ -240,12 +304,29 @@ def cmd_devices(args) -> int:
     devs = _call(args, {"op": "devices"})
     rows = ["%-8s %-16s %-10s %-8s %-10s %s" % ("ID", "ROLE", "SITE", "STATE", "FW", "LAST SEEN")]
     for d in devs:
-        fw = d.get("fw")
         rows.append("%-8s %-16s %-10s %-8s %-10s %s" % (
-            d["id"], d["role"], d["site"], "online" if d["online"] else "OFFLINE",
-            "%d.%d.%d" % (fw // 10000, fw // 100 % 100, fw % 100) if fw is not None else "-", _age(d["last_seen"])))
+            d["id"], d["role"], d["site"], "online" if d["online"] else "OFFLINE", readable.version(d.get("fw")),
+            readable.age(d["last_seen"])))
     _out(args, devs, "\n".join(rows))
     return 0
+
+
+def device_text(d: dict) -> str:
+    """One device for a person: versions, ages and names; its pending commands with their ids."""
+    lines = ["%s: %s at %s%s, %s" % (d["id"], d["role"].replace("_", " "), d["site"],
+                                     " (%s)" % d["position"] if d.get("position") else "",
+                                     "online" if d.get("online") else "OFFLINE")]
+    if "fw" in d or "last_seen" in d:
+        lines.append("firmware %s; last seen %s%s" % (readable.version(d.get("fw")), readable.age(d.get("last_seen")),
+                                                    " on link %s" % d["link"] if d.get("link") else ""))
+    if d.get("heartbeat"):
+        hb = d["heartbeat"]
+        lines.append("heartbeat: %s" % (readable.message(dict(hb, type="heartbeat")) if isinstance(hb, dict) else hb))
+    if "state" in d:
+        lines.append("last report: " + readable.report(d.get("state") or {}))
+    for c in d.get("commands") or []:
+        lines.append("command %s: %s, %s" % (c.get("id"), c.get("type"), c.get("state")))
+    return "\n".join(lines)
 
 
 def _open_registry(path: str, create: bool):
@@ -320,13 +401,16 @@ def cmd_device(args) -> int:
         if len(w) != 1:
             raise CliError("usage: park-gateway device ID", EXIT_USAGE)
         if not args.registry:
-            _out(args, _call(args, {"op": "device", "id": w[0]}))
+            d = _call(args, {"op": "device", "id": w[0]})
+            _out(args, d, device_text(d))
             return 0
         with _open_registry(args.registry, False) as reg:
             try:
-                _out(args, dict(reg.get(w[0]).public(), registered=True))
+                d = dict(reg.get(w[0]).public(), registered=True)
             except UnknownDevice:
-                raise CliError("unknown_device: no device %r in %s" % (w[0], args.registry), reason="unknown_device")
+                raise CliError("no device %r in %s" % (w[0], args.registry), reason="unknown_device",
+                               hint=_HINTS["unknown_device"])
+            _out(args, d, device_text(d))
         return 0
     cfg = None if args.registry and w[0] != "add" else _config(args)
     path = args.registry or cfg.registry_path
@@ -367,7 +451,7 @@ def cmd_device(args) -> int:
     except InvalidDevice as e:
         raise CliError(str(e), reason="invalid_device")
     except KeyFileError as e:
-        raise CliError(e.detail + ("; " + e.hint if e.hint else ""), reason="bad_key_file")
+        raise CliError(str(e), reason="bad_key_file", hint=e.hint)
     except (RegistryError, OSError, sqlite3.Error) as e:
         raise CliError(str(e), reason="registry_error")
     if w[0] != "export":
@@ -390,14 +474,9 @@ def cmd_tail(args) -> int:
         async for ev in tail(_socket(args), args.id, timeout=_left(args)):
             if getattr(args, "json", False):
                 print(json.dumps(ev, default=str), flush=True)
-            elif ev["kind"] == "alert":
-                print("%s %-9s %-6s %s %s" % (time.strftime("%H:%M:%S"), "ALERT", ev["device"], ev["alert"],
-                                              json.dumps(ev["body"], default=str)), flush=True)
             else:
-                msg = ev.get("msg", {})
-                fields = " ".join("%s=%s" % (k, v) for k, v in msg.items() if k != "type")
-                print("%s %-9s %-6s %s %s" % (time.strftime("%H:%M:%S"), ev["kind"], ev.get("device", ""),
-                                              msg.get("type", ""), fields or ""), flush=True)
+                print("%s %-9s %-6s %s" % (time.strftime("%H:%M:%S"), "ALERT" if ev["kind"] == "alert" else ev["kind"],
+                                           ev.get("device", ""), event_words(ev)), flush=True)
             n += 1
             if args.count and n >= args.count:
                 return
@@ -405,17 +484,34 @@ def cmd_tail(args) -> int:
     try:
         asyncio.run(go())
     except (FileNotFoundError, ConnectionRefusedError):
-        raise CliError("no park-gateway daemon listens on %s" % _socket(args), EXIT_NO_DAEMON)
+        raise CliError("no park-gateway daemon listens on %s" % _socket(args), EXIT_NO_DAEMON, "no_daemon",
+                       "is it running? `systemctl status park-gateway`")
     except PermissionError:
-        raise CliError("no permission for %s: run as the gateway user or a member of its api_group" % _socket(args),
-                       EXIT_NO_DAEMON)
+        raise CliError("no permission for %s" % _socket(args), EXIT_NO_DAEMON, "no_permission",
+                       "run as the gateway user or a member of its api_group")
     except TimeoutError:
-        raise CliError("timeout: the daemon did not start the tail within %s" % _span(_left(args)))
+        raise CliError("the daemon did not start the tail within %s" % _span(_left(args)), reason="timeout")
     except ApiError as e:
-        raise CliError("%s: %s" % (e.code, e.message))
+        raise _api_error(e, {"op": "tail"})
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def event_words(ev: dict) -> str:
+    """A gateway event (tail, logs, dashboard) in words, without the kind and device."""
+    k = ev.get("kind")
+    if k == "alert":
+        return readable.alert(ev["alert"], ev.get("body") or {})
+    if k in ("event", "telemetry"):
+        return readable.message(ev.get("msg") or {})
+    if k == "hello":
+        return "hello, firmware %s" % readable.version(ev.get("fw"))
+    if k == "reboot":
+        return "rebooted (boot %s)" % ev.get("boots")
+    if k == "resync":
+        return "counter resynchronised from %s" % ev.get("floor")
+    return ""
 
 
 def _command(args, device_id: str, cmd: dict) -> int:
@@ -443,7 +539,9 @@ def cmd_config(args) -> int:
             cfg = config_mod.load(path)
             warnings = preflight.check(cfg, starting=False)
         except config_mod.ConfigError as e:
-            _out(args, {"ok": False, "error": str(e), "file": e.file, "line": e.line, "key": e.key}, str(e))
+            doc = error_doc("bad_config", str(e), "docs/operations.md describes every key")
+            doc["error"].update(file=e.file, line=e.line, key=e.key)
+            _out(args, doc, str(e))
             return EXIT_USAGE
         summary = {"ok": True, "file": cfg.path, "sites": sorted(cfg.sites), "links": [lk.name for lk in cfg.links],
                    "state_dir": cfg.state_dir, "api_socket": cfg.api_socket,
@@ -473,12 +571,65 @@ def _value(v: str):
         return v
 
 
+def cmd_token(args) -> int:
+    """Offline: sign a token with the locker's booking key; no daemon is needed and the key is never shown."""
+    from gateway import tokens
+
+    try:
+        path = args.key_file or tokens.key_path(_config(args).state_dir, args.locker)
+        nbf = tokens.parse_time(args.not_before, "--from")
+        exp = tokens.parse_time(args.until, "--until")
+        tok = tokens.issue(tokens.read_booking_key(path), args.locker, args.comp, nbf, exp, args.id)
+    except tokens.TokenRequestError as e:
+        raise CliError(e.message, EXIT_USAGE if e.code == "bad_value" else EXIT_FAIL, e.code, e.hint)
+    fmt = "%Y-%m-%d %H:%M %Z"
+    _out(args, tok, "%s\nlocker %s compartment %d, token id %d, valid %s to %s" % (
+        tok["token_hex"], tok["locker"], tok["comp"], tok["id"], time.strftime(fmt, time.localtime(nbf)),
+        time.strftime(fmt, time.localtime(exp))))
+    return 0
+
+
+def cmd_operator(args) -> int:
+    """Dashboard logins: scrypt hashes in an owner-only file; there is no default operator or password."""
+    import getpass
+
+    from gateway.web import auth
+
+    path = _config(args).web.operators_file
+    try:
+        if args.action == "list":
+            names = sorted(auth.load(path))
+            _out(args, {"operators": names, "file": path}, "\n".join(names) or "no operators (the dashboard only shows)")
+            return 0
+        if not args.name:
+            raise CliError("usage: park-gateway operator %s NAME" % args.action, EXIT_USAGE, "usage")
+        if args.action == "remove":
+            auth.remove(path, args.name)
+            _out(args, {"removed": args.name}, "operator %s removed (logged-in sessions end at the next restart)"
+                 % args.name)
+            return 0
+        if args.password_stdin:
+            password = sys.stdin.readline().rstrip("\n")
+        else:
+            password = getpass.getpass("password for %s: " % args.name)
+            if getpass.getpass("again: ") != password:
+                raise CliError("the passwords differ; nothing changed", EXIT_USAGE, "bad_value")
+        auth.add(path, args.name, password, replace=args.replace)
+    except auth.OperatorError as e:
+        raise CliError(str(e), EXIT_USAGE if args.action == "add" else EXIT_FAIL, "bad_operator",
+                       "`park-gateway operator list` shows who exists")
+    _out(args, {"added": args.name, "file": path}, "operator %s can log in to the dashboard" % args.name)
+    return 0
+
+
 def cmd_run(args) -> int:
     from gateway.daemon import serve
     from gateway.statelock import AlreadyRunning
 
     cfg = _config(args)
-    logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # under systemd the journal stamps each line itself
+    stamp = "" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s "
+    logging.basicConfig(level=cfg.log_level.upper(), format=stamp + "%(levelname)s %(name)s: %(message)s")
     try:
         asyncio.run(serve(cfg))
     except config_mod.ConfigError as e:  # preflight at start: names file and key
@@ -519,14 +670,21 @@ def main(argv=None) -> int:
         if c == "config":
             return cmd_config(args)
         if c == "pickups":
-            _out(args, _call(args, {"op": "pickups", "site": args.site}))
+            pk = _call(args, {"op": "pickups", "site": args.site})
+            todo = {site: items for site, items in pk.items() if items}
+            _out(args, pk, "\n".join("%s: %s" % (site, _pickup_words(items)) for site, items in sorted(todo.items()))
+                 or "nothing to collect")
             return 0
+        if c == "token":
+            return cmd_token(args)
+        if c == "operator":
+            return cmd_operator(args)
         if c == "cancel":
             res = _call(args, {"op": "cancel", "id": args.id, "command": args.command_id})
             _out(args, res, "%s: command %s cancelled (it will not be sent)" % (args.id, args.command_id))
             return 0
     except CliError as e:
-        return _fail(args, str(e), e.code, e.reason)
+        return _fail(args, str(e), e.code, e.reason, e.hint)
     except KeyboardInterrupt:
         return 130
     except Exception as e:  # noqa: BLE001 - an operator gets one line, not a traceback
@@ -538,11 +696,19 @@ def main(argv=None) -> int:
     return EXIT_USAGE
 
 
-def _fail(args, message: str, code: int, reason: str | None = None) -> int:
+def error_doc(code: str, message: str, hint: str = "") -> dict:
+    """The one error shape of every tool and the backbone's cmd/res: {ok: false, error: {code, message, hint}}."""
+    return {"ok": False, "error": {"code": code, "message": message, "hint": hint or None}}
+
+
+def _fail(args, message: str, code: int, reason: str | None = None, hint: str = "") -> int:
+    """One line on stderr (`park-gateway: CODE: message (hint)`, the code when there is a specific one),
+    or with --json the one error document on stdout."""
     if getattr(args, "json", False):
-        print(json.dumps({"ok": False, "error": message, "exit": code, "reason": reason or None}))
+        print(json.dumps(dict(error_doc(reason or _REASONS.get(code, "failed"), message, hint), exit=code)))
     else:
-        print("park-gateway: %s" % message, file=sys.stderr)
+        print("park-gateway: %s%s%s" % (reason + ": " if reason else "", message, " (%s)" % hint if hint else ""),
+              file=sys.stderr)
     return code
 
 

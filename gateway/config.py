@@ -168,6 +168,7 @@ class Config:
     session: SessionConfig = field(default_factory=SessionConfig)
     uplink_table: dict[str, Any] = field(default_factory=dict)
     uplink: Any = None  # gateway.uplink.UplinkConfig, read by the same reader from [uplink]
+    web: Any = None  # gateway.web.config.WebConfig, from [web]
 
     @property
     def registry_path(self) -> str:
@@ -181,7 +182,7 @@ class Config:
         return self.roles.get(name) or RoleConfig(DEFAULT_HEARTBEAT.get(name, 60))
 
 
-_TOP = ("gateway", "uplink", "links", "sites", "roles", "session")
+_TOP = ("gateway", "uplink", "links", "sites", "roles", "session", "web")
 
 
 # ---------------------------------------------------------------- reading
@@ -275,6 +276,7 @@ def _site(r: Reader, name: str, d) -> SiteConfig:
 def parse(text: str, file: str = "<config>", env: Mapping[str, str] | None = None) -> Config:
     """Validate a TOML document; raises ConfigError naming file, line and key."""
     from gateway.uplink.config import read_uplink
+    from gateway.web.config import read_web
 
     env = os.environ if env is None else env
     try:
@@ -315,6 +317,7 @@ def parse(text: str, file: str = "<config>", env: Mapping[str, str] | None = Non
             raise r.error(("uplink", "sites"), "entry %d: %r is not a [sites.NAME] table in this file" % (i, site))
     cfg.uplink_table = ut
     cfg.uplink = read_uplink(r, ut, ("uplink",))
+    cfg.web = read_web(r, doc.get("web", {}), ("web",), cfg.state_dir)
     return cfg
 
 

@@ -27,17 +27,19 @@ from protocol import messages, names, rules
 from protocol.errors import SchemaError
 
 from gateway import config as config_mod
-from gateway import preflight, sdnotify, timesync
+from gateway import __version__, eventlog, preflight, sdnotify, timesync, tokens
 from gateway.api import ApiServer
 from gateway.control import Control
 from gateway.devices import DeviceTable
 from gateway.downlink import CommandFailed, Downlink, asking
 from gateway.events import EventBus
+from gateway.inventory import Inventory
 from gateway.links import make_link
 from gateway.registry import Registry, RegistryWriter
 from gateway.seams import UplinkPort
 from gateway.session import Counters, Sessions
 from gateway.statelock import StateLock
+from gateway.web import server as web
 
 log = logging.getLogger("park.daemon")
 
@@ -157,6 +159,7 @@ class Daemon:
         self.control: Control | None = None
         self.events: EventBus | None = None
         self.links = []
+        self.dashboard = None  # gateway.web.server.Dashboard once it listens (its .url)
         self._saved_state = None
         self._data_version = None
         self._change_seq = 0
@@ -194,6 +197,11 @@ class Daemon:
             self.uplink = uplink
             parts = Parts(cfg, self.registry, self.writer, uplink)
             self.events, self.control, self.sessions = parts.events, parts.control, parts.sessions
+            eventlog.attach(self.events)
+            self.inventory = Inventory(uplink, self.sessions.devices, cfg.uplink.gateway_id, __version__,
+                                       cfg.uplink.sites)
+            self.events.subscribe(self.inventory.on_event)
+            self.inventory.publish()
             self.control.restore(self.registry.loop_state())
             self.links = [make_link(lc, self.sessions, self.ble_factory) for lc in cfg.links]
             uplink.on_command(self._backbone_command)
@@ -201,6 +209,7 @@ class Daemon:
                 parts.out.availability(s, s.online)
             api = ApiServer(cfg.api_socket, self, cfg.api_group)
             await api.start()
+            self.dashboard = await web.start(self, cfg.web, api.outcomes)
             tasks = [asyncio.create_task(lk.run(), name="link-" + lk.name) for lk in self.links]
             tasks.append(asyncio.create_task(self.control.run(), name="control"))
             tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
@@ -215,6 +224,8 @@ class Daemon:
                 for t in tasks:
                     t.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
+                if self.dashboard is not None:
+                    await self.dashboard.stop()
                 await api.stop()
                 f = self._persist()
                 if f is not None:
@@ -243,6 +254,7 @@ class Daemon:
         if ids is None or ids:
             log.info("registry changed: reloading %s", "every device" if ids is None else ", ".join(ids))
             self.sessions.reload(ids)
+            self.inventory.publish()
 
     async def _housekeeping(self) -> None:
         last_sweep = 0.0
@@ -267,6 +279,7 @@ class Daemon:
         devs = list(s.devices.values())
         online = sum(1 for d in devs if d.online)
         return {
+            "version": __version__,
             "uptime_s": round(time.time() - self.started, 1),
             "links": [lk.info() for lk in self.links],
             "devices": {"total": len(devs), "online": online, "offline": len(devs) - online},
@@ -353,7 +366,9 @@ class Daemon:
                     return self.status()
                 if command.get("type") == "pickups":
                     return self.pickups(site)
-                raise CommandError("unknown_command", "gateway commands: status, pickups")
+                if command.get("type") == "token":
+                    return tokens.for_backbone(self.sessions.devices, self.cfg.state_dir, site, command)
+                raise CommandError("unknown_command", "gateway commands: status, pickups, token")
             s = self.sessions.devices.get(device_id)
             if s is None or s.site != site:
                 raise CommandError("unknown_device", "no device %r at site %r" % (device_id, site))

@@ -6,10 +6,14 @@ import datetime as dt
 import pytest
 
 from hil_tests import bench as benchmod
+from protocol.rules import LIGHT_BASE
 
 LAMP, MOTION, AMBIENT, LAMP_CS = 25, 27, 34, 35  # the reference wiring (park_device.roles.TEMPLATES)
 HEALTHY_LAMP_UV = 350_000  # 350 mV at the current-sense input = 350 mA at cs_ma_v 1000 (a lit LED driver)
-BASE, PRELIGHT = 10, 70    # the site's night base level and prelight level (gateway config)
+# The site's night base and prelight levels (gateway config). The base differs from the firmware's
+# own default (protocol.rules.LIGHT_BASE), so a pole at it proves the gateway's profile arrived:
+# a motion before that could be undone by the profile, a prelight sent to a pole not yet online dropped.
+BASE, PRELIGHT = 15, 70
 
 
 def dark_longitude() -> float:
@@ -31,8 +35,9 @@ def test_walker_prelights_poles_ahead_then_all_fade_back(boards, gateway, backbo
                          hold=3, base=BASE, prelight=PRELIGHT)
     gateway.start()
     site = bench.site
+    assert BASE != LIGHT_BASE  # see BASE above
     base_duty = benchmod.lamp_duty(BASE)
-    # the gateway's night profile (base 10 %) reaches every pole; wait until each lamp settled there
+    # the gateway's night profile reaches every pole; wait until each lamp settled at its base
     backbone.wait(lambda: all(vb[i].pwm_duty(LAMP) == base_duty for i in vb) or None, timeout=60,
                   what=f"all poles at the site's base duty {base_duty}: "
                        f"{ {i: vb[i].pwm_duty(LAMP) for i in vb} }\n{gateway.tail()}")

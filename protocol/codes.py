@@ -87,6 +87,11 @@ F_SAFE_MODE = const(7)
 F_CONFIG = const(8)
 F_TEMP_SENSOR = const(9)
 F_AUDIT_OVERFLOW = const(10)
+F_RADIO = const(11)
+# fault radio: its value says why the configured radio cannot be used (SPEC 5.2)
+RADIO_NO_BLE = const(1)
+RADIO_NO_WIFI = const(2)
+RADIO_NO_CREDENTIALS = const(3)
 
 # access results
 ACC_OK_TOKEN = const(0)

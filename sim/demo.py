@@ -3,9 +3,13 @@
 What runs: a local Mosquitto (unless --broker points at one), the real gateway
 daemon (same code as `park-gateway run`), and virtual boards (sim/vboard) running
 the real firmware from firmware/ in the real MicroPython VM: six light poles on
-a forked path, three waste containers and a locker bank. A scripted "park life"
-moves walkers along the path, fills a container, pulls a container's sensor and
-sends one unlock through the backbone's command topic.
+a forked path, three waste containers and a locker bank. A scripted story fits
+in the README's minute: walkers along the path (the lamp column shows each
+pole's level as the wave passes), a bin filling up to a pickup, a loan through
+the backbone's unlock request that becomes overdue, and l004's dead lamp. The
+daemon serves its dashboard too (`dashboard: URL` on a line of its own). On a
+terminal the screen is redrawn each second; piped, the story is printed line by
+line with a status line every 10 s.
 
 If Node, the MicroPython VM or the firmware are missing, the demo says so and
 uses sim.devsim instead: a CPYTHON DEVICE SIMULATOR (a test peer speaking
@@ -31,7 +35,9 @@ import time
 from pathlib import Path
 
 from gateway import config as config_mod
+from gateway import eventlog, readable
 from gateway.registry import Registry, write_private
+from gateway.web.server import Live, snapshot
 
 SITE = "stadtpark"
 LAT, LON = 52.5146, 13.3501  # Berlin, Großer Tiergarten
@@ -48,6 +54,10 @@ TRIG, ECHO, TEMP = 5, 18, 34
 DOORS = {1: 33, 2: 13, 3: 14, 4: 4}  # switch pulled up: high = open
 OCC = {1: 19, 2: 21, 3: 22, 4: 23}  # occupancy sensors: high = a parcel inside
 HEALTHY_LAMP_UV = 350_000
+# the bins' ultrasonic distances (1200 mm deep, 100 % at 250 mm: fill = (1200 - d) / 9.5)
+FILL_MM = {"c001": 582, "c002": 700, "c003": 900}  # 65 %, 53 %, 32 % at boot
+NEAR_FULL_MM, FULL_MM = 392, 280  # 85 %, 97 %
+LOAN_S = 20  # the demo's loan period: overdue within the minute
 
 
 def free_port() -> int:
@@ -121,8 +131,12 @@ def _flash(dst: Path, did: str, role: str, key: bytes, app: dict, booking_key: b
     write_firmware(dst, role)
     t = template(role)
     t["app"].update(app)
+    if role == "container_sensor":
+        t["rt"]["batt_div"] = 0  # mains-powered here: a board's unset battery ADC would read as a flat battery
     if role == "locker":
-        t["pins"].update({"occ%d" % n: p for n, p in OCC.items()})
+        # pulled down, so a booting board reads every door closed and every compartment empty: no tamper alarm
+        t["pins"].update({"door%d" % n: {"pin": p, "pull": "down"} for n, p in DOORS.items()})
+        t["pins"].update({"occ%d" % n: {"pin": p, "pull": "down"} for n, p in OCC.items()})
     cfg = {"id": did, "site": SITE, "role": role, "link": t["link"], "rt": t["rt"], "pins": t["pins"], "app": t["app"]}
     (dst / "config.json").write_text(json.dumps(cfg))
     (dst / "key.bin").write_bytes(key)
@@ -150,7 +164,7 @@ class VirtualPark:
                 app = {"lat": round(self.lat * 100), "lon": round(self.lon * 100)}
             elif role == "container_sensor":
                 app = {"depth_mm": 1200, "interval_s": 30, "fast_s": 30, "report_s": 60}
-                extra = {"ultrasonic": {"trig": TRIG, "echo": ECHO}, "distance_mm": 900}
+                extra = {"ultrasonic": {"trig": TRIG, "echo": ECHO}, "distance_mm": FILL_MM[did]}
             elif role == "locker":
                 app = {"occupancy": True}
             bk = secrets.token_bytes(32) if role == "locker" else None
@@ -196,7 +210,7 @@ class SimulatedPark:
         self.keys = keys
         self.links = {}
         self.devs = {}
-        self.fills = {c: 30 for c in CONTAINERS}
+        self.fills = {c: round((1200 - FILL_MM[c]) / 9.5) for c in CONTAINERS}
         self.occ = 0b0111
         self._task = None
 
@@ -288,13 +302,17 @@ def write_config(work: Path, broker: str, urls: dict[str, str], lat: float, lon:
         full = 95
 
         [sites.stadtpark.lockers]
-        loan_hours = 0.025
+        loan_hours = {loan}
+
+        [web]
+        listen = "127.0.0.1:0"
 
         [roles.container_sensor]
         heartbeat = 120
 
         """).format(state=work / "state", sock=work / "api.sock", broker=broker, lat=lat, lon=lon,
-                    edges="[" + ", ".join('["%s", "%s"]' % e for e in EDGES) + "]") + links
+                    edges="[" + ", ".join('["%s", "%s"]' % e for e in EDGES) + "]",
+                    loan=round(LOAN_S / 3600, 6)) + links
     path = work / "gateway.toml"
     path.write_text(text)
     return str(path)
@@ -306,15 +324,39 @@ def night_longitude() -> float:
     return lon - 360 if lon > 180 else lon
 
 
-async def park_life(park, uplink_url: str, stop: asyncio.Event, say) -> None:
-    """Walkers along the path, one container filling up, one sensor failing, one remote unlock."""
+async def park_life(park, uplink_url: str, stop: asyncio.Event, say, near_full=lambda: True) -> None:
+    """The story, within a minute: walkers and the light wave, a bin filling to a pickup, a loan that
+    becomes overdue (and l004's dead lamp, found when it reports). Then walkers until the end."""
+    async def at(t: float) -> bool:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), max(0.0, t - (time.monotonic() - t0)))
+        return not stop.is_set()
+
     t0 = time.monotonic()
-    fill_mm = 900
-    unlocked = False
+    tasks = [asyncio.create_task(_walkers(park, stop, say))]
+    try:
+        if await at(1):
+            say("c001 is filling up (a busy afternoon at the playground); c002 and c003 slowly")
+            await park.fill("c001", NEAR_FULL_MM)
+            await park.fill("c002", FILL_MM["c002"] - 100)
+            await park.fill("c003", FILL_MM["c003"] - 100)
+        if await at(4):
+            tasks.append(asyncio.create_task(_lending(park, uplink_url, say)))
+        while not stop.is_set() and not near_full():  # the sensor samples every 30 s
+            await at(time.monotonic() - t0 + 1)
+        if not stop.is_set():
+            await park.fill("c001", FULL_MM)
+        await stop.wait()
+    finally:
+        for t in tasks:
+            t.cancel()
+
+
+async def _walkers(park, stop: asyncio.Event, say) -> None:
     k = 0
     while not stop.is_set():
         k += 1
-        say("walker enters the path at %s" % WALK[0])
+        say("walker %d enters the path at %s" % (k, WALK[0]))
         for pole in WALK:
             await park.motion(pole, True)
             await asyncio.sleep(1.0)
@@ -322,16 +364,8 @@ async def park_life(park, uplink_url: str, stop: asyncio.Event, say) -> None:
             await asyncio.sleep(2.0)
             if stop.is_set():
                 return
-        fill_mm = max(260, fill_mm - 150)
-        await park.fill("c001", fill_mm)
-        await park.fill("c002", 700 + 7 * (k % 5))  # a bin whose level barely moves
-        if k == 2:
-            await park.fill("c003", None)  # the ultrasonic sensor stops answering
-        if not unlocked and time.monotonic() - t0 > 10:
-            unlocked = True
-            asyncio.create_task(_lending(park, uplink_url, say))
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(stop.wait(), 6)
+            await asyncio.wait_for(stop.wait(), 8)
 
 
 async def _lending(park, broker: str, say) -> None:
@@ -342,7 +376,7 @@ async def _lending(park, broker: str, say) -> None:
         await park.occupied(2, False)
         await asyncio.sleep(1.0)
         await park.door(2, False)
-        say("k001: item taken from compartment 2 (loan period in this demo: 90 s)")
+        say("k001: item taken from compartment 2, due back in %d s (a demo loan)" % LOAN_S)
 
 
 async def _remote_unlock(broker: str, say) -> bool:
@@ -357,46 +391,69 @@ async def _remote_unlock(broker: str, say) -> bool:
             await c.publish("park/%s/device/k001/cmd/req" % SITE, json.dumps(
                 {"id": "demo-1", "ts": time.time(), "type": "unlock", "comp": 2,
                  "reason": "demo: parcel pickup"}), qos=1)
-            say("backbone: unlock k001 compartment 2 requested (id demo-1)")
+            say("backbone: the booking system asks to unlock k001 compartment 2 (request demo-1)")
             async with asyncio.timeout(30):
                 async for m in c.messages:
-                    say("backbone: response %s" % m.payload.decode())
-                    return json.loads(m.payload).get("ok") is True
+                    res = json.loads(m.payload)
+                    if res.get("ok"):
+                        say("backbone: k001 opened compartment 2 (%s)" % res["result"].get("result"))
+                    else:
+                        say("backbone: unlock refused: %s: %s" % (res["error"]["code"], res["error"]["message"]))
+                    return res.get("ok") is True
     except Exception as e:  # noqa: BLE001 - the demo goes on without it
         say("backbone: unlock demo failed: %s" % e)
     return False
 
 
-def render(st: dict, devs: list[dict], notes: list[str], label: str, started: float) -> str:
-    bb = st["backbone"]
-    light = st["control"]["lighting"].get(SITE, {})
-    lines = ["sim demo: Stadtpark  (%ds)   devices: %s" % (time.time() - started, label),
-             "backbone %s %s | outbox %d | published %d | dropped %d | site %s, level cap %s" % (
-                 bb["broker"], "connected" if bb["connected"] else "DISCONNECTED", bb["outbox_depth"],
-                 bb["published"], bb.get("dropped_total", 0), "dark" if light.get("dark") else "daylight",
-                 light.get("cap")),
-             "%-5s %-16s %-8s %s" % ("ID", "ROLE", "STATE", "LAST REPORT")]
-    for d in devs:
-        s = d.get("state") or {}
-        if "light" in s:
-            x = s["light"]
-            rep = "lamp %3d%%  %4d mA  state %s" % (x["level"], x["lamp_ma"], x["state"])
-        elif "fill" in s:
-            x = s["fill"]
-            rep = "fill %s%%  %d°C" % ("--" if x["fill"] is None else x["fill"], x["temp"])
-        elif "locker" in s:
-            x = s["locker"]
-            rep = "occupied %s  open %s" % (bin(x["occupied"]), bin(x["open"]))
-        else:
-            rep = "-"
-        lines.append("%-5s %-16s %-8s %s" % (d["id"], d["role"], "online" if d["online"] else "offline", rep))
-    pk = st["control"]["pickups"].get(SITE, [])
-    lines.append("pickups: " + (", ".join("%s (%s)" % (p["id"], p["level"]) for p in pk) or "none"))
-    faults = light.get("lamp_faults") or []
-    lines.append("lamp faults: " + (", ".join(faults) or "none"))
-    lines.append("recent:")
+def render(snap: dict, notes: list[str], label: str, elapsed: float, duration: float, url: str) -> str:
+    """The whole screen, in words: each pole's level now (the wave), bins, lockers, the story so far."""
+    site = snap["sites"][SITE]
+    bb = snap["backbone"]
+    light = site["lighting"]
+    lines = ["park-edge demo: Stadtpark, %ds%s   devices: %s" % (elapsed, " of %ds" % duration if duration else "",
+                                                                  label),
+             "dashboard %s   backbone %s %s, outbox %d, %d published" % (
+                 url or "(not started)", bb["broker"], "connected" if bb["connected"] else "DISCONNECTED",
+                 bb["outbox_depth"], bb["published"]),
+             "lights: %s%s" % ("night" if light.get("dark") else "daylight: the poles rest (--night shows the wave)",
+                               ", level cap %s %%" % light.get("cap") if light.get("dark") else ""),
+             ""]
+    for p in site["poles"]:
+        lvl = p["level"] or 0
+        lines.append("  %-5s %-10s %3s  %-26s %s" % (p["id"], "#" * ((lvl + 9) // 10), "--" if p["level"] is None
+                                                       else "%d%%" % lvl, p["why"],
+                                                       "LAMP FAULT" if p["fault"] else ""))
+    for b in site["bins"]:
+        lines.append("  %-5s %-10s %3s  %s%s" % (b["id"], "#" * (((b["fill"] or 0) + 9) // 10),
+                                                 "--" if b["fill"] is None else "%d%%" % b["fill"], b["status"],
+                                                 ", " + b["trend"] if b["trend"] != "not enough reports" else ""))
+    for k in site["lockers"]:
+        lines.append("  %-5s %s" % (k["id"], "; ".join("%d %s" % (c["n"], c["text"]) for c in k["comps"])))
+    lines.append("")
+    lines.append("story so far:")
     lines += ["  " + n for n in notes[-12:]]
     return "\n".join(lines)
+
+
+def status_line(snap: dict, elapsed: float) -> str:
+    """One line for a pipe: the lamps, the bins' fill and the lockers, without repeating a screen."""
+    site = snap["sites"][SITE]
+    lamps = " ".join("%s %s" % (p["id"], "--" if p["level"] is None else p["level"]) for p in site["poles"])
+    bins = " ".join("%s %s" % (b["id"], "--" if b["fill"] is None else "%d%%" % b["fill"]) for b in site["bins"])
+    return "%6.0fs  lamps %% %s | bins %s | %d/%d online" % (elapsed, lamps, bins, snap["devices"]["online"],
+                                                            snap["devices"]["total"])
+
+
+def ending(st: dict, snap: dict, prelights: int, duration: float) -> str:
+    site = snap["sites"][SITE]
+    pk = st["control"]["pickups"].get(SITE, [])
+    overdue = ["%s compartment %s" % (lid, ", ".join(map(str, k["overdue"])))
+               for lid, k in st["control"]["lockers"].items() if k["overdue"]]
+    return ("demo finished after %ds: %d of %d devices online, %d messages published to the backbone, %d pre-lights; "
+            "pickups: %s; overdue: %s; lamp faults: %s" % (
+                duration, st["devices"]["online"], st["devices"]["total"], st["backbone"]["published"], prelights,
+                ", ".join("%s (%s)" % (p["id"], p["level"].replace("_", " ")) for p in pk) or "none",
+                ", ".join(overdue) or "none", ", ".join(site["lighting"].get("lamp_faults") or []) or "none"))
 
 
 async def run(duration: float, broker: str | None, state_dir: str | None, as_json: bool, night: bool) -> int:
@@ -451,42 +508,69 @@ async def run(duration: float, broker: str | None, state_dir: str | None, as_jso
         task = asyncio.create_task(daemon.run())
         await asyncio.wait_for(daemon.ready.wait(), 30)
 
+        live = Live(720)
+        daemon.subscribe(live.on_event)
+        hellos = set()
+
         def watch(ev: dict) -> None:
-            if ev["kind"] == "alert":
-                say("ALERT %s %s %s" % (ev["device"], ev["alert"], json.dumps(ev["body"], default=str)))
-            elif ev["kind"] == "event":
-                m = ev["msg"]
-                say("event %s %s %s" % (ev["device"], m["type"], " ".join(
-                    "%s=%s" % (k, v) for k, v in m.items() if k not in ("type", "eid", "t"))))
-            elif ev["kind"] in ("online", "offline", "hello", "resync"):
-                say("%s %s" % (ev["device"], ev["kind"]))
+            if ev["kind"] == "hello":  # ten boards saying hello is one line
+                if ev["device"] in hellos:
+                    return
+                hellos.add(ev["device"])
+                if len(hellos) == len(keys):
+                    say("all %d devices said hello (firmware %s)" % (len(keys), readable.version(ev.get("fw"))))
+                return
+            if ev["kind"] == "online":
+                return
+            text = eventlog.line(ev)
+            if text is not None:
+                say(text)
 
         daemon.subscribe(watch)
-        say("gateway up; config %s; try: park-gateway --socket %s status" % (cfg_path, cfg.api_socket))
-        life = asyncio.create_task(park_life(park, broker, stop, say))
-        started = time.time()
-        end = time.monotonic() + duration if duration else None
+        url = daemon.dashboard.url if daemon.dashboard is not None else ""
+        if url:
+            print("dashboard: %s" % url, flush=True)
+        say("gateway up; try: park-gateway --socket %s status" % cfg.api_socket)
+        life = asyncio.create_task(park_life(park, broker, stop, say, lambda: bool(daemon.pickups(SITE)[SITE])))
+        t0 = time.monotonic()
+        end = t0 + duration if duration else None
         tty = sys.stdout.isatty() and not as_json
+        shown = 0
+        last_line = -10.0
         while not stop.is_set() and (end is None or time.monotonic() < end):
             if task.done():
                 task.result()
-            st = daemon.status()
-            devs = daemon.devices()
+            elapsed = time.monotonic() - t0
             if as_json:
-                print(json.dumps({"t": time.time(), "status": st, "devices": devs, "notes": notes[-8:]},
-                                 default=str), flush=True)
-            else:
-                screen = render(st, devs, notes, park.label, started)
-                print(("\x1b[H\x1b[2J" if tty else "\n") + screen, flush=True)
+                print(json.dumps({"t": time.time(), "status": daemon.status(), "devices": daemon.devices(),
+                                  "notes": notes[-8:]}, default=str), flush=True)
+            elif tty:
+                screen = render(snapshot(daemon, live), notes, park.label, elapsed, duration, url)
+                print("\x1b[H\x1b[2J" + screen, flush=True)
+            else:  # a pipe or a file: the story once, and a status line every 10 s
+                for n in notes[shown:]:
+                    print(n, flush=True)
+                shown = len(notes)
+                if elapsed - last_line >= 10:
+                    last_line = elapsed
+                    print(status_line(snapshot(daemon, live), elapsed), flush=True)
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stop.wait(), 2.0)
+                await asyncio.wait_for(stop.wait(), 2.0 if as_json else 1.0)
         stop.set()
         life.cancel()
+        elapsed = time.monotonic() - t0
         st = daemon.status()
         summary = {"devices_online": st["devices"]["online"], "devices": st["devices"]["total"],
                    "published": st["backbone"]["published"], "outbox_depth": st["backbone"]["outbox_depth"],
-                   "prelights": daemon.control.lighting.prelights, "firmware": isinstance(park, VirtualPark)}
-        print(json.dumps({"summary": summary}) if as_json else "demo finished: %s" % summary, flush=True)
+                   "prelights": daemon.control.lighting.prelights, "firmware": isinstance(park, VirtualPark),
+                   "pickups": [p["id"] for p in st["control"]["pickups"].get(SITE, [])],
+                   "overdue": {lid: k["overdue"] for lid, k in st["control"]["lockers"].items() if k["overdue"]},
+                   "lamp_faults": st["control"]["lighting"].get(SITE, {}).get("lamp_faults", [])}
+        if not as_json and not tty:
+            for n in notes[shown:]:
+                print(n, flush=True)
+        print(json.dumps({"summary": summary}) if as_json
+              else ending(st, snapshot(daemon, live), daemon.control.lighting.prelights, elapsed), flush=True)
         return 0
     finally:
         if daemon is not None:

@@ -52,7 +52,7 @@ import uuid
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
 
-from gateway.links.ble import RX_CHAR, SERVICE, TX_CHAR, chunks
+from gateway.links.ble import RX_CHAR, TX_CHAR, chunks
 
 BASE_UUID = "-0000-1000-8000-00805f9b34fb"
 COMPANY_TEST = 0xFFFF  # Bluetooth SIG: "for internal and interoperability tests"
@@ -103,17 +103,15 @@ def advertisement_data(raw: bytes, rssi: int = -60) -> AdvertisementData:
 
 
 def park_advertisement(device_id: str, waiting: bool) -> bytes:
-    """A park device's advertising payload, built the way gateway.links.ble.parse_advert reads it.
+    """A park device's advertising payload (protocol/SPEC.md section 2), as the firmware builds it.
 
-    Flags, the complete local name (the device id, which every frame carries in the
-    clear anyway) and 128-bit service data for the park link service: one flag byte,
-    bit 0 "data waiting". Nothing secret, nothing that changes per frame. 24 bytes plus
-    the id: a 4-character id takes 28 of legacy advertising's 31, an 8-character one
-    would need its name in the scan response.
+    Flags, then manufacturer data of company 0xFFFF: 0x50 (park link version 1), one flag
+    byte (bit 0 "data waiting") and the device id, which every frame carries in the clear
+    anyway. Nothing secret, nothing that changes per frame; 9 bytes plus the id, so any
+    id (up to 8 characters) fits legacy advertising's 31.
     """
     name = device_id.encode("ascii")
-    sd = uuid.UUID(SERVICE).bytes[::-1] + bytes([1 if waiting else 0])
-    return b"\x02\x01\x06" + bytes([len(name) + 1, 0x09]) + name + bytes([len(sd) + 1, 0x21]) + sd
+    return b"\x02\x01\x06" + bytes([len(name) + 5, 0xFF, 0xFF, 0xFF, 0x50, 1 if waiting else 0]) + name
 
 
 class FakeBlePeripheral:

@@ -54,15 +54,18 @@ class Peer:
     """Gateway end of one board's link (protocol package over pyserial socket://)."""
 
     def __init__(self, board, kid: bytes, welcome_time: int | None = T_2026, hb: int = 0, ack_events: bool = True,
-                 welcome: bool = True):
-        """welcome_time None: welcome with the board's own clock (a gateway with good time)."""
-        import serial
-
+                 welcome: bool = True, port=None):
+        """welcome_time None: welcome with the board's own clock (a gateway with good time).
+        port: the byte stream to the board (read(n), write(b), close()) when it is not the
+        link UART: a TcpServerPort (Wi-Fi) or a sim.vboard_ble.BleCentral (BLE)."""
         from protocol import cose, framing
         self.b = board
         self.kid = kid
         self.mac = cose.Mac(KEY)
-        self.ser = serial.serial_for_url(board.link_url, timeout=0)
+        if port is None:
+            import serial
+            port = serial.serial_for_url(board.link_url, timeout=0)
+        self.ser = port
         self.de = framing.Deframer()
         self.seq = 1
         self.welcome_time = welcome_time
@@ -147,3 +150,59 @@ class Peer:
     def clear(self) -> None:
         self.up.clear()
 
+
+
+class TcpServerPort:
+    """A gateway's TCP server end for one Wi-Fi board (a test peer, not the product's
+    server): listens on loopback, takes the newest connection, never blocks."""
+
+    def __init__(self) -> None:
+        import socket
+        self._srv = socket.create_server(("127.0.0.1", 0))
+        self._srv.setblocking(False)
+        self.address = self._srv.getsockname()[:2]
+        self.conn = None
+        self.accepts = 0
+        self.closes = 0
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                c, _ = self._srv.accept()
+            except BlockingIOError:
+                return
+            c.setblocking(False)
+            if self.conn is not None:
+                self.conn.close()
+            self.conn = c
+            self.accepts += 1
+
+    def read(self, n: int = 65536) -> bytes:
+        self._accept()
+        c = self.conn
+        if c is None:
+            return b""
+        try:
+            d = c.recv(n)
+        except BlockingIOError:
+            return b""
+        except OSError:
+            d = b""
+        if not d:
+            c.close()
+            self.conn = None
+            self.closes += 1
+        return d
+
+    def write(self, data: bytes) -> None:
+        self._accept()
+        if self.conn is not None:
+            try:
+                self.conn.sendall(data)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+        self._srv.close()

@@ -27,8 +27,9 @@ CHOICE = "choice"
 PATH = "/config.json"
 
 LINK_SCHEMA = {
-    "type": (CHOICE, "uart", ("uart",), None),
-    "uart": (INT, 1, 0, 2),
+    "type": (CHOICE, "uart", ("uart",), None),  # the wired link's kind (older configs); see "kind"
+    "kind": (CHOICE, "serial", ("serial", "ble", "wifi"), None),  # transport to the gateway
+    "uart": (INT, 1, -1, 2),           # -1: no UART wired (a radio can then not fall back to serial)
     "baud": (INT, 115200, 1200, 921600),
     "tx": (INT, -1, -1, 48),           # -1: the UART's default pins
     "rx": (INT, -1, -1, 48),
@@ -36,6 +37,13 @@ LINK_SCHEMA = {
     "hello_max": (INT, 300, 1, 3600),  # cap of the hello retry backoff (s)
     "retry_max": (INT, 60, 1, 3600),   # cap of the event retransmit backoff (s)
     "poll_ms": (INT, 20, 5, 1000),     # link poll period while awake
+    "mtu": (INT, 247, 23, 517),        # BLE: preferred ATT MTU
+    "adv_ms": (INT, 200, 20, 10240),   # BLE: advertising interval
+    "ssid": (STR, "", 0, 32),          # Wi-Fi network; empty: not configured
+    "psk": (STR, "", 0, 63),           # Wi-Fi passphrase (WPA2: 8..63 bytes); never logged or reported
+    "host": (STR, "", 0, 64),          # Wi-Fi: the gateway's TCP server (an IP address: no DNS wait)
+    "port": (INT, 7000, 1, 65535),    # the port of gateway.toml.example
+    "backoff_max": (INT, 60, 1, 3600),  # Wi-Fi: cap of the reconnect backoff (s)
 }
 
 RT_SCHEMA = {

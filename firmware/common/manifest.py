@@ -9,6 +9,7 @@ package(
     "common",
     files=(
         "__init__.py",
+        "ble.py",
         "bootcount.py",
         "clock.py",
         "config.py",
@@ -21,6 +22,7 @@ package(
         "start.py",
         "store.py",
         "ticks.py",
+        "wifi.py",
     ),
     base_path="..",
 )

@@ -72,8 +72,12 @@ class Runtime:
         caps = getattr(app_cls, "caps", None)
         caps = app_cls.CAPS if caps is None else caps(dev.pins, self._rtc, self.cfg)
         hello = {"type": "hello", "role": role, "fw": self.fw, "caps": caps}
-        self.session = Session(dev.kid, key, transport or open_link(dev.link), store, hello, dev.link,
-                               self._command, self._welcomed)
+        self.link = transport or open_link(dev.link, dev.kid)
+        if self.link.fault is not None:
+            self.log("link: the %s radio cannot be used (fault radio, %d); serial if wired"
+                     % (dev.link["kind"], self.link.fault[1]), keep=True)
+            self._faults.append(self.link.fault)
+        self.session = Session(dev.kid, key, self.link, store, hello, dev.link, self._command, self._welcomed)
         self.retained = _load_retained(store) if self.cause == hal.CAUSE_DEEPSLEEP else {}
 
     # ---- the App-facing API ----
@@ -96,8 +100,11 @@ class Runtime:
         on_ack(msg, nack) runs when the answer arrives (nack None for an ack)."""
         if msg.get("t") is None:
             msg["t"] = clock.now() or 0
-        if msg["type"] == "alarm":  # SPEC 5: alarm values saturate at -65536..65535
+        t = msg["type"]
+        if t == "alarm":  # SPEC 5: alarm values saturate at -65536..65535
             msg["value"] = max(-0x10000, min(msg["value"], 0xFFFF))
+        if t == "alarm" or t == "fault":
+            self.log("%s code %d value %d" % (t, msg["code"], msg["value"]))
         self.session.event(msg, clock.ticks_ms(), durable, on_ack)
 
     def log(self, text, keep=False):
@@ -140,6 +147,10 @@ class Runtime:
     # ---- boot and loop ----
 
     def start(self):
+        fw = self.fw
+        self.log("park-edge %s %s fw %d.%d.%d boot %d cause %d%s" % (
+            self.dev.id, self.app_cls.ROLE, fw // 10000, fw // 100 % 100, fw % 100, self.boot.boots,
+            self.cause, " SAFE MODE" if self.safe else ""))
         self.wdt = hal.watchdog(self._rtc["wdt_ms"])
         try:
             self.app = self.app_cls(self)
@@ -176,8 +187,10 @@ class Runtime:
     def _welcomed(self, msg, now):
         if not clock.set_time(msg["time"]):
             self.log("welcome time %d not valid; keeping RTC" % msg["time"])
-        if self._welcome_ms is None and self.cause != hal.CAUSE_DEEPSLEEP:
-            self._hb_due = now  # first welcome after a reset: report diagnostics at once
+        if self._welcome_ms is None:
+            self.log("joined the gateway (heartbeat every %d s)" % msg["hb"])
+            if self.cause != hal.CAUSE_DEEPSLEEP:
+                self._hb_due = now  # first welcome after a reset: report diagnostics at once
         self._welcome_ms = now
 
     def step(self, now):
@@ -187,6 +200,8 @@ class Runtime:
         s = self.session
         if s.events and not s.welcomed and not s.hello_pending:
             s.start_hello(now)  # a sleeper wakes without a session: events need one for their acks
+        if self.link.new_peer() and not s.hello_pending:
+            s.start_hello(now)  # a new peer on a radio link knows nothing of this session
         wait = s.poll(now)
         self.gateway_seen_ms = s.seen_ms
         if self.app is not None and clock.ticks_diff(now, self._app_due) >= 0:
@@ -237,7 +252,7 @@ class Runtime:
         s = self.session
         if up >= self._rtc["awake_s"] * 1000:
             return True
-        if s.events or s.hello_pending:
+        if s.events or s.hello_pending or self.link.busy():
             return False
         if self._welcome_ms is not None and clock.ticks_diff(now, self._welcome_ms) < self._rtc["linger_ms"]:
             return False
@@ -271,6 +286,7 @@ class Runtime:
             self.boot.mark_stable()
         self.retained["_hb"] = max(clock.ticks_diff(self._hb_due, clock.ticks_ms()) - ms, 0)
         _save_retained(self.store, self.retained)
+        self.link.close()
         hal.deepsleep(ms)
 
     def reboot(self):
@@ -286,6 +302,15 @@ class Runtime:
     # ---- downlink commands (already authenticated and fresh) ----
 
     def _command(self, msg):
+        """Carry out one downlink command; the console says what it was and how it ended."""
+        r = self._do_command(msg)
+        if r is None:
+            self.log("command %s: done" % msg["type"])
+        else:
+            self.log("command %s: refused, code %d field %r" % (msg["type"], r[0], r[1]))
+        return r
+
+    def _do_command(self, msg):
         t = msg["type"]
         if t == "config":
             return self._config(msg["values"])

@@ -5,12 +5,13 @@ its code costs no heap on a board in service.
 """
 
 from common import config, hal
+from common.link import Link
 from common.runtime import Runtime
 from common.start import KEY_PATH, load_app, read_key
 from common.store import Store
 
 
-class _Recorder:
+class _Recorder(Link):
     """A link that keeps what would have been sent (self tests must not talk to the gateway)."""
 
     def __init__(self):

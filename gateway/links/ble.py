@@ -64,6 +64,7 @@ class BleLink(Link):
         try:
             self.mtu = getattr(client, "mtu_size", DEFAULT_MTU) or DEFAULT_MTU
             await client.start_notify(TX_CHAR, lambda _ch, data: self.feed(bytes(data)))
+            await client.write_gatt_char(RX_CHAR, READY, response=False)  # SPEC 2: subscribed, send
             self._q = asyncio.Queue(maxsize=256)
             self._client = client
             self._up()
@@ -113,20 +114,25 @@ class BleLink(Link):
 # ---------------------------------------------------------------- scanner + connection pool
 
 WAITING = 0x01  # advertisement flag bit: the device has data waiting
+COMPANY = 0xFFFF  # manufacturer data of a park advertisement (SPEC 2)
+ADV_VERSION = 0x50  # "P": park link version 1
+READY = b"\x00"  # the gateway's first write on a connection (an empty frame): the device may notify
 
 
 def parse_advert(adv) -> tuple[str, bool] | None:
     """(device id, data waiting) from a bleak AdvertisementData, or None if it is not a park device.
 
-    The one place the advertising format (protocol/SPEC.md section 2) is read: the
-    complete local name is the device id; service data for the park link service
-    starts with a flag byte, bit 0 "data waiting".
+    The one place the advertising format (protocol/SPEC.md section 2) is read:
+    manufacturer data of company 0xFFFF: 0x50, a flag byte (bit 0 "data waiting"),
+    then the device id.
     """
-    data = adv.service_data.get(SERVICE)
-    name = adv.local_name
-    if data is None or not name or not rules.valid_id(name):
+    data = adv.manufacturer_data.get(COMPANY)
+    if data is None or len(data) < 3 or data[0] != ADV_VERSION:
         return None
-    return name, bool(data[:1] and data[0] & WAITING)
+    name = bytes(data[2:]).decode("ascii", "replace")
+    if not rules.valid_id(name):
+        return None
+    return name, bool(data[1] & WAITING)
 
 
 def _bleak():
@@ -299,6 +305,11 @@ class BlePool(Link):
             port.mtu = getattr(client, "mtu_size", DEFAULT_MTU) or DEFAULT_MTU
             port.deframer.reset()
             await client.start_notify(TX_CHAR, lambda _ch, data: port.feed(bytes(data)))
+            try:
+                await client.write_gatt_char(RX_CHAR, READY, response=False)  # SPEC 2: subscribed, send
+            except Exception:  # noqa: BLE001 - lost meanwhile: the exchange below counts it
+                if getattr(client, "is_connected", True):
+                    raise
             port.client = client
             port.last_io = loop.time()
             self.counters["connects"] += 1

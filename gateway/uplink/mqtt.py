@@ -31,6 +31,8 @@ from typing import Any, Awaitable, Callable, Mapping
 import aiomqtt
 import paho.mqtt.client as paho
 
+from gateway import __version__
+
 from .config import UplinkConfig
 from .errors import CommandError, OutboxError
 from .outbox import PRIO_STATE, Outbox
@@ -113,6 +115,7 @@ class MqttLink:
         body: dict[str, Any] = {"state": state, "gateway": self.config.gateway_id, "sites": list(self.config.sites)}
         if state == "online":
             body["ts"] = self._clock()
+            body["version"] = __version__
         if reason:
             body["reason"] = reason
         return _dumps(body)

@@ -210,6 +210,11 @@ class Uplink:
         """`availability_nowait`, returning once it is committed."""
         await self.availability_nowait(site, device_id, online, ts)
 
+    def site_state_nowait(self, site: str, leaf: str, body: Mapping[str, Any]) -> asyncio.Future[None]:
+        """Retained ``body`` on ``<prefix>/<site>/gateway/<leaf>`` (the device inventory), through the outbox."""
+        topic = f"{self.topics.prefix}/{self._site(site)}/gateway/{check_segment(leaf, 'topic level')}"
+        return self.outbox.append(topic, _dumps(dict(body)), retain=True, prio=PRIO_STATE)
+
     # -- commands ------------------------------------------------------------
 
     def on_command(self, handler: CommandHandler) -> None:

@@ -119,7 +119,8 @@ class VirtualBoard:
                  heap_budget: int | None = None,
                  patch_time: bool = True, console_soft_reset: str = "ignore", uid: bytes | None = None,
                  record_pins: bool = False, record_pwm: bool = False, record_wdt_feeds: bool = True,
-                 hang_timeout: float = 10.0, start_timeout: float = 15.0, name: str = "vboard") -> None:
+                 hang_timeout: float = 10.0, start_timeout: float = 15.0, name: str = "vboard",
+                 wifi: Mapping[str, Any] | None = None, without: Iterable[str] = ()) -> None:
         if heap_mode not in ("alloc", "live"):
             raise ValueError("heap_mode must be 'alloc' or 'live'")
         if heap_budget is not None:
@@ -145,13 +146,17 @@ class VirtualBoard:
             "uid": (uid or os.urandom(6)).hex(), "record_pins": record_pins, "record_pwm": record_pwm,
             "record_wdt_feeds": record_wdt_feeds, "hang_timeout_ms": int(hang_timeout * 1000),
             "start_unix_ms": int((time.time() if start_time is None else start_time) * 1000),
-            "vmachine_dir": str(VMACHINE_DIR),
+            "vmachine_dir": str(VMACHINE_DIR), "wifi": self._wifi_cfg(wifi),
+            "without": list(without),  # simulated modules this chip lacks, e.g. ("bluetooth",)
         }
+        self._ble_listeners: list[Callable[[dict], None]] = []
+        self.ble_state: dict[str, Any] = {"on": False, "adv": None, "pref_mtu": 23}  # the radio as last reported
         self._want_pty = console_pty
         self._start_timeout = start_timeout
         self._proc: subprocess.Popen | None = None
         self._reader: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._wlock = threading.Lock()  # one control line at a time, from any thread
         self._cond = threading.Condition(self._lock)
         self._replies: dict[int, dict] = {}
         self._seq = 0
@@ -166,6 +171,19 @@ class VirtualBoard:
         self._cfg_file: str | None = None
 
     # ------------------------------------------------------------------ lifecycle
+    @staticmethod
+    def _wifi_cfg(wifi: Mapping[str, Any] | None) -> dict | None:
+        """The access point in the board's range: ssid, psk, up (in range), gateway (host, port):
+        the real TCP address every connect of the firmware reaches (None: refused)."""
+        if wifi is None:
+            return None
+        unknown = set(wifi) - {"ssid", "psk", "up", "gateway"}
+        if unknown:
+            raise ValueError(f"wifi: unknown keys {sorted(unknown)}")
+        gw = wifi.get("gateway")
+        return {"ssid": str(wifi.get("ssid", "")), "psk": str(wifi.get("psk", "")), "up": bool(wifi.get("up", True)),
+                "gateway": [str(gw[0]), int(gw[1])] if gw else None}
+
     def _resolve_pins(self, m: Mapping[str, Any]) -> dict:
         return {k: self._pin(v) for k, v in m.items()}
 
@@ -306,6 +324,17 @@ class VirtualBoard:
                 msg = json.loads(raw)
             except ValueError:
                 continue
+            if msg.get("ev") == "ble":
+                k = msg.get("k")
+                if k == "adv":
+                    self.ble_state["adv"] = msg.get("hex")
+                elif k == "pref_mtu":
+                    self.ble_state["pref_mtu"] = msg.get("arg")
+                elif k in ("on", "off"):
+                    self.ble_state.update(on=k == "on", adv=None)
+                for fn in list(self._ble_listeners):
+                    fn(msg)
+                continue
             with self._cond:
                 if "id" in msg:
                     self._replies[msg["id"]] = msg
@@ -338,8 +367,9 @@ class VirtualBoard:
         line = json.dumps(dict(args, id=mid, cmd=cmd)) + "\n"
         try:
             assert p.stdin
-            p.stdin.write(line.encode())
-            p.stdin.flush()
+            with self._wlock:
+                p.stdin.write(line.encode())
+                p.stdin.flush()
         except (BrokenPipeError, OSError) as e:
             raise BoardNotRunning(f"board {self.name!r} control channel closed: {e}") from e
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -419,6 +449,32 @@ class VirtualBoard:
     @property
     def console_url(self) -> str | None:
         return f"socket://127.0.0.1:{self.console_port}" if self.console_port else None
+
+    # ------------------------------------------------------------------ radios
+    def set_wifi(self, **changes: Any) -> None:
+        """Change the access point: up=False takes it out of range (the firmware's TCP
+        connections drop), gateway=(host, port) moves the gateway."""
+        cur = dict(self._cfg["wifi"] or {"ssid": "", "psk": "", "up": True, "gateway": None}, **changes)
+        self._cfg["wifi"] = self._wifi_cfg(cur)
+        self._call("wifi", wifi=self._cfg["wifi"])
+
+    def ble_listen(self, fn: Callable[[dict], None]) -> None:
+        """fn(event) for each radio event of the board, on the board's reader thread:
+        {k: on|off|adv|notify|disconnect|pref_mtu, ...} (sim/vboard_ble.py uses it)."""
+        self._ble_listeners.append(fn)
+
+    def ble_send(self, k: str, conn: int = 0, arg: int = 0, data: str = "") -> None:
+        """A central's action (connect, write, disconnect) to the board's controller; does not wait."""
+        p = self._proc
+        if p is None or p.poll() is not None or p.stdin is None:
+            raise BoardNotRunning(f"board {self.name!r} is not running")
+        line = json.dumps({"cmd": "ble", "k": k, "conn": conn, "arg": arg, "data": data}) + "\n"
+        with self._wlock:
+            try:
+                p.stdin.write(line.encode())
+                p.stdin.flush()
+            except (BrokenPipeError, OSError) as e:
+                raise BoardNotRunning(f"board {self.name!r} control channel closed: {e}") from e
 
     # ------------------------------------------------------------------ peripherals
     def set_pin(self, pin: str | int, value: int | bool) -> None:

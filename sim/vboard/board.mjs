@@ -38,6 +38,7 @@ const st = {
   state: "off",                    // off | booting | running | asleep | hung | stopped
   wakeAt: null,
   rtWakeBase: null,
+  wifi: cfg.wifi || null,          // the access point in range: {ssid, psk, up, gateway: [host, port]}
 };
 let realBase = performance.now();
 function nowRT() { return realtime ? st.now + (performance.now() - realBase) : st.now; }
@@ -92,7 +93,7 @@ function bootWorker(cause) {
     reset_cause: CAUSE[cause], wake_reason: cause === "deepsleep" ? 4 : 0,
     inputs: JSON.parse(JSON.stringify(st.inputs)), flash, flashTop: top,
     vmachine_dir: cfg.vmachine_dir, main: cfg.main, heap_bytes: cfg.heap_bytes, heap_mode: cfg.heap_mode,
-    heap_budget: cfg.heap_budget,
+    heap_budget: cfg.heap_budget, wifi: st.wifi, without: cfg.without || [],
     patch_time: cfg.patch_time, ultrasonic: cfg.ultrasonic, uid: cfg.uid,
     console_soft_reset: cfg.console_soft_reset,
   };
@@ -158,6 +159,7 @@ function onWorkerMessage(w, m, readyResolve) {
     case "pinmode": st.pinModes[m.id] = { mode: m.mode, pull: m.pull }; break;
     case "pwm": if (m.duty_u16 === null) delete st.pwm[m.id]; else st.pwm[m.id] = { freq: m.freq, duty_u16: m.duty_u16 }; if (cfg.record_pwm) event("pwm", { pin: m.id, freq: m.freq, duty_u16: m.duty_u16 }); break;
     case "uart_tx": onUartTx(m.id, Buffer.from(m.b)); break;
+    case "ble": { const o = Object.assign({ ev: "ble" }, m); delete o.t; notify(o); break; }
     case "rtc": st.rtcOffset = m.rtc_offset_ms; break;
     case "rtc_mem": st.rtcMem = m.hex; break;
     case "flash": applyFlashDiff(m.diff); break;
@@ -185,6 +187,7 @@ function onReset(m, readyResolve) {
   applyFlashDiff(m.flash);
   setNow(realtime ? nowRT() : m.now_ms);
   const old = worker; worker = null; lastWdt = null;
+  notify({ ev: "ble", k: "off" });   // RAM and radio are gone: no advertising, no connection
   const pend = wReplies; wReplies = new Map();
   if (old) old.terminate();
   // Answer the requests of the ended boot now: this also stops their hang timers, which
@@ -314,6 +317,7 @@ async function powerCycle(offMs, cause) {
     resetting = true; worker.terminate(); worker = null; resetting = false;
   }
   failPending(new Error("power cycled"));
+  notify({ ev: "ble", k: "off" });
   lastWdt = null;
   event("power_off", { off_ms: offMs, cause });
   setNow(nowRT() + (realtime ? 0 : offMs));
@@ -361,6 +365,12 @@ async function handle(c) {
       return {};
     }
     case "uart_read": { const q = uartTx[c.uart] || []; uartTx[c.uart] = []; return { hex: Buffer.from(q).toString("hex") }; }
+    case "ble": {  // the host's central: connect / write / disconnect (no reply awaited)
+      if (worker && st.state === "running") tellWorker({ cmd: "ble", k: c.k, conn: c.conn, arg: c.arg, data: c.data });
+      else if (c.k === "connect") notify({ ev: "ble", k: "disconnect", conn: c.conn, refused: true });
+      return {};
+    }
+    case "wifi": { st.wifi = c.wifi; tellWorker({ cmd: "wifi", wifi: c.wifi }); return {}; }
     case "ping": return { state: st.state };
     case "stop": await stop(); return {};
     default: throw new Error(`unknown command ${c.cmd}`);

@@ -10,6 +10,7 @@
 // is real MicroPython running the unmodified firmware.
 import { parentPort, workerData } from "node:worker_threads";
 import fs from "node:fs";
+import net from "node:net";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
 
@@ -326,7 +327,91 @@ const API = {
   unique_id: () => W.uid,
   rtc_memory(hex) { if (hex === undefined || hex === null) return W.rtc_mem; W.rtc_mem = hex; post({ t: "rtc_mem", hex }); return hex; },
   event(type, json) { event("fw_" + type, json ? JSON.parse(json) : {}); },
+  // BLE controller (bluetooth.py): the central is on the host, reached through the main thread
+  ble_set_handler(fn) { bleHandler = fn; },
+  ble_active(on) { if (!dead) { event("ble_radio", { on: !!on }); post({ t: "ble", k: on ? "on" : "off" }); } },
+  ble_pref_mtu(m) { if (!dead) post({ t: "ble", k: "pref_mtu", arg: m }); },
+  ble_adv(hex) { if (!dead) post({ t: "ble", k: "adv", hex: hex === null || hex === undefined ? null : hex }); },
+  ble_notify(conn, uuid, hex) { if (!dead) post({ t: "ble", k: "notify", conn, uuid, hex }); },
+  ble_disconnect(conn) { if (!dead) post({ t: "ble", k: "disconnect", conn }); },
+  // Wi-Fi station (network.py) and TCP sockets (socket.py) to the host's gateway address
+  wifi_active(v) {
+    if (v === -1) return wifi.active ? 1 : 0;
+    wifi.active = !!v;
+    if (!wifi.active) { wifiDrop(1000); }
+    return v;
+  },
+  wifi_connect(ssid, key) {
+    const gen = ++wifi.gen;
+    wifi.status = 1001;
+    addTimer(nowV() + WIFI_JOIN_MS, () => {
+      if (dead || gen !== wifi.gen) return;
+      const ap = W.wifi;
+      if (!ap || !ap.up || ap.ssid !== ssid) wifi.status = 201;
+      else if (ap.psk !== key) wifi.status = 202;
+      else wifi.status = 1010;
+      event("wifi", { status: wifi.status, ssid });
+    });
+  },
+  wifi_disconnect() { wifi.gen++; wifiDrop(1000); },
+  wifi_status: () => wifi.status,
+  sock_open(host, port) {
+    if (wifi.status !== 1010) return -113;           // EHOSTUNREACH
+    const id = ++sockSeq;
+    const s = { rx: [], state: 0, err: 0, c: null };
+    socks.set(id, s);
+    event("wifi_tcp", { host, port });
+    const gw = W.wifi && W.wifi.gateway;
+    if (!gw) { s.state = 3; s.err = 111; return id; }
+    const c = net.connect({ host: gw[0], port: gw[1] });
+    s.c = c;
+    c.setNoDelay(true);
+    c.on("connect", () => { if (s.state === 0) s.state = 1; });
+    c.on("data", (d) => { for (const x of d) s.rx.push(x); });
+    c.on("end", () => { if (s.state < 2) s.state = 2; });
+    c.on("close", () => { if (s.state < 2) s.state = 2; });
+    c.on("error", (e) => { s.state = 3; s.err = e.code === "ECONNREFUSED" ? 111 : 104; });
+    return id;
+  },
+  sock_poll(id) {
+    const s = socks.get(id);
+    if (!s) return 32;                                // POLLNVAL
+    let f = 0;
+    if (s.state === 1) f |= 4;                         // POLLOUT
+    if (s.rx.length || s.state >= 2) f |= 1;           // POLLIN (data or end of stream)
+    if (s.state === 2) f |= 16;                        // POLLHUP
+    if (s.state === 3) f |= 8;                         // POLLERR
+    return f;
+  },
+  sock_send(id, hex) {
+    const s = socks.get(id);
+    if (!s) return -9;                                // EBADF
+    if (s.state === 0) return -11;                     // EAGAIN: still connecting
+    if (s.state !== 1) return -(s.err || 104);
+    if (s.c.writableLength > 65536) return -11;
+    s.c.write(Buffer.from(hex, "hex"));
+    return hex.length / 2;
+  },
+  sock_recv(id, n) {
+    const s = socks.get(id);
+    if (!s) return "!9";
+    if (s.rx.length) return Buffer.from(s.rx.splice(0, Math.max(1, n))).toString("hex");
+    if (s.state === 2) return "!";
+    if (s.state === 3) return "!" + (s.err || 104);
+    return "";
+  },
+  sock_close(id) { const s = socks.get(id); if (s) { if (s.c) s.c.destroy(); socks.delete(id); } },
 };
+// Wi-Fi and sockets of this boot (a reset drops them, as RAM and the radio are lost)
+const WIFI_JOIN_MS = 2000;
+const wifi = { active: false, status: 1000, gen: 0 };
+const socks = new Map();
+let sockSeq = 0;
+let bleHandler = null;
+function wifiDrop(status) {
+  if (wifi.status === 1010 || wifi.status === 1001) wifi.status = status;
+  for (const [, s] of socks) { if (s.c) s.c.destroy(); if (s.state < 2) { s.state = 3; s.err = 104; } }
+}
 
 // ---------------------------------------------------------------------------- host messages
 function fireIrq(id, old, v) {
@@ -404,6 +489,20 @@ async function onMessage(m) {
         if (!realtime) await settle();
         break;
       }
+      case "ble": {
+        let ok = false;
+        if (bleHandler && !dead) {
+          try { ok = bleHandler(m.k, m.conn, m.arg || 0, m.data || ""); } catch (e) { event("irq_error", { ble: m.k, error: String(e.message || e) }); }
+        }
+        if (m.k === "connect" && !ok) post({ t: "ble", k: "disconnect", conn: m.conn, refused: true });
+        if (!realtime) await settle();
+        break;
+      }
+      case "wifi": {
+        W.wifi = m.wifi;
+        if (!m.wifi || !m.wifi.up) wifiDrop(200);       // out of range: STAT_BEACON_TIMEOUT
+        break;
+      }
       case "sync_flash": syncFlash(); break;
       case "reset_heap_peak": heapPeak = 0; break;
       case "state": post({ t: "reply", id: m.id, result: { pins: Object.assign({}, pinOut), pwm, pin_modes: pinMode, heap_peak: heapPeak, now_ms: nowV() } }); return;
@@ -430,7 +529,7 @@ async function boot() {
   const FS = mp.FS;
   // vmachine modules (machine, clock, vclock, ...) live outside the flash, first on sys.path
   for (const name of fs.readdirSync(W.vmachine_dir)) {
-    if (!name.endsWith(".py")) continue;
+    if (!name.endsWith(".py") || (W.without || []).includes(name.slice(0, -3))) continue;
     FS.mkdirTree("/_vmachine");
     FS.writeFile("/_vmachine/" + name, fs.readFileSync(path.join(W.vmachine_dir, name)));
   }

@@ -164,6 +164,19 @@ def test_time_command_and_reboot_command(tmp_path):
         assert json.loads(b.read_flash("state/boot.json"))["fast"] == 1   # this boot only
 
 
+def test_console_tells_the_boot_the_join_and_each_command(tmp_path):
+    """What park-device monitor shows a technician: one line each, without a debugger."""
+    with board(tmp_path) as (b, p):
+        p.connect()
+        assert p.command({"type": "time", "time": 1000})["type"] == "nack"
+        assert p.command({"type": "time", "time": T_2026 + 60})["type"] == "ack"
+        log = b.log()
+        boot = [ln for ln in log if ln.startswith("park-edge %s light_pole fw " % KID.decode())]
+        assert boot and boot[0].endswith("boot 1 cause 1"), log
+        assert any(ln.startswith("joined the gateway") for ln in log), log
+        assert "command time: refused, code 3 field 'time'" in log and "command time: done" in log, log
+
+
 def test_watchdog_fed_only_by_a_healthy_loop(tmp_path):
     with board(tmp_path) as (b, p):
         p.run(5000)

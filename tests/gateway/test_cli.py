@@ -56,7 +56,7 @@ async def test_status_devices_device_commands_and_json(tmp_path):
         assert pole.commands[-1] == {"type": "config", "values": {"debounce_ms": 20, "daynight": "sensor"}}
         # refusals are typed, with the reason
         rc, out, err = await cli("--config", path, "light", "l001", "--level", "140", "--json")
-        assert rc == 1 and "level" in json.loads(out)["error"]
+        assert rc == 1 and "level" in json.loads(out)["error"]["message"]
         rc, out, err = await cli("--config", path, "device", "zz99")
         assert rc == 1 and "unknown_device" in err
         # tail shows live traffic
@@ -88,6 +88,7 @@ async def test_config_check_and_no_daemon(tmp_path):
     bad.write_text(open(good).read().replace("hops = 2", 'hops = "many"'))
     rc, out, _ = await cli("config", "check", str(bad), "--json")
     r = json.loads(out)
+    r = r["error"]
     assert rc == 2 and r["key"] == "sites.stadtpark.lighting.hops" and r["line"] > 1
     rc, out, err = await cli("config", "check", str(bad))
     assert rc == 2 and "bad.toml:%d: sites.stadtpark.lighting.hops" % r["line"] in out

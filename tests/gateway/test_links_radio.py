@@ -264,8 +264,8 @@ def test_advertisements_are_read_by_one_function():
 
     assert parse_advert(advertisement_data(park_advertisement("c001", True), -70)) == ("c001", True)
     assert parse_advert(advertisement_data(park_advertisement("c001", False))) == ("c001", False)
-    assert len(park_advertisement("abcdefg", True)) == 31  # legacy advertising: ids up to 7 characters fit
-    assert parse_advert(advertisement_data(b"\x02\x01\x06\x05\x09c001")) is None  # no park service data
+    assert len(park_advertisement("abcdefgh", True)) == 17  # legacy advertising (31 bytes): every id fits
+    assert parse_advert(advertisement_data(b"\x02\x01\x06\x05\x09c001")) is None  # no park manufacturer data
     bad = park_advertisement("c001", True).replace(b"c001", b"c/01")
     assert parse_advert(advertisement_data(bad)) is None  # not a device id
     ad = advertisement_data(b"\x03\x03\x0f\x18\x05\xff\xff\xff\x01\x02\x02\x0a\xf4", -55)

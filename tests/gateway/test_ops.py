@@ -220,7 +220,7 @@ async def test_cli_timeout_is_one_line_and_the_command_is_never_carried_out(tmp_
         assert "offline" in err and "--queue-for" in err and took < 10  # the CLI's flag, not the API's field
         rc, out, err = await cli("--config", path, "unlock", "k001", "--comp", "3", "--reason", "t",
                                  "--timeout", "1s", "--json")
-        assert rc == 1 and json.loads(out)["ok"] is False and "offline" in json.loads(out)["error"]
+        assert rc == 1 and json.loads(out)["ok"] is False and "offline" in json.loads(out)["error"]["code"]
         await sims["k001"].hello()  # the locker comes back after the operator was told it failed
         await asyncio.sleep(1.0)
         assert [c for c in sims["k001"].commands if c["type"] == "unlock"] == []
@@ -350,6 +350,8 @@ async def test_config_check_fails_what_the_daemon_start_would_fail_on(tmp_path):
         _edit(bad, old, new)
         rc, out, err = await cli("config", "check", bad, "--json")
         r = json.loads(out)
+        assert r["ok"] is False
+        r = dict(r["error"], ok=False, error=r["error"]["message"])
         assert rc == 2 and r["ok"] is False and r["key"] == key and r["file"] == bad and why in r["error"], (key, r)
         # the daemon's start runs the same check: one line naming file and key, no traceback, no socket left
         rc, out, err = await cli("run", "--config", bad, timeout=30)

@@ -79,7 +79,7 @@ def test_gateway_cli_import_refuses_a_missing_or_foreign_registry(tmp_path):
     f = _entry(tmp_path, "l001", b"\x01" * 32)
     reg = tmp_path / "registry.sqlite"
     rc, doc, err = _gw("import", f, "--registry", reg)
-    assert rc == 1 and doc["reason"] == "no_registry" and "--create" in doc["error"] and not reg.exists()
+    assert rc == 1 and doc["error"]["code"] == "no_registry" and "--create" in doc["error"]["message"] and not reg.exists()
     other = tmp_path / "other.sqlite"
     db = sqlite3.connect(other)
     db.execute("CREATE TABLE songs (title TEXT)")
@@ -88,7 +88,7 @@ def test_gateway_cli_import_refuses_a_missing_or_foreign_registry(tmp_path):
     before = other.read_bytes()
     for bad in (other, tmp_path / "l001.json"):
         rc, doc, err = _gw("import", f, "--registry", bad)
-        assert rc == 1 and doc["reason"] == "not_a_registry" and "Traceback" not in err, (bad, doc, err)
+        assert rc == 1 and doc["error"]["code"] == "not_a_registry" and "Traceback" not in err, (bad, doc, err)
     assert other.read_bytes() == before
     rc, doc, err = _gw("import", f, "--registry", reg, "--create")
     assert rc == 0 and doc["added"] == ["l001"], err
@@ -101,16 +101,16 @@ def test_gateway_cli_answers_provisioning_lookups_with_reasons(tmp_path):
     rc, doc, _ = _gw("l001", "--registry", reg)
     assert rc == 0 and doc["id"] == "l001" and doc["registered"] and "key" not in json.dumps(doc)
     rc, doc, _ = _gw("l009", "--registry", reg)
-    assert rc == 1 and doc["reason"] == "unknown_device"
+    assert rc == 1 and doc["error"]["code"] == "unknown_device"
     rc, doc, _ = _gw("import", _entry(tmp_path, "l001", k2), "--registry", reg, "--check")
     assert rc == 0 and doc["check"] == [{"id": "l001", "registered": True, "same_key": False, "key_owner": None}]
     assert k2.hex() not in json.dumps(doc) and k1.hex() not in json.dumps(doc)
     rc, doc, _ = _gw("import", _entry(tmp_path, "l002", k1), "--registry", reg, "--check")
     assert doc["check"] == [{"id": "l002", "registered": False, "same_key": False, "key_owner": "l001"}]
     rc, doc, _ = _gw("import", _entry(tmp_path, "l002", k1), "--registry", reg)
-    assert rc == 1 and doc["reason"] == "duplicate_key"
+    assert rc == 1 and doc["error"]["code"] == "duplicate_key"
     rc, doc, _ = _gw("import", _entry(tmp_path, "l001", k2), "--registry", reg)
-    assert rc == 1 and doc["reason"] == "duplicate_device"
+    assert rc == 1 and doc["error"]["code"] == "duplicate_device"
     rc, doc, _ = _gw("export", "--registry", reg)
     assert rc == 0 and [d["id"] for d in doc["devices"]] == ["l001"]
 

@@ -76,7 +76,8 @@ class GatewayRegistry:
             raise RegistryError(f"park-gateway device {args[0]} failed (exit {cp.returncode}): {last}",
                                 where=self.path) from None
         if cp.returncode != 0 or (isinstance(doc, dict) and doc.get("ok") is False):
-            reason, message = doc.get("reason") or "registry_error", doc.get("error") or "failed"
+            e = doc.get("error") if isinstance(doc.get("error"), dict) else {}  # park-gateway's one error shape
+            reason, message = e.get("code") or "registry_error", e.get("message") or "failed"
             cls = KeyConflict if reason in CONFLICTS else RegistryError
             err = cls(message, where=self.path, hint=_HINTS.get(reason, ""))
             err.reason = reason

@@ -22,6 +22,19 @@ def test_crc16_ccitt_false_check_value():
     assert crc16(b"") == 0xFFFF
 
 
+def test_crc16_every_table_entry_and_chaining():
+    data = bytes(range(256))
+    assert crc16(data) == 0x3FBD
+    assert crc16(data[100:], crc16(data[:100])) == 0x3FBD
+
+
+def test_crc16_table_is_a_constant_not_built_at_boot():
+    from protocol import crc16 as mod
+    t = getattr(mod, "_TABLE", None)  # CPython uses binascii.crc_hqx and has no table
+    if t is not None:
+        assert type(t) is bytes and len(t) == 512
+
+
 def test_hmac_sha256_rfc4231_case_2():
     mac = cose.Mac(b"Jefe" * 4)  # keys shorter than 16 bytes are refused; case 2 padded to 16 is our own
     assert len(mac.digest(b"x")) == 32
