@@ -139,7 +139,7 @@ class SessionConfig:
     retry_max: float = setting(8.0, lo=0.01, hi=600)
     queue: int = setting(16, lo=1, hi=1024)  # queued commands per device; more are refused with a typed error
     time_sync: int = setting(6 * 3600, lo=60, hi=7 * 86400)  # s between time commands to a device
-    commit_ms: float = setting(2.0, lo=0.0, hi=1000)  # group commit window for events before acks go out
+    commit_ms: float = setting(150.0, lo=0.0, hi=1000)  # outbox group commit window (docs/uplink.md)
     command_timeout: float = setting(20.0, lo=0.1, hi=3600)  # s from asking a command to giving up on it
 
 

@@ -79,6 +79,7 @@ class Out:
         self.faults = events.faults
         self.errors = 0
         self._tel_fut = None  # the outbox hands one future to a whole group commit
+        self._avail_fut = None
 
     def _failed(self, e: Exception, s, what: str) -> asyncio.Future:
         self.errors += 1
@@ -113,8 +114,14 @@ class Out:
             f.add_done_callback(_consume)
 
     def availability(self, s, online: bool) -> None:
-        t = asyncio.ensure_future(self.uplink.availability(s.site, s.id, online))
-        t.add_done_callback(_consume)
+        try:
+            f = self.uplink.availability_nowait(s.site, s.id, online)
+        except Exception as e:  # noqa: BLE001 - as from the task it used to be: logged, never raised into a link
+            log.warning("uplink: %s", e)
+            return
+        if f is not self._avail_fut:  # one callback per commit, not one per device
+            self._avail_fut = f
+            f.add_done_callback(_consume)
 
 
 def _consume(f: asyncio.Future) -> None:
@@ -186,7 +193,7 @@ class Daemon:
         self._data_version = self.registry.data_version()
         self._change_seq = self.registry.changes_since(0)[0]
         factory = self.uplink_factory or Uplink
-        async with factory(cfg.uplink, cfg.outbox_path) as uplink:
+        async with factory(cfg.uplink, cfg.outbox_path, commit_window_s=cfg.session.commit_ms / 1000) as uplink:
             self.uplink = uplink
             parts = Parts(cfg, self.registry, self.writer, uplink)
             self.events, self.control, self.sessions = parts.events, parts.control, parts.sessions

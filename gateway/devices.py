@@ -31,11 +31,12 @@ class DeviceSession:
                  "offline_after", "eids", "eid_order", "queue", "inflight", "fw", "status", "welcomed",
                  "last_time_sync", "dirty", "state", "boots", "last_resync", "caps")
 
-    def __init__(self, dev: Device, registry: Registry, writer, hb: int, offline_after: float):
+    def __init__(self, dev: Device, registry: Registry, writer, hb: int, offline_after: float,
+                 counters: tuple[int | None, int, int] | None = None):
         self.dev = dev
         self.kid = dev.id.encode("ascii")
         self.mac = cose.Mac(dev.key)
-        ceiling, top, bits = registry.counters(dev.id)
+        ceiling, top, bits = counters or registry.counters(dev.id)
         self.window = ReplayWindow(top, bits)
         self.counter = DownCounter(dev.id, ceiling, writer)
         self.link: LinkPort | None = None
@@ -121,8 +122,10 @@ class DeviceTable:
 
         A device whose key and role stay keeps its live protocol state.
         """
+        stored: dict = {}
         if devices is None:
             rows, gone = self.registry.all(), set(self.by_id)
+            stored = self.registry.all_counters()
         else:
             rows, gone = [], set()
             for did in devices:
@@ -143,7 +146,8 @@ class DeviceTable:
                 dropped.append(old)
             rc = self.cfg.role(dev.role)
             s = DeviceSession(dev, self.registry, self.writer, rc.heartbeat,
-                              rc.heartbeat * rc.offline_factor + rc.offline_grace)
+                              rc.heartbeat * rc.offline_factor + rc.offline_grace,
+                              stored.get(dev.id, (None, -1, 0)) if devices is None else None)
             self.by_id[dev.id] = s
             self.by_kid[s.kid] = s
         for did in gone:

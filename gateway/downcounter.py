@@ -34,7 +34,7 @@ class DownCounter:
         self.ceiling = self.next
         self._pending: concurrent.futures.Future | None = None
         self._pending_to = 0
-        self._raise(wait=True)
+        self._raise(wait=False)  # start-up does not wait: the first take() waits if it is not durable yet
 
     def _raise(self, wait: bool) -> None:
         if self._pending is None:

@@ -174,6 +174,14 @@ class Downlink:
         c.timer = None
         if c.future.done():
             return
+        if not self.linked(s):
+            # the connection ended (a battery bin went back to sleep): the command waits at the head
+            # of the queue for the next one, until its deadline, instead of spending its retries on no link
+            if s.inflight.get(c.seq) is c:
+                del s.inflight[c.seq]
+            c.seq = -1
+            s.queue.appendleft(c)
+            return
         if c.tries >= self.cfg.retries:
             self.counters["command_timeout"] += 1
             self._fail(s, c, CommandFailed("timeout", "%s to %s: no answer after %d tries"

@@ -8,9 +8,11 @@ uplink replay window) so a restart neither reuses a number nor accepts a replay.
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass
 
@@ -164,15 +166,18 @@ class Registry:
             raise DuplicateDevice("device %s is already registered (use --replace to re-provision)" % device_id)
         with self.db:
             self.db.execute("BEGIN")
-            if exists:
-                # counters stay: a re-provisioned board that restarts at 0 is resynced above every
-                # number it used before, so its event ids (eid) never repeat for this device id
-                self.db.execute("UPDATE devices SET role=?, site=?, key=?, position=? WHERE id=?",
-                                (role, site, key, position, device_id))
-            else:
-                self.db.execute("INSERT INTO devices(id, role, site, key, position, added) VALUES (?,?,?,?,?,?)",
-                                (device_id, role, site, key, position, time.time()))
+            self._put(device_id, role, site, key, position, bool(exists))
         return Device(device_id, role, site, key, position)
+
+    def _put(self, device_id: str, role: str, site: str, key: bytes, position: str | None, exists: bool) -> None:
+        if exists:
+            # counters stay: a re-provisioned board that restarts at 0 is resynced above every
+            # number it used before, so its event ids (eid) never repeat for this device id
+            self.db.execute("UPDATE devices SET role=?, site=?, key=?, position=? WHERE id=?",
+                            (role, site, key, position, device_id))
+        else:
+            self.db.execute("INSERT INTO devices(id, role, site, key, position, added) VALUES (?,?,?,?,?,?)",
+                            (device_id, role, site, key, position, time.time()))
 
     def remove(self, device_id: str) -> None:
         with self.db:
@@ -227,6 +232,11 @@ class Registry:
         r = self.db.execute("SELECT down_ceiling, up_top, up_bits FROM counters WHERE id=?",
                             (device_id,)).fetchone()
         return (r[0], r[1], r[2]) if r else (None, -1, 0)
+
+    def all_counters(self) -> dict[str, tuple[int | None, int, int]]:
+        """Every device's counters in one query (start-up reads 10,000 of them)."""
+        return {r[0]: (r[1], r[2], r[3]) for r in self.db.execute(
+            "SELECT id, down_ceiling, up_top, up_bits FROM counters")}
 
     def store_ceiling(self, device_id: str, ceiling: int) -> None:
         """Durable before return: SeqCounter relies on it."""
@@ -286,19 +296,23 @@ class Registry:
                 raise InvalidDevice("%s: %s" % (where, e)) from None
             parsed.append((d["id"], d["role"], d["site"], key, d.get("position")))
         ids, keys = set(), set()
+        owners = dict(self.db.execute("SELECT key, id FROM devices"))
+        known = set(owners.values())
         for p in parsed:  # refuse the whole file before writing any of it
             if p[0] in ids or p[3] in keys:
                 raise RegistryError("%s: device %s appears twice or shares a key with another entry" % (path, p[0]))
             ids.add(p[0])
             keys.add(p[3])
-            owner = self.db.execute("SELECT id FROM devices WHERE key = ?", (p[3],)).fetchone()
-            if owner and owner[0] != p[0]:
-                raise DuplicateKey("%s: device %s: this key already belongs to device %s" % (path, p[0], owner[0]))
-            if not replace and self.db.execute("SELECT 1 FROM devices WHERE id = ?", (p[0],)).fetchone():
+            owner = owners.get(p[3])
+            if owner is not None and owner != p[0]:
+                raise DuplicateKey("%s: device %s: this key already belongs to device %s" % (path, p[0], owner))
+            if not replace and p[0] in known:
                 raise DuplicateDevice("%s: device %s is already registered (use --replace)" % (path, p[0]))
-        for p in parsed:
-            self.add(*p, replace=replace)
-            added.append(p[0])
+        with self.db:  # one transaction, one fsync: 10,000 devices in well under 2 s (docs/benchmarks.md)
+            self.db.execute("BEGIN")
+            for p in parsed:
+                self._put(*p, exists=p[0] in known)
+                added.append(p[0])
         return added
 
     def export(self, with_keys: bool = False) -> list[dict]:
@@ -320,9 +334,9 @@ class RegistryWriter:
     """
 
     def __init__(self, path: str):
-        import concurrent.futures
-
         self.path = path
+        self._lock = threading.Lock()
+        self._ceilings: list = []
         self._exec = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="registry")
         self._db = None
         self._exec.submit(self._open).result()
@@ -339,12 +353,31 @@ class RegistryWriter:
             fn(db)
 
     def store_ceiling(self, device_id: str, ceiling: int):
-        """A concurrent.futures.Future that completes once the ceiling is durable."""
-        def run():
-            self._tx("FULL", lambda db: db.execute(
+        """A concurrent.futures.Future that completes once the ceiling is durable.
+
+        Ceilings asked for while one commit runs share the next commit: at start-up
+        10,000 devices cost a few fsyncs, not 10,000.
+        """
+        f: concurrent.futures.Future = concurrent.futures.Future()
+        with self._lock:
+            self._ceilings.append((device_id, ceiling, f))
+            if len(self._ceilings) == 1:
+                self._exec.submit(self._commit_ceilings)
+        return f
+
+    def _commit_ceilings(self) -> None:
+        with self._lock:
+            batch, self._ceilings = self._ceilings, []
+        try:
+            self._tx("FULL", lambda db: db.executemany(
                 "INSERT INTO counters(id, down_ceiling) VALUES (?, ?) "
-                "ON CONFLICT(id) DO UPDATE SET down_ceiling=excluded.down_ceiling", (device_id, ceiling)))
-        return self._exec.submit(run)
+                "ON CONFLICT(id) DO UPDATE SET down_ceiling=excluded.down_ceiling", [b[:2] for b in batch]))
+        except BaseException as e:  # noqa: BLE001 - every waiter learns the disk refused
+            for *_, f in batch:
+                f.set_exception(e)
+            return
+        for *_, f in batch:
+            f.set_result(None)
 
     def store_windows(self, rows, seen):
         def run():

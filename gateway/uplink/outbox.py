@@ -37,6 +37,7 @@ _MEMORY_ROWS = 20_000  # rows kept for the publisher in memory before paging fro
 _PAGE = 1000  # rows paged in from disk at a time
 _RETRY_S = 0.5  # after a failed commit (disk full, I/O error)
 _CLOSE_TIMEOUT_S = 5.0
+_ACKS_ONLY_S = 1.0  # a transaction that only deletes delivered rows waits this long for company
 
 class Outbox:
     """See the module docstring.  All public methods are called from the event loop."""
@@ -48,8 +49,13 @@ class Outbox:
         *,
         clock: Callable[[], float] = time.time,
         on_drop: Callable[[str, int, int], None] | None = None,
+        commit_window_s: float = 0.0,
     ) -> None:
         self.path = os.fspath(path)
+        self.commit_window_s = commit_window_s
+        self._last_commit = float("-inf")
+        self._kick_due = 0.0
+        self._kick_handle: asyncio.TimerHandle | None = None
         self.config = config
         self._clock = clock
         self._on_drop = on_drop
@@ -129,13 +135,29 @@ class Outbox:
         self._schedule()
 
     def _schedule(self) -> None:
-        if not self._busy and not self._kick_scheduled:
-            self._kick_scheduled = True
-            assert self._loop is not None
-            self._loop.call_soon(self._kick)
+        if self._busy:
+            return  # _committed schedules what came meanwhile
+        # group commit: at most one transaction per window (deletes alone may wait longer), so a
+        # frame costs a share of a few pages instead of a fsync'd transaction of its own
+        due = self._last_commit + (self.commit_window_s if self._pending else _ACKS_ONLY_S)
+        if self._kick_scheduled:
+            if due >= self._kick_due:
+                return
+            if self._kick_handle is not None:
+                self._kick_handle.cancel()
+        loop = self._loop
+        assert loop is not None
+        self._kick_scheduled = True
+        self._kick_due = due
+        if due > loop.time():
+            self._kick_handle = loop.call_at(due, self._kick)
+        else:
+            self._kick_handle = None
+            loop.call_soon(self._kick)
 
     def _kick(self) -> None:
         self._kick_scheduled = False
+        self._kick_handle = None
         if self._busy or not (self._pending or self._acked) or self._exec is None:
             return
         batch, self._pending = self._pending, []
@@ -143,6 +165,7 @@ class Outbox:
         fut, self._pending_fut = self._pending_fut, None
         self._busy = True
         assert self._loop is not None
+        self._last_commit = self._loop.time()
         job = self._loop.run_in_executor(self._exec, self._store.commit, batch, acked)
         job.add_done_callback(lambda j: self._committed(j, batch, acked, fut))
 
@@ -159,7 +182,8 @@ class Outbox:
             if self._acked or self._pending:
                 assert self._loop is not None
                 self._kick_scheduled = True
-                self._loop.call_later(_RETRY_S, self._kick)
+                self._kick_due = float("-inf")  # new messages do not cut the retry short
+                self._kick_handle = self._loop.call_later(_RETRY_S, self._kick)
             return
         res = job.result()
         dropped: set[int] = set()
@@ -183,7 +207,7 @@ class Outbox:
         if batch:
             self._wake.set()
         if self._pending or self._acked:
-            self._kick()
+            self._schedule()
 
     def _apply(self, res: Result) -> None:
         self.depth, self.bytes, self._oldest = res.depth, res.bytes, res.oldest

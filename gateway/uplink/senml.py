@@ -51,6 +51,10 @@ _ROLE_TYPES = {
 }
 
 
+# one encoder: json.dumps with non-default arguments builds a new JSONEncoder per call
+_ENCODE = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+
 def base_name(site: str, device_id: str) -> str:
     return f"urn:dev:park:{site}:{device_id}:"
 
@@ -129,8 +133,7 @@ def encode_pack(site: str, device_id: str, records: Sequence[Record] | Iterable[
     if validate:
         for i, rec in enumerate(recs):
             _check_record(i, rec)
-    out = [dict(rec) for rec in recs]
     first = {"bn": base_name(site, device_id), "bt": ts}
-    first.update(out[0])
-    out[0] = first
-    return json.dumps(out, separators=(",", ":"), allow_nan=False).encode()
+    first.update(recs[0])
+    recs[0] = first  # recs is our own list; the caller's records are not changed
+    return _ENCODE(recs).encode()

@@ -112,3 +112,43 @@ async def test_queued_for_command_expires_unsent_at_its_deadline(park):
     await dev.hello()
     await asyncio.sleep(0.3)
     assert not [c for c in dev.commands if c["type"] == "unlock"]
+
+
+class _Bin:
+    """A battery bin's session as the downlink sees it: a BLE link that holds only while the bin is awake."""
+
+    def __init__(self):
+        import collections
+        from types import SimpleNamespace
+        self.id = "c001"
+        self.link = SimpleNamespace(reachable=True)
+        self.online = self.welcomed = True
+        self.queue = collections.deque()
+        self.inflight = {}
+        self.sent = []
+
+    def send(self, msg):
+        self.sent.append(msg)
+        return len(self.sent)
+
+
+async def test_command_sent_before_the_connection_ended_waits_for_the_next_one():
+    import collections
+    from types import SimpleNamespace
+    from gateway.downlink import Downlink
+    cfg = SimpleNamespace(queue=8, retries=3, retry_base=0.01, retry_max=0.02, command_timeout=5)
+    counters = collections.Counter()
+    s = _Bin()
+    dl = Downlink(cfg, {"c001": s}, counters)
+    f = dl.submit(s, {"type": "reboot", "delay": 0}, queue_for=5)
+    assert len(s.sent) == 1
+    s.link.reachable = False  # the bin went back to sleep before it answered
+    await asyncio.sleep(0.2)  # many retry periods
+    assert not f.done(), f.exception() if f.done() else None
+    assert len(s.sent) == 1 and counters["command_timeout"] == 0
+    s.link.reachable = True  # its next wake: the session pumps what waits
+    dl.pump(s)
+    assert len(s.sent) == 2 and s.sent[-1]["type"] == "reboot"
+    seq = len(s.sent)
+    dl.answer(s, {"type": "ack", "ref": seq})
+    assert (await f)["result"] == "ok"

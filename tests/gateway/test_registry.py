@@ -111,3 +111,45 @@ def test_downlink_counter_never_reuses_a_number_after_restart(tmp_path):
     c2 = DownCounter("l001", stored, w2, k=64)
     assert c2.take() >= 1000
     w2.close()
+
+
+def test_import_is_one_transaction(tmp_path):
+    """10,000 devices must not cost 10,000 fsyncs (issue 13): the whole file is one transaction."""
+    from gateway.registry import write_private
+
+    src = str(tmp_path / "devices.json")
+    write_private(src, json.dumps([{"id": "c%03d" % i, "role": "container_sensor", "site": "stadtpark",
+                                    "key_hex": "%064x" % (i + 1)} for i in range(50)]))
+    with Registry(str(tmp_path / "state" / "registry.sqlite")) as reg:
+        statements = []
+        reg.db.set_trace_callback(statements.append)
+        assert len(reg.import_file(src)) == 50
+        reg.db.set_trace_callback(None)
+        assert sum(s.startswith("BEGIN") for s in statements) == 1
+        assert len(reg.all()) == 50
+
+
+def test_ceilings_asked_together_share_one_commit(tmp_path):
+    import threading
+
+    from gateway.registry import RegistryWriter
+
+    path = str(tmp_path / "state" / "registry.sqlite")
+    with Registry(path) as reg:
+        for i in range(20):
+            reg.add("c%03d" % i, "container_sensor", "stadtpark", bytes([i + 1]) * 32)
+    w = RegistryWriter(path)
+    try:
+        gate = threading.Event()
+        w._exec.submit(gate.wait)  # the writer thread is busy (an fsync in progress)
+        statements = []
+        w._exec.submit(lambda: w._db.set_trace_callback(statements.append))
+        futs = [w.store_ceiling("c%03d" % i, 256) for i in range(20)]
+        gate.set()
+        for f in futs:
+            f.result(timeout=10)
+        assert sum(s.startswith("BEGIN") for s in statements) == 1
+    finally:
+        w.close()
+    with Registry(path) as reg:
+        assert all(reg.counters("c%03d" % i)[0] == 256 for i in range(20))

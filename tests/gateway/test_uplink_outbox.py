@@ -198,3 +198,34 @@ async def test_rows_dropped_while_waiting_in_memory_are_not_sent(tmp_path):
     assert [r.payload for r in rows] == [b"t%d" % i for i in range(3, 12)]
     assert ob.take_nowait() is None
     await ob.close()
+
+
+async def test_group_commit_window_bounds_transactions_not_durability(tmp_path):
+    """session.commit_ms: one transaction per window under load (the SD card's wear), each future
+    resolved only once its own rows are committed (an event is acked to its device only then)."""
+    ob = Outbox(tmp_path / "outbox.sqlite", OutboxConfig(durability="full"), commit_window_s=0.3)
+    await ob.open()
+    commits = []
+    store_commit = ob._store.commit
+
+    def counting(batch, acked):
+        commits.append(len(batch))
+        return store_commit(batch, acked)
+
+    ob._store.commit = counting
+    await asyncio.wait_for(ob.append("t/0", b"first"), 5)  # idle before: committed at once
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    futs = []
+    for i in range(10):  # a steady trickle inside one window
+        futs.append(ob.append("t/%d" % (i + 1), b"x"))
+        await asyncio.sleep(0.01)
+    assert not any(f.done() for f in futs), "committed before the window closed"
+    await asyncio.wait_for(asyncio.gather(*futs), 5)
+    assert commits == [1, 10] and loop.time() - t0 >= 0.25
+    rows = await take_all(ob, 11)
+    for r in rows:
+        ob.ack(r.id)
+    await ob.close()  # the deletes wait for company, but close commits them
+    db = sqlite3.connect(tmp_path / "outbox.sqlite")
+    assert db.execute("SELECT count(*) FROM outbox").fetchone()[0] == 0
