@@ -114,12 +114,15 @@ class Generator:
                                 "nonce": secrets.token_bytes(8)}))
 
 
-def config(work: Path, url: str, broker: int, edges, hold: int = 60) -> Path:
+def config(work: Path, url: str, broker: int, edges, hold: int = 60, web: str = "") -> Path:
+    """web: the dashboard's listen address ("" = no dashboard, as in every row here but bench_web's)."""
     text = textwrap.dedent(f"""\
         [gateway]
         state_dir = "{work}/state"
         api_socket = "{work}/api.sock"
         log_level = "warning"
+        [web]
+        listen = "{web}"
         [uplink]
         broker = "mqtt://127.0.0.1:{broker}"
         gateway_id = "bench"
@@ -261,7 +264,7 @@ async def throughput(port: int, n: int) -> dict:
             await gw.stop()
 
 
-async def latency(port: int, seconds: float, background: int) -> dict:
+async def latency(port: int, seconds: float, background: int, web: str = "") -> dict:
     pairs = 50
     poles = [Device("l%03d" % i, "light_pole") for i in range(2 * pairs)]
     bins = [Device("c%03d" % i, "container_sensor") for i in range(50)]
@@ -270,7 +273,7 @@ async def latency(port: int, seconds: float, background: int) -> dict:
         work = Path(tmp)
         gen = Generator(poles + bins)
         url = await gen.start()
-        gw = Gateway(config(work, url, port, edges, hold=2), work, poles + bins)
+        gw = Gateway(config(work, url, port, edges, hold=2, web=web), work, poles + bins)
         await gw.start()
         sent: dict[bytes, float] = {}
         lat: list[float] = []
@@ -332,20 +335,24 @@ async def latency(port: int, seconds: float, background: int) -> dict:
             await gw.stop()
 
 
-async def soak(port: int, seconds: float, rate: int) -> dict:
+async def soak(port: int, seconds: float, rate: int, web: str = "") -> dict:
+    """Steady load; with `web`, the dashboard runs and one browser-like client follows its live events."""
     devs = [Device("c%03d" % i, "container_sensor") for i in range(80)] + \
            [Device("k%03d" % i, "locker") for i in range(20)]
     with tempfile.TemporaryDirectory(prefix="bench-soak-") as tmp:
         work = Path(tmp)
         gen = Generator(devs)
         url = await gen.start()
-        gw = Gateway(config(work, url, port, []), work, devs)
+        gw = Gateway(config(work, url, port, [], web=web), work, devs)
         await gw.start()
         samples = []
+        seen = [0]
+        viewer = asyncio.create_task(_follow_events(web, seen)) if web else None
         try:
             await asyncio.wait_for(gen.connected.wait(), 20)
             gen.hello_all()
             await asyncio.sleep(1.0)
+            cpu0 = gw.cpu_s()
             t0 = time.monotonic()
             nxt = time.perf_counter()
             i = 0
@@ -364,16 +371,44 @@ async def soak(port: int, seconds: float, rate: int) -> dict:
                     samples.append((round(last_sample - t0), gw.rss_kb()))
                 nxt += 0.01
                 await asyncio.sleep(max(0.0, nxt - time.perf_counter()))
+            cpu = gw.cpu_s() - cpu0
             st = await gw.status()
         finally:
+            if viewer is not None:
+                viewer.cancel()
             await gw.stop()
     rss = [s[1] for s in samples]
     warm = rss[len(rss) // 5:] or rss  # after the first fifth (caches, outbox memory rows) settle
-    return {"seconds": seconds, "rate": rate, "frames": i, "rss_first_kb": rss[0], "rss_after_warmup_kb": warm[0],
+    return {"seconds": seconds, "rate": rate, "frames": i, "cpu_us_per_frame": 1e6 * cpu / max(i, 1),
+            "sse_bytes": seen[0] if web else None,
+            "rss_first_kb": rss[0], "rss_after_warmup_kb": warm[0],
             "rss_last_kb": rss[-1], "rss_max_kb": max(rss), "growth_after_warmup_kb": rss[-1] - warm[0],
             "samples": samples, "published": st["backbone"]["published"], "outbox_depth": st["backbone"]["outbox_depth"],
             "received": st["links"][0]["counters"].get("rx_frames", 0),
             "drops": {k: v for k, v in st["counters"].items() if k.startswith("drop")}}
+
+
+async def _follow_events(listen: str, seen: list) -> None:
+    """A dashboard viewer: GET /events (server-sent events) and read it until cancelled; seen[0] counts bytes."""
+    host, port = listen.rsplit(":", 1)
+    for _ in range(100):
+        try:
+            r, w = await asyncio.open_connection(host, int(port))
+            break
+        except OSError:
+            await asyncio.sleep(0.1)
+    else:
+        raise RuntimeError("the dashboard did not listen on %s" % listen)
+    w.write(b"GET /events HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\n\r\n" % host.encode())
+    await w.drain()
+    try:
+        while True:
+            chunk = await r.read(65536)
+            if not chunk:
+                return
+            seen[0] += len(chunk)
+    finally:
+        w.close()
 
 
 class _NoUplink:
