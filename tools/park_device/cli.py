@@ -8,6 +8,8 @@
     park-device monitor
     park-device recover
     park-device manifest --role light_pole > board_manifest.py
+    park-device release-key new city-release.pem
+    park-device bundle --role light_pole --version 1.3.0 --key city-release.pem -o light_pole-1.3.0.bundle
 
 Every command: --json for one machine-readable object on stdout, a one-line summary
 otherwise, a typed error with a stable code and exit status when something is wrong.
@@ -85,6 +87,24 @@ def parser() -> argparse.ArgumentParser:
     _common(p, board=False)
     p.add_argument("--role", required=True, help="|".join(ROLES))
 
+    # software updates (docs/updates.md)
+    p = sub.add_parser("release-key", help="release-key new PATH: the city's Ed25519 key that signs update bundles")
+    _common(p, board=False)
+    p.add_argument("action", choices=["new"])
+    p.add_argument("path", metavar="PATH", help="private key file (created 0600); the public key goes to PATH.pub")
+    p = sub.add_parser("bundle", help="build and sign a role's update bundle for `park-gateway update import`")
+    _common(p, board=False)
+    p.add_argument("--role", required=True, help="|".join(ROLES))
+    p.add_argument("--version", required=True, dest="fw_version", metavar="X.Y.Z",
+                   help="the version the firmware reports (its App.FW)")
+    p.add_argument("--key", required=True, help="the release private key (park-device release-key new)")
+    p.add_argument("--floor", metavar="X.Y.Z", help="devices refuse any later offer below this (default 0.0.0)")
+    p.add_argument("--min-runtime", metavar="X.Y.Z",
+                   help="oldest MicroPython the files run on (default: the first that loads this .mpy version)")
+    p.add_argument("--schema", type=int, default=1, help="config-schema version the firmware reads (default 1)")
+    p.add_argument("-o", "--output", required=True, metavar="FILE")
+    p.add_argument("--force", action="store_true", help="overwrite FILE")
+
     p = sub.add_parser("selftest", help="run the firmware's self test and show every sensor and actuator")
     _common(p)
     p.add_argument("--no-restart", dest="restart", action="store_false")
@@ -131,6 +151,13 @@ def run(args: argparse.Namespace, ui: UI) -> tuple[str, dict]:
     if c == "manifest":
         from .manifest import describe
         return describe(ui, args.role)
+    if c == "release-key":
+        from .release import new_key
+        return new_key(ui, args.path)
+    if c == "bundle":
+        from .bundle import make_bundle
+        return make_bundle(ui, args.role, args.fw_version, args.key, args.output, floor=args.floor,
+                           min_runtime=args.min_runtime, schema=args.schema, force=args.force)
     if c == "selftest":
         from .selftest import selftest
         return selftest(ui, args.port, timeout=args.timeout, restart=args.restart, serial_number=args.serial_number)
