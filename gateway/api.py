@@ -9,6 +9,7 @@ open the socket is an operator. One request per line:
      "timeout": 30, "queue_for": 0}
     {"op": "cancel", "id": "k001", "command": "COMMAND_ID"}   (ids in the device's "commands")
     {"op": "pickups"} | {"op": "reload"} | {"op": "tail", "id": "l001"}   (tail streams until closed)
+    {"op": "update", "action": "status"|"plan"|"halt"|"resume"|"abort", ...}   (gateway/update)
 
 Each answer is one line {"ok": true, "result": ...} or {"ok": false, "error":
 {"code": ..., "message": ...}}; `tail` answers with one line per event.
@@ -230,6 +231,12 @@ class ApiServer:
                     return d.cancel(device_id, command_id)
                 except LookupError as e:
                     raise ApiError("unknown_command", str(e.args[0] if e.args else e)) from None
+            if op == "update":
+                from gateway.update import UpdateError
+                try:
+                    return await d.update(req)
+                except UpdateError as e:
+                    raise ApiError(e.code, e.message) from None
             if op == "command":
                 cmd = req.get("command")
                 if not isinstance(cmd, dict):
@@ -243,7 +250,7 @@ class ApiServer:
             raise ApiError("bad_value", e.detail) from None
         except (ValueError, ProtocolError) as e:
             raise ApiError("bad_request", getattr(e, "detail", None) or str(e)) from None
-        raise ApiError("unknown_op", "unknown op %r (status, devices, device, command, cancel, pickups, reload, tail)"
+        raise ApiError("unknown_op", "unknown op %r (status, devices, device, command, cancel, pickups, reload, tail, update)"
                        % op)
 
     async def _tail(self, writer: asyncio.StreamWriter, req: dict) -> None:

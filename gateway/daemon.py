@@ -39,6 +39,9 @@ from gateway.registry import Registry, RegistryWriter
 from gateway.seams import UplinkPort
 from gateway.session import Counters, Sessions
 from gateway.statelock import StateLock
+from gateway.update import UpdateError, UpdateService
+from gateway.update.config import defaults as read_update_defaults
+from gateway.update.port import DownlinkPort
 from gateway.web import server as web
 
 log = logging.getLogger("park.daemon")
@@ -141,8 +144,31 @@ class Parts:
         self.downlink = Downlink(cfg.session, self.table.view, self.counters)
         self.control = Control(cfg, self.table.view, self.downlink.command, self.out.alert, clock,
                                faults=self.events.faults)
-        self.sessions = Sessions(cfg, registry, self.out, self.control, clock, table=self.table,
+        self.updates = UpdateService(cfg.update or read_update_defaults(cfg.state_dir), self.table.view,
+                                     DownlinkPort(self.downlink, self.table.view), uplink, self.events.publish, clock)
+        self.sessions = Sessions(cfg, registry, self.out, Stages(self.updates, self.control), clock, table=self.table,
                                  downlink=self.downlink, events=self.events, counters=self.counters)
+
+
+class Stages:
+    """Two stages in a row (seams.Stage): the update service sees update reports, the control loops the rest."""
+
+    def __init__(self, first, then):
+        self.first, self.then = first, then
+
+    def on_message(self, s, msg: dict, now: float) -> None:
+        if msg["type"] == "update":
+            self.first.on_message(s, msg, now)
+        else:
+            self.then.on_message(s, msg, now)
+
+    def on_hello(self, s) -> None:
+        self.first.on_hello(s)
+        self.then.on_hello(s)
+
+    def on_online(self, s, online: bool) -> None:
+        self.first.on_online(s, online)
+        self.then.on_online(s, online)
 
 
 class Daemon:
@@ -197,6 +223,7 @@ class Daemon:
             self.uplink = uplink
             parts = Parts(cfg, self.registry, self.writer, uplink)
             self.events, self.control, self.sessions = parts.events, parts.control, parts.sessions
+            self.updates = parts.updates
             eventlog.attach(self.events)
             self.inventory = Inventory(uplink, self.sessions.devices, cfg.uplink.gateway_id, __version__,
                                        cfg.uplink.sites)
@@ -213,6 +240,7 @@ class Daemon:
             tasks = [asyncio.create_task(lk.run(), name="link-" + lk.name) for lk in self.links]
             tasks.append(asyncio.create_task(self.control.run(), name="control"))
             tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
+            tasks.append(asyncio.create_task(self.updates.run(), name="updates"))
             self.ready.set()
             log.info("park-gateway up: %d links, %d devices, api %s", len(self.links), len(self.sessions.devices),
                      cfg.api_socket)
@@ -227,6 +255,7 @@ class Daemon:
                 if self.dashboard is not None:
                     await self.dashboard.stop()
                 await api.stop()
+                self.updates.close()
                 f = self._persist()
                 if f is not None:
                     f.result()
@@ -353,6 +382,11 @@ class Daemon:
             raise LookupError("device %s has no pending command %r" % (device_id, command_id))
         return {"device": device_id, "command": command_id, "result": "cancelled"}
 
+    async def update(self, req: dict, site: str | None = None) -> dict:
+        """A software-update operation (gateway/update): {"action": status|import|plan|halt|resume|abort, ...};
+        raises UpdateError with a code. `site`: a backbone request acts only at its own site."""
+        return await self.updates.request(req, site)
+
     def reload(self) -> dict:
         self.sessions.reload()
         return {"devices": len(self.sessions.devices)}
@@ -368,13 +402,17 @@ class Daemon:
                     return self.pickups(site)
                 if command.get("type") == "token":
                     return tokens.for_backbone(self.sessions.devices, self.cfg.state_dir, site, command)
-                raise CommandError("unknown_command", "gateway commands: status, pickups, token")
+                if command.get("type") == "update":
+                    return await self.update(command, site)
+                raise CommandError("unknown_command", "gateway commands: status, pickups, token, update")
             s = self.sessions.devices.get(device_id)
             if s is None or s.site != site:
                 raise CommandError("unknown_device", "no device %r at site %r" % (device_id, site))
             return await self.command(device_id, command, deadline=time.time() + self.cfg.uplink.command_timeout_s)
         except CommandFailed as e:
             raise CommandError(e.code, str(e)) from None
+        except UpdateError as e:
+            raise CommandError(e.code, e.message) from None
         except (ValueError, LookupError) as e:
             raise CommandError("bad_request", str(e)) from None
 

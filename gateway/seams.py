@@ -119,3 +119,17 @@ Listener = Callable[[dict], None]
 class EventSource(Protocol):
     def subscribe(self, fn: Listener) -> Callable[[], None]:
         """Call fn for every event from now on; returns the call that ends it."""
+
+
+class UpdateLink(Protocol):
+    """What the update service (gateway/update) needs of the downlink: send, and look before sending."""
+
+    def send(self, device_id: str, msg: dict, queue_for: float) -> "asyncio.Future[dict]":
+        """A downlink command that may wait `queue_for` s for a sleeping device; the future gives the ack."""
+
+    def backlog(self, device_id: str) -> int:
+        """Other commands (not update_*) queued or in flight for the device: chunks wait behind them."""
+
+    def link_name(self, device_id: str) -> str | None: ...
+
+    def reachable(self, device_id: str) -> bool: ...

@@ -141,6 +141,8 @@ class Sessions:
                 self._hello(s, r.seq, msg, now)
             elif t == "ack" or t == "nack":
                 self.downlink.answer(s, msg)
+            elif t == "update":
+                self._update(s, msg, now)
             else:  # a message type the device may not send up (schema direction already checked)
                 self.counters["unexpected_type"] += 1
             if s.queue and len(s.inflight) < 4 and s.welcomed:
@@ -266,6 +268,16 @@ class Sessions:
             self.stage.on_message(s, msg, now)
         except Exception as e:  # noqa: BLE001
             self.faults.record("control", e, s.id, t)
+        if self._listeners:
+            self._emit({"kind": "telemetry", "device": s.id, "site": s.site, "msg": msg})
+
+    def _update(self, s: DeviceSession, msg: dict, now: float) -> None:
+        """A device's software-update state (SPEC 10): not acked, for the stage (the update service)."""
+        s.state["update"] = msg
+        try:
+            self.stage.on_message(s, msg, now)
+        except Exception as e:  # noqa: BLE001
+            self.faults.record("control", e, s.id, "update")
         if self._listeners:
             self._emit({"kind": "telemetry", "device": s.id, "site": s.site, "msg": msg})
 

@@ -1,0 +1,192 @@
+"""The gateway's update service (issue 11) against the CPython model of SPEC 10's device side
+(sim/devsim_ota.py, a simulator): canaries first, halts by itself, resumes after a lost
+connection, refuses what the city did not release or what would go below a floor."""
+
+import asyncio
+import json
+
+import pytest
+
+from gwharness import connected, load, provision, running, until, write_config
+
+from protocol import bundle, codes
+from sim.devsim import SimLink
+from sim.devsim_ota import SimOtaDevice
+
+FILES = {"common/runtime.mpy": b"M\x06" + bytes(range(256)) * 6, "light_pole/app.mpy": b"M\x06" + b"pole" * 300}
+
+
+def make_bundle(key, fw=10100, floor=0, role="light_pole", mpy=6):
+    rid = bundle.ROLE_IDS[role]
+    files = {p.replace("light_pole", role): d for p, d in FILES.items()}
+    h = bundle.ImageHeader(rid, fw, mpy, 11900, 1, floor, [(p, 0, b"") for p in files])
+    return bundle.sign(key, bundle.build_image(h, files), 0, role, fw, mpy, 11900, 1, floor)
+
+
+@pytest.fixture(scope="module")
+def key():
+    return bundle.new_release_key()
+
+
+@pytest.fixture
+async def park(tmp_path, key):
+    pub = tmp_path / "release.pub"
+    pub.write_bytes(bundle.public_pem(key.public_key()))
+    link = await SimLink.tcp_server()
+    cfg = load(write_config(str(tmp_path), [{"type": "tcp", "url": link.url, "name": "vb0"}],
+                            extra='[update]\nrelease_keys = ["%s"]\nstall_s = 3\ntrial_s = 3\nlink_rate = 20000\n' % pub))
+    ids = [("l001", "light_pole"), ("l002", "light_pole"), ("l003", "light_pole"), ("c001", "container_sensor")]
+    keys = provision(cfg, ids)
+    async with running(cfg) as d:
+        await connected(link)
+        devs = {i: link.add(SimOtaDevice(i, keys[i], r)) for i, r in ids}
+        for dev in devs.values():
+            await dev.hello()
+        yield d, link, devs
+    await link.close()
+
+
+def offered(dev):
+    return [m for m in dev.received if m["type"] == "update_offer"]
+
+
+async def test_the_canary_is_updated_first_and_then_the_rest(park, key):
+    d, link, devs = park
+    seen = []
+    d.subscribe(lambda ev: seen.append(ev) if ev["kind"] in ("update", "rollout") else None)
+    b = await d.update({"action": "import", "bundle": _b64(make_bundle(key))})
+    plan = await d.update({"action": "plan", "bundle": b["bundle"], "site": "stadtpark", "canary": 1})
+    assert [x["device"] for x in plan["devices"] if x["canary"]] == ["l001"]
+    assert {x["device"] for x in plan["devices"]} == {"l001", "l002", "l003"}  # the bundle's role only
+    await until(lambda: devs["l001"].ustate == codes.US_RECEIVING, 5, "the canary's transfer")
+    assert not offered(devs["l002"]) and not offered(devs["l003"])
+    await until(lambda: d.updates.status(plan["rollout"])["state"] == "done", 20, "the rollout")
+    st = d.updates.status(plan["rollout"])
+    assert st["counts"] == {"valid": 3}
+    assert all(x["bytes"] == x["size"] for x in st["devices"])
+    first_other = min(seen.index(e) for e in seen if e.get("device") in ("l002", "l003"))
+    assert any(e.get("device") == "l001" and e.get("state") == "valid" for e in seen[:first_other])
+    assert {dev.fw for i, dev in devs.items() if i != "c001"} == {10100} and devs["c001"].fw == 10000
+    assert not offered(devs["c001"])
+    assert d.device("l002")["fw"] == 10100
+    # a device already at the version is not updated again
+    again = await d.update({"action": "plan", "bundle": b["bundle"], "site": "stadtpark"})
+    assert {x["state"] for x in again["devices"]} == {"current"} and again["state"] == "done"
+
+
+async def test_a_canary_that_rolls_back_halts_the_rollout_and_nothing_else_is_offered(park, key):
+    d, link, devs = park
+    devs["l001"].trial_ok = False
+    b = await d.update({"action": "import", "bundle": _b64(make_bundle(key))})
+    plan = await d.update({"action": "plan", "bundle": b["bundle"], "site": "stadtpark"})
+    await until(lambda: d.updates.status(plan["rollout"])["state"] == "halted", 20, "the halt")
+    st = d.updates.status(plan["rollout"])
+    l001 = next(x for x in st["devices"] if x["device"] == "l001")
+    assert (l001["state"], l001["reason"]) == ("rolled_back", "trial")
+    assert "canary l001 rolled back" in st["reason"]
+    assert devs["l001"].fw == 10000 and devs["l001"].reboots == 1
+    await asyncio.sleep(0.3)
+    assert not offered(devs["l002"]) and not offered(devs["l003"])
+    listed = (await d.update({"action": "status"}))["rollouts"]
+    assert listed[-1]["state"] == "halted"
+
+
+async def test_a_device_refusal_is_shown_with_its_reason_and_nothing_changes_on_it(park, key):
+    d, link, devs = park
+    devs["l001"].space = 100
+    b = await d.update({"action": "import", "bundle": _b64(make_bundle(key))})
+    plan = await d.update({"action": "plan", "bundle": b["bundle"], "site": "stadtpark"})
+    await until(lambda: d.updates.status(plan["rollout"])["state"] == "halted", 10, "the halt")
+    l001 = next(x for x in d.updates.status(plan["rollout"])["devices"] if x["device"] == "l001")
+    assert (l001["state"], l001["reason"]) == ("refused", "space")
+    assert devs["l001"].fw == 10000 and devs["l001"].chunks == 0
+    # the operator resumes: the canary stays refused, so the others still wait for a valid canary
+    await d.update({"action": "resume", "rollout": plan["rollout"]})
+    await asyncio.sleep(0.3)
+    assert not offered(devs["l002"])
+    with pytest.raises(Exception) as e:
+        await d.update({"action": "resume", "rollout": plan["rollout"]})
+    assert e.value.code == "not_halted"
+
+
+async def test_a_transfer_resumes_from_the_device_offset_after_the_connection_drops(park, key):
+    d, link, devs = park
+    dev = devs["l001"]
+    b = await d.update({"action": "import", "bundle": _b64(make_bundle(key))})
+    plan = await d.update({"action": "plan", "bundle": b["bundle"], "site": "stadtpark", "devices": ["l001"]})
+    await until(lambda: dev.chunks >= 5, 10, "some chunks")
+    dev.ignore_chunks = True  # chunks are lost from here on, then the connection drops
+    held = len(dev.buf)
+    await asyncio.sleep(0.5)
+    link.drop_connection()
+    await asyncio.sleep(0.5)
+    dev.ignore_chunks = False
+    await until(lambda: d.updates.status(plan["rollout"])["state"] == "done", 20, "the rollout")
+    offs = [m["off"] for m in dev.received if m["type"] == "update_chunk"]
+    assert offs.count(0) == 1, "started again from 0"
+    assert held > 0 and dev.fw == 10100
+    assert len(offered(dev)) >= 2  # asked again where it stood, and went on from there
+    assert offs[offs.index(held, offs.index(held) + 1) - 1] != 0
+
+
+async def test_a_device_that_stops_answering_fails_its_check_and_halts_the_rollout(park, key):
+    d, link, devs = park
+    devs["l001"].ignore_chunks = True
+    b = await d.update({"action": "import", "bundle": _b64(make_bundle(key))})
+    plan = await d.update({"action": "plan", "bundle": b["bundle"], "site": "stadtpark"})
+    await until(lambda: d.updates.status(plan["rollout"])["state"] == "halted", 20, "the halt")
+    l001 = next(x for x in d.updates.status(plan["rollout"])["devices"] if x["device"] == "l001")
+    assert (l001["state"], l001["reason"]) == ("failed", "no_progress")
+
+
+async def test_what_the_city_did_not_release_or_a_downgrade_is_refused_and_shown(park, key):
+    d, link, devs = park
+    other = bundle.new_release_key()
+    with pytest.raises(Exception) as e:
+        await d.update({"action": "import", "bundle": _b64(make_bundle(other)), "name": "evil.bundle"})
+    assert e.value.code == "unknown_key"
+    data = bytearray(make_bundle(key))
+    data[-100] ^= 1
+    with pytest.raises(Exception) as e:
+        await d.update({"action": "import", "bundle": _b64(bytes(data))})
+    assert e.value.code in ("digest", "malformed")
+    st = await d.update({"action": "status"})
+    assert [r["code"] for r in st["refused"]][-2:] == ["unknown_key", e.value.code]
+    assert "evil.bundle" in st["refused"][-2]["what"] and st["bundles"] == []
+    # a bundle for lockers cannot be planned onto a pole
+    k = await d.update({"action": "import", "bundle": _b64(make_bundle(key, role="locker"))})
+    with pytest.raises(Exception) as e:
+        await d.update({"action": "plan", "bundle": k["bundle"], "site": "stadtpark", "devices": ["l001"]})
+    assert e.value.code == "role"
+    # once 1.2.0 with floor 1.2.0 is valid, 1.1.0 is below the floor
+    b12 = await d.update({"action": "import", "bundle": _b64(make_bundle(key, fw=10200, floor=10200))})
+    plan = await d.update({"action": "plan", "bundle": b12["bundle"], "site": "stadtpark", "devices": ["l001"]})
+    await until(lambda: d.updates.status(plan["rollout"])["state"] == "done", 20, "1.2.0")
+    b11 = await d.update({"action": "import", "bundle": _b64(make_bundle(key, fw=10100))})
+    with pytest.raises(Exception) as e:
+        await d.update({"action": "plan", "bundle": b11["bundle"], "site": "stadtpark", "devices": ["l001"]})
+    assert e.value.code == "downgrade" and "1.2.0" in e.value.message
+    assert not [m for m in offered(devs["l001"]) if m["fw"] == 10100]
+    st = await d.update({"action": "status"})
+    assert st["refused"][-1]["code"] == "downgrade"
+
+
+async def test_the_backbone_asks_the_same_operations_at_its_own_site(park, key):
+    d, link, devs = park
+    b = await d.update({"action": "import", "bundle": _b64(make_bundle(key))})
+    res = await d._backbone_command("stadtpark", None, {"type": "update", "action": "plan", "bundle": b["bundle"],
+                                                       "canary": 1}, "r1")
+    assert res["site"] == "stadtpark" and res["state"] == "running"
+    res = await d._backbone_command("stadtpark", None, {"type": "update", "action": "halt",
+                                                       "rollout": res["rollout"]}, "r2")
+    assert res["state"] == "halted" and res["reason"] == "operator"
+    from gateway.uplink import CommandError
+    with pytest.raises(CommandError) as e:
+        await d._backbone_command("stadtpark", None, {"type": "update", "action": "fly"}, "r3")
+    assert e.value.code == "bad_request"
+    json.dumps(d.updates.status())  # what the API and the backbone return is JSON
+
+
+def _b64(data):
+    import base64
+    return base64.b64encode(data).decode()
