@@ -140,7 +140,109 @@ def build_parser() -> argparse.ArgumentParser:
     tk.add_argument("--until", required=True, metavar="TIME", help="valid until (same forms), at most 31 days later")
     tk.add_argument("--id", type=int, default=None, help="token id 1-4294967295 (default: random)")
     tk.add_argument("--key-file", help="the locker's booking key (default STATE_DIR/booking/ID.key, mode 0600)")
+    _update_parser(sub, c)
     return ap
+
+
+# ---------------------------------------------------------------- update (software updates, docs/updates.md)
+
+def _update_parser(sub, c) -> None:
+    up = sub.add_parser("update", parents=[c], help="software updates: import FILE | plan | status | halt | resume | abort")
+    us = up.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = us.add_parser("import", parents=[c], help="check a bundle's signature against [update] release_keys and store it")
+    p.add_argument("file", metavar="FILE")
+    p = us.add_parser("plan", parents=[c], help="start a rollout of a bundle at a site (canary devices first)")
+    p.add_argument("--bundle", type=int, required=True, metavar="ID")
+    p.add_argument("--site", required=True)
+    p.add_argument("--canary", type=int, metavar="N", help="devices updated first (default [update] canary)")
+    p.add_argument("--device", action="append", dest="devices", metavar="ID", help="only this device (repeatable)")
+    p = us.add_parser("status", parents=[c], help="bundles, rollouts and each device's progress")
+    p.add_argument("rollout", nargs="?", type=int)
+    for name, what in (("halt", "stop sending (devices keep what they hold)"), ("resume", "go on after a halt"),
+                       ("abort", "stop and discard what devices staged")):
+        p = us.add_parser(name, parents=[c], help=what)
+        p.add_argument("rollout", type=int)
+
+
+def cmd_update(args) -> int:
+    from gateway.update import UpdateError
+
+    a = args.action
+    if a == "import":
+        from protocol.codes import UPD_SIZE_MAX
+        from gateway.update import Store, import_into
+
+        cfg = _config(args)
+        try:
+            with open(args.file, "rb") as f:
+                data = f.read(UPD_SIZE_MAX + 65536)
+        except OSError as e:
+            raise CliError("cannot read %s: %s" % (args.file, e.strerror), EXIT_USAGE, "bad_file")
+        try:
+            with Store(cfg.update.store) as st:
+                res = import_into(st, cfg.update, data, os.path.basename(args.file))
+        except UpdateError as e:
+            raise CliError("%s refused: %s" % (args.file, e.message), reason=e.code,
+                           hint="only bundles signed by a key in [update] release_keys are imported")
+        _out(args, res, "bundle %d: %s %s (%s), %d B, key %s%s" % (
+            res["bundle"], res["role"], res["version"], res["kind"], res["size"], res["key"],
+            "" if res["new"] else " (already imported)"))
+        return 0
+    req: dict = {"op": "update", "action": a}
+    if a == "plan":
+        req.update(bundle=args.bundle, site=args.site, canary=args.canary, devices=args.devices)
+    elif a in ("halt", "resume", "abort", "status"):
+        req["rollout"] = args.rollout
+    try:
+        res = _call(args, req)
+    except CliError as e:
+        if a != "status" or e.code != EXIT_NO_DAEMON:
+            raise
+        res = _update_offline(args)  # no daemon: what the store says
+    if a == "status" and args.rollout is None:
+        _out(args, res, update_text(res))
+    else:
+        _out(args, res, rollout_text(res))
+    return 0
+
+
+def _update_offline(args) -> dict:
+    from gateway.update import UpdateService
+
+    cfg = _config(args)
+    svc = UpdateService(cfg.update, {}, None)
+    try:
+        return svc.status(args.rollout)
+    finally:
+        svc.close()
+
+
+def rollout_text(r: dict) -> str:
+    head = "rollout %d: %s %s at %s, %s%s" % (r["rollout"], r["role"], r["version"], r["site"], r["state"],
+                                             " (%s)" % r["reason"] if r["reason"] else "")
+    lines = [head]
+    for d in r["devices"]:
+        why = ": %s" % d["reason"] if d["reason"] else ""
+        if d["detail"]:
+            why += " (%s)" % d["detail"]
+        lines.append("  %-8s %-7s %-12s %d/%d B%s" % (d["device"], "canary" if d["canary"] else "", d["state"],
+                                                     d["bytes"], d["size"], why))
+    return "\n".join(lines)
+
+
+def update_text(st: dict) -> str:
+    lines = ["bundles:" if st["bundles"] else "no bundles imported"]
+    for b in st["bundles"]:
+        lines.append("  %d  %s %s (%s), floor %s, %d B, key %s" % (b["bundle"], b["role"], b["version"], b["kind"],
+                                                                b["floor"], b["size"], b["key"]))
+    for r in st["rollouts"]:
+        lines.append(rollout_text(r))
+    if st["refused"]:
+        lines.append("refused:")
+        for x in st["refused"]:
+            lines.append("  %s  %s: %s (%s)" % (time.strftime("%Y-%m-%d %H:%M", time.localtime(x["at"])), x["what"],
+                                                x["code"], x["reason"]))
+    return "\n".join(lines)
 
 
 def _out(args, data, text: str | None = None) -> None:
@@ -679,6 +781,8 @@ def main(argv=None) -> int:
             return cmd_token(args)
         if c == "operator":
             return cmd_operator(args)
+        if c == "update":
+            return cmd_update(args)
         if c == "cancel":
             res = _call(args, {"op": "cancel", "id": args.id, "command": args.command_id})
             _out(args, res, "%s: command %s cancelled (it will not be sent)" % (args.id, args.command_id))
