@@ -53,6 +53,7 @@ class DeviceView(Protocol):
 
     online: bool
     caps: int | None  # the hello's capability bits (protocol.codes CAP_*), None before the first hello
+    fw: int | None  # the version its hello or heartbeat reported (M*10000+m*100+p)
     state: dict  # last telemetry per message type
 
 
@@ -130,6 +131,7 @@ class UpdateLink(Protocol):
     def backlog(self, device_id: str) -> int:
         """Other commands (not update_*) queued or in flight for the device: chunks wait behind them."""
 
-    def link_name(self, device_id: str) -> str | None: ...
+    def link_name(self, device_id: str) -> str | None:
+        """The configured link the device was last heard on (a TCP server or BLE pool, not its connection)."""
 
     def reachable(self, device_id: str) -> bool: ...

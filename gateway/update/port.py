@@ -26,8 +26,10 @@ class DownlinkPort:
                    if not c.future.done() and not c.msg["type"].startswith("update_"))
 
     def link_name(self, device_id: str) -> str | None:
+        """The configured link (a TCP server's or BLE pool's connections are named "link/peer")."""
         s = self.sessions.get(device_id)
-        return getattr(s.link, "name", None) if s is not None else None
+        name = getattr(s.link, "name", None) if s is not None else None
+        return name.split("/", 1)[0] if name else None
 
     def reachable(self, device_id: str) -> bool:
         s = self.sessions.get(device_id)

@@ -223,7 +223,7 @@ class UpdateService:
         order = sorted(chosen, key=lambda s: (not s.online, s.id))  # canaries: devices that answer now
         canaries = set([s.id for s in order if s.id not in refuse and s.fw != b["fw"]][:n])
         rid = self.store.add_rollout(bundle_id, site, role, [(s.id, _uid(), s.id in canaries) for s in order], n)
-        ro = self._load(self.store.rollout(rid))
+        ro = self._load(_found(self.store.rollout(rid)))
         for s in order:
             t = ro.targets[s.id]
             if s.id in refuse:
@@ -550,7 +550,7 @@ class UpdateService:
                 self._load(row)
 
     def _load(self, row: dict, keep: bool = True) -> Rollout:
-        ro = Rollout(row, self.store.bundle(row["bundle"], with_image=keep),
+        ro = Rollout(row, _found(self.store.bundle(row["bundle"], with_image=keep)),
                      [Target(r) for r in self.store.targets(row["id"])])
         if keep:
             self.rollouts[ro.id] = ro
@@ -568,7 +568,7 @@ def import_into(store: Store, cfg: UpdateConfig, data: bytes, name: str = "") ->
         store.refused("import %s" % (name or "bundle"), e.code, e.why)
         raise UpdateError(e.code, e.why) from None
     bid, new = store.add_bundle(b)
-    return dict(_bundle_info(store.bundle(bid)), new=new)
+    return dict(_bundle_info(_found(store.bundle(bid))), new=new)
 
 
 def _bundle_info(b: dict) -> dict:
@@ -587,6 +587,12 @@ def _progress(t: Target, state: str, off: int) -> None:
     if mark > t.mark:
         t.mark = mark
         t.idle = 0.0
+
+
+def _found(row: dict | None) -> dict:
+    if row is None:  # rows are never deleted: a missing one is a damaged store
+        raise UpdateError("internal", "the update store lost a row it refers to")
+    return row
 
 
 def _uid() -> int:

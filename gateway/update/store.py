@@ -102,7 +102,7 @@ class Store:
             "INSERT INTO bundles(sha, role, kind, fw, floor, key, meta, data, imported) VALUES (?,?,?,?,?,?,?,?,?)",
             (sha, m["role"], m["kind"], m["fw"], m["floor"], m["key"].hex(), json.dumps(b.describe()), b.image,
              time.time()))
-        return cur.lastrowid, True
+        return int(cur.lastrowid or 0), True
 
     def bundle(self, bid: int, with_image: bool = False) -> dict | None:
         cols = "id, sha, role, kind, fw, floor, key, meta, imported" + (", data" if with_image else "")
@@ -122,6 +122,7 @@ class Store:
             self.db.execute("BEGIN")
             rid = self.db.execute("INSERT INTO rollouts(bundle, site, role, canary, state, created, updated) "
                                   "VALUES (?,?,?,?,?,?,?)", (bundle, site, role, canary, "running", now, now)).lastrowid
+            assert rid is not None
             self.db.executemany("INSERT INTO targets(rollout, device, uid, canary, ord, state, updated) "
                                 "VALUES (?,?,?,?,?,?,?)",
                                 [(rid, d, uid, int(c), i, "waiting", now) for i, (d, uid, c) in enumerate(targets)])
