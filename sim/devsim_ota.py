@@ -36,6 +36,7 @@ class SimOtaDevice(SimDevice):
         self.floor = 0
         self.trial_ok = True
         self.ignore_chunks = False
+        self.lose_reports: set = set()  # update states whose next report is lost
         self.uid = 0
         self.offer: dict | None = None
         self.buf = bytearray()
@@ -55,6 +56,9 @@ class SimOtaDevice(SimDevice):
     def report(self, state: int, reason: int = 0) -> None:
         r = {"type": "update", "uid": self.uid, "state": state, "off": len(self.buf), "reason": reason}
         self.reports.append(r)
+        if state in self.lose_reports:
+            self.lose_reports.discard(state)  # lost on the radio, once (telemetry is not acked)
+            return
         self.send(r)
 
     def _ack(self, seq: int) -> None:

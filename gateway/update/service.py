@@ -36,6 +36,7 @@ log = logging.getLogger("park.update")
 TICK_S = 1.0
 OFFER_QUEUE_S = 86400.0  # an offer waits this long for a sleeping device (a BLE pool connects it when it wakes)
 REPORT_WAIT_S = 10.0  # for the device's `update` after an answered offer or the last chunk
+TRIAL_ASK_S = 15.0  # a device in its trial is asked where it stands this often (its report may be lost)
 FINAL = frozenset(("valid", "current", "refused", "rolled_back", "failed", "aborted"))
 BAD = frozenset(("refused", "rolled_back", "failed"))
 _STATE = {codes.US_RECEIVING: "receiving", codes.US_STAGED: "staged", codes.US_TRIAL: "trial",
@@ -403,8 +404,8 @@ class UpdateService:
                     await self._chunks(ro, t)
                 elif t.state == "staged":
                     await self._commit(ro, t)
-                else:  # trial: the device reports valid or rolled_back; _watch bounds it
-                    await t.changed.wait()
+                elif not await self._changed(t, TRIAL_ASK_S):  # trial: valid or rolled_back comes as a report
+                    await self._offer(ro, t)  # the same uid: a lost report is asked again; _watch bounds it
         except asyncio.CancelledError:
             raise
         except Exception as e:  # noqa: BLE001 - a bug fails this device, not the gateway
@@ -423,9 +424,12 @@ class UpdateService:
             if e.code in ("unknown_type", "not_supported"):
                 self._set(ro, t, "refused", "not_supported", "the device's firmware has no updates (%s)" % e.code)
                 self._after_change(ro, t)
-            elif e.code == "busy":
+            elif e.code in ("unknown_device", "removed"):
+                self._set(ro, t, "failed", "removed", str(e))
+                self._after_change(ro, t)
+            else:  # timeout (asleep or gone), busy: offered again
                 await asyncio.sleep(1.0)
-            return  # timeout: asleep or gone; offered again
+            return
         if t.state == was == "waiting":
             self._set(ro, t, "offered")
         await self._changed(t, REPORT_WAIT_S)
@@ -557,6 +561,8 @@ class UpdateService:
             for t in ro.targets.values():
                 if t.state not in FINAL:
                     self._by_device[t.device] = (ro, t)
+                if t.state in ("offered", "receiving"):
+                    t.state = "waiting"  # after a restart: ask the device where it stands before sending
         return ro
 
 

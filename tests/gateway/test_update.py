@@ -190,3 +190,43 @@ async def test_the_backbone_asks_the_same_operations_at_its_own_site(park, key):
 def _b64(data):
     import base64
     return base64.b64encode(data).decode()
+
+
+async def test_a_lost_valid_report_is_asked_again_not_taken_for_a_failure(park, key, monkeypatch):
+    from gateway.update import service
+    monkeypatch.setattr(service, "TRIAL_ASK_S", 0.5)
+    d, link, devs = park
+    devs["l001"].lose_reports.add(codes.US_VALID)
+    b = await d.update({"action": "import", "bundle": _b64(make_bundle(key))})
+    plan = await d.update({"action": "plan", "bundle": b["bundle"], "site": "stadtpark", "devices": ["l001"]})
+    await until(lambda: d.updates.status(plan["rollout"])["state"] == "done", 20, "the rollout")
+    assert d.updates.status(plan["rollout"])["counts"] == {"valid": 1}
+    assert offered(devs["l001"])[-1]["uid"] == offered(devs["l001"])[0]["uid"]  # the same uid: a status query
+
+
+async def test_after_a_gateway_restart_the_rollout_goes_on_from_the_device_offset(tmp_path, key):
+    pub = tmp_path / "release.pub"
+    pub.write_bytes(bundle.public_pem(key.public_key()))
+    link = await SimLink.tcp_server()
+    cfg = load(write_config(str(tmp_path), [{"type": "tcp", "url": link.url, "name": "vb0"}],
+                            extra='[update]\nrelease_keys = ["%s"]\nlink_rate = 3000\n' % pub))
+    keys = provision(cfg, [("l001", "light_pole")])
+    dev = link.add(SimOtaDevice("l001", keys["l001"], "light_pole"))
+    try:
+        async with running(cfg) as d:
+            await connected(link)
+            await dev.hello()
+            b = await d.update({"action": "import", "bundle": _b64(make_bundle(key))})
+            rid = (await d.update({"action": "plan", "bundle": b["bundle"], "site": "stadtpark"}))["rollout"]
+            await until(lambda: dev.chunks >= 4, 10, "some chunks")
+        held = len(dev.buf)
+        async with running(cfg) as d:
+            await connected(link)
+            dev.send({"type": "heartbeat", "uptime": 60, "heap": 88, "boots": 1, "status": 16, "fw": 10000,
+                      "batt": 0, "dropped": 0})  # the gateway learns which link the device is on
+            await until(lambda: d.updates.status(rid)["state"] == "done", 20, "the rollout after the restart")
+            assert d.updates.status(rid)["counts"] == {"valid": 1}
+    finally:
+        await link.close()
+    offs = [m["off"] for m in dev.received if m["type"] == "update_chunk"]
+    assert offs.count(0) == 1 and held in offs and dev.fw == 10100
