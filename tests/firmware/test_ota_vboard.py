@@ -1,0 +1,150 @@
+"""Software updates on a virtual board (issue 11, SPEC 10): the unmodified firmware in genuine
+MicroPython takes an app image from a test peer over its link UART: offer, chunks, commit,
+the trial boot of the new version, valid; resume after a disconnect and a power cut;
+refusals that change nothing; a trial that crashes rolls back by itself.
+Images are built with protocol.bundle.build_image from the real firmware files compiled
+by mpy-cross, as park-device deploy compiles them."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import shutil
+from pathlib import Path
+
+import pytest
+
+from protocol import codes
+from protocol.bundle import ImageHeader, build_image
+from sim.testbed import Peer, deploy_tree, vboard_available
+
+pytestmark = [
+    pytest.mark.micropython,
+    pytest.mark.skipif(not vboard_available(), reason="virtual boards not installed: run ./dev setup"),
+]
+
+ROOT = Path(__file__).resolve().parents[2]
+KID = b"l001"
+PINS = {"lamp": 25, "motion": 27, "ambient": 34}
+APP = {"base": 20}
+OLD_FW = 10000
+MPY = 6
+_BUILDS: dict = {}
+
+
+def firmware_files(tmp: Path, fw: int, crash: bool = False) -> dict[str, bytes]:
+    """light_pole's slot files (paths relative to the slot) at version fw, compiled by mpy-cross;
+    crash: its app module raises at import (a release that cannot start)."""
+    key = (fw, crash)
+    if key not in _BUILDS:
+        from park_device.build import build
+        src = tmp / f"src-{fw}-{int(crash)}"
+        shutil.copytree(ROOT / "firmware", src / "firmware", ignore=shutil.ignore_patterns("__pycache__"))
+        app = src / "firmware" / "light_pole" / "app.py"
+        text = app.read_text().replace("    FW = 10000  # 1.0.0", f"    FW = {fw}")
+        assert f"FW = {fw}" in text
+        if crash:
+            text += "\nraise RuntimeError('this release cannot start')\n"
+        app.write_text(text)
+        arts = build("light_pole", fw_root=src / "firmware", proto_root=ROOT / "protocol")
+        _BUILDS[key] = {a.dest[len("/lib/"):]: a.data for a in arts if a.dest.startswith("/lib/")}
+    return _BUILDS[key]
+
+
+def app_image(tmp: Path, fw: int, role: int = codes.ROLE_LIGHT_POLE, mpy: int = MPY, floor: int = 0,
+              min_runtime: int = 12000, schema: int = 1, crash: bool = False) -> bytes:
+    files = firmware_files(tmp, fw, crash)
+    hdr = ImageHeader(role, fw, mpy, min_runtime, schema, floor, [(p, 0, b"") for p in sorted(files)])
+    return build_image(hdr, files)
+
+
+def offer(uid: int, img: bytes, fw: int, **kw) -> dict:
+    return dict({"type": "update_offer", "uid": uid, "kind": codes.UK_APP, "role": codes.ROLE_LIGHT_POLE,
+                 "fw": fw, "mpy": MPY, "size": len(img), "sha": hashlib.sha256(img).digest()}, **kw)
+
+
+@contextlib.contextmanager
+def board(tmp_path, name="flash", **kw):
+    from sim import vboard
+    img = deploy_tree(tmp_path / f"img-{name}", "light_pole", KID.decode(), PINS, APP, {"stable_s": 5})
+    with vboard.VirtualBoard(deploy_dir=img, flash_dir=tmp_path / name, name="l001", console_pty=False, **kw) as b:
+        p = Peer(b, KID)
+        try:
+            yield b, p
+        finally:
+            p.close()
+
+
+def updates(p) -> list[tuple[int, int, int, int]]:
+    return [(m["uid"], m["state"], m["off"], m["reason"]) for m in p.of("update")]
+
+
+def ask(p, msg) -> tuple[dict, tuple | None]:
+    """Send one update message; its ack/nack and the `update` that followed it (or None)."""
+    n = len(p.of("update"))
+    r = p.command(msg)
+    p.run(40, 20)
+    new = updates(p)[n:]
+    return r, (new[-1] if new else None)
+
+
+def stream(p, uid: int, img: bytes, start: int = 0, stop: int | None = None, window: int = 12) -> None:
+    """Send the image's chunks from `start` in windows; every one must be acked."""
+    stop = len(img) if stop is None else stop
+    off = start
+    while off < stop:
+        seqs = []
+        for _ in range(window):
+            if off >= stop:
+                break
+            seqs.append(p.send({"type": "update_chunk", "uid": uid, "off": off,
+                                "data": img[off:off + codes.UPD_CHUNK_MAX]}))
+            off += codes.UPD_CHUNK_MAX
+        spent = 0
+        while not all(s in p.replies for s in seqs):
+            assert spent < 5000, "chunks not answered"
+            p.run(20, 20)
+            spent += 20
+        for s in seqs:
+            r = p.replies.pop(s)
+            assert r["type"] == "ack", r
+
+
+def files_on(b, slot: str) -> dict[str, bytes]:
+    root = b.sync_flash() / slot
+    return {str(f.relative_to(root)): f.read_bytes() for f in root.rglob("*") if f.is_file()}
+
+
+def hello_fws(p) -> list[int]:
+    return [m["fw"] for m in p.of("hello")]
+
+
+def test_offer_chunks_commit_trial_valid(tmp_path):
+    new = app_image(tmp_path, 10101, floor=10100)
+    with board(tmp_path) as (b, p):
+        p.connect()
+        assert hello_fws(p) == [OLD_FW]
+        r, u = ask(p, offer(7, new, 10101))
+        assert r["type"] == "ack" and u == (7, codes.US_RECEIVING, 0, 0)
+        stream(p, 7, new)
+        assert updates(p)[-1] == (7, codes.US_STAGED, len(new), 0)
+        p.clear()
+        r, _ = ask(p, {"type": "update_commit", "uid": 7})
+        assert r["type"] == "ack"
+        p.run(3000)
+        assert b.boots == 2  # rebooted into the trial
+        p.connect()
+        p.run(500)
+        assert hello_fws(p) == [10101]  # the new version joined
+        assert (7, codes.US_VALID, 0, 0) in updates(p)
+        assert files_on(b, "s1") == firmware_files(tmp_path, 10101)
+        ptr = __import__("json").loads(b.read_flash("/ota/boot.json"))
+        assert ptr["slot"] == "s1" and ptr["try"] == 0 and ptr["floor"] == 10100
+        assert not (b.flash_path / "ota" / "stage.bin").exists()
+        # valid survives reboots; an offer below the floor is refused
+        b.power_cycle()
+        p.clear()
+        p.connect()
+        assert hello_fws(p) == [10101]
+        r, u = ask(p, offer(8, new, 10099))
+        assert r["type"] == "ack" and u == (8, codes.US_REFUSED, 0, codes.UR_DOWNGRADE)
+        assert not b.events("fw_crash")
