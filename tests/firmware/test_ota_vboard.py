@@ -148,3 +148,108 @@ def test_offer_chunks_commit_trial_valid(tmp_path):
         r, u = ask(p, offer(8, new, 10099))
         assert r["type"] == "ack" and u == (8, codes.US_REFUSED, 0, codes.UR_DOWNGRADE)
         assert not b.events("fw_crash")
+
+
+def test_resume_after_disconnect_and_power_cut(tmp_path):
+    new = app_image(tmp_path, 10102)
+    quarter = len(new) // 4 // codes.UPD_CHUNK_MAX * codes.UPD_CHUNK_MAX
+    half = 2 * quarter
+    with board(tmp_path) as (b, p):
+        p.connect()
+        ask(p, offer(21, new, 10102))
+        stream(p, 21, new, 0, quarter)
+        b.advance(120_000)                          # the gateway goes quiet mid-transfer (nothing pumped)
+        p.pump()
+        r, u = ask(p, offer(21, new, 10102))        # the same uid again: where it stands
+        assert u == (21, codes.US_RECEIVING, quarter, 0)
+        stream(p, 21, new, quarter, half)
+        b.power_cycle()                             # RAM lost, flash kept
+        p.clear()
+        p.connect()
+        assert hello_fws(p) == [OLD_FW]
+        r, u = ask(p, offer(21, new, 10102))
+        assert u == (21, codes.US_RECEIVING, half, 0)   # the offset is what is on flash
+        stream(p, 21, new, half)
+        assert updates(p)[-1] == (21, codes.US_STAGED, len(new), 0)
+        p.clear()
+        ask(p, {"type": "update_commit", "uid": 21})
+        p.run(3000)
+        p.connect()
+        p.run(500)
+        assert hello_fws(p) == [10102] and (21, codes.US_VALID, 0, 0) in updates(p)
+
+
+def unchanged(b, before: dict[str, bytes]) -> None:
+    after = {str(f.relative_to(b.sync_flash())): f.read_bytes() for f in b.flash_path.rglob("*")
+             if f.is_file() and f.parts[-2] != "state"}
+    assert after == before
+
+
+def snapshot(b) -> dict[str, bytes]:
+    return {str(f.relative_to(b.sync_flash())): f.read_bytes() for f in b.flash_path.rglob("*")
+            if f.is_file() and f.parts[-2] != "state"}
+
+
+def test_refusals_leave_the_device_unchanged(tmp_path):
+    new = app_image(tmp_path, 10103)
+    with board(tmp_path) as (b, p):
+        p.connect()
+        before = snapshot(b)
+        for kw, why in (({"role": codes.ROLE_LOCKER}, codes.UR_ROLE), ({"mpy": 5}, codes.UR_MPY),
+                        ({"kind": codes.UK_RUNTIME}, codes.UR_KIND), ({"size": 4_000_000}, None)):
+            r, u = ask(p, offer(30, new, 10103, **kw))
+            assert r["type"] == "ack"
+            if why is not None:
+                assert u == (30, codes.US_REFUSED, 0, why)
+                unchanged(b, before)
+        ask(p, {"type": "update_abort", "uid": 30})
+        # a chunk for another uid, a chunk at the wrong offset
+        ask(p, offer(31, new, 10103))
+        r, u = ask(p, {"type": "update_chunk", "uid": 99, "off": 0, "data": new[:10]})
+        assert (r["type"], r["code"], r["field"]) == ("nack", codes.E_NOT_READY, "uid")
+        stream(p, 31, new, 0, 4 * codes.UPD_CHUNK_MAX)
+        r, u = ask(p, {"type": "update_chunk", "uid": 31, "off": 6 * codes.UPD_CHUNK_MAX, "data": new[:10]})
+        assert (r["type"], r["code"], r["field"]) == ("nack", codes.E_BAD_VALUE, "off")
+        assert u == (31, codes.US_RECEIVING, 4 * codes.UPD_CHUNK_MAX, 0)
+        # abort discards what is staged
+        r, u = ask(p, {"type": "update_abort", "uid": 31})
+        assert r["type"] == "ack" and u == (31, codes.US_ABORTED, 0, 0)
+        unchanged(b, before)
+        # a corrupted image: the digest at the last byte
+        bad = bytearray(new)
+        bad[len(bad) // 2] ^= 1
+        r, u = ask(p, offer(32, new, 10103))
+        stream(p, 32, bytes(bad))
+        assert updates(p)[-1] == (32, codes.US_REFUSED, 0, codes.UR_DIGEST)
+        unchanged(b, before)
+        # an image whose header does not fit the device: refused at commit
+        for uid, img, why in ((33, app_image(tmp_path, 10103, role=codes.ROLE_LOCKER), codes.UR_ROLE),
+                              (34, app_image(tmp_path, 10103, min_runtime=999999), codes.UR_RUNTIME)):
+            ask(p, offer(uid, img, 10103))
+            stream(p, uid, img)
+            r, u = ask(p, {"type": "update_commit", "uid": uid})
+            assert r["type"] == "ack" and u == (uid, codes.US_REFUSED, 0, why)
+            unchanged(b, before)
+        p.run(2000)
+        assert hello_fws(p) == [OLD_FW] and b.boots == 1
+
+
+def test_a_trial_that_crashes_at_import_rolls_back_by_itself(tmp_path):
+    bad = app_image(tmp_path, 10104, crash=True)
+    with board(tmp_path) as (b, p):
+        p.connect()
+        ask(p, offer(41, bad, 10104))
+        stream(p, 41, bad)
+        p.clear()
+        ask(p, {"type": "update_commit", "uid": 41})
+        p.run(3000)                                  # the trial boots crash; after 3 the old slot runs
+        p.connect()
+        p.run(500)
+        assert set(hello_fws(p)) == {OLD_FW}
+        assert (41, codes.US_ROLLED_BACK, 0, codes.UR_TRIAL) in updates(p)
+        ptr = __import__("json").loads(b.read_flash("/ota/boot.json"))
+        assert ptr["slot"] == "" and ptr["try"] == 0
+        assert b.boots >= 5
+        # the failed uid is remembered; a new offer is taken
+        r, u = ask(p, offer(41, bad, 10104))
+        assert u == (41, codes.US_ROLLED_BACK, 0, codes.UR_TRIAL)
