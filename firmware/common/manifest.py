@@ -17,6 +17,7 @@ package(
         "hal.py",
         "link.py",
         "ota.py",
+        "otaboot.py",
         "runtime.py",
         "selftest.py",
         "session.py",
@@ -27,10 +28,6 @@ package(
     ),
     base_path="..",
 )
-
-# The slot chooser of software updates: a top-level module (/lib/otaboot), so importing it at boot binds
-# neither common nor protocol before the slot it picks is on sys.path (common/ota.py, docs/firmware.md).
-module("otaboot.py")
 
 # MicroPython runs /main.py by name: it stays a source file on the board (and out of a frozen image,
 # so `park-device recover` can always remove it).

@@ -20,10 +20,9 @@ try:
 except ImportError:
     import uasyncio as asyncio  # type: ignore[no-redef]
 
-import otaboot
 from protocol import cbor, codes, messages
 
-from common import clock
+from common import clock, otaboot
 from common.config import read_json, write_json
 
 DIR = "/ota"
@@ -162,8 +161,13 @@ class Updater:
     def offer(self, m, fw_running):
         """Check an offer; the new staging area when it is accepted. Returns the report."""
         uid = m["uid"]
-        if (self.st is not None and self.st["uid"] == uid) or (not self.st and self.ptr.get("uid") == uid):
-            return self.report(uid)  # the same uid again: a status query
+        st = self.st
+        if st is not None and st["uid"] == uid:  # the same uid again: a status query
+            if not st.get("ok") and self.off >= st["size"]:
+                return self._complete()  # every byte arrived before a reset cut the check short
+            return self.report(uid)
+        if st is None and self.ptr.get("uid") == uid:
+            return self.report(uid)
         why = self._refusal(m, fw_running)
         if why:
             return (uid, codes.US_REFUSED, 0, why)
@@ -229,13 +233,18 @@ class Updater:
             return (codes.E_INTERNAL, ""), (m["uid"], codes.US_REFUSED, 0, codes.UR_FLASH)
         if self.off < st["size"]:
             return None, None
+        return None, self._complete()
+
+    def _complete(self):
+        """Every byte is on flash: check the image's SHA-256 (staged) or discard it (refused)."""
+        st = self.st
         if self._digest() != st["sha"]:
             uid = st["uid"]
             self.discard()
-            return None, (uid, codes.US_REFUSED, 0, codes.UR_DIGEST)
+            return (uid, codes.US_REFUSED, 0, codes.UR_DIGEST)
         st["ok"] = 1
         write_json(STAGE, st)
-        return None, self.report()
+        return self.report()
 
     def _part_append(self, data):
         buf = self._buf

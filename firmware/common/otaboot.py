@@ -1,9 +1,9 @@
 """Pick the software slot before any package is imported, and count trial boots.
 
-A top-level module (/lib/otaboot.mpy), so importing it binds neither `common` nor
-`protocol`: the slot it puts first on sys.path supplies both. /main.py imports it only
-when /ota/boot.json exists, i.e. once this board has taken an update; the factory
-files in /lib stay the last resort. The pointer is one JSON file replaced by
+/main.py imports it as a top-level module from /lib/common, so `common` and `protocol`
+stay unbound until the slot it puts first on sys.path supplies them; only when
+/ota/boot.json exists, i.e. once this board has taken an update. The factory files in
+/lib stay the last resort; common.ota reaches the same functions as common.otaboot. The pointer is one JSON file replaced by
 os.rename (atomic on littlefs), so a power cut leaves the old or the new pointer.
 See docs/firmware.md, Updates.
 """
