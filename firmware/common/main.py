@@ -1,16 +1,15 @@
 # /main.py on every park-edge board: reads /config.json, counts the boot and starts the role's App.
 import os
-import sys
 
 try:
     os.stat("/ota/boot.json")
 except OSError:
     pass
 else:  # the board has taken an update: otaboot picks the slot before any package is imported
-    sys.path.append("/lib/common")  # otaboot as a top-level module, so `common` is not bound to /lib yet
+    os.chdir("/lib/common")  # otaboot as a top-level module ('' on sys.path): `common` stays unbound
     import otaboot
 
-    sys.path.pop()
+    os.chdir("/")
     otaboot.boot()
 
 from common import start

@@ -196,7 +196,7 @@ class Updater:
             part = _next_partition()
             if part is None:
                 return codes.UR_KIND
-            if m["fw"] < runtime_version() and m["fw"] < self.ptr.get("rfloor", 0):
+            if m["fw"] < self.ptr.get("rfloor", 0):
                 return codes.UR_DOWNGRADE
             if size > part.info()[3]:
                 return codes.UR_SPACE

@@ -1,8 +1,9 @@
 """Pick the software slot before any package is imported, and count trial boots.
 
 /main.py imports it as a top-level module from /lib/common, so `common` and `protocol`
-stay unbound until the slot it puts first on sys.path supplies them; only when
-/ota/boot.json exists, i.e. once this board has taken an update. The factory files in
+stay unbound until the slot supplies them; only when /ota/boot.json exists, i.e. once
+this board has taken an update. The slot becomes the working directory, which the
+import path searches first ('' in sys.path, before .frozen and /lib). The factory files in
 /lib stay the last resort; common.ota reaches the same functions as common.otaboot. The pointer is one JSON file replaced by
 os.rename (atomic on littlefs), so a power cut leaves the old or the new pointer.
 See docs/firmware.md, Updates.
@@ -10,7 +11,6 @@ See docs/firmware.md, Updates.
 
 import json
 import os
-import sys
 
 PATH = "/ota/boot.json"
 TRIAL_BOOTS = 3
@@ -84,6 +84,6 @@ def boot():
         write(p)
     slot = p.get("slot", "")
     if slot and _present(slot):
-        sys.path.insert(0, "/" + slot)
+        os.chdir("/" + slot)
     state = p
     return p

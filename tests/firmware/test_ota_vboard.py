@@ -253,3 +253,77 @@ def test_a_trial_that_crashes_at_import_rolls_back_by_itself(tmp_path):
         # the failed uid is remembered; a new offer is taken
         r, u = ask(p, offer(41, bad, 10104))
         assert u == (41, codes.US_ROLLED_BACK, 0, codes.UR_TRIAL)
+
+
+OTA_TABLE = '{"ota": 2, "size": 262144}'
+
+
+def runtime_offer(uid: int, img: bytes, fw: int = 12800) -> dict:
+    return offer(uid, img, fw, kind=codes.UK_RUNTIME)
+
+
+def otadata(b) -> dict:
+    return __import__("json").loads(b.read_flash("/_esp32/otadata.json"))
+
+
+def test_runtime_image_into_the_next_ota_partition_confirmed(tmp_path):
+    """kind 1 behind CAP_OTA_IMAGE: block by block into ota_1, set_boot, the trial marks it valid."""
+    rt_img = bytes((i * 7 + 3) & 0xFF for i in range(10_000))
+    with board(tmp_path) as (b, p):
+        p.connect()
+        assert p.of("hello")[0]["caps"] & codes.CAP_OTA_IMAGE == 0      # no OTA partitions: no capability
+    with board(tmp_path, name="ota") as (b, p):
+        b.write_flash("/_esp32/table.json", OTA_TABLE)
+        b.power_cycle()
+        p.connect()
+        assert p.of("hello")[-1]["caps"] & codes.CAP_OTA_IMAGE
+        assert otadata(b)["running"] == "ota_0"
+        r, u = ask(p, runtime_offer(51, rt_img, 12800))
+        assert u == (51, codes.US_RECEIVING, 0, 0)
+        stream(p, 51, rt_img, 0, 5 * codes.UPD_CHUNK_MAX)
+        b.power_cycle()                                   # resumes at the last whole block on flash
+        p.clear()
+        p.connect()
+        r, u = ask(p, runtime_offer(51, rt_img, 12800))
+        assert u == (51, codes.US_RECEIVING, 0, 0)        # 960 bytes: no whole 4096-byte block yet
+        stream(p, 51, rt_img, 0, 24 * codes.UPD_CHUNK_MAX)
+        b.power_cycle()
+        p.clear()
+        p.connect()
+        r, u = ask(p, runtime_offer(51, rt_img, 12800))
+        assert u == (51, codes.US_RECEIVING, 4096, 0)
+        stream(p, 51, rt_img, 4096)
+        assert updates(p)[-1] == (51, codes.US_STAGED, len(rt_img), 0)
+        p.clear()
+        ask(p, {"type": "update_commit", "uid": 51})
+        p.run(3000)
+        p.connect()
+        p.run(500)
+        assert (51, codes.US_VALID, 0, 0) in updates(p)
+        od = otadata(b)
+        assert od["running"] == "ota_1" and od["states"]["ota_1"] == "valid"
+        assert b.read_flash("/_esp32/ota_1.bin")[:len(rt_img)] == rt_img
+        b.power_cycle()                                   # confirmed: stays on ota_1
+        assert otadata(b)["running"] == "ota_1"
+
+
+def test_runtime_image_not_confirmed_is_rolled_back_by_the_bootloader(tmp_path):
+    rt_img = bytes(range(256)) * 20
+    with board(tmp_path) as (b, p):
+        b.write_flash("/_esp32/table.json", OTA_TABLE)
+        b.power_cycle()
+        p.connect()
+        ask(p, runtime_offer(52, rt_img))
+        stream(p, 52, rt_img)
+        p.welcome = False                                 # the trial never reaches its gateway
+        p.clear()
+        ask(p, {"type": "update_commit", "uid": 52})
+        p.run(3000)
+        assert otadata(b)["running"] == "ota_1" and otadata(b)["states"]["ota_1"] == "pending"
+        b.power_cycle()                                   # reset before it was marked valid
+        assert otadata(b)["running"] == "ota_0" and otadata(b)["states"]["ota_1"] == "aborted"
+        p.welcome = True
+        p.clear()
+        p.connect()
+        p.run(500)
+        assert (52, codes.US_ROLLED_BACK, 0, codes.UR_TRIAL) in updates(p)

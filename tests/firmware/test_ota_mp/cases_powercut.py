@@ -20,7 +20,6 @@ from common import ota
 ROLE = codes.ROLE_LIGHT_POLE
 MPY = sys.implementation._mpy & 0xFF
 CUTS = 200
-_PATH0 = list(sys.path)
 _open = builtins.open
 _fs = {"rename": os.rename, "remove": os.remove, "mkdir": os.mkdir, "rmdir": os.rmdir}
 
@@ -138,7 +137,7 @@ def offer(uid, img, v):
 
 def boot(*versions):
     """A reset: RAM is gone, otaboot picks the slot again; which of `versions` runs."""
-    sys.path[:] = _PATH0
+    os.chdir("/")
     otaboot.boot()
     return running(*versions)
 
@@ -146,7 +145,7 @@ def boot(*versions):
 def running(*versions):
     """The one of `versions` whose files the chosen slot holds completely; 0 for the factory
     files, -1 for anything else (a mix, a missing file)."""
-    slot = sys.path[0] if sys.path[0] in ("/s1", "/s2") else None
+    slot = os.getcwd() if os.getcwd() in ("/s1", "/s2") else None
     if slot is None:
         return 0  # the factory files in /lib
     for v in versions:
@@ -183,6 +182,7 @@ def update(uid, v, img):
         assert nack is None and rep is None, (nack, rep)
         for _ in u.install(hdr):
             pass
+    os.chdir("/")
     otaboot.boot()
     u = ota.Updater(ROLE)
     u.confirm(True)
@@ -201,7 +201,8 @@ def finish(uid, v, img):
     return running(v - 1, v)
 
 
-def wipe(path="/"):
+def wipe():
+    os.chdir("/")
     for d in ("s1", "s2", "ota"):
         ota.rmtree("/" + d)
 
