@@ -1,0 +1,543 @@
+"""Software updates, the device side (protocol/SPEC.md section 10).
+
+Imported only when an update message arrives or when the board boots after an update
+(common.runtime), so a board in service pays no heap for it. The image never sits in
+RAM: chunks are appended to /ota/stage.bin (its size on flash is the offset, so a
+transfer resumes after a disconnect, a deep sleep or a reboot), and the header and the
+files are read back in BLOCK-byte pieces. An app image (kind 0) is written into the
+slot the board does not run (/s1 or /s2; the factory files in /lib are never touched)
+and switched to through the pointer otaboot keeps; a MicroPython image (kind 1) goes
+block by block into the next OTA partition. See docs/firmware.md, Updates.
+"""
+
+import hashlib
+import os
+import sys
+from binascii import hexlify
+
+try:
+    import asyncio
+except ImportError:
+    import uasyncio as asyncio  # type: ignore[no-redef]
+
+from protocol import cbor, codes, messages
+
+from common import clock, otaboot
+from common.config import read_json, write_json
+
+DIR = "/ota"
+STAGE = DIR + "/stage.json"
+IMAGE = DIR + "/stage.bin"
+BLOCK = 512
+"""Bytes read from flash at a time: the image is hashed and copied in pieces this size."""
+PART_BLOCK = 4096
+"""An OTA partition's erase block: a runtime image is written in blocks this size."""
+SLOTS = ("s1", "s2")
+TRIAL_MS = 600000
+"""A trial that has not joined and passed its self-check after this long reboots (one
+trial boot spent); otaboot switches back after TRIAL_BOOTS of them."""
+SPACE_MARGIN = 16384
+MAX_PATH = 64
+
+
+def mpy_version():
+    return sys.implementation._mpy & 0xFF
+
+
+def runtime_version():
+    v = sys.implementation.version
+    return v[0] * 10000 + v[1] * 100 + v[2]
+
+
+def _mkdir(path):
+    try:
+        os.mkdir(path)
+    except OSError:
+        pass
+
+
+def _size(path):
+    try:
+        return os.stat(path)[6]
+    except OSError:
+        return 0
+
+
+def _remove(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def rmtree(path):
+    """Remove a directory and everything in it (a slot being replaced)."""
+    try:
+        names = os.listdir(path)
+    except OSError:
+        _remove(path)
+        return
+    for n in names:
+        p = path + "/" + n
+        if os.stat(p)[0] & 0x4000:
+            rmtree(p)
+        else:
+            os.remove(p)
+    os.rmdir(path)
+
+
+def _free_bytes():
+    try:
+        s = os.statvfs("/")
+        return s[0] * s[4]
+    except (AttributeError, OSError):
+        return None
+
+
+def _next_partition():
+    """The OTA partition the running one updates into, or None when the board has none."""
+    try:
+        from esp32 import Partition
+        return Partition(Partition.RUNNING).get_next_update()
+    except Exception:  # no esp32 module, or no OTA partitions (get_next_update raises OSError)
+        return None
+
+
+class Updater:
+    """The update state machine on flash, apart from the link: each method returns what
+    to answer. `role` is the device's role id, `schema` the config-schema version its
+    stored config has."""
+
+    def __init__(self, role, schema=1):
+        self.role = role
+        self.schema = schema
+        self.ptr = otaboot.read() or {}
+        self.st = None
+        self.off = 0
+        self._buf = None
+        self._part = None
+        try:
+            st = read_json(STAGE)
+        except (OSError, ValueError):
+            st = None
+        if type(st) is dict and "uid" in st:
+            self.st = st
+            self._resume()
+
+    def _resume(self):
+        st = self.st
+        if st["kind"] == codes.UK_RUNTIME:
+            self._part = _next_partition()
+            self._buf = bytearray()
+            self.off = st.get("blk", 0) * PART_BLOCK
+        else:
+            self.off = min(_size(IMAGE), st["size"])
+
+    # ---- what the board runs ----
+
+    @property
+    def trial(self):
+        p = self.ptr
+        return bool(p.get("try") or p.get("img"))
+
+    @property
+    def floor(self):
+        return self.ptr.get("floor", 0)
+
+    def report(self, uid=None):
+        """(uid, state, off, reason) of an update, for the uplink `update`."""
+        st = self.st
+        if st is not None and (uid is None or uid == st["uid"]):
+            if st.get("ok"):
+                return (st["uid"], codes.US_STAGED, st["size"], codes.UR_NONE)
+            return (st["uid"], codes.US_RECEIVING, self.off, codes.UR_NONE)
+        p = self.ptr
+        if p.get("uid") and (uid is None or uid == p["uid"]):
+            return (p["uid"], p.get("st", codes.US_IDLE), 0, p.get("why", codes.UR_NONE))
+        return (uid or 0, codes.US_IDLE, 0, codes.UR_UNKNOWN if uid else codes.UR_NONE)
+
+    # ---- offer ----
+
+    def offer(self, m, fw_running):
+        """Check an offer; the new staging area when it is accepted. Returns the report."""
+        uid = m["uid"]
+        st = self.st
+        if st is not None and st["uid"] == uid:  # the same uid again: a status query
+            if not st.get("ok") and self.off >= st["size"]:
+                return self._complete()  # every byte arrived before a reset cut the check short
+            return self.report(uid)
+        if st is None and self.ptr.get("uid") == uid:
+            return self.report(uid)
+        why = self._refusal(m, fw_running)
+        if why:
+            return (uid, codes.US_REFUSED, 0, why)
+        self.discard()
+        _mkdir(DIR)
+        st = {"uid": uid, "kind": m["kind"], "fw": m["fw"], "size": m["size"],
+              "sha": hexlify(m["sha"]).decode(), "ok": 0}
+        if m["kind"] == codes.UK_RUNTIME:
+            st["blk"] = 0
+        else:
+            open(IMAGE, "wb").close()
+        write_json(STAGE, st)
+        self.st = st
+        self._resume()
+        return (uid, codes.US_RECEIVING, 0, codes.UR_NONE)
+
+    def _refusal(self, m, fw_running):
+        if self.trial:
+            return codes.UR_BUSY
+        if m["role"] != self.role:
+            return codes.UR_ROLE
+        if m["mpy"] != mpy_version():
+            return codes.UR_MPY
+        kind, size = m["kind"], m["size"]
+        if kind == codes.UK_RUNTIME:
+            part = _next_partition()
+            if part is None:
+                return codes.UR_KIND
+            if m["fw"] < self.ptr.get("rfloor", 0):
+                return codes.UR_DOWNGRADE
+            if size > part.info()[3]:
+                return codes.UR_SPACE
+            return codes.UR_NONE
+        if m["fw"] < self.floor:
+            return codes.UR_DOWNGRADE
+        free = _free_bytes()
+        held = _size(IMAGE)
+        if free is not None and free + held < 2 * size + SPACE_MARGIN:  # the staged image, then its files
+            return codes.UR_SPACE
+        return codes.UR_NONE
+
+    # ---- chunks ----
+
+    def chunk(self, m):
+        """Append one chunk. Returns (nack, report): nack (code, field) or None; report or None."""
+        st = self.st
+        if st is None or st["uid"] != m["uid"]:
+            return (codes.E_NOT_READY, "uid"), None
+        data = m["data"]
+        if st.get("ok") or m["off"] != self.off:
+            return (codes.E_BAD_VALUE, "off"), self.report()
+        if self.off + len(data) > st["size"]:
+            return (codes.E_BAD_VALUE, "data"), None
+        try:
+            if st["kind"] == codes.UK_RUNTIME:
+                self._part_append(data)
+            else:
+                with open(IMAGE, "ab") as f:
+                    f.write(data)
+                self.off += len(data)
+        except OSError:
+            self.discard()
+            return (codes.E_INTERNAL, ""), (m["uid"], codes.US_REFUSED, 0, codes.UR_FLASH)
+        if self.off < st["size"]:
+            return None, None
+        return None, self._complete()
+
+    def _complete(self):
+        """Every byte is on flash: check the image's SHA-256 (staged) or discard it (refused)."""
+        st = self.st
+        if self._digest() != st["sha"]:
+            uid = st["uid"]
+            self.discard()
+            return (uid, codes.US_REFUSED, 0, codes.UR_DIGEST)
+        st["ok"] = 1
+        write_json(STAGE, st)
+        return self.report()
+
+    def _part_append(self, data):
+        buf = self._buf
+        buf.extend(data)
+        self.off += len(data)
+        last = self.off == self.st["size"]
+        while len(buf) >= PART_BLOCK or (last and buf):
+            blk = buf[:PART_BLOCK]
+            if len(blk) < PART_BLOCK:
+                blk.extend(b"\xff" * (PART_BLOCK - len(blk)))
+            self._part.writeblocks(self.st["blk"], blk)
+            self.st["blk"] += 1
+            write_json(STAGE, self.st)  # what is on flash is the offset after a reboot
+            self._buf = buf = buf[PART_BLOCK:]
+
+    def _digest(self):
+        h = hashlib.sha256()
+        left = self.st["size"]
+        if self.st["kind"] == codes.UK_RUNTIME:
+            blk = bytearray(PART_BLOCK)
+            i = 0
+            while left > 0:
+                self._part.readblocks(i, blk)
+                h.update(blk if left >= PART_BLOCK else blk[:left])
+                left -= PART_BLOCK
+                i += 1
+        else:
+            with open(IMAGE, "rb") as f:
+                while left > 0:
+                    b = f.read(BLOCK)
+                    if not b:
+                        break
+                    h.update(b)
+                    left -= len(b)
+        return hexlify(h.digest()).decode()
+
+    # ---- commit ----
+
+    def check_header(self):
+        """Read and check the staged image's header and files from flash: (header, reason)."""
+        st = self.st
+        try:
+            with open(IMAGE, "rb") as f:
+                hl = f.read(2)
+                n = hl[0] << 8 | hl[1]
+                v = cbor.loads(f.read(n))
+                if type(v) is not list or len(v) != 8 or v[0] != 1 or type(v[7]) is not list or not v[7]:
+                    return None, codes.UR_IMAGE
+                at = 2 + n
+                for e in v[7]:
+                    if type(e) is not list or len(e) != 3 or not _path_ok(e[0]) or type(e[1]) is not int \
+                            or e[1] < 0 or type(e[2]) is not bytes:
+                        return None, codes.UR_IMAGE
+                    h = hashlib.sha256()
+                    left = e[1]
+                    while left > 0:
+                        b = f.read(min(BLOCK, left))
+                        if not b:
+                            return None, codes.UR_IMAGE
+                        h.update(b)
+                        left -= len(b)
+                    if h.digest() != e[2]:
+                        return None, codes.UR_IMAGE
+                    at += e[1]
+                if at != st["size"]:
+                    return None, codes.UR_IMAGE
+        except (OSError, ValueError, IndexError, TypeError):  # the codec's errors are ValueErrors
+            return None, codes.UR_IMAGE
+        _, role, fw, mpy, min_rt, schema, floor, _ = v
+        if role != self.role:
+            return None, codes.UR_ROLE
+        if mpy != mpy_version():
+            return None, codes.UR_MPY
+        if min_rt > runtime_version():
+            return None, codes.UR_RUNTIME
+        if schema < self.schema:
+            return None, codes.UR_SCHEMA
+        if fw != st["fw"] or floor > fw:
+            return None, codes.UR_IMAGE
+        if fw < self.floor:
+            return None, codes.UR_DOWNGRADE
+        return v, codes.UR_NONE
+
+    def commit(self, m):
+        """Returns (nack, report, header): header is what install() writes; None when refused."""
+        st = self.st
+        if st is None or st["uid"] != m["uid"] or not st.get("ok") or self.trial:
+            return (codes.E_NOT_READY, "uid"), None, None
+        if st["kind"] == codes.UK_RUNTIME:
+            return None, None, st
+        hdr, why = self.check_header()
+        if hdr is None:
+            uid = st["uid"]
+            self.discard()
+            return None, (uid, codes.US_REFUSED, 0, why), None
+        return None, None, hdr
+
+    def target(self):
+        return SLOTS[1] if self.ptr.get("slot") == SLOTS[0] else SLOTS[0]
+
+    def install(self, hdr):
+        """Write the files into the other slot and switch to it; a generator that yields
+        after each file, so the main loop (and its watchdog) keeps running."""
+        slot = self.target()
+        root = "/" + slot
+        rmtree(root)
+        os.mkdir(root)
+        buf = memoryview(bytearray(BLOCK))
+        with open(IMAGE, "rb") as src:
+            src.seek(2 + (lambda b: b[0] << 8 | b[1])(src.read(2)))
+            for path, size, _ in hdr[7]:
+                d = root
+                for part in path.split("/")[:-1]:
+                    d = d + "/" + part
+                    _mkdir(d)
+                with open(root + "/" + path, "wb") as out:
+                    left = size
+                    while left > 0:
+                        n = src.readinto(buf[:min(BLOCK, left)])
+                        if not n:
+                            raise OSError(5)  # shorter than its header says: check_header makes this unreachable
+                        out.write(buf[:n])
+                        left -= n
+                yield path
+        p = dict(self.ptr)
+        p.update({"slot": slot, "prev": self.ptr.get("slot", ""), "try": 1, "uid": self.st["uid"],
+                  "st": codes.US_TRIAL, "why": codes.UR_NONE, "rep": 0, "fw": hdr[2], "nfloor": hdr[6]})
+        otaboot.write(p)
+        self.ptr = p
+        self.discard()
+
+    def switch_runtime(self):
+        """Kind 1: boot the written partition next (the bootloader rolls it back unless it is confirmed)."""
+        part = self._part
+        p = dict(self.ptr)
+        p.update({"img": part.info()[4], "uid": self.st["uid"], "st": codes.US_TRIAL, "why": codes.UR_NONE,
+                  "rep": 0, "rfw": self.st["fw"]})
+        otaboot.write(p)
+        self.ptr = p
+        part.set_boot()
+        self.discard()
+
+    def abort(self, m):
+        if self.trial:
+            return (codes.E_NOT_READY, "uid"), None
+        if self.st is None or self.st["uid"] != m["uid"]:
+            return (codes.E_NOT_READY, "uid"), None
+        self.discard()
+        return None, (m["uid"], codes.US_ABORTED, 0, codes.UR_NONE)
+
+    def discard(self):
+        _remove(STAGE)
+        _remove(IMAGE)
+        self.st = None
+        self.off = 0
+        self._buf = None
+
+    # ---- after the boot ----
+
+    def confirm(self, healthy):
+        """The board joined: a trial is made valid when healthy; the outcome to report, or None."""
+        p = self.ptr
+        if not p.get("uid"):
+            return None
+        q = dict(p)
+        if p.get("img"):
+            from esp32 import Partition
+            running = Partition(Partition.RUNNING)
+            if running.info()[4] == p["img"] and healthy:
+                Partition.mark_app_valid_cancel_rollback()
+                q["st"], q["why"] = codes.US_VALID, codes.UR_NONE
+                q["rfloor"] = max(p.get("rfloor", 0), p.get("rfw", 0))
+            elif running.info()[4] == p["img"]:
+                return False  # unhealthy: the next reset lets the bootloader roll back
+            else:
+                q["st"], q["why"] = codes.US_ROLLED_BACK, codes.UR_TRIAL
+            del q["img"]
+        elif p.get("try"):
+            if not healthy:
+                return False
+            q["try"] = 0
+            q["prev"] = ""
+            q["floor"] = max(p.get("floor", 0), p.get("nfloor", 0))
+            q["st"], q["why"] = codes.US_VALID, codes.UR_NONE
+        elif not p.get("rep"):
+            return None
+        q["rep"] = 0
+        otaboot.write(q)
+        self.ptr = q
+        if self.st is not None and self.st["uid"] == q["uid"]:
+            self.discard()  # staged bytes a power cut left behind after the switch
+        return (q["uid"], q["st"], 0, q["why"])
+
+    def roll_back(self):
+        """A trial that joined but failed its check goes back now (the caller resets)."""
+        if self.ptr.get("try"):
+            otaboot.write(otaboot.rolled_back(self.ptr))
+
+
+def _path_ok(p):
+    if type(p) is not str or not p or len(p) > MAX_PATH or p[0] == "/":
+        return False
+    for part in p.split("/"):
+        if part in ("", ".", ".."):
+            return False
+    return True
+
+
+# ---- the runtime's side (common.runtime calls these) ----
+
+_upd = None
+
+
+def _updater(rt):
+    global _upd
+    if _upd is None:
+        schema = 1
+        try:
+            schema = read_json("/config.json").get("schema", 1)
+        except (OSError, ValueError, AttributeError):
+            pass
+        _upd = Updater(messages.ROLE_IDS.get(rt.dev.role, 0), schema)
+    return _upd
+
+
+def _msg(r):
+    return {"type": "update", "uid": r[0], "state": r[1], "off": r[2], "reason": r[3]}
+
+
+def _after(rt, r):
+    """Send `update` right after the ack/nack of the message being handled (SPEC 10)."""
+    if r is not None:
+        rt.session.after_reply = _msg(r)
+        rt.log("update %d: state %d off %d reason %d" % r)
+
+
+def command(rt, m):
+    """One update_* downlink; returns None (ack) or (code, field) (nack)."""
+    u = _updater(rt)
+    t = m["type"]
+    if t == "update_offer":
+        _after(rt, u.offer(m, rt.fw))
+        return None
+    if t == "update_chunk":
+        nack, r = u.chunk(m)
+    elif t == "update_commit":
+        nack, r, job = u.commit(m)
+        if job is not None:
+            asyncio.create_task(_install(rt, u, job))
+    elif t == "update_abort":
+        nack, r = u.abort(m)
+    else:
+        return (codes.E_UNKNOWN_TYPE, "")
+    _after(rt, r)
+    return nack
+
+
+async def _install(rt, u, job):
+    try:
+        if job is u.st:
+            u.switch_runtime()
+        else:
+            for path in u.install(job):
+                await asyncio.sleep_ms(0)
+    except OSError as e:
+        rt.log("update %d: install failed: %r" % (u.st["uid"] if u.st else 0, e), keep=True)
+        uid = u.st["uid"] if u.st else 0
+        u.discard()
+        rt.send(_msg((uid, codes.US_REFUSED, 0, codes.UR_FLASH)))
+        return
+    rt.log("update %d: switched, rebooting into the trial" % u.ptr["uid"], keep=True)
+    rt.send(_msg(u.report(u.ptr["uid"])))
+    rt.reboot()
+
+
+def started(rt):
+    """A trial boot reboots after TRIAL_MS unless it is confirmed before."""
+    if _updater(rt).trial:
+        rt.log("trial of update %d: boot %d of %d" % (
+            _upd.ptr["uid"], _upd.ptr.get("try", 2) - 1, otaboot.TRIAL_BOOTS), keep=True)
+        rt._reboot_at = clock.ticks_add(clock.ticks_ms(), TRIAL_MS)  # the runtime's planned reboot
+
+
+def joined(rt):
+    """The first welcome of this boot: confirm a trial, report an outcome not reported yet."""
+    u = _updater(rt)
+    r = u.confirm(rt.app is not None and not rt.safe and rt.checks_ok)
+    if r is False:
+        rt.log("trial of update %d failed its check: rolling back" % u.ptr["uid"], keep=True)
+        u.roll_back()
+        rt.reboot()
+        return
+    if r is not None:
+        rt._reboot_at = None
+        rt.log("update %d: state %d reason %d" % (r[0], r[1], r[3]), keep=True)
+        rt.send(_msg(r))
