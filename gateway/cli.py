@@ -613,6 +613,11 @@ def event_words(ev: dict) -> str:
         return "rebooted (boot %s)" % ev.get("boots")
     if k == "resync":
         return "counter resynchronised from %s" % ev.get("floor")
+    if k == "update":
+        return "update %s: %s, %s/%s B%s" % (ev.get("version"), ev.get("state"), ev.get("bytes"), ev.get("size"),
+                                            " (%s)" % ev["reason"] if ev.get("reason") else "")
+    if k == "rollout":
+        return "rollout %s %s%s" % (ev.get("rollout"), ev.get("step"), " (%s)" % ev["reason"] if ev.get("reason") else "")
     return ""
 
 
