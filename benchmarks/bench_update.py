@@ -182,6 +182,16 @@ async def transfer(work: Path, bundles: dict, transport: str, rate: int) -> dict
         t0 = time.monotonic()
         rid = await _roll(d, bundles[role]["path"])
         while d.updates.status(rid)["state"] != "done":
+            if time.monotonic() - t0 > float(os.environ.get("BENCH_UPDATE_BOUND", 300)):
+                extra = ""
+                if radio is not None:
+                    pool = d.links[0]
+                    s = d.sessions.by_id["l001"]
+                    extra = " pool %s active %s wanted %s radio %s up %s queue %d inflight %d" % (
+                        dict(pool.counters), list(pool.active), list(pool._wanted), list(radio.connections),
+                        peer._up.is_set(), len(s.queue), len(s.inflight))
+                raise TimeoutError("%s: the rollout did not end in 300 s: %s%s" % (transport, d.updates.status(rid),
+                                                                                   extra))
             await asyncio.sleep(0.05)
         dt = time.monotonic() - t0
         st = d.updates.status(rid)
