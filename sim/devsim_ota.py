@@ -37,6 +37,7 @@ class SimOtaDevice(SimDevice):
         self.trial_ok = True
         self.ignore_chunks = False
         self.lose_reports: set = set()  # update states whose next report is lost
+        self.on_chunk = None  # callable(device, off) for a test's timeline
         self.uid = 0
         self.offer: dict | None = None
         self.buf = bytearray()
@@ -103,6 +104,8 @@ class SimOtaDevice(SimDevice):
             return
         self.buf += m["data"]
         self.chunks += 1
+        if self.on_chunk is not None:
+            self.on_chunk(self, m["off"])
         self._ack(seq)
         if len(self.buf) >= self.offer["size"]:
             if len(self.buf) == self.offer["size"] and hashlib.sha256(self.buf).digest() == self.offer["sha"]:

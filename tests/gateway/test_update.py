@@ -230,3 +230,47 @@ async def test_after_a_gateway_restart_the_rollout_goes_on_from_the_device_offse
         await link.close()
     offs = [m["off"] for m in dev.received if m["type"] == "update_chunk"]
     assert offs.count(0) == 1 and held in offs and dev.fw == 10100
+
+
+async def test_chunks_wait_behind_any_other_command_for_the_device(park, key):
+    d, link, devs = park
+    dev = devs["l001"]
+    b = await d.update({"action": "import", "bundle": _b64(make_bundle(key))})
+    plan = await d.update({"action": "plan", "bundle": b["bundle"], "site": "stadtpark", "devices": ["l001"]})
+    await until(lambda: dev.chunks >= 3, 10, "some chunks")
+    dev.answer = lambda m: "silent" if m["type"] == "light_set" else None  # its answer is lost: it stays in flight
+    pending = d.sessions.command("l001", {"type": "light_set", "level": 50, "hold": 0})
+    await asyncio.sleep(0.05)
+    before = dev.chunks
+    await asyncio.sleep(0.6)  # the light_set is retransmitted meanwhile; no chunk overtakes it
+    assert dev.chunks <= before + 1  # at most the one that was in flight already
+    dev.answer = lambda m: None
+    assert (await asyncio.wait_for(pending, 10))["result"] == "ok"
+    await until(lambda: d.updates.status(plan["rollout"])["state"] == "done", 20, "the rollout")
+
+
+async def test_at_most_per_link_devices_receive_at_once(tmp_path, key):
+    pub = tmp_path / "release.pub"
+    pub.write_bytes(bundle.public_pem(key.public_key()))
+    link = await SimLink.tcp_server()
+    cfg = load(write_config(str(tmp_path), [{"type": "tcp", "url": link.url, "name": "vb0"}],
+                            extra='[update]\nrelease_keys = ["%s"]\nper_link = 1\ncanary = 0\nlink_rate = 50000\n'
+                            % pub))
+    ids = ["l001", "l002", "l003"]
+    keys = provision(cfg, [(i, "light_pole") for i in ids])
+    order = []
+    try:
+        async with running(cfg) as d:
+            await connected(link)
+            devs = [link.add(SimOtaDevice(i, keys[i], "light_pole")) for i in ids]
+            for dev in devs:
+                dev.on_chunk = lambda dv, off: order.append(dv.id)
+                await dev.hello()
+            b = await d.update({"action": "import", "bundle": _b64(make_bundle(key))})
+            plan = await d.update({"action": "plan", "bundle": b["bundle"], "site": "stadtpark"})
+            await until(lambda: d.updates.status(plan["rollout"])["state"] == "done", 30, "the rollout")
+            assert d.updates.status(plan["rollout"])["counts"] == {"valid": 3}
+    finally:
+        await link.close()
+    runs = [x for i, x in enumerate(order) if i == 0 or order[i - 1] != x]
+    assert sorted(runs) == ids, "one device at a time on the link: %s" % runs
