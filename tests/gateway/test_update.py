@@ -274,3 +274,17 @@ async def test_at_most_per_link_devices_receive_at_once(tmp_path, key):
         await link.close()
     runs = [x for i, x in enumerate(order) if i == 0 or order[i - 1] != x]
     assert sorted(runs) == ids, "one device at a time on the link: %s" % runs
+
+
+def test_the_update_section_names_a_bad_key_file_and_its_line(tmp_path):
+    from gateway.config import ConfigError
+
+    (tmp_path / "not-a-key.pub").write_text("hello\n")
+    for extra, words in (('[update]\nrelease_keys = ["%s/missing.pub"]\n' % tmp_path, "cannot read"),
+                         ('[update]\nrelease_keys = ["%s/not-a-key.pub"]\n' % tmp_path, "not a PEM Ed25519"),
+                         ('[update]\ncanary = -1\n', "between"), ('[update]\nrelease_key = []\n', "unknown key")):
+        with pytest.raises(ConfigError) as e:
+            load(write_config(str(tmp_path), extra=extra))
+        assert e.value.key.startswith("update") and words in e.value.message and e.value.line
+    cfg = load(write_config(str(tmp_path), extra=""))
+    assert cfg.update.keys == [] and cfg.update.store.endswith("updates.sqlite")
