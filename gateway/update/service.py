@@ -165,8 +165,8 @@ class UpdateService:
                 self._set(ro, t, "valid")
         elif state in ("refused", "rolled_back"):
             self._set(ro, t, state, reason or "unknown")
-        elif state == "aborted" and ro.state == "aborted":
-            self._set(ro, t, "aborted", "operator")
+        elif state == "aborted":
+            self._set(ro, t, "aborted", "operator" if ro.state == "aborted" else "device")
         elif state in ("staged", "trial"):
             self._set(ro, t, state)
         t.changed.set()
@@ -267,7 +267,7 @@ class UpdateService:
                 f.add_done_callback(_quiet)
             if t.state not in FINAL and t.state != "trial":  # a trial ends on the device, as it must
                 self._set(ro, t, "aborted", "operator")
-        self._release(ro)
+        self._release(ro, keep_trials=True)  # their outcome still arrives and is shown
         self._rollout_event(ro, "aborted")
         return ro.info()
 
@@ -387,9 +387,9 @@ class UpdateService:
                 t.task.cancel()
             t.task = None
 
-    def _release(self, ro: Rollout) -> None:
-        for d, (r, _) in list(self._by_device.items()):
-            if r is ro:
+    def _release(self, ro: Rollout, keep_trials: bool = False) -> None:
+        for d, (r, t) in list(self._by_device.items()):
+            if r is ro and not (keep_trials and t.state == "trial"):
                 del self._by_device[d]
 
     # -- one device's transfer

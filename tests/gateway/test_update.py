@@ -288,3 +288,21 @@ def test_the_update_section_names_a_bad_key_file_and_its_line(tmp_path):
         assert e.value.key.startswith("update") and words in e.value.message and e.value.line
     cfg = load(write_config(str(tmp_path), extra=""))
     assert cfg.update.keys == [] and cfg.update.store.endswith("updates.sqlite")
+
+
+async def test_abort_discards_what_devices_staged(park, key):
+    d, link, devs = park
+    dev = devs["l001"]
+    b = await d.update({"action": "import", "bundle": _b64(make_bundle(key))})
+    plan = await d.update({"action": "plan", "bundle": b["bundle"], "site": "stadtpark", "devices": ["l001"]})
+    await until(lambda: dev.chunks >= 3, 10, "some chunks")
+    st = await d.update({"action": "abort", "rollout": plan["rollout"]})
+    assert st["state"] == "aborted" and st["devices"][0]["state"] == "aborted"
+    await until(lambda: dev.ustate == codes.US_ABORTED, 5, "the device's abort")
+    assert len(dev.buf) == 0 and dev.fw == 10000
+    chunks = dev.chunks
+    await asyncio.sleep(0.3)
+    assert dev.chunks == chunks
+    with pytest.raises(Exception) as e:
+        await d.update({"action": "resume", "rollout": plan["rollout"]})
+    assert e.value.code == "not_halted"
