@@ -16,9 +16,11 @@ from sim.devsim_ota import SimOtaDevice
 FILES = {"common/runtime.mpy": b"M\x06" + bytes(range(256)) * 6, "light_pole/app.mpy": b"M\x06" + b"pole" * 300}
 
 
-def make_bundle(key, fw=10100, floor=0, role="light_pole", mpy=6):
+def make_bundle(key, fw=10100, floor=0, role="light_pole", mpy=6, pad=0):
     rid = bundle.ROLE_IDS[role]
     files = {p.replace("light_pole", role): d for p, d in FILES.items()}
+    if pad:
+        files[role + "/pad.mpy"] = bytes(i % 251 for i in range(pad))
     h = bundle.ImageHeader(rid, fw, mpy, 11900, 1, floor, [(p, 0, b"") for p in files])
     return bundle.sign(key, bundle.build_image(h, files), 0, role, fw, mpy, 11900, 1, floor)
 
@@ -306,3 +308,38 @@ async def test_abort_discards_what_devices_staged(park, key):
     with pytest.raises(Exception) as e:
         await d.update({"action": "resume", "rollout": plan["rollout"]})
     assert e.value.code == "not_halted"
+
+
+async def test_a_sleeping_bin_is_updated_over_its_wakes_on_the_ble_pool(tmp_path, key):
+    """A bin is reachable only while it is awake: the pool connects it when it advertises (or commands wait for
+    it), the transfer goes on from its offset at each wake, and the time it sleeps is not counted as a stall."""
+    from gwharness import parse_links
+    from sim.fakeble import BlePeer, FakeBleRadio
+
+    pub = tmp_path / "release.pub"
+    pub.write_bytes(bundle.public_pem(key.public_key()))
+    cfg = parse_links(tmp_path, '[[links]]\nname = "ble"\ntype = "ble"\nhold_s = 0.6\nidle_s = 0.2\n',
+                      extra='[update]\nrelease_keys = ["%s"]\nlink_rate = 50000\nstall_s = 5\n' % pub)
+    keys = provision(cfg, [("c001", "container_sensor")])
+    radio = FakeBleRadio(max_connections=5, interval_ms=5, adv_interval_ms=20)
+    dev = SimOtaDevice("c001", keys["c001"], "container_sensor")
+    peer = BlePeer(dev, "B0:00:00:00:00:01", mtu=247)
+    radio.add(peer.periph)
+    wakes_with_chunks = set()
+    dev.on_chunk = lambda dv, off: wakes_with_chunks.add(peer.wakes)
+    async with running(cfg, ble_factory=radio) as d:
+        await peer.wake({"type": "fill", "fill": 10, "temp": 10, "batt": 180}, linger=0.1)
+        b = await d.update({"action": "import", "bundle": _b64(make_bundle(key, role="container_sensor", pad=30000))})
+        plan = await d.update({"action": "plan", "bundle": b["bundle"], "site": "stadtpark"})
+
+        async def life():
+            while d.updates.status(plan["rollout"])["state"] == "running":
+                await peer.wake({"type": "fill", "fill": 10, "temp": 10, "batt": 180}, linger=0.1, grace=0.5)
+                await asyncio.sleep(1.0)  # asleep: nothing reaches it
+
+        await asyncio.wait_for(life(), 60)
+        st = d.updates.status(plan["rollout"])
+    assert st["counts"] == {"valid": 1}, st
+    assert len(wakes_with_chunks) >= 2, "the image came over several wakes"
+    offs = [m["off"] for m in dev.received if m["type"] == "update_chunk"]
+    assert offs.count(0) == 1
