@@ -60,6 +60,9 @@ class _File(io.IOBase):
     def close(self):
         self._f.close()
 
+    def flush(self):
+        self._f.flush()
+
     def write(self, b):
         if FLASH.op():
             n = random.getrandbits(16) % (len(b) + 1)
