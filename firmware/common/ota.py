@@ -120,6 +120,7 @@ class Updater:
         self._buf = None
         self._part = None
         self._f = None  # stage.bin, open for appending while chunks arrive
+        self.installing = False
         self._blk = memoryview(bytearray(BLOCK))
         self._chunk = self._blk[:codes.UPD_CHUNK_MAX]
         try:
@@ -508,6 +509,11 @@ def command(rt, m):
     """One update_* downlink; returns None (ack) or (code, field) (nack)."""
     u = _updater(rt)
     t = m["type"]
+    if u.installing:  # the files are being written: nothing may change the staged image now
+        if t == "update_offer":
+            _after(rt, (m["uid"], codes.US_REFUSED, 0, codes.UR_BUSY))
+            return None
+        return (codes.E_BUSY, "uid")
     if t == "update_offer":
         _after(rt, u.offer(m, rt.fw))
         return None
@@ -516,6 +522,7 @@ def command(rt, m):
     elif t == "update_commit":
         nack, r, job = u.commit(m)
         if job is not None:
+            u.installing = True
             asyncio.create_task(_install(rt, u, job))
     elif t == "update_abort":
         nack, r = u.abort(m)
@@ -533,9 +540,10 @@ async def _install(rt, u, job):
             for path in u.install(job):
                 await asyncio.sleep_ms(0)
     except OSError as e:
-        rt.log("update %d: install failed: %r" % (u.st["uid"] if u.st else 0, e), keep=True)
         uid = u.st["uid"] if u.st else 0
+        rt.log("update %d: install failed: %r" % (uid, e), keep=True)
         u.discard()
+        u.installing = False
         rt.send(_msg((uid, codes.US_REFUSED, 0, codes.UR_FLASH)))
         return
     rt.log("update %d: switched, rebooting into the trial" % u.ptr["uid"], keep=True)

@@ -31,19 +31,23 @@ MPY = 6
 _BUILDS: dict = {}
 
 
-def firmware_files(tmp: Path, fw: int, crash: bool = False) -> dict[str, bytes]:
+def firmware_files(tmp: Path, fw: int, crash: bool = False, check: bool = True) -> dict[str, bytes]:
     """light_pole's slot files (paths relative to the slot) at version fw, compiled by mpy-cross;
-    crash: its app module raises at import (a release that cannot start)."""
-    key = (fw, crash)
+    crash: its app module raises at import (a release that cannot start); check False: its
+    self-test fails."""
+    key = (fw, crash, check)
     if key not in _BUILDS:
         from park_device.build import build
-        src = tmp / f"src-{fw}-{int(crash)}"
+        src = tmp / f"src-{fw}-{int(crash)}-{int(check)}"
         shutil.copytree(ROOT / "firmware", src / "firmware", ignore=shutil.ignore_patterns("__pycache__"))
         app = src / "firmware" / "light_pole" / "app.py"
         text = app.read_text().replace("    FW = 10000  # 1.0.0", f"    FW = {fw}")
         assert f"FW = {fw}" in text
         if crash:
             text += "\nraise RuntimeError('this release cannot start')\n"
+        if not check:
+            text = text.replace("    def selftest(self):\n", "    def selftest(self):\n        return [('release', False, 'broken')]\n")
+            assert "'broken'" in text
         app.write_text(text)
         arts = build("light_pole", fw_root=src / "firmware", proto_root=ROOT / "protocol")
         _BUILDS[key] = {a.dest[len("/lib/"):]: a.data for a in arts if a.dest.startswith("/lib/")}
@@ -51,8 +55,8 @@ def firmware_files(tmp: Path, fw: int, crash: bool = False) -> dict[str, bytes]:
 
 
 def app_image(tmp: Path, fw: int, role: int = codes.ROLE_LIGHT_POLE, mpy: int = MPY, floor: int = 0,
-              min_runtime: int = 12000, schema: int = 1, crash: bool = False) -> bytes:
-    files = firmware_files(tmp, fw, crash)
+              min_runtime: int = 12000, schema: int = 1, crash: bool = False, check: bool = True) -> bytes:
+    files = firmware_files(tmp, fw, crash, check)
     hdr = ImageHeader(role, fw, mpy, min_runtime, schema, floor, [(p, 0, b"") for p in sorted(files)])
     return build_image(hdr, files)
 
@@ -327,3 +331,22 @@ def test_runtime_image_not_confirmed_is_rolled_back_by_the_bootloader(tmp_path):
         p.connect()
         p.run(500)
         assert (52, codes.US_ROLLED_BACK, 0, codes.UR_TRIAL) in updates(p)
+
+
+def test_a_trial_that_joins_but_fails_its_self_check_rolls_back_at_once(tmp_path):
+    bad = app_image(tmp_path, 10105, check=False)
+    with board(tmp_path) as (b, p):
+        p.connect()
+        ask(p, offer(61, bad, 10105))
+        stream(p, 61, bad)
+        p.clear()
+        ask(p, {"type": "update_commit", "uid": 61})
+        p.run(3000)
+        p.connect()
+        p.run(500)
+        assert hello_fws(p)[0] == 10105 and hello_fws(p)[-1] == OLD_FW   # joined, failed, went back
+        assert (61, codes.US_ROLLED_BACK, 0, codes.UR_TRIAL) in updates(p)
+        assert (61, codes.US_VALID, 0, 0) not in updates(p)
+        ptr = __import__("json").loads(b.read_flash("/ota/boot.json"))
+        assert ptr["slot"] == "" and ptr.get("floor", 0) == 0
+        assert any("failed its check" in ln for ln in b.log())

@@ -268,6 +268,8 @@ def test_a_cut_trial_still_counts_its_boots_and_rolls_back():
     _, _, hdr = u.commit({"uid": 2})
     for _ in u.install(hdr):
         pass
+    busy = ota.Updater(ROLE).offer(offer(3, image_of(3), 3), 0)
+    assert busy == (3, codes.US_REFUSED, 0, codes.UR_BUSY)  # no new offer while a trial runs
     assert [boot(1, 2) for _ in range(otaboot.TRIAL_BOOTS)] == [2] * otaboot.TRIAL_BOOTS
     assert boot(1, 2) == 1
     p = otaboot.read()
