@@ -67,9 +67,9 @@ def offer(uid: int, img: bytes, fw: int, **kw) -> dict:
 
 
 @contextlib.contextmanager
-def board(tmp_path, name="flash", **kw):
+def board(tmp_path, name="flash", rt=None, **kw):
     from sim import vboard
-    img = deploy_tree(tmp_path / f"img-{name}", "light_pole", KID.decode(), PINS, APP, {"stable_s": 5})
+    img = deploy_tree(tmp_path / f"img-{name}", "light_pole", KID.decode(), PINS, APP, dict({"stable_s": 5}, **(rt or {})))
     with vboard.VirtualBoard(deploy_dir=img, flash_dir=tmp_path / name, name="l001", console_pty=False, **kw) as b:
         p = Peer(b, KID)
         try:
@@ -238,9 +238,12 @@ def test_refusals_leave_the_device_unchanged(tmp_path):
         assert hello_fws(p) == [OLD_FW] and b.boots == 1
 
 
-def test_a_trial_that_crashes_at_import_rolls_back_by_itself(tmp_path):
+@pytest.mark.parametrize("safe_boots", [5, 2])
+def test_a_trial_that_crashes_at_import_rolls_back_by_itself(tmp_path, safe_boots):
+    """safe_boots 2: the third trial boot is in safe mode, where a failing boot would stay in
+    the console; a trial resets instead, so otaboot can switch back."""
     bad = app_image(tmp_path, 10104, crash=True)
-    with board(tmp_path) as (b, p):
+    with board(tmp_path, rt={"safe_boots": safe_boots}) as (b, p):
         p.connect()
         ask(p, offer(41, bad, 10104))
         stream(p, 41, bad)
