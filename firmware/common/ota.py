@@ -21,6 +21,7 @@ except ImportError:
     import uasyncio as asyncio  # type: ignore[no-redef]
 
 from protocol import cbor, codes, messages
+from protocol.errors import CborError
 
 from common import clock, otaboot
 from common.config import read_json, write_json
@@ -310,6 +311,9 @@ class Updater:
                 v = cbor.loads(f.read(n))
                 if type(v) is not list or len(v) != 8 or v[0] != 1 or type(v[7]) is not list or not v[7]:
                     return None, codes.UR_IMAGE
+                for x in v[1:7]:
+                    if type(x) is not int or x < 0:
+                        return None, codes.UR_IMAGE
                 at = 2 + n
                 for e in v[7]:
                     if type(e) is not list or len(e) != 3 or not _path_ok(e[0]) or type(e[1]) is not int \
@@ -329,7 +333,7 @@ class Updater:
                     at += e[1]
                 if at != st["size"]:
                     return None, codes.UR_IMAGE
-        except (OSError, ValueError, IndexError, TypeError):  # the codec's errors are ValueErrors
+        except (OSError, CborError, IndexError):  # unreadable, not CBOR, shorter than its header length
             return None, codes.UR_IMAGE
         _, role, fw, mpy, min_rt, schema, floor, _ = v
         if role != self.role:

@@ -252,6 +252,51 @@ def test_two_hundred_power_cuts_end_on_the_old_or_the_new_version():
           "commit from %d" % (len(plan), CUTS, seen["old"], seen["new"], total, commit))
 
 
+def _stage(u, uid, img, v):
+    u.offer(offer(uid, img, v), 0)
+    off = 0
+    while off < len(img):
+        u.chunk({"uid": uid, "off": off, "data": img[off:off + codes.UPD_CHUNK_MAX]})
+        off += codes.UPD_CHUNK_MAX
+    return u.report(uid)
+
+
+def test_malformed_images_are_refused_at_commit_and_discarded():
+    """Bad input (issue 11): whatever the header holds, the commit answers `image` and the
+    staged bytes are gone; nothing else on flash changed."""
+    wipe()
+    good = image_of(5)
+    n = good[0] << 8 | good[1]
+    hdr = cbor.loads(good[2:2 + n])
+    bad_fw = hdr[:2] + ["5"] + hdr[3:]
+    files_swapped = hdr[:7] + [[hdr[7][1], hdr[7][0]] + hdr[7][2:]]
+    evil_path = hdr[:7] + [[["../main.py"] + hdr[7][0][1:]] + hdr[7][1:]]
+    body = good[2 + n:]
+
+    def with_header(h, extra=b""):
+        raw = cbor.dumps(h)
+        return bytes([len(raw) >> 8, len(raw) & 0xFF]) + raw + body + extra
+
+    for i, img in enumerate((b"\x00\x04\xff\xff\xff\xff" + body, b"\xff\xff" + good[2:], with_header(bad_fw),
+                             with_header(files_swapped), with_header(evil_path), with_header(hdr, b"tail"))):
+        u = ota.Updater(ROLE)
+        assert _stage(u, 50 + i, img, 5)[1] == codes.US_STAGED, i
+        nack, rep, job = u.commit({"uid": 50 + i})
+        assert (nack, rep, job) == (None, (50 + i, codes.US_REFUSED, 0, codes.UR_IMAGE), None), (i, nack, rep)
+        for p in (ota.STAGE, ota.IMAGE):
+            try:
+                os.stat(p)
+                raise AssertionError("%s left behind (case %d)" % (p, i))
+            except OSError:
+                pass
+    for d in ("/s1", "/s2"):
+        try:
+            os.stat(d)
+            raise AssertionError(d + " was written")
+        except OSError:
+            pass
+
+
 def test_a_cut_trial_still_counts_its_boots_and_rolls_back():
     """Cuts during the trial's own boots (before it could join) spend its boots: after
     TRIAL_BOOTS the previous slot runs again, and the outcome is rolled_back (trial)."""
