@@ -20,7 +20,7 @@ try:
 except ImportError:
     import uasyncio as asyncio  # type: ignore[no-redef]
 
-from protocol import cbor, codes, messages
+from protocol import codes, messages
 from protocol.errors import CborError
 
 from common import clock, otaboot
@@ -40,6 +40,8 @@ SLOTS = ("s1", "s2")
 TRIAL_MS = 600000
 """A trial that has not joined and passed its self-check after this long reboots (one
 trial boot spent); otaboot switches back after TRIAL_BOOTS of them."""
+INSTALL_PAUSE_MS = 5
+"""Pause after each file written into the slot: the main loop polls the link and feeds the watchdog."""
 SPACE_MARGIN = 16384
 MAX_PATH = 64
 
@@ -301,83 +303,91 @@ class Updater:
 
     # ---- commit ----
 
-    def check_header(self):
-        """Read and check the staged image's header and files from flash: (header, reason)."""
+    def verify(self):
+        """Check the staged image's header and every file's SHA-256 (SPEC 10, commit), reading
+        flash in BLOCK pieces and the header one entry at a time (neither the image nor its
+        header is ever in RAM). A generator that yields after each file, so the main loop keeps
+        running; it leaves self.why (UR_NONE when the image fits this device) and self.head."""
+        self.why = codes.UR_IMAGE
         st = self.st
+        b = self._blk
         try:
-            with open(IMAGE, "rb") as f:
-                hl = f.read(2)
-                n = hl[0] << 8 | hl[1]
-                v = cbor.loads(f.read(n))
-                if type(v) is not list or len(v) != 8 or v[0] != 1 or type(v[7]) is not list or not v[7]:
-                    return None, codes.UR_IMAGE
-                for x in v[1:7]:
-                    if type(x) is not int or x < 0:
-                        return None, codes.UR_IMAGE
-                at = 2 + n
-                for e in v[7]:
-                    if type(e) is not list or len(e) != 3 or not _path_ok(e[0]) or type(e[1]) is not int \
-                            or e[1] < 0 or type(e[2]) is not bytes:
-                        return None, codes.UR_IMAGE
+            with open(IMAGE, "rb") as hf, open(IMAGE, "rb") as body:
+                r = _Header(hf, bytearray(64))
+                head = r.fields()
+                body.seek(r.end)
+                at = r.end
+                for i in range(r.count):
+                    path, size, digest = r.entry()
                     h = hashlib.sha256()
-                    left = e[1]
-                    b = self._blk
+                    left = size
                     while left > 0:
-                        got = f.readinto(b if left >= BLOCK else b[:left])
+                        got = body.readinto(b if left >= BLOCK else b[:left])
                         if not got:
-                            return None, codes.UR_IMAGE
+                            return
                         h.update(b if got == BLOCK else b[:got])
                         left -= got
-                    if h.digest() != e[2]:
-                        return None, codes.UR_IMAGE
-                    at += e[1]
-                if at != st["size"]:
-                    return None, codes.UR_IMAGE
-        except (OSError, CborError, IndexError):  # unreadable, not CBOR, shorter than its header length
-            return None, codes.UR_IMAGE
-        _, role, fw, mpy, min_rt, schema, floor, _ = v
+                    if h.digest() != digest:
+                        return
+                    at += size
+                    yield path
+                if hf.tell() - r.left != r.end or at != st["size"]:
+                    return  # the header's length or the files' sizes do not add up
+        except (OSError, CborError, IndexError, UnicodeError):  # unreadable, not the header SPEC 10 defines
+            return
+        role, fw, mpy, min_rt, schema, floor = head
         if role != self.role:
-            return None, codes.UR_ROLE
-        if mpy != mpy_version():
-            return None, codes.UR_MPY
-        if min_rt > runtime_version():
-            return None, codes.UR_RUNTIME
-        if schema < self.schema:
-            return None, codes.UR_SCHEMA
-        if fw != st["fw"] or floor > fw:
-            return None, codes.UR_IMAGE
-        if fw < self.floor:
-            return None, codes.UR_DOWNGRADE
-        return v, codes.UR_NONE
+            self.why = codes.UR_ROLE
+        elif mpy != mpy_version():
+            self.why = codes.UR_MPY
+        elif min_rt > runtime_version():
+            self.why = codes.UR_RUNTIME
+        elif schema < self.schema:
+            self.why = codes.UR_SCHEMA
+        elif fw != st["fw"] or floor > fw:
+            self.why = codes.UR_IMAGE
+        elif fw < self.floor:
+            self.why = codes.UR_DOWNGRADE
+        else:
+            self.why = codes.UR_NONE
+            self.head = head
+
+    def check(self):
+        """verify() at once; the reason (UR_NONE: fit to install)."""
+        for _ in self.verify():
+            pass
+        return self.why
 
     def commit(self, m):
-        """Returns (nack, report, header): header is what install() writes; None when refused."""
+        """A commit for the staged image: None (ack; the caller runs verify and install) or a nack."""
         st = self.st
         if st is None or st["uid"] != m["uid"] or not st.get("ok") or self.trial:
-            return (codes.E_NOT_READY, "uid"), None, None
-        if st["kind"] == codes.UK_RUNTIME:
-            return None, None, st
-        hdr, why = self.check_header()
-        if hdr is None:
-            uid = st["uid"]
-            self.discard()
-            return None, (uid, codes.US_REFUSED, 0, why), None
-        return None, None, hdr
+            return (codes.E_NOT_READY, "uid")
+        return None
+
+    def refuse(self):
+        """The staged image does not fit (self.why): discard it; the report."""
+        uid = self.st["uid"]
+        self.discard()
+        return (uid, codes.US_REFUSED, 0, self.why)
 
     def target(self):
         return SLOTS[1] if self.ptr.get("slot") == SLOTS[0] else SLOTS[0]
 
-    def install(self, hdr):
-        """Write the files into the other slot and switch to it; a generator that yields
-        after each file, so the main loop (and its watchdog) keeps running."""
+    def install(self):
+        """Write the verified files into the other slot and switch to it; a generator that
+        yields after each file, so the main loop (and its watchdog) keeps running."""
         slot = self.target()
         root = "/" + slot
         rmtree(root)
         os.mkdir(root)
         buf = self._blk
-        with open(IMAGE, "rb") as src:
-            src.seek(2 + (lambda b: b[0] << 8 | b[1])(src.read(2)))
-            for path, size, _ in hdr[7]:
+        with open(IMAGE, "rb") as hf, open(IMAGE, "rb") as src:
+            r = _Header(hf, bytearray(64))
+            r.fields()
+            src.seek(r.end)
+            for i in range(r.count):
+                path, size, _ = r.entry()
                 d = root
                 for part in path.split("/")[:-1]:
                     d = d + "/" + part
@@ -387,13 +397,14 @@ class Updater:
                     while left > 0:
                         n = src.readinto(buf if left >= BLOCK else buf[:left])
                         if not n:
-                            raise OSError(5)  # shorter than its header says: check_header makes this unreachable
+                            raise OSError(5)  # shorter than its header says: verify makes this unreachable
                         out.write(buf if n == BLOCK else buf[:n])
                         left -= n
                 yield path
         p = dict(self.ptr)
         p.update({"slot": slot, "prev": self.ptr.get("slot", ""), "try": 1, "uid": self.st["uid"],
-                  "st": codes.US_TRIAL, "why": codes.UR_NONE, "rep": 0, "fw": hdr[2], "nfloor": hdr[6]})
+                  "st": codes.US_TRIAL, "why": codes.UR_NONE, "rep": 0, "fw": self.head[1],
+                  "nfloor": self.head[5]})
         otaboot.write(p)
         self.ptr = p
         self.discard()
@@ -472,6 +483,76 @@ class Updater:
             otaboot.write(otaboot.rolled_back(self.ptr))
 
 
+class _Header:
+    """The image header (SPEC 10: CBOR [1, role, fw, mpy, min_runtime, schema, floor,
+    [[path, size, sha256], ...]]) read item by item from a file through a small buffer."""
+
+    def __init__(self, f, buf):
+        self.f = f
+        self.b = buf
+        self.n = 0  # bytes in the buffer
+        self.i = 0  # next byte to use
+        self.left = 0  # bytes read from the file but not used yet
+        hl = self._take(2)
+        self.end = 2 + (hl[0] << 8 | hl[1])  # where the files begin
+        self.count = 0
+
+    def _byte(self):
+        if self.i >= self.n:
+            self.n = self.f.readinto(self.b) or 0
+            self.i = 0
+            if not self.n:
+                raise CborError("image ends inside its header")
+        v = self.b[self.i]
+        self.i += 1
+        self.left = self.n - self.i
+        return v
+
+    def _take(self, k):
+        out = bytearray(k)
+        for j in range(k):
+            out[j] = self._byte()
+        return out
+
+    def _head(self, major):
+        ib = self._byte()
+        if ib >> 5 != major:
+            raise CborError("header item of major type %d, not %d" % (ib >> 5, major))
+        ai = ib & 31
+        if ai < 24:
+            return ai
+        if ai > 27:
+            raise CborError("indefinite or reserved length in the header")
+        v = 0
+        for _ in range(1 << (ai - 24)):
+            v = v << 8 | self._byte()
+        return v
+
+    def fields(self):
+        """(role, fw, mpy, min_runtime, schema, floor); then entry() count times."""
+        if self._head(4) != 8 or self._head(0) != 1:
+            raise CborError("not an image header of format 1")
+        v = tuple(self._head(0) for _ in range(6))
+        self.count = self._head(4)
+        if not self.count:
+            raise CborError("the header lists no files")
+        return v
+
+    def entry(self):
+        if self._head(4) != 3:
+            raise CborError("a file entry is not [path, size, sha256]")
+        n = self._head(3)
+        if n > MAX_PATH:
+            raise CborError("path longer than %d bytes" % MAX_PATH)
+        path = bytes(self._take(n)).decode()
+        if not _path_ok(path):
+            raise CborError("bad path")
+        size = self._head(0)
+        if self._head(2) != 32:
+            raise CborError("sha256 is not 32 bytes")
+        return path, size, bytes(self._take(32))
+
+
 def _path_ok(p):
     if type(p) is not str or not p or len(p) > MAX_PATH or p[0] == "/":
         return False
@@ -524,10 +605,10 @@ def command(rt, m):
     if t == "update_chunk":
         nack, r = u.chunk(m)
     elif t == "update_commit":
-        nack, r, job = u.commit(m)
-        if job is not None:
+        nack, r = u.commit(m), None
+        if nack is None:
             u.installing = True
-            asyncio.create_task(_install(rt, u, job))
+            asyncio.create_task(_install(rt, u))
     elif t == "update_abort":
         nack, r = u.abort(m)
     else:
@@ -536,13 +617,21 @@ def command(rt, m):
     return nack
 
 
-async def _install(rt, u, job):
+async def _install(rt, u):
     try:
-        if job is u.st:
+        if u.st["kind"] == codes.UK_RUNTIME:
             u.switch_runtime()
         else:
-            for path in u.install(job):
-                await asyncio.sleep_ms(0)
+            for _ in u.verify():
+                await asyncio.sleep_ms(INSTALL_PAUSE_MS)
+            if u.why:
+                r = u.refuse()
+                u.installing = False
+                rt.log("update %d: refused at commit, reason %d" % (r[0], r[3]))
+                rt.send(_msg(r))
+                return
+            for _ in u.install():
+                await asyncio.sleep_ms(INSTALL_PAUSE_MS)
     except OSError as e:
         uid = u.st["uid"] if u.st else 0
         rt.log("update %d: install failed: %r" % (uid, e), keep=True)

@@ -82,11 +82,11 @@ def updates(p) -> list[tuple[int, int, int, int]]:
     return [(m["uid"], m["state"], m["off"], m["reason"]) for m in p.of("update")]
 
 
-def ask(p, msg) -> tuple[dict, tuple | None]:
-    """Send one update message; its ack/nack and the `update` that followed it (or None)."""
+def ask(p, msg, ms: int = 40) -> tuple[dict, tuple | None]:
+    """Send one update message; its ack/nack and the last `update` within ms after it (or None)."""
     n = len(p.of("update"))
     r = p.command(msg)
-    p.run(40, 20)
+    p.run(ms, 20)
     new = updates(p)[n:]
     return r, (new[-1] if new else None)
 
@@ -231,7 +231,7 @@ def test_refusals_leave_the_device_unchanged(tmp_path):
                               (34, app_image(tmp_path, 10103, min_runtime=999999), codes.UR_RUNTIME)):
             ask(p, offer(uid, img, 10103))
             stream(p, uid, img)
-            r, u = ask(p, {"type": "update_commit", "uid": uid})
+            r, u = ask(p, {"type": "update_commit", "uid": uid}, ms=1000)  # checked file by file after the ack
             assert r["type"] == "ack" and u == (uid, codes.US_REFUSED, 0, why)
             unchanged(b, before)
         p.run(2000)

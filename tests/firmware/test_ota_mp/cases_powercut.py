@@ -181,9 +181,9 @@ def update(uid, v, img):
             off = min(off + codes.UPD_CHUNK_MAX, len(img))
         assert u.st is not None and u.st.get("ok"), "not staged"
         FLASH.commit_at = FLASH.ops
-        nack, rep, hdr = u.commit({"uid": uid})
-        assert nack is None and rep is None, (nack, rep)
-        for _ in u.install(hdr):
+        assert u.commit({"uid": uid}) is None
+        assert u.check() == codes.UR_NONE
+        for _ in u.install():
             pass
     os.chdir("/")
     otaboot.boot()
@@ -281,8 +281,9 @@ def test_malformed_images_are_refused_at_commit_and_discarded():
                              with_header(files_swapped), with_header(evil_path), with_header(hdr, b"tail"))):
         u = ota.Updater(ROLE)
         assert _stage(u, 50 + i, img, 5)[1] == codes.US_STAGED, i
-        nack, rep, job = u.commit({"uid": 50 + i})
-        assert (nack, rep, job) == (None, (50 + i, codes.US_REFUSED, 0, codes.UR_IMAGE), None), (i, nack, rep)
+        assert u.commit({"uid": 50 + i}) is None
+        assert u.check() == codes.UR_IMAGE, (i, u.why)
+        assert u.refuse() == (50 + i, codes.US_REFUSED, 0, codes.UR_IMAGE)
         for p in (ota.STAGE, ota.IMAGE):
             try:
                 os.stat(p)
@@ -310,8 +311,8 @@ def test_a_cut_trial_still_counts_its_boots_and_rolls_back():
     while off < len(img):
         u.chunk({"uid": 2, "off": off, "data": img[off:off + codes.UPD_CHUNK_MAX]})
         off += codes.UPD_CHUNK_MAX
-    _, _, hdr = u.commit({"uid": 2})
-    for _ in u.install(hdr):
+    assert u.commit({"uid": 2}) is None and u.check() == codes.UR_NONE
+    for _ in u.install():
         pass
     busy = ota.Updater(ROLE).offer(offer(3, image_of(3), 3), 0)
     assert busy == (3, codes.US_REFUSED, 0, codes.UR_BUSY)  # no new offer while a trial runs
