@@ -353,3 +353,40 @@ def test_a_trial_that_joins_but_fails_its_self_check_rolls_back_at_once(tmp_path
         ptr = __import__("json").loads(b.read_flash("/ota/boot.json"))
         assert ptr["slot"] == "" and ptr.get("floor", 0) == 0
         assert any("failed its check" in ln for ln in b.log())
+
+
+def test_a_sleeping_bin_resumes_after_its_deep_sleep(tmp_path):
+    """A container sensor sleeps between wakes: what it received before a deep sleep is on flash,
+    and the next wake's answer to the same offer says where to go on."""
+    from sim import vboard
+    pins = {"trig": 5, "echo": 18, "temp": 34, "batt": 35}
+    img_dir = deploy_tree(tmp_path / "img", "container_sensor", "c001", pins, {"depth_mm": 1200, "top_mm": 250},
+                          {"batt_div": 2000, "linger_ms": 3000})
+    blob = bytes((i * 13) & 0xFF for i in range(8000))
+    msg = dict(offer(71, blob, 10200), role=codes.ROLE_CONTAINER_SENSOR)
+    with vboard.VirtualBoard(deploy_dir=img_dir, flash_dir=tmp_path / "flash", ultrasonic={"trig": 5, "echo": 18},
+                             distance_mm=725, name="c001", console_pty=False) as b:
+        b.set_adc(34, uv=700000)
+        b.set_adc(35, uv=3900 * 1000 // 2)
+        p = Peer(b, b"c001")
+        try:
+            p.connect()
+            r, u = ask(p, msg)
+            assert u == (71, codes.US_RECEIVING, 0, 0)
+            stream(p, 71, blob, 0, 10 * codes.UPD_CHUNK_MAX)
+            sleeps = len(b.events("deepsleep"))
+            p.run(10_000)
+            assert len(b.events("deepsleep")) > sleeps          # it went to sleep mid-transfer
+            b.set_distance_mm(400)                               # near full: the next wake has an alarm to send
+            p.clear()
+            p.after_welcome.append(msg)                          # what the gateway queued for the sleeper
+            spent = 0
+            while not p.of("hello"):
+                assert spent < 1_000_000, "the bin did not wake"
+                p.run(1000, step=1000)
+                spent += 1000
+            p.run(3000, step=100)
+            assert p.of("hello") and b.events("boot")[-1]["cause"] == "deepsleep"
+            assert (71, codes.US_RECEIVING, 10 * codes.UPD_CHUNK_MAX, 0) in updates(p), ([m["type"] for s, m in p.up], b.log()[-15:])
+        finally:
+            p.close()
