@@ -104,7 +104,7 @@ def _next_partition():
     """The OTA partition the running one updates into, or None when the board has none."""
     try:
         from esp32 import Partition
-        return Partition(Partition.RUNNING).get_next_update()
+        return Partition(Partition.RUNNING).get_next_update()  # type: ignore[arg-type]  # stub lacks the int id
     except Exception:  # no esp32 module, or no OTA partitions (get_next_update raises OSError)
         return None
 
@@ -118,9 +118,9 @@ class Updater:
         self.role = role
         self.schema = schema
         self.ptr = otaboot.read() or {}
-        self.st = None
+        self.st = {}  # type: dict  # the offer being received ({}: none)
         self.off = 0
-        self._buf = None
+        self._buf = bytearray()
         self._part = None
         self._f = None  # stage.bin, open for appending while chunks arrive
         self.installing = False
@@ -157,7 +157,7 @@ class Updater:
     def report(self, uid=None):
         """(uid, state, off, reason) of an update, for the uplink `update`."""
         st = self.st
-        if st is not None and (uid is None or uid == st["uid"]):
+        if st and (uid is None or uid == st["uid"]):
             if st.get("ok"):
                 return (st["uid"], codes.US_STAGED, st["size"], codes.UR_NONE)
             return (st["uid"], codes.US_RECEIVING, self.off, codes.UR_NONE)
@@ -172,11 +172,11 @@ class Updater:
         """Check an offer; the new staging area when it is accepted. Returns the report."""
         uid = m["uid"]
         st = self.st
-        if st is not None and st["uid"] == uid:  # the same uid again: a status query
+        if st and st["uid"] == uid:  # the same uid again: a status query
             if not st.get("ok") and self.off >= st["size"]:
                 return self._complete()  # every byte arrived before a reset cut the check short
             return self.report(uid)
-        if st is None and self.ptr.get("uid") == uid:
+        if not st and self.ptr.get("uid") == uid:
             return self.report(uid)
         why = self._refusal(m, fw_running)
         if why:
@@ -224,7 +224,7 @@ class Updater:
     def chunk(self, m):
         """Append one chunk. Returns (nack, report): nack (code, field) or None; report or None."""
         st = self.st
-        if st is None or st["uid"] != m["uid"]:
+        if not st or st["uid"] != m["uid"]:
             return (codes.E_NOT_READY, "uid"), None
         data = m["data"]
         if st.get("ok") or m["off"] != self.off:
@@ -274,7 +274,10 @@ class Updater:
             blk = buf[:PART_BLOCK]
             if len(blk) < PART_BLOCK:
                 blk.extend(b"\xff" * (PART_BLOCK - len(blk)))
-            self._part.writeblocks(self.st["blk"], blk)
+            part = self._part
+            if part is None:
+                raise OSError(19)  # the partition went away: refused (flash)
+            part.writeblocks(self.st["blk"], blk)
             self.st["blk"] += 1
             write_json(STAGE, self.st)  # what is on flash is the offset after a reboot
             self._buf = buf = buf[PART_BLOCK:]
@@ -282,11 +285,12 @@ class Updater:
     def _digest(self):
         h = hashlib.sha256()
         left = self.st["size"]
-        if self.st["kind"] == codes.UK_RUNTIME:
+        part = self._part
+        if self.st["kind"] == codes.UK_RUNTIME and part is not None:
             blk = bytearray(PART_BLOCK)
             i = 0
             while left > 0:
-                self._part.readblocks(i, blk)
+                part.readblocks(i, blk)
                 h.update(blk if left >= PART_BLOCK else blk[:left])
                 left -= PART_BLOCK
                 i += 1
@@ -361,7 +365,7 @@ class Updater:
     def commit(self, m):
         """A commit for the staged image: None (ack; the caller runs verify and install) or a nack."""
         st = self.st
-        if st is None or st["uid"] != m["uid"] or not st.get("ok") or self.trial:
+        if not st or st["uid"] != m["uid"] or not st.get("ok") or self.trial:
             return (codes.E_NOT_READY, "uid")
         return None
 
@@ -412,6 +416,8 @@ class Updater:
     def switch_runtime(self):
         """Kind 1: boot the written partition next (the bootloader rolls it back unless it is confirmed)."""
         part = self._part
+        if part is None:
+            raise OSError(19)
         p = dict(self.ptr)
         p.update({"img": part.info()[4], "uid": self.st["uid"], "st": codes.US_TRIAL, "why": codes.UR_NONE,
                   "rep": 0, "rfw": self.st["fw"]})
@@ -423,7 +429,7 @@ class Updater:
     def abort(self, m):
         if self.trial:
             return (codes.E_NOT_READY, "uid"), None
-        if self.st is None or self.st["uid"] != m["uid"]:
+        if not self.st or self.st["uid"] != m["uid"]:
             return (codes.E_NOT_READY, "uid"), None
         self.discard()
         return None, (m["uid"], codes.US_ABORTED, 0, codes.UR_NONE)
@@ -437,9 +443,9 @@ class Updater:
         self._close()
         _remove(STAGE)
         _remove(IMAGE)
-        self.st = None
+        self.st = {}
         self.off = 0
-        self._buf = None
+        self._buf = bytearray()
 
     # ---- after the boot ----
 
@@ -451,7 +457,7 @@ class Updater:
         q = dict(p)
         if p.get("img"):
             from esp32 import Partition
-            running = Partition(Partition.RUNNING)
+            running = Partition(Partition.RUNNING)  # type: ignore[arg-type]  # stub lacks the int id
             if running.info()[4] == p["img"] and healthy:
                 Partition.mark_app_valid_cancel_rollback()
                 q["st"], q["why"] = codes.US_VALID, codes.UR_NONE
@@ -473,7 +479,7 @@ class Updater:
         q["rep"] = 0
         otaboot.write(q)
         self.ptr = q
-        if self.st is not None and self.st["uid"] == q["uid"]:
+        if self.st and self.st["uid"] == q["uid"]:
             self.discard()  # staged bytes a power cut left behind after the switch
         return (q["uid"], q["st"], 0, q["why"])
 
@@ -646,9 +652,10 @@ async def _install(rt, u):
 
 def started(rt):
     """A trial boot reboots after TRIAL_MS unless it is confirmed before."""
-    if _updater(rt).trial:
+    u = _updater(rt)
+    if u.trial:
         rt.log("trial of update %d: boot %d of %d" % (
-            _upd.ptr["uid"], _upd.ptr.get("try", 2) - 1, otaboot.TRIAL_BOOTS), keep=True)
+            u.ptr["uid"], u.ptr.get("try", 2) - 1, otaboot.TRIAL_BOOTS), keep=True)
         rt._reboot_at = clock.ticks_add(clock.ticks_ms(), TRIAL_MS)  # the runtime's planned reboot
 
 
