@@ -20,7 +20,8 @@ try:
 except ImportError:
     import uasyncio as asyncio  # type: ignore[no-redef]
 
-from protocol import cbor, codes, messages
+from protocol import codes, messages
+from protocol.errors import CborError
 
 from common import clock, otaboot
 from common.config import read_json, write_json
@@ -29,13 +30,18 @@ DIR = "/ota"
 STAGE = DIR + "/stage.json"
 IMAGE = DIR + "/stage.bin"
 BLOCK = 512
-"""Bytes read from flash at a time: the image is hashed and copied in pieces this size."""
+"""Bytes read from flash at a time: the image is hashed and copied in pieces this size,
+through one buffer (readinto, and whole-buffer writes: no allocation per block; the
+WebAssembly port of the virtual board also keeps every object passed to a file's write
+alive, which a chip does not, so a figure measured there stays honest only this way)."""
 PART_BLOCK = 4096
 """An OTA partition's erase block: a runtime image is written in blocks this size."""
 SLOTS = ("s1", "s2")
 TRIAL_MS = 600000
 """A trial that has not joined and passed its self-check after this long reboots (one
 trial boot spent); otaboot switches back after TRIAL_BOOTS of them."""
+INSTALL_PAUSE_MS = 5
+"""Pause after each file written into the slot: the main loop polls the link and feeds the watchdog."""
 SPACE_MARGIN = 16384
 MAX_PATH = 64
 
@@ -98,7 +104,7 @@ def _next_partition():
     """The OTA partition the running one updates into, or None when the board has none."""
     try:
         from esp32 import Partition
-        return Partition(Partition.RUNNING).get_next_update()
+        return Partition(Partition.RUNNING).get_next_update()  # type: ignore[arg-type]  # stub lacks the int id
     except Exception:  # no esp32 module, or no OTA partitions (get_next_update raises OSError)
         return None
 
@@ -112,10 +118,14 @@ class Updater:
         self.role = role
         self.schema = schema
         self.ptr = otaboot.read() or {}
-        self.st = None
+        self.st = {}  # type: dict  # the offer being received ({}: none)
         self.off = 0
-        self._buf = None
+        self._buf = bytearray()
         self._part = None
+        self._f = None  # stage.bin, open for appending while chunks arrive
+        self.installing = False
+        self._blk = memoryview(bytearray(BLOCK))
+        self._chunk = self._blk[:codes.UPD_CHUNK_MAX]
         try:
             st = read_json(STAGE)
         except (OSError, ValueError):
@@ -147,7 +157,7 @@ class Updater:
     def report(self, uid=None):
         """(uid, state, off, reason) of an update, for the uplink `update`."""
         st = self.st
-        if st is not None and (uid is None or uid == st["uid"]):
+        if st and (uid is None or uid == st["uid"]):
             if st.get("ok"):
                 return (st["uid"], codes.US_STAGED, st["size"], codes.UR_NONE)
             return (st["uid"], codes.US_RECEIVING, self.off, codes.UR_NONE)
@@ -162,11 +172,11 @@ class Updater:
         """Check an offer; the new staging area when it is accepted. Returns the report."""
         uid = m["uid"]
         st = self.st
-        if st is not None and st["uid"] == uid:  # the same uid again: a status query
+        if st and st["uid"] == uid:  # the same uid again: a status query
             if not st.get("ok") and self.off >= st["size"]:
                 return self._complete()  # every byte arrived before a reset cut the check short
             return self.report(uid)
-        if st is None and self.ptr.get("uid") == uid:
+        if not st and self.ptr.get("uid") == uid:
             return self.report(uid)
         why = self._refusal(m, fw_running)
         if why:
@@ -214,7 +224,7 @@ class Updater:
     def chunk(self, m):
         """Append one chunk. Returns (nack, report): nack (code, field) or None; report or None."""
         st = self.st
-        if st is None or st["uid"] != m["uid"]:
+        if not st or st["uid"] != m["uid"]:
             return (codes.E_NOT_READY, "uid"), None
         data = m["data"]
         if st.get("ok") or m["off"] != self.off:
@@ -225,14 +235,23 @@ class Updater:
             if st["kind"] == codes.UK_RUNTIME:
                 self._part_append(data)
             else:
-                with open(IMAGE, "ab") as f:
+                f = self._f
+                if f is None:
+                    f = self._f = open(IMAGE, "ab")
+                n = len(data)
+                if n == codes.UPD_CHUNK_MAX:
+                    self._chunk[:] = data
+                    f.write(self._chunk)
+                else:
                     f.write(data)
+                f.flush()  # on flash before the ack (littlefs: a sync)
                 self.off += len(data)
         except OSError:
             self.discard()
             return (codes.E_INTERNAL, ""), (m["uid"], codes.US_REFUSED, 0, codes.UR_FLASH)
         if self.off < st["size"]:
             return None, None
+        self._close()
         return None, self._complete()
 
     def _complete(self):
@@ -255,7 +274,10 @@ class Updater:
             blk = buf[:PART_BLOCK]
             if len(blk) < PART_BLOCK:
                 blk.extend(b"\xff" * (PART_BLOCK - len(blk)))
-            self._part.writeblocks(self.st["blk"], blk)
+            part = self._part
+            if part is None:
+                raise OSError(19)  # the partition went away: refused (flash)
+            part.writeblocks(self.st["blk"], blk)
             self.st["blk"] += 1
             write_json(STAGE, self.st)  # what is on flash is the offset after a reboot
             self._buf = buf = buf[PART_BLOCK:]
@@ -263,99 +285,113 @@ class Updater:
     def _digest(self):
         h = hashlib.sha256()
         left = self.st["size"]
-        if self.st["kind"] == codes.UK_RUNTIME:
+        part = self._part
+        if self.st["kind"] == codes.UK_RUNTIME and part is not None:
             blk = bytearray(PART_BLOCK)
             i = 0
             while left > 0:
-                self._part.readblocks(i, blk)
+                part.readblocks(i, blk)
                 h.update(blk if left >= PART_BLOCK else blk[:left])
                 left -= PART_BLOCK
                 i += 1
         else:
+            b = self._blk
             with open(IMAGE, "rb") as f:
                 while left > 0:
-                    b = f.read(BLOCK)
-                    if not b:
+                    n = f.readinto(b if left >= BLOCK else b[:left])
+                    if not n:
                         break
-                    h.update(b)
-                    left -= len(b)
+                    h.update(b if n == BLOCK else b[:n])
+                    left -= n
         return hexlify(h.digest()).decode()
 
     # ---- commit ----
 
-    def check_header(self):
-        """Read and check the staged image's header and files from flash: (header, reason)."""
+    def verify(self):
+        """Check the staged image's header and every file's SHA-256 (SPEC 10, commit), reading
+        flash in BLOCK pieces and the header one entry at a time (neither the image nor its
+        header is ever in RAM). A generator that yields after each file, so the main loop keeps
+        running; it leaves self.why (UR_NONE when the image fits this device) and self.head."""
+        self.why = codes.UR_IMAGE
         st = self.st
+        b = self._blk
         try:
-            with open(IMAGE, "rb") as f:
-                hl = f.read(2)
-                n = hl[0] << 8 | hl[1]
-                v = cbor.loads(f.read(n))
-                if type(v) is not list or len(v) != 8 or v[0] != 1 or type(v[7]) is not list or not v[7]:
-                    return None, codes.UR_IMAGE
-                at = 2 + n
-                for e in v[7]:
-                    if type(e) is not list or len(e) != 3 or not _path_ok(e[0]) or type(e[1]) is not int \
-                            or e[1] < 0 or type(e[2]) is not bytes:
-                        return None, codes.UR_IMAGE
+            with open(IMAGE, "rb") as hf, open(IMAGE, "rb") as body:
+                r = _Header(hf, bytearray(64))
+                head = r.fields()
+                body.seek(r.end)
+                at = r.end
+                for i in range(r.count):
+                    path, size, digest = r.entry()
                     h = hashlib.sha256()
-                    left = e[1]
+                    left = size
                     while left > 0:
-                        b = f.read(min(BLOCK, left))
-                        if not b:
-                            return None, codes.UR_IMAGE
-                        h.update(b)
-                        left -= len(b)
-                    if h.digest() != e[2]:
-                        return None, codes.UR_IMAGE
-                    at += e[1]
-                if at != st["size"]:
-                    return None, codes.UR_IMAGE
-        except (OSError, ValueError, IndexError, TypeError):  # the codec's errors are ValueErrors
-            return None, codes.UR_IMAGE
-        _, role, fw, mpy, min_rt, schema, floor, _ = v
+                        got = body.readinto(b if left >= BLOCK else b[:left])
+                        if not got:
+                            return
+                        h.update(b if got == BLOCK else b[:got])
+                        left -= got
+                    if h.digest() != digest:
+                        return
+                    at += size
+                    yield path
+                if hf.tell() - r.left != r.end or at != st["size"]:
+                    return  # the header's length or the files' sizes do not add up
+        except (OSError, CborError, IndexError, UnicodeError):  # unreadable, not the header SPEC 10 defines
+            return
+        role, fw, mpy, min_rt, schema, floor = head
         if role != self.role:
-            return None, codes.UR_ROLE
-        if mpy != mpy_version():
-            return None, codes.UR_MPY
-        if min_rt > runtime_version():
-            return None, codes.UR_RUNTIME
-        if schema < self.schema:
-            return None, codes.UR_SCHEMA
-        if fw != st["fw"] or floor > fw:
-            return None, codes.UR_IMAGE
-        if fw < self.floor:
-            return None, codes.UR_DOWNGRADE
-        return v, codes.UR_NONE
+            self.why = codes.UR_ROLE
+        elif mpy != mpy_version():
+            self.why = codes.UR_MPY
+        elif min_rt > runtime_version():
+            self.why = codes.UR_RUNTIME
+        elif schema < self.schema:
+            self.why = codes.UR_SCHEMA
+        elif fw != st["fw"] or floor > fw:
+            self.why = codes.UR_IMAGE
+        elif fw < self.floor:
+            self.why = codes.UR_DOWNGRADE
+        else:
+            self.why = codes.UR_NONE
+            self.head = head
+
+    def check(self):
+        """verify() at once; the reason (UR_NONE: fit to install)."""
+        for _ in self.verify():
+            pass
+        return self.why
 
     def commit(self, m):
-        """Returns (nack, report, header): header is what install() writes; None when refused."""
+        """A commit for the staged image: None (ack; the caller runs verify and install) or a nack."""
         st = self.st
-        if st is None or st["uid"] != m["uid"] or not st.get("ok") or self.trial:
-            return (codes.E_NOT_READY, "uid"), None, None
-        if st["kind"] == codes.UK_RUNTIME:
-            return None, None, st
-        hdr, why = self.check_header()
-        if hdr is None:
-            uid = st["uid"]
-            self.discard()
-            return None, (uid, codes.US_REFUSED, 0, why), None
-        return None, None, hdr
+        if not st or st["uid"] != m["uid"] or not st.get("ok") or self.trial:
+            return (codes.E_NOT_READY, "uid")
+        return None
+
+    def refuse(self):
+        """The staged image does not fit (self.why): discard it; the report."""
+        uid = self.st["uid"]
+        self.discard()
+        return (uid, codes.US_REFUSED, 0, self.why)
 
     def target(self):
         return SLOTS[1] if self.ptr.get("slot") == SLOTS[0] else SLOTS[0]
 
-    def install(self, hdr):
-        """Write the files into the other slot and switch to it; a generator that yields
-        after each file, so the main loop (and its watchdog) keeps running."""
+    def install(self):
+        """Write the verified files into the other slot and switch to it; a generator that
+        yields after each file, so the main loop (and its watchdog) keeps running."""
         slot = self.target()
         root = "/" + slot
         rmtree(root)
         os.mkdir(root)
-        buf = memoryview(bytearray(BLOCK))
-        with open(IMAGE, "rb") as src:
-            src.seek(2 + (lambda b: b[0] << 8 | b[1])(src.read(2)))
-            for path, size, _ in hdr[7]:
+        buf = self._blk
+        with open(IMAGE, "rb") as hf, open(IMAGE, "rb") as src:
+            r = _Header(hf, bytearray(64))
+            r.fields()
+            src.seek(r.end)
+            for i in range(r.count):
+                path, size, _ = r.entry()
                 d = root
                 for part in path.split("/")[:-1]:
                     d = d + "/" + part
@@ -363,15 +399,16 @@ class Updater:
                 with open(root + "/" + path, "wb") as out:
                     left = size
                     while left > 0:
-                        n = src.readinto(buf[:min(BLOCK, left)])
+                        n = src.readinto(buf if left >= BLOCK else buf[:left])
                         if not n:
-                            raise OSError(5)  # shorter than its header says: check_header makes this unreachable
-                        out.write(buf[:n])
+                            raise OSError(5)  # shorter than its header says: verify makes this unreachable
+                        out.write(buf if n == BLOCK else buf[:n])
                         left -= n
                 yield path
         p = dict(self.ptr)
         p.update({"slot": slot, "prev": self.ptr.get("slot", ""), "try": 1, "uid": self.st["uid"],
-                  "st": codes.US_TRIAL, "why": codes.UR_NONE, "rep": 0, "fw": hdr[2], "nfloor": hdr[6]})
+                  "st": codes.US_TRIAL, "why": codes.UR_NONE, "rep": 0, "fw": self.head[1],
+                  "nfloor": self.head[5]})
         otaboot.write(p)
         self.ptr = p
         self.discard()
@@ -379,6 +416,8 @@ class Updater:
     def switch_runtime(self):
         """Kind 1: boot the written partition next (the bootloader rolls it back unless it is confirmed)."""
         part = self._part
+        if part is None:
+            raise OSError(19)
         p = dict(self.ptr)
         p.update({"img": part.info()[4], "uid": self.st["uid"], "st": codes.US_TRIAL, "why": codes.UR_NONE,
                   "rep": 0, "rfw": self.st["fw"]})
@@ -390,17 +429,23 @@ class Updater:
     def abort(self, m):
         if self.trial:
             return (codes.E_NOT_READY, "uid"), None
-        if self.st is None or self.st["uid"] != m["uid"]:
+        if not self.st or self.st["uid"] != m["uid"]:
             return (codes.E_NOT_READY, "uid"), None
         self.discard()
         return None, (m["uid"], codes.US_ABORTED, 0, codes.UR_NONE)
 
+    def _close(self):
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
     def discard(self):
+        self._close()
         _remove(STAGE)
         _remove(IMAGE)
-        self.st = None
+        self.st = {}
         self.off = 0
-        self._buf = None
+        self._buf = bytearray()
 
     # ---- after the boot ----
 
@@ -412,7 +457,7 @@ class Updater:
         q = dict(p)
         if p.get("img"):
             from esp32 import Partition
-            running = Partition(Partition.RUNNING)
+            running = Partition(Partition.RUNNING)  # type: ignore[arg-type]  # stub lacks the int id
             if running.info()[4] == p["img"] and healthy:
                 Partition.mark_app_valid_cancel_rollback()
                 q["st"], q["why"] = codes.US_VALID, codes.UR_NONE
@@ -434,7 +479,7 @@ class Updater:
         q["rep"] = 0
         otaboot.write(q)
         self.ptr = q
-        if self.st is not None and self.st["uid"] == q["uid"]:
+        if self.st and self.st["uid"] == q["uid"]:
             self.discard()  # staged bytes a power cut left behind after the switch
         return (q["uid"], q["st"], 0, q["why"])
 
@@ -442,6 +487,76 @@ class Updater:
         """A trial that joined but failed its check goes back now (the caller resets)."""
         if self.ptr.get("try"):
             otaboot.write(otaboot.rolled_back(self.ptr))
+
+
+class _Header:
+    """The image header (SPEC 10: CBOR [1, role, fw, mpy, min_runtime, schema, floor,
+    [[path, size, sha256], ...]]) read item by item from a file through a small buffer."""
+
+    def __init__(self, f, buf):
+        self.f = f
+        self.b = buf
+        self.n = 0  # bytes in the buffer
+        self.i = 0  # next byte to use
+        self.left = 0  # bytes read from the file but not used yet
+        hl = self._take(2)
+        self.end = 2 + (hl[0] << 8 | hl[1])  # where the files begin
+        self.count = 0
+
+    def _byte(self):
+        if self.i >= self.n:
+            self.n = self.f.readinto(self.b) or 0
+            self.i = 0
+            if not self.n:
+                raise CborError("image ends inside its header")
+        v = self.b[self.i]
+        self.i += 1
+        self.left = self.n - self.i
+        return v
+
+    def _take(self, k):
+        out = bytearray(k)
+        for j in range(k):
+            out[j] = self._byte()
+        return out
+
+    def _head(self, major):
+        ib = self._byte()
+        if ib >> 5 != major:
+            raise CborError("header item of major type %d, not %d" % (ib >> 5, major))
+        ai = ib & 31
+        if ai < 24:
+            return ai
+        if ai > 27:
+            raise CborError("indefinite or reserved length in the header")
+        v = 0
+        for _ in range(1 << (ai - 24)):
+            v = v << 8 | self._byte()
+        return v
+
+    def fields(self):
+        """(role, fw, mpy, min_runtime, schema, floor); then entry() count times."""
+        if self._head(4) != 8 or self._head(0) != 1:
+            raise CborError("not an image header of format 1")
+        v = tuple(self._head(0) for _ in range(6))
+        self.count = self._head(4)
+        if not self.count:
+            raise CborError("the header lists no files")
+        return v
+
+    def entry(self):
+        if self._head(4) != 3:
+            raise CborError("a file entry is not [path, size, sha256]")
+        n = self._head(3)
+        if n > MAX_PATH:
+            raise CborError("path longer than %d bytes" % MAX_PATH)
+        path = bytes(self._take(n)).decode()
+        if not _path_ok(path):
+            raise CborError("bad path")
+        size = self._head(0)
+        if self._head(2) != 32:
+            raise CborError("sha256 is not 32 bytes")
+        return path, size, bytes(self._take(32))
 
 
 def _path_ok(p):
@@ -485,15 +600,21 @@ def command(rt, m):
     """One update_* downlink; returns None (ack) or (code, field) (nack)."""
     u = _updater(rt)
     t = m["type"]
+    if u.installing:  # the files are being written: nothing may change the staged image now
+        if t == "update_offer":
+            _after(rt, (m["uid"], codes.US_REFUSED, 0, codes.UR_BUSY))
+            return None
+        return (codes.E_BUSY, "uid")
     if t == "update_offer":
         _after(rt, u.offer(m, rt.fw))
         return None
     if t == "update_chunk":
         nack, r = u.chunk(m)
     elif t == "update_commit":
-        nack, r, job = u.commit(m)
-        if job is not None:
-            asyncio.create_task(_install(rt, u, job))
+        nack, r = u.commit(m), None
+        if nack is None:
+            u.installing = True
+            asyncio.create_task(_install(rt, u))
     elif t == "update_abort":
         nack, r = u.abort(m)
     else:
@@ -502,17 +623,26 @@ def command(rt, m):
     return nack
 
 
-async def _install(rt, u, job):
+async def _install(rt, u):
     try:
-        if job is u.st:
+        if u.st["kind"] == codes.UK_RUNTIME:
             u.switch_runtime()
         else:
-            for path in u.install(job):
-                await asyncio.sleep_ms(0)
+            for _ in u.verify():
+                await asyncio.sleep_ms(INSTALL_PAUSE_MS)
+            if u.why:
+                r = u.refuse()
+                u.installing = False
+                rt.log("update %d: refused at commit, reason %d" % (r[0], r[3]))
+                rt.send(_msg(r))
+                return
+            for _ in u.install():
+                await asyncio.sleep_ms(INSTALL_PAUSE_MS)
     except OSError as e:
-        rt.log("update %d: install failed: %r" % (u.st["uid"] if u.st else 0, e), keep=True)
         uid = u.st["uid"] if u.st else 0
+        rt.log("update %d: install failed: %r" % (uid, e), keep=True)
         u.discard()
+        u.installing = False
         rt.send(_msg((uid, codes.US_REFUSED, 0, codes.UR_FLASH)))
         return
     rt.log("update %d: switched, rebooting into the trial" % u.ptr["uid"], keep=True)
@@ -522,9 +652,10 @@ async def _install(rt, u, job):
 
 def started(rt):
     """A trial boot reboots after TRIAL_MS unless it is confirmed before."""
-    if _updater(rt).trial:
+    u = _updater(rt)
+    if u.trial:
         rt.log("trial of update %d: boot %d of %d" % (
-            _upd.ptr["uid"], _upd.ptr.get("try", 2) - 1, otaboot.TRIAL_BOOTS), keep=True)
+            u.ptr["uid"], u.ptr.get("try", 2) - 1, otaboot.TRIAL_BOOTS), keep=True)
         rt._reboot_at = clock.ticks_add(clock.ticks_ms(), TRIAL_MS)  # the runtime's planned reboot
 
 

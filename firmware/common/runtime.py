@@ -394,7 +394,7 @@ def _ota_caps():
     """CAP_OTA_IMAGE where esp32.Partition has an OTA partition to update into."""
     try:
         from esp32 import Partition
-        Partition(Partition.RUNNING).get_next_update()
+        Partition(Partition.RUNNING).get_next_update()  # type: ignore[arg-type]  # stub lacks the int id
         return codes.CAP_OTA_IMAGE
     except Exception:  # no esp32 module, or no OTA partitions (OSError)
         return 0

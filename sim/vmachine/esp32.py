@@ -97,15 +97,15 @@ class Partition:
     def readblocks(self, block_num, buf, offset=0):
         pos = block_num * BLOCK + offset
         n = len(buf)
+        got = 0
         try:
             with open(self._path(), "rb") as f:
                 f.seek(pos)
-                got = f.read(n)
+                got = f.readinto(buf) or 0  # readinto: the WebAssembly port's read() keeps its bytes alive
         except OSError:
-            got = b""
-        buf[:len(got)] = got
-        if len(got) < n:
-            buf[len(got):] = b"\xff" * (n - len(got))
+            pass
+        for i in range(got, n):
+            buf[i] = 0xFF
 
     def writeblocks(self, block_num, buf, offset=0):
         pos = block_num * BLOCK + offset

@@ -31,19 +31,23 @@ MPY = 6
 _BUILDS: dict = {}
 
 
-def firmware_files(tmp: Path, fw: int, crash: bool = False) -> dict[str, bytes]:
+def firmware_files(tmp: Path, fw: int, crash: bool = False, check: bool = True) -> dict[str, bytes]:
     """light_pole's slot files (paths relative to the slot) at version fw, compiled by mpy-cross;
-    crash: its app module raises at import (a release that cannot start)."""
-    key = (fw, crash)
+    crash: its app module raises at import (a release that cannot start); check False: its
+    self-test fails."""
+    key = (fw, crash, check)
     if key not in _BUILDS:
         from park_device.build import build
-        src = tmp / f"src-{fw}-{int(crash)}"
+        src = tmp / f"src-{fw}-{int(crash)}-{int(check)}"
         shutil.copytree(ROOT / "firmware", src / "firmware", ignore=shutil.ignore_patterns("__pycache__"))
         app = src / "firmware" / "light_pole" / "app.py"
         text = app.read_text().replace("    FW = 10000  # 1.0.0", f"    FW = {fw}")
         assert f"FW = {fw}" in text
         if crash:
             text += "\nraise RuntimeError('this release cannot start')\n"
+        if not check:
+            text = text.replace("    def selftest(self):\n", "    def selftest(self):\n        return [('release', False, 'broken')]\n")
+            assert "'broken'" in text
         app.write_text(text)
         arts = build("light_pole", fw_root=src / "firmware", proto_root=ROOT / "protocol")
         _BUILDS[key] = {a.dest[len("/lib/"):]: a.data for a in arts if a.dest.startswith("/lib/")}
@@ -51,8 +55,8 @@ def firmware_files(tmp: Path, fw: int, crash: bool = False) -> dict[str, bytes]:
 
 
 def app_image(tmp: Path, fw: int, role: int = codes.ROLE_LIGHT_POLE, mpy: int = MPY, floor: int = 0,
-              min_runtime: int = 12000, schema: int = 1, crash: bool = False) -> bytes:
-    files = firmware_files(tmp, fw, crash)
+              min_runtime: int = 12000, schema: int = 1, crash: bool = False, check: bool = True) -> bytes:
+    files = firmware_files(tmp, fw, crash, check)
     hdr = ImageHeader(role, fw, mpy, min_runtime, schema, floor, [(p, 0, b"") for p in sorted(files)])
     return build_image(hdr, files)
 
@@ -63,9 +67,9 @@ def offer(uid: int, img: bytes, fw: int, **kw) -> dict:
 
 
 @contextlib.contextmanager
-def board(tmp_path, name="flash", **kw):
+def board(tmp_path, name="flash", rt=None, **kw):
     from sim import vboard
-    img = deploy_tree(tmp_path / f"img-{name}", "light_pole", KID.decode(), PINS, APP, {"stable_s": 5})
+    img = deploy_tree(tmp_path / f"img-{name}", "light_pole", KID.decode(), PINS, APP, dict({"stable_s": 5}, **(rt or {})))
     with vboard.VirtualBoard(deploy_dir=img, flash_dir=tmp_path / name, name="l001", console_pty=False, **kw) as b:
         p = Peer(b, KID)
         try:
@@ -78,11 +82,11 @@ def updates(p) -> list[tuple[int, int, int, int]]:
     return [(m["uid"], m["state"], m["off"], m["reason"]) for m in p.of("update")]
 
 
-def ask(p, msg) -> tuple[dict, tuple | None]:
-    """Send one update message; its ack/nack and the `update` that followed it (or None)."""
+def ask(p, msg, ms: int = 40) -> tuple[dict, tuple | None]:
+    """Send one update message; its ack/nack and the last `update` within ms after it (or None)."""
     n = len(p.of("update"))
     r = p.command(msg)
-    p.run(40, 20)
+    p.run(ms, 20)
     new = updates(p)[n:]
     return r, (new[-1] if new else None)
 
@@ -227,16 +231,19 @@ def test_refusals_leave_the_device_unchanged(tmp_path):
                               (34, app_image(tmp_path, 10103, min_runtime=999999), codes.UR_RUNTIME)):
             ask(p, offer(uid, img, 10103))
             stream(p, uid, img)
-            r, u = ask(p, {"type": "update_commit", "uid": uid})
+            r, u = ask(p, {"type": "update_commit", "uid": uid}, ms=1000)  # checked file by file after the ack
             assert r["type"] == "ack" and u == (uid, codes.US_REFUSED, 0, why)
             unchanged(b, before)
         p.run(2000)
         assert hello_fws(p) == [OLD_FW] and b.boots == 1
 
 
-def test_a_trial_that_crashes_at_import_rolls_back_by_itself(tmp_path):
+@pytest.mark.parametrize("safe_boots", [5, 2])
+def test_a_trial_that_crashes_at_import_rolls_back_by_itself(tmp_path, safe_boots):
+    """safe_boots 2: the third trial boot is in safe mode, where a failing boot would stay in
+    the console; a trial resets instead, so otaboot can switch back."""
     bad = app_image(tmp_path, 10104, crash=True)
-    with board(tmp_path) as (b, p):
+    with board(tmp_path, rt={"safe_boots": safe_boots}) as (b, p):
         p.connect()
         ask(p, offer(41, bad, 10104))
         stream(p, 41, bad)
@@ -327,3 +334,59 @@ def test_runtime_image_not_confirmed_is_rolled_back_by_the_bootloader(tmp_path):
         p.connect()
         p.run(500)
         assert (52, codes.US_ROLLED_BACK, 0, codes.UR_TRIAL) in updates(p)
+
+
+def test_a_trial_that_joins_but_fails_its_self_check_rolls_back_at_once(tmp_path):
+    bad = app_image(tmp_path, 10105, check=False)
+    with board(tmp_path) as (b, p):
+        p.connect()
+        ask(p, offer(61, bad, 10105))
+        stream(p, 61, bad)
+        p.clear()
+        ask(p, {"type": "update_commit", "uid": 61})
+        p.run(3000)
+        p.connect()
+        p.run(500)
+        assert hello_fws(p)[0] == 10105 and hello_fws(p)[-1] == OLD_FW   # joined, failed, went back
+        assert (61, codes.US_ROLLED_BACK, 0, codes.UR_TRIAL) in updates(p)
+        assert (61, codes.US_VALID, 0, 0) not in updates(p)
+        ptr = __import__("json").loads(b.read_flash("/ota/boot.json"))
+        assert ptr["slot"] == "" and ptr.get("floor", 0) == 0
+        assert any("failed its check" in ln for ln in b.log())
+
+
+def test_a_sleeping_bin_resumes_after_its_deep_sleep(tmp_path):
+    """A container sensor sleeps between wakes: what it received before a deep sleep is on flash,
+    and the next wake's answer to the same offer says where to go on."""
+    from sim import vboard
+    pins = {"trig": 5, "echo": 18, "temp": 34, "batt": 35}
+    img_dir = deploy_tree(tmp_path / "img", "container_sensor", "c001", pins, {"depth_mm": 1200, "top_mm": 250},
+                          {"batt_div": 2000, "linger_ms": 3000})
+    blob = bytes((i * 13) & 0xFF for i in range(8000))
+    msg = dict(offer(71, blob, 10200), role=codes.ROLE_CONTAINER_SENSOR)
+    with vboard.VirtualBoard(deploy_dir=img_dir, flash_dir=tmp_path / "flash", ultrasonic={"trig": 5, "echo": 18},
+                             distance_mm=725, name="c001", console_pty=False) as b:
+        b.set_adc(34, uv=700000)
+        b.set_adc(35, uv=3900 * 1000 // 2)
+        p = Peer(b, b"c001")
+        try:
+            p.connect()
+            r, u = ask(p, msg)
+            assert u == (71, codes.US_RECEIVING, 0, 0)
+            stream(p, 71, blob, 0, 10 * codes.UPD_CHUNK_MAX)
+            sleeps = len(b.events("deepsleep"))
+            p.run(10_000)
+            assert len(b.events("deepsleep")) > sleeps          # it went to sleep mid-transfer
+            b.set_distance_mm(400)                               # near full: the next wake has an alarm to send
+            p.clear()
+            p.after_welcome.append(msg)                          # what the gateway queued for the sleeper
+            spent = 0
+            while not p.of("hello"):
+                assert spent < 1_000_000, "the bin did not wake"
+                p.run(1000, step=1000)
+                spent += 1000
+            p.run(3000, step=100)
+            assert p.of("hello") and b.events("boot")[-1]["cause"] == "deepsleep"
+            assert (71, codes.US_RECEIVING, 10 * codes.UPD_CHUNK_MAX, 0) in updates(p), ([m["type"] for s, m in p.up], b.log()[-15:])
+        finally:
+            p.close()

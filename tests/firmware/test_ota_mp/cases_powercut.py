@@ -60,6 +60,9 @@ class _File(io.IOBase):
     def close(self):
         self._f.close()
 
+    def flush(self):
+        self._f.flush()
+
     def write(self, b):
         if FLASH.op():
             n = random.getrandbits(16) % (len(b) + 1)
@@ -178,9 +181,9 @@ def update(uid, v, img):
             off = min(off + codes.UPD_CHUNK_MAX, len(img))
         assert u.st is not None and u.st.get("ok"), "not staged"
         FLASH.commit_at = FLASH.ops
-        nack, rep, hdr = u.commit({"uid": uid})
-        assert nack is None and rep is None, (nack, rep)
-        for _ in u.install(hdr):
+        assert u.commit({"uid": uid}) is None
+        assert u.check() == codes.UR_NONE
+        for _ in u.install():
             pass
     os.chdir("/")
     otaboot.boot()
@@ -249,6 +252,52 @@ def test_two_hundred_power_cuts_end_on_the_old_or_the_new_version():
           "commit from %d" % (len(plan), CUTS, seen["old"], seen["new"], total, commit))
 
 
+def _stage(u, uid, img, v):
+    u.offer(offer(uid, img, v), 0)
+    off = 0
+    while off < len(img):
+        u.chunk({"uid": uid, "off": off, "data": img[off:off + codes.UPD_CHUNK_MAX]})
+        off += codes.UPD_CHUNK_MAX
+    return u.report(uid)
+
+
+def test_malformed_images_are_refused_at_commit_and_discarded():
+    """Bad input (issue 11): whatever the header holds, the commit answers `image` and the
+    staged bytes are gone; nothing else on flash changed."""
+    wipe()
+    good = image_of(5)
+    n = good[0] << 8 | good[1]
+    hdr = cbor.loads(good[2:2 + n])
+    bad_fw = hdr[:2] + ["5"] + hdr[3:]
+    files_swapped = hdr[:7] + [[hdr[7][1], hdr[7][0]] + hdr[7][2:]]
+    evil_path = hdr[:7] + [[["../main.py"] + hdr[7][0][1:]] + hdr[7][1:]]
+    body = good[2 + n:]
+
+    def with_header(h, extra=b""):
+        raw = cbor.dumps(h)
+        return bytes([len(raw) >> 8, len(raw) & 0xFF]) + raw + body + extra
+
+    for i, img in enumerate((b"\x00\x04\xff\xff\xff\xff" + body, b"\xff\xff" + good[2:], with_header(bad_fw),
+                             with_header(files_swapped), with_header(evil_path), with_header(hdr, b"tail"))):
+        u = ota.Updater(ROLE)
+        assert _stage(u, 50 + i, img, 5)[1] == codes.US_STAGED, i
+        assert u.commit({"uid": 50 + i}) is None
+        assert u.check() == codes.UR_IMAGE, (i, u.why)
+        assert u.refuse() == (50 + i, codes.US_REFUSED, 0, codes.UR_IMAGE)
+        for p in (ota.STAGE, ota.IMAGE):
+            try:
+                os.stat(p)
+                raise AssertionError("%s left behind (case %d)" % (p, i))
+            except OSError:
+                pass
+    for d in ("/s1", "/s2"):
+        try:
+            os.stat(d)
+            raise AssertionError(d + " was written")
+        except OSError:
+            pass
+
+
 def test_a_cut_trial_still_counts_its_boots_and_rolls_back():
     """Cuts during the trial's own boots (before it could join) spend its boots: after
     TRIAL_BOOTS the previous slot runs again, and the outcome is rolled_back (trial)."""
@@ -262,9 +311,11 @@ def test_a_cut_trial_still_counts_its_boots_and_rolls_back():
     while off < len(img):
         u.chunk({"uid": 2, "off": off, "data": img[off:off + codes.UPD_CHUNK_MAX]})
         off += codes.UPD_CHUNK_MAX
-    _, _, hdr = u.commit({"uid": 2})
-    for _ in u.install(hdr):
+    assert u.commit({"uid": 2}) is None and u.check() == codes.UR_NONE
+    for _ in u.install():
         pass
+    busy = ota.Updater(ROLE).offer(offer(3, image_of(3), 3), 0)
+    assert busy == (3, codes.US_REFUSED, 0, codes.UR_BUSY)  # no new offer while a trial runs
     assert [boot(1, 2) for _ in range(otaboot.TRIAL_BOOTS)] == [2] * otaboot.TRIAL_BOOTS
     assert boot(1, 2) == 1
     p = otaboot.read()
