@@ -15,7 +15,7 @@ import asyncio
 import hashlib
 
 from protocol import bundle, codes, messages
-from protocol.codes import (E_BAD_VALUE, E_NOT_READY, UR_DIGEST, UR_DOWNGRADE, UR_IMAGE, UR_KIND, UR_MPY, UR_ROLE,
+from protocol.codes import (E_BAD_VALUE, E_NOT_READY, UR_BUSY, UR_DIGEST, UR_DOWNGRADE, UR_IMAGE, UR_KIND, UR_MPY, UR_ROLE,
                             UR_SPACE, UR_TRIAL, US_ABORTED, US_RECEIVING, US_REFUSED, US_ROLLED_BACK, US_STAGED,
                             US_TRIAL, US_VALID)
 from sim.devsim import SimDevice
@@ -38,6 +38,8 @@ class SimOtaDevice(SimDevice):
         self.ignore_chunks = False
         self.lose_reports: set = set()  # update states whose next report is lost
         self.on_chunk = None  # callable(device, off) for a test's timeline
+        self.install_s = 0.0  # after an acked commit: checking and writing the files takes this long
+        self.installing = False
         self.uid = 0
         self.offer: dict | None = None
         self.buf = bytearray()
@@ -70,6 +72,11 @@ class SimOtaDevice(SimDevice):
 
     def _update_offer(self, seq: int, m: dict) -> None:
         self._ack(seq)
+        if self.installing:  # the files are being written: nothing may change now (as the firmware does)
+            uid, self.uid = self.uid, m["uid"]
+            self.report(US_REFUSED, UR_BUSY)
+            self.uid = uid
+            return
         if m["uid"] == self.uid and self.ustate != codes.US_IDLE:
             self.report(self.ustate)  # the same uid again: where it stands
             return
@@ -132,11 +139,13 @@ class SimOtaDevice(SimDevice):
             return
         self._ack(seq)
         self.ustate = US_TRIAL
-        asyncio.get_running_loop().call_later(REBOOT_S, lambda: asyncio.ensure_future(self._trial(h)))
+        self.installing = True
+        asyncio.get_running_loop().call_later(self.install_s + REBOOT_S, lambda: asyncio.ensure_future(self._trial(h)))
 
     async def _trial(self, h) -> None:
         """Reboot into the new slot; a trial that fails reboots back into the old one by itself."""
         self.reboots += 1
+        self.installing = False
         old = self.fw
         if self.trial_ok:
             self.fw = h.fw

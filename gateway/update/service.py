@@ -149,6 +149,8 @@ class UpdateService:
         state = _STATE.get(msg["state"])
         if state is None or t.state in FINAL:
             return
+        if state == "refused" and msg["reason"] == codes.UR_BUSY:
+            return  # installing, or in a trial: nothing changed; the offer is asked again later
         _progress(t, state, msg["off"])
         reason = names.UPDATE_REASONS.get(msg["reason"], "code_%d" % msg["reason"]) if msg["reason"] else ""
         if state == "receiving":

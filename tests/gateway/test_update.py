@@ -343,3 +343,16 @@ async def test_a_sleeping_bin_is_updated_over_its_wakes_on_the_ble_pool(tmp_path
     assert len(wakes_with_chunks) >= 2, "the image came over several wakes"
     offs = [m["off"] for m in dev.received if m["type"] == "update_chunk"]
     assert offs.count(0) == 1
+
+
+async def test_busy_while_installing_is_not_a_refusal(park, key, monkeypatch):
+    from gateway.update import service
+    monkeypatch.setattr(service, "TRIAL_ASK_S", 0.2)
+    d, link, devs = park
+    dev = devs["l001"]
+    dev.install_s = 1.5  # the status queries during this get `refused` (busy), as the firmware answers
+    b = await d.update({"action": "import", "bundle": _b64(make_bundle(key))})
+    plan = await d.update({"action": "plan", "bundle": b["bundle"], "site": "stadtpark", "devices": ["l001"]})
+    await until(lambda: d.updates.status(plan["rollout"])["state"] == "done", 30, "the rollout")
+    assert d.updates.status(plan["rollout"])["counts"] == {"valid": 1}
+    assert any(r["reason"] == codes.UR_BUSY for r in dev.reports)
