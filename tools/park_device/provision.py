@@ -20,6 +20,8 @@ from protocol import keyfile, rules
 from .board import Board
 from .errors import BadConfig, BoardError, ConfigConflict, KeyConflict, NotProvisioned, WrongRole
 from .fwload import FirmwareModules
+from .linkcfg import describe as describe_link
+from .linkcfg import link_section, refuse_psk_in_sets
 from .registrar import GatewayRegistry, entry, write_private
 from .roles import ROLES, check_role, firmware_root, needs_booking_key, template
 
@@ -219,10 +221,14 @@ def provision(ui, port: str | None, device_id: str, role: str, site: str, *, reg
               import_file: str | None = None, config_file: str | None = None, sets: list[str] = (),
               position: str | None = None, replace: bool = False, reset_config: bool = False,
               booking_key: str | None = None, create_registry: bool = False, timeout: float = 10.0,
-              restart: bool = True, fw_root=None, serial_number: str | None = None) -> tuple[str, dict]:
+              restart: bool = True, fw_root=None, serial_number: str | None = None, link: str | None = None,
+              wifi_ssid: str | None = None, wifi_psk_file: str | None = None, wifi_psk_env: str | None = None,
+              gateway: str | None = None) -> tuple[str, dict]:
     base = load_config_file(config_file)
     given = parse_set(list(sets))
+    refuse_psk_in_sets(given)
     cfg = compose(device_id, role, site, base, given)
+    cfg["link"].update(link_section(link, cfg["link"], wifi_ssid, wifi_psk_file, wifi_psk_env, gateway))
     explicit = {**((base or {}).get("app") or {}), **given.get("app", {})}
     validate_host(cfg, fw_root)
     token_key = None
@@ -311,6 +317,7 @@ def provision(ui, port: str | None, device_id: str, role: str, site: str, *, reg
 
     result = {"id": device_id, "role": role, "site": site, "port": b.port, "key": key_state,
               "changed": changed, "registered": registered_in, "position": position,
+              "link": describe_link(cfg["link"]),
               "config": {"kept": {k: board_app[k] for k in kept}, "overwritten": over}}
     if changed:
         what = ("new key" if key_state == "new" else "key kept") + \
