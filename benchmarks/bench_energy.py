@@ -64,6 +64,8 @@ def write_config(work: Path, broker: int) -> Path:
         latitude = 0.0
         longitude = 0.0
         timezone = "UTC"
+        [web]
+        listen = ""
         [[links]]
         name = "ble"
         type = "ble"

@@ -19,8 +19,6 @@ from .errors import BadConfig
 KINDS = ("serial", "ble", "wifi")
 PSK_ENV = "PARK_WIFI_PSK"
 DEFAULT_PORT = 7000  # gateway.toml.example's TCP server
-PARK_RADIO = {"container_sensor": "ble", "light_pole": "wifi", "locker": "wifi"}
-"""What each role uses in a park (docs/gateway.md, the connection model)."""
 
 _WIFI_FLAGS = ("--wifi-ssid", "--wifi-psk-file", "--wifi-psk-env", "--gateway")
 _PSK_WAYS = f"--wifi-psk-file FILE (0600), --wifi-psk-env VAR, ${PSK_ENV}, or a prompt on a terminal"
