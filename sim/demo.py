@@ -249,6 +249,7 @@ class SimulatedPark:
         self.fills = {c: round((1200 - FILL_MM[c]) / 9.5) for c in CONTAINERS}
         self.occ = 0b0111
         self._task = None
+        self._wakes: set[asyncio.Task] = set()
 
     async def start_async(self, gateway: tuple[str, int] | None = None, radio=None) -> dict[str, str]:
         """Serial: one TCP server per device that the gateway's url links connect to. Radio: poles and
@@ -286,7 +287,9 @@ class SimulatedPark:
             for c in CONTAINERS:
                 fill = {"type": "fill", "fill": self.fills[c], "temp": 14, "batt": 185}
                 if c in self.bins:  # a wake: advertise, get connected, hello, report, sleep
-                    asyncio.create_task(self.bins[c].wake(fill, linger=0.1))
+                    t = asyncio.create_task(self.bins[c].wake(fill, linger=0.1))
+                    self._wakes.add(t)
+                    t.add_done_callback(self._wakes.discard)
                 else:
                     self.devs[c].send(fill)
             for p in POLES:
