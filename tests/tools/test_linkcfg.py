@@ -119,3 +119,6 @@ def test_provision_over_wifi_writes_the_link_and_never_shows_the_passphrase(ligh
     link = json.loads(light_board.read_flash("config.json"))["link"]
     assert link["kind"] == "wifi" and link["psk"] == PSK and link["host"] == "192.168.4.1"
     assert oct(os.stat(tmp_path / "l001.json").st_mode & 0o777) == "0o600"
+    rc, out, err = run_cli(capsys, "provision", "--id", "l001", "--role", "light_pole", "--site", "stadtpark",
+                           "-p", light_board.console_pty, "--import-file", tmp_path / "l001.json")
+    assert rc == 0 and "nothing changed; link wifi (park, gateway 192.168.4.1:7000)" in out and PSK not in out + err
