@@ -6,7 +6,9 @@
 
 Scenarios (all: each in turn; --json prints one object keyed by scenario):
 
-  crowd   60 poles and 10 lockers over Wi-Fi, 30 bins over BLE, on one gateway (below)
+  crowd   60 poles and 10 lockers over Wi-Fi, 30 bins over BLE, on one gateway (below), and
+          beside them REAL FIRMWARE of each kind over its radio (l061, k011 over Wi-Fi from this
+          process, c031 over BLE in the gateway's; --no-real leaves them out)
   bin     REAL FIRMWARE: a container sensor on a virtual board wakes, connects over BLE
           (FakeBleRadio, --interval-ms) to the gateway's pool, reports and sleeps:
           wake-to-sleep time and radio on-time per report (benchmarks/bench_energy.py's
@@ -61,6 +63,8 @@ from gateway.registry import Registry
 POLES = ["l%03d" % i for i in range(1, 61)]
 LOCKERS = ["k%03d" % i for i in range(1, 11)]
 BINS = ["c%03d" % i for i in range(1, 31)]
+REAL = {"l061": "light_pole", "k011": "locker", "c031": "container_sensor"}
+"""Beside the crowd, real firmware of each kind on virtual boards over its radio (--no-real: none)."""
 
 
 def night_longitude() -> float:
@@ -111,7 +115,8 @@ def pct(xs, q):
 
 # ---------------------------------------------------------------- the gateway process
 
-async def gateway_main(cfg_path: str, duration: float, bin_every: float, interval_ms: float) -> None:
+async def gateway_main(cfg_path: str, duration: float, bin_every: float, interval_ms: float,
+                       real: bool = True) -> None:
     from gateway import config as config_mod
     from gateway.daemon import Daemon
     from sim.devsim import SimDevice
@@ -129,6 +134,8 @@ async def gateway_main(cfg_path: str, duration: float, bin_every: float, interva
     while not (d.ready.is_set() and d.links and d.links[0].connected):
         await asyncio.sleep(0.01)
     wifi, pool = d.links
+    real_bin = await asyncio.to_thread(start_real_bin, Path(cfg.state_dir).parent, radio,
+                                       asyncio.get_running_loop()) if real else None
     print(json.dumps({"port": wifi.port}), flush=True)
     seen: list[float] = []
 
@@ -149,8 +156,57 @@ async def gateway_main(cfg_path: str, duration: float, bin_every: float, interva
         "advert_to_connected_ms": {"p50": pct([a for a, _ in st], 0.5), "p99": pct([a for a, _ in st], 0.99)},
         "connected_ms": {"p50": pct([b for _, b in st], 0.5), "p99": pct([b for _, b in st], 0.99)},
         "advert_to_asleep_ms": {"p50": pct(seen, 0.5), "p99": pct(seen, 0.99)}}}), flush=True)
+    if real_bin is not None:
+        print(json.dumps({"real": {i: real_state(d, i) for i in REAL}}), flush=True)
+        await asyncio.to_thread(real_bin.stop)
     d.stop()
     await task
+
+
+def real_state(d, did: str) -> dict:
+    dev = d.device(did) or {}
+    return {"online": bool(dev.get("online")), "link": (dev.get("link") or "").split("/")[0],
+            "reports": sorted((dev.get("state") or {}))}
+
+
+def real_board(work: Path, did: str, role: str, key: bytes, wifi_gateway=None):
+    """A board running the real firmware as the demo provisions it (sim/demo.py): its radio link,
+    the reference wiring, healthy inputs."""
+    from sim import demo, vboard
+
+    app, extra = {}, {}
+    if role == "container_sensor":
+        app = {"depth_mm": 1200, "interval_s": 30, "fast_s": 30, "report_s": 60}
+        extra = {"ultrasonic": {"trig": demo.TRIG, "echo": demo.ECHO}, "distance_mm": 800}
+    elif role == "locker":
+        app = {"occupancy": True}
+    psk = "bench-radio-psk"
+    bk = secrets.token_bytes(32) if role == "locker" else None
+    flash = demo._flash(work / ("flash-" + did), did, role, key, app, bk, demo.radio_link(role, psk))
+    if wifi_gateway is not None:
+        extra["wifi"] = {"ssid": demo.WIFI_AP, "psk": psk, "gateway": wifi_gateway}
+    b = vboard.VirtualBoard(realtime=True, flash_dir=flash, name=did, console_pty=False, **extra)
+    b.start()
+    if role == "light_pole":
+        b.set_adc(demo.LAMP_CS, uv=demo.HEALTHY_LAMP_UV)
+    elif role == "container_sensor":
+        b.set_adc(demo.TEMP, uv=640_000)
+        b.set_adc(demo.BATT, uv=demo.BATT_UV)
+    elif role == "locker":
+        for n in demo.DOORS:
+            b.set_pin(demo.DOORS[n], 0)
+            b.set_pin(demo.OCC[n], 1)
+    return b
+
+
+def start_real_bin(work: Path, radio, loop):
+    from sim.vboard_ble import VboardPeripheral
+
+    with Registry(str(work / "state" / "registry.sqlite")) as reg:
+        key = reg.find("c031").key
+    b = real_board(work, "c031", "container_sensor", key)
+    radio.add(VboardPeripheral(b, loop=loop))
+    return b
 
 
 # ---------------------------------------------------------------- this process: the park
@@ -174,7 +230,7 @@ async def park(a) -> dict:
     from sim.devsim import SimDevice, SimLink
 
     work = Path(tempfile.mkdtemp(prefix="bench-radio-"))
-    keys = {i: secrets.token_bytes(32) for i in POLES + LOCKERS + BINS}
+    keys = {i: secrets.token_bytes(32) for i in POLES + LOCKERS + BINS + (list(REAL) if a.real else [])}
     with Mosquitto() as broker:
         cfg = write_config(work, broker.port)
         (work / "state").mkdir(mode=0o700)
@@ -183,9 +239,17 @@ async def park(a) -> dict:
                 reg.add(i, {"l": "light_pole", "k": "locker", "c": "container_sensor"}[i[0]], "stadtpark", k)
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "benchmarks.bench_radio", "--gateway", str(cfg), "--duration", str(a.duration),
-            "--bin-every", str(a.bin_every), "--interval-ms", str(a.interval_ms), stdout=asyncio.subprocess.PIPE)
+            "--bin-every", str(a.bin_every), "--interval-ms", str(a.interval_ms), *(() if a.real else ("--no-real",)),
+            stdout=asyncio.subprocess.PIPE)
+        boards, hop = [], None
         try:
-            port = json.loads(await asyncio.wait_for(proc.stdout.readline(), 60))["port"]
+            port = json.loads(await asyncio.wait_for(proc.stdout.readline(), 90))["port"]
+            if a.real:  # the real pole and locker over Wi-Fi, through an access point's latency
+                hop = WifiHop(("127.0.0.1", port), a.wifi_ms)
+                gw = await hop.start()
+                for i, role in REAL.items():
+                    if role != "container_sensor":
+                        boards.append(await asyncio.to_thread(real_board, work, i, role, keys[i], gw))
             devs = {}
             for i in POLES + LOCKERS:
                 link = await SimLink.tcp_client("127.0.0.1", port, a.wifi_ms / 1000)
@@ -225,18 +289,23 @@ async def park(a) -> dict:
             wall = time.monotonic() - t0
             rss.append(proc_rss_kb(proc.pid))
             bins = json.loads(await asyncio.wait_for(proc.stdout.readline(), a.duration + 120))["bins"]
+            real = json.loads(await asyncio.wait_for(proc.stdout.readline(), 60))["real"] if a.real else None
             await asyncio.wait_for(proc.wait(), 60)
         finally:
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
+            for b in boards:
+                await asyncio.to_thread(b.stop)
+            if hop is not None:
+                hop.close()
     return {"devices": len(keys), "duration_s": round(wall, 1), "load_average": os.getloadavg(), "wifi_latency_ms_each_way": a.wifi_ms,
             "ble_interval_ms": a.interval_ms,
             "gateway_cpu_percent_of_one_core": round(100 * cpu / wall, 1),
             "gateway_rss_kb": {"start": rss[0], "max": max(rss), "end": rss[-1]},
             "motion_to_neighbour_prelight_ms": {"n": len(lat), "p50": pct(lat, 0.5), "p99": pct(lat, 0.99),
                                                 "mean": round(statistics.mean(lat) * 1000, 1) if lat else None},
-            "bins": bins}
+            "bins": bins, "real_firmware_over_radio": real}
 
 
 # ---------------------------------------------------------------- real firmware scenarios
@@ -469,6 +538,8 @@ def main(argv=None) -> int:
     ap.add_argument("--interval-ms", type=float, default=30.0, help="BLE connection interval of the fake radio")
     ap.add_argument("--bin-every", type=float, default=10.0, help="crowd: s between a bin's wakes (a day compressed)")
     ap.add_argument("--motion-every", type=float, default=0.2, help="crowd: s between walkers")
+    ap.add_argument("--no-real", dest="real", action="store_false",
+                    help="crowd: without the real firmware of each kind beside the crowd")
     ap.add_argument("--away", type=float, default=20.0, help="range: s out of range per round")
     ap.add_argument("--rounds", type=int, default=2, help="range: out-of-range rounds")
     ap.add_argument("--motions", type=int, default=20, help="wave: walkers")
@@ -476,7 +547,7 @@ def main(argv=None) -> int:
     ap.add_argument("--gateway", metavar="CONFIG", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.gateway:
-        asyncio.run(gateway_main(a.gateway, a.duration, a.bin_every, a.interval_ms))
+        asyncio.run(gateway_main(a.gateway, a.duration, a.bin_every, a.interval_ms, a.real))
         return 0
     runs = {"crowd": park, "bin": scenario_bin, "range": scenario_range, "wave": scenario_wave}
     if a.scenario != "all":
