@@ -18,6 +18,8 @@ send). The board's own events give each wake's phases, in the board's clock:
                is not simulated and is an input of the model below)
   radio on     radio on -> radio off: measurement, advertising, the gateway's connect,
                hello/welcome, the report, rt.linger_ms for commands
+  measurement  first -> last trigger pulse of the ultrasonic pings (app.pings, app.ping_gap_ms),
+               inside "radio on": the link is opened before the app starts
   to sleep     radio off -> deep sleep
 
 Then the model of docs/energy.md turns these into charge per wake and years on a battery,
@@ -76,8 +78,12 @@ def write_config(work: Path, broker: int) -> Path:
     return p
 
 
+TRIG = 5  # the ultrasonic sensor's trigger pin (reference wiring)
+
+
 def phases(events: list[dict]) -> list[dict]:
-    """Per boot: ms from boot to radio on, radio on to off, off to deep sleep (None where missing)."""
+    """Per boot: ms from boot to radio on, radio on to off, off to deep sleep, and the measurement
+    (first to last trigger pulse of the ultrasonic pings, while the radio is already on)."""
     out, cur = [], None
     for e in events:
         t = e["type"]
@@ -86,6 +92,9 @@ def phases(events: list[dict]) -> list[dict]:
             out.append(cur)
         elif cur is None:
             continue
+        elif t == "pin" and e.get("pin") == TRIG and e.get("value") == 1:
+            cur.setdefault("ping0", e["t_ms"])
+            cur["ping1"] = e["t_ms"]
         elif t == "ble_radio" and e.get("on") and "on" not in cur:
             cur["on"] = e["t_ms"]
         elif t == "ble_radio" and not e.get("on") and "off" not in cur:
@@ -97,6 +106,7 @@ def phases(events: list[dict]) -> list[dict]:
         if not {"on", "off", "sleep"} <= set(c):
             continue
         rows.append({"cause": c["cause"], "code_ms": c["on"] - c["boot"], "radio_ms": c["off"] - c["on"],
+                     "measure_ms": c["ping1"] - c["ping0"] if "ping0" in c else None,
                      "to_sleep_ms": c["sleep"] - c["off"], "awake_ms": c["sleep"] - c["boot"]})
     return rows
 
@@ -148,7 +158,8 @@ async def measure(a) -> dict:
         task = asyncio.create_task(d.run())
         await asyncio.wait_for(d.ready.wait(), 30)
         b = vboard.VirtualBoard(deploy_dir=img, flash_dir=work / "flash", realtime=True, start_time=T_2026,
-                                ultrasonic={"trig": 5, "echo": 18}, distance_mm=900, console_pty=False, name="c001")
+                                ultrasonic={"trig": TRIG, "echo": 18}, distance_mm=900, console_pty=False, name="c001",
+                                record_pins=True)
         await asyncio.to_thread(b.start)
         try:
             b.set_adc(34, uv=500_000 + 10_000 * 14)  # TMP36 at 14 °C
@@ -174,19 +185,22 @@ async def measure(a) -> dict:
     quiet = [r for i, r in enumerate(wakes) if i % 2 == 1]
 
     def med(rs, k):
-        return round(statistics.median(r[k] for r in rs)) if rs else None
+        xs = [r[k] for r in rs if r[k] is not None]
+        return round(statistics.median(xs)) if xs else None
 
     code_ms = med(wakes, "code_ms")
     res = {"ble_interval_ms": a.interval_ms, "mpy_bytes": mpy_bytes, "pool_served": served,
            "first_boot": rows[0] if rows else None, "wakes": wakes,
-           "report_wake_ms": {k: med(report, k) for k in ("code_ms", "radio_ms", "to_sleep_ms", "awake_ms")},
-           "quiet_wake_ms": {k: med(quiet, k) for k in ("code_ms", "radio_ms", "to_sleep_ms", "awake_ms")},
+           "report_wake_ms": {k: med(report, k) for k in ("code_ms", "radio_ms", "measure_ms", "to_sleep_ms", "awake_ms")},
+           "quiet_wake_ms": {k: med(quiet, k) for k in ("code_ms", "radio_ms", "measure_ms", "to_sleep_ms", "awake_ms")},
            "model_inputs": MODEL, "samples_per_day": SAMPLES_PER_DAY, "reports_per_day": REPORTS_PER_DAY}
     if code_ms is not None and report and quiet:
         r_s, q_s = med(report, "radio_ms") / 1000, med(quiet, "radio_ms") / 1000
         res["model"] = model(code_ms / 1000, r_s, q_s)
         res["choices"] = {
             "radio only when a report is due (quiet wakes without radio)": model(code_ms / 1000, r_s, 0.0),
+            "radio on after the measurement, only when a report is due": model(
+                code_ms / 1000, max(r_s - (med(report, "measure_ms") or 0) / 1000, 0.05), 0.0),
             "report every 15 min instead of hourly": model(code_ms / 1000, r_s, q_s, reports=SAMPLES_PER_DAY),
             "sample every 30 min (48 wakes)": model(code_ms / 1000, r_s, q_s, samples=48),
             "advertise-only report (no connection: ~3 adverts, 30 ms radio)": model(code_ms / 1000, 0.03, q_s),
