@@ -53,12 +53,9 @@ GATEWAY_ADDR = "10.0.0.1:7000"  # what a Wi-Fi board's config names; the virtual
 
 def park_radio(kind: str, role: str) -> str:
     """A board's link when the bench does not say: real boards their link UART; virtual boards
-    the radio they use in the park, where the bench can carry it. Poles and lockers: Wi-Fi to the
-    gateway's TCP server. Bins stay on their UART: their BLE pool needs the fake radio in the
-    gateway's own process, and the bench runs the gateway as a process of its own."""
-    if kind == "virtual" and roles.PARK_RADIO.get(role) == "wifi":
-        return "wifi"
-    return "serial"
+    the radio they use in the park: poles and lockers Wi-Fi to the gateway's TCP server, bins BLE
+    to its pool (through hil_tests/radio.py's air between the test and the daemon's process)."""
+    return roles.PARK_RADIO.get(role, "serial") if kind == "virtual" else "serial"
 
 
 @dataclass
@@ -106,12 +103,9 @@ def load(path: str | Path) -> Bench:
             spec.link = park_radio(spec.kind, spec.role)
         if spec.link not in LINKS:
             raise BenchError(f"{path}: boards[{i}].link must be one of {', '.join(LINKS)}, not {spec.link!r}")
-        if spec.link == "ble":
-            raise BenchError(f"{path}: boards[{i}] ({spec.id}): link 'ble' needs the fake BLE radio in the "
-                             "gateway's process, which this bench does not run yet; use 'serial' or 'wifi'")
-        if spec.link == "wifi" and spec.kind != "virtual":
-            raise BenchError(f"{path}: boards[{i}] ({spec.id}): a real board's Wi-Fi needs the bench's access "
-                             "point, which this bench does not describe yet; use 'serial'")
+        if spec.link != "serial" and spec.kind != "virtual":
+            raise BenchError(f"{path}: boards[{i}] ({spec.id}): a real board's radio needs the bench's access "
+                             "point or BLE adapter, which this bench does not describe yet; use 'serial'")
         boards.append(spec)
     if "peripherals" in feats and any(s.kind != "virtual" for s in boards):
         raise BenchError(f"{path}: 'peripherals' is only available with virtual boards")
@@ -221,7 +215,7 @@ class ConsoleDriver:
         """As a technician would: a Wi-Fi board gets --link wifi, the network, the passphrase from a
         0600 file and the gateway's address."""
         s = self.res.spec
-        radio = {} if link == "serial" else {"link": link}
+        radio = {} if link == "serial" else {"link": link}  # a radio keeps the UART as the wired fallback
         if link == "wifi":
             radio.update(wifi_ssid=WIFI_AP["ssid"], wifi_psk_file=psk_file, gateway=GATEWAY_ADDR)
         return provision(self._ui(), self.res.console, s.id, s.role, site, registry=registry, position=s.position,

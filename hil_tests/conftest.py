@@ -128,6 +128,7 @@ class GatewayProcess:
         self.sock = tmp / "api.sock"
         self.links: list[str] = []
         self.wifi_port = benchmod.free_port()  # the TCP server link Wi-Fi boards connect to (kept over restarts)
+        self.air = None  # hil_tests.radio.AirServer once a BLE board is on the bench: the daemon runs with it
         self.proc: subprocess.Popen | None = None
         self.log = tmp / "gateway.log"
 
@@ -140,6 +141,8 @@ class GatewayProcess:
         links = "".join(f'[[links]]\nname = "link{i}"\ntype = "url"\nurl = "{u}"\nreconnect_max = 0.5\n\n'
                         for i, u in enumerate(self.links))
         links += f'[[links]]\nname = "wifi"\ntype = "tcp"\nlisten = "127.0.0.1:{self.wifi_port}"\nauth_timeout = 10\n\n'
+        if self.air is not None:
+            links += '[[links]]\nname = "ble"\ntype = "ble"\nmax_connections = 5\n\n'
         edges_toml = "[" + ", ".join(f'["{a}", "{b}"]' for a, b in edges) + "]"
         self.config.write_text(textwrap.dedent(f"""\
             [gateway]
@@ -170,7 +173,9 @@ class GatewayProcess:
         if self.sock.exists():
             self.sock.unlink()  # left by a killed daemon; its reappearance says the new one is up
         self._logf = open(self.log, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "run", "--config", str(self.config)],
+        cmd = (["-m", "hil_tests.radio", "--config", str(self.config), "--air", self.air.address]
+               if self.air is not None else ["-m", "gateway.cli", "run", "--config", str(self.config)])
+        self.proc = subprocess.Popen([sys.executable, *cmd],
                                      stdout=self._logf, stderr=subprocess.STDOUT, start_new_session=True)
         end = time.monotonic() + 20
         while not self.sock.exists():
@@ -214,6 +219,8 @@ def gateway(tmp_path, broker, bench):
     g.state.mkdir(mode=0o700)
     yield g
     g.stop()
+    if g.air is not None:
+        g.air.close()
 
 
 # ------------------------------------------------------------------------------ boards
@@ -269,7 +276,8 @@ def boards(bench, gateway, role_flash, tmp_path):
         """cable=True puts a pullable LinkCable between the gateway and each board's link UART (the
         board then talks over its UART, whatever its bench link); inputs={pin: level} are set on
         virtual boards before they boot provisioned. Wi-Fi boards (the bench's `link`) reach the
-        gateway's TCP server link through the virtual access point."""
+        gateway's TCP server link through the virtual access point, BLE boards its BLE pool through
+        the bench's air (hil_tests/radio.py)."""
         out = {}
         for i in ids:
             spec = bench.board(i)
@@ -287,6 +295,11 @@ def boards(bench, gateway, role_flash, tmp_path):
             made.append(st)
             if link == "wifi":
                 pass  # the board connects to the gateway's TCP server link
+            elif link == "ble":  # the board's radio on the air the daemon's fake radio reaches
+                if gateway.air is None:
+                    from hil_tests.radio import AirServer
+                    gateway.air = AirServer()
+                gateway.air.add(res.vb)
             elif cable:
                 if spec.kind != "virtual":
                     raise benchmod.BenchError(f"{bench.path}: board {i}: pulling a real link cable needs a "
