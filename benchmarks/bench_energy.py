@@ -189,10 +189,10 @@ async def measure(a) -> dict:
         return round(statistics.median(xs)) if xs else None
 
     code_ms = med(wakes, "code_ms")
+    cols = ("code_ms", "radio_ms", "measure_ms", "to_sleep_ms", "awake_ms")
     res = {"ble_interval_ms": a.interval_ms, "mpy_bytes": mpy_bytes, "pool_served": served,
            "first_boot": rows[0] if rows else None, "wakes": wakes,
-           "report_wake_ms": {k: med(report, k) for k in ("code_ms", "radio_ms", "measure_ms", "to_sleep_ms", "awake_ms")},
-           "quiet_wake_ms": {k: med(quiet, k) for k in ("code_ms", "radio_ms", "measure_ms", "to_sleep_ms", "awake_ms")},
+           "report_wake_ms": {k: med(report, k) for k in cols}, "quiet_wake_ms": {k: med(quiet, k) for k in cols},
            "model_inputs": MODEL, "samples_per_day": SAMPLES_PER_DAY, "reports_per_day": REPORTS_PER_DAY}
     if code_ms is not None and report and quiet:
         r_s, q_s = med(report, "radio_ms") / 1000, med(quiet, "radio_ms") / 1000
@@ -212,7 +212,8 @@ async def measure(a) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--wakes", type=int, default=4, help="wakes after the first boot (30 s apart), half of them reports")
+    ap.add_argument("--wakes", type=int, default=4,
+                    help="wakes after the first boot (30 s apart), half of them reports")
     ap.add_argument("--interval-ms", type=float, default=30.0, help="BLE connection interval of the fake radio")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)

@@ -8,10 +8,11 @@ over their radios, as in the park (`--links radio`, the default): the bins over
 BLE through sim.fakeble.FakeBleRadio (a FAKE of the Pi's controller, 5 connections,
 30 ms connection interval) to the gateway's BLE pool, the poles and the locker over
 Wi-Fi (the virtual station's TCP connection, a real loopback socket) to the
-gateway's TCP server. `--links serial` puts every board on its link UART instead. A scripted story fits
-in the README's minute: walkers along the path (the lamp column shows each
-pole's level as the wave passes), a bin filling up to a pickup, a loan through
-the backbone's unlock request that becomes overdue, and l004's dead lamp. The
+gateway's TCP server. `--links serial` puts every board on its link UART instead.
+A scripted story fits in the README's minute: walkers along the path (the lamp
+column shows each pole's level as the wave passes), a bin filling up to a pickup,
+a loan through the backbone's unlock request that becomes overdue, and l004's
+dead lamp. The
 daemon serves its dashboard too (`dashboard: URL` on a line of its own). On a
 terminal the screen is redrawn each second; piped, the story is printed line by
 line with a status line every 10 s.
