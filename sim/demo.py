@@ -156,6 +156,7 @@ def _flash(dst: Path, did: str, role: str, key: bytes, app: dict, booking_key: b
         t["link"] = dict(t["link"], **link)
     elif role == "container_sensor":
         t["rt"]["batt_div"] = 0  # wired, mains-powered: a board's unset battery ADC would read as a flat battery
+        t["rt"]["awake_s"] = 60  # and awake until the gateway, which starts after the boards, has welcomed it
     if role == "locker":
         # pulled down, so a booting board reads every door closed and every compartment empty: no tamper alarm
         t["pins"].update({"door%d" % n: {"pin": p, "pull": "down"} for n, p in DOORS.items()})

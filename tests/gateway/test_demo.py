@@ -40,7 +40,7 @@ async def test_demo_runs_the_park_and_stops_by_itself():
 
 
 async def test_demo_over_the_serial_links():
-    p = await asyncio.create_subprocess_exec(sys.executable, "-m", "sim", "demo", "--duration", "12", "--night",
+    p = await asyncio.create_subprocess_exec(sys.executable, "-m", "sim", "demo", "--duration", "20", "--night",
                                              "--json", "--links", "serial", cwd=ROOT, stdout=asyncio.subprocess.PIPE,
                                              stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(p.communicate(), 150)
