@@ -54,10 +54,17 @@ def overview(snap: dict) -> str:
 
 
 def park(snap: dict) -> str:
-    out = [health(snap)]
+    return "".join(html for _, html in park_parts(snap))
+
+
+def park_parts(snap: dict) -> list[tuple[str | None, str]]:
+    """The park's HTML in pieces, so a live page gets only what changed: (id, the element with that id) for each
+    part that changes on its own (the gateway's health, a site's state and plan, a pole's or a bin's row, a
+    locker), (None, markup) for what holds them."""
+    out: list[tuple[str | None, str]] = [("gateway", health(snap))]
     for name, site in sorted(snap["sites"].items()):
-        out.append(site_html(name, site))
-    return "\n".join(out)
+        out.extend(site_parts(name, site))
+    return out
 
 
 def health(snap: dict) -> str:
@@ -66,7 +73,7 @@ def health(snap: dict) -> str:
         E(lk["name"]), E(lk["kind"]), "up" if lk["connected"] else "DOWN", lk["frames"], lk["drops"],
         "" if lk["connected"] or not lk.get("last_error") else " (%s)" % E(str(lk["last_error"])))
         for lk in snap["links"]) or "<li>no links configured</li>"
-    return """<section aria-labelledby="gw-h"><h2 id="gw-h">Gateway</h2>
+    return """<section id="gateway" aria-labelledby="gw-h"><h2 id="gw-h">Gateway</h2>
 <dl class="facts">
 <dt>Version</dt><dd>%s, up %s</dd>
 <dt>Devices</dt><dd id="devices-online">%d of %d online</dd>
@@ -81,11 +88,31 @@ def health(snap: dict) -> str:
 
 
 def site_html(name: str, site: dict) -> str:
+    return "".join(html for _, html in site_parts(name, site))
+
+
+def site_parts(name: str, site: dict) -> list[tuple[str | None, str]]:
     light = site["lighting"]
-    head = ('<section aria-labelledby="site-%s"><h2 id="site-%s">Site %s</h2>\n<p>%s, level cap %s %%; '
-            'lamp faults: %s</p>' % (E(name), E(name), E(name), "dark" if light.get("dark") else "daylight",
-                                     light.get("cap"), E(", ".join(light.get("lamp_faults") or []) or "none")))
-    return "\n".join([head, plan(name, site), poles_table(site), bins_table(site), lockers_html(site), "</section>"])
+    out: list[tuple[str | None, str]] = [
+        (None, '<section aria-labelledby="site-%s"><h2 id="site-%s">Site %s</h2>\n' % (E(name), E(name), E(name))),
+        ("state-" + name, '<p id="state-%s">%s, level cap %s %%; lamp faults: %s</p>\n' % (
+            E(name), "dark" if light.get("dark") else "daylight", light.get("cap"),
+            E(", ".join(light.get("lamp_faults") or []) or "none")))]
+    if site["poles"]:
+        out.append(("map-" + name, plan(name, site)))
+        out.append((None, '<table><caption>Light poles</caption><thead><tr><th scope="col">Pole</th><th scope="col">'
+                          'Level now</th><th scope="col">Why</th><th scope="col">Last report</th></tr></thead><tbody>'))
+        out.extend(("pole-" + p["id"], pole_row(p)) for p in site["poles"])
+        out.append((None, "</tbody></table>\n"))
+    if site["bins"]:
+        out.append((None, '<table><caption>Waste containers</caption><thead><tr><th scope="col">Container</th>'
+                          '<th scope="col">Fill</th><th scope="col">Trend</th><th scope="col">Status</th></tr></thead>'
+                          '<tbody>'))
+        out.extend(("bin-" + b["id"], bin_row(b)) for b in site["bins"])
+        out.append((None, "</tbody></table>\n"))
+    out.extend(("locker-" + k["id"], locker_table(k) + "\n") for k in site["lockers"])
+    out.append((None, "</section>\n"))
+    return out
 
 
 def plan(name: str, site: dict) -> str:
@@ -109,50 +136,33 @@ def plan(name: str, site: dict) -> str:
                         cx, cy, 10 + lvl // 8, " fault" if p["fault"] else "", 0.15 + 0.85 * lvl / 100,
                         cx, cy + 38, E(p["id"]), "--" if p["level"] is None else "%d%%" % p["level"]))
     summary = "; ".join("%s %s" % (p["id"], "unknown" if p["level"] is None else "%d %%" % p["level"]) for p in poles)
-    return ('<figure><svg role="img" aria-labelledby="plan-%s" viewBox="0 0 %d %d" class="plan">'
+    return ('<figure id="map-%s"><svg role="img" aria-labelledby="plan-%s" viewBox="0 0 %d %d" class="plan">'
             '<title id="plan-%s">Path plan of %s with each pole\'s light level: %s</title>%s%s</svg>'
             '<figcaption>Poles on the path; the bigger and brighter the dot, the higher the level.</figcaption>'
-            '</figure>' % (E(name), w, h, E(name), E(name), E(summary), "".join(lines), "".join(dots)))
+            '</figure>\n' % (E(name), E(name), w, h, E(name), E(name), E(summary), "".join(lines), "".join(dots)))
 
 
-def poles_table(site: dict) -> str:
-    if not site["poles"]:
-        return ""
-    rows = "".join(
-        '<tr id="pole-%s"><th scope="row"><a href="/device/%s">%s</a></th><td class="num">%s</td><td>%s</td>'
-        '<td>%s</td></tr>' % (
-            E(p["id"]), E(p["id"]), E(p["id"]), "--" if p["level"] is None else "%d %%" % p["level"], E(p["why"]),
-            E(p["report"]) + ("" if p["online"] else " (OFFLINE)"))
-        for p in site["poles"])
-    return ('<table><caption>Light poles</caption><thead><tr><th scope="col">Pole</th><th scope="col">Level now'
-            '</th><th scope="col">Why</th><th scope="col">Last report</th></tr></thead><tbody>%s</tbody></table>'
-            % rows)
+def pole_row(p: dict) -> str:
+    return ('<tr id="pole-%s"><th scope="row"><a href="/device/%s">%s</a></th><td class="num">%s</td><td>%s</td>'
+            '<td>%s</td></tr>' % (E(p["id"]), E(p["id"]), E(p["id"]),
+                                  "--" if p["level"] is None else "%d %%" % p["level"], E(p["why"]),
+                                  E(p["report"]) + ("" if p["online"] else " (OFFLINE)")))
 
 
-def bins_table(site: dict) -> str:
-    if not site["bins"]:
-        return ""
-    rows = []
-    for b in site["bins"]:
-        fill = "no reading" if b["fill"] is None else "%d %%" % b["fill"]
-        bar = '' if b["fill"] is None else ('<svg class="bar" viewBox="0 0 100 10" aria-hidden="true" focusable="false">'
-                                            '<rect width="%d" height="10"/></svg>' % b["fill"])
-        rows.append('<tr id="bin-%s"><th scope="row"><a href="/device/%s">%s</a></th><td class="num">%s %s</td>'
-                    '<td>%s</td><td>%s</td></tr>' % (E(b["id"]), E(b["id"]), E(b["id"]), fill, bar, E(b["trend"]),
-                                                     E(b["status"]) + ("" if b["online"] else " (OFFLINE)")))
-    return ('<table><caption>Waste containers</caption><thead><tr><th scope="col">Container</th>'
-            '<th scope="col">Fill</th><th scope="col">Trend</th><th scope="col">Status</th></tr></thead>'
-            '<tbody>%s</tbody></table>' % "".join(rows))
+def bin_row(b: dict) -> str:
+    fill = "no reading" if b["fill"] is None else "%d %%" % b["fill"]
+    bar = '' if b["fill"] is None else ('<svg class="bar" viewBox="0 0 100 10" aria-hidden="true" focusable="false">'
+                                        '<rect width="%d" height="10"/></svg>' % b["fill"])
+    return ('<tr id="bin-%s"><th scope="row"><a href="/device/%s">%s</a></th><td class="num">%s %s</td>'
+            '<td>%s</td><td>%s</td></tr>' % (E(b["id"]), E(b["id"]), E(b["id"]), fill, bar, E(b["trend"]),
+                                             E(b["status"]) + ("" if b["online"] else " (OFFLINE)")))
 
 
-def lockers_html(site: dict) -> str:
-    out = []
-    for k in site["lockers"]:
-        rows = "".join('<tr><th scope="row">%d</th><td>%s</td></tr>' % (c["n"], E(c["text"])) for c in k["comps"])
-        out.append('<table id="locker-%s"><caption>Locker <a href="/device/%s">%s</a>%s</caption><thead><tr>'
-                   '<th scope="col">Compartment</th><th scope="col">State</th></tr></thead><tbody>%s</tbody></table>'
-                   % (E(k["id"]), E(k["id"]), E(k["id"]), "" if k["online"] else " (OFFLINE)", rows))
-    return "\n".join(out)
+def locker_table(k: dict) -> str:
+    rows = "".join('<tr><th scope="row">%d</th><td>%s</td></tr>' % (c["n"], E(c["text"])) for c in k["comps"])
+    return ('<table id="locker-%s"><caption>Locker <a href="/device/%s">%s</a>%s</caption><thead><tr>'
+            '<th scope="col">Compartment</th><th scope="col">State</th></tr></thead><tbody>%s</tbody></table>'
+            % (E(k["id"]), E(k["id"]), E(k["id"]), "" if k["online"] else " (OFFLINE)", rows))
 
 
 def alerts(items: list[dict]) -> str:
@@ -173,7 +183,7 @@ def device(d: dict, history: list[tuple[float, float]], what: str, operator: str
     for c in d.get("commands") or []:
         facts.append(("Pending command %s" % c.get("id"), "%s, %s" % (c.get("type"), c.get("state"))))
     dl = "".join("<dt>%s</dt><dd>%s</dd>" % (E(k), E(str(v))) for k, v in facts)
-    return ('<h1>%s, %s</h1>\n<dl class="facts" id="device-facts" data-live="device">%s</dl>\n'
+    return ('<h1>%s, %s</h1>\n<dl class="facts" id="device-facts">%s</dl>\n'
             '<section aria-labelledby="hist-h"><h2 id="hist-h">History: %s</h2>%s</section>\n%s' % (
                 E(d["id"]), E(d["role"].replace("_", " ")), dl, E(what), history_html(history, what),
                 actions(d, operator, csrf)))
