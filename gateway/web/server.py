@@ -105,7 +105,7 @@ def snapshot(daemon, live: Live, now: float | None = None) -> dict:
             level, why = _pole_level(lighting.get(d.site), state, did, live.motion.get(did, 0.0), now)
             site["poles"].append({"id": did, "level": level, "why": why, "online": d.online,
                                   "fault": did in (site["lighting"].get("lamp_faults") or []),
-                                  "report": "%s, %s" % (readable.report(state), readable.age(d.last_seen, now))})
+                                  "report": readable.report(state), "seen": d.last_seen or None})
         elif d.role == "container_sensor":
             f = state.get("fill") or {}
             p = pickups.get(did)
@@ -261,6 +261,7 @@ class Dashboard:
         self._clients = 0
         self._changed = asyncio.Event()
         self.feed = Feed()
+        self.cpu_s = 0.0  # this thread's CPU in renders, live events and energy samples (park_dashboard_cpu)
         self._rendered = float("-inf")
         self._ticker: asyncio.Task | None = None
         self._unsubscribe = None
@@ -273,7 +274,7 @@ class Dashboard:
 
         from gateway.web.metrics import registry
 
-        self._metrics = registry(self.daemon, self.outcomes)
+        self._metrics = registry(self.daemon, self.outcomes, self)
         app = web.Application(middlewares=[_headers_factory()])
         app.router.add_get("/", self.index)
         app.router.add_get("/device/{id}", self.device)
@@ -314,6 +315,10 @@ class Dashboard:
         log.info("dashboard: %s", self.url)
         return True
 
+    @property
+    def viewers(self) -> int:
+        return self._clients
+
     async def stop(self) -> None:
         if self._unsubscribe:
             self._unsubscribe()
@@ -325,28 +330,38 @@ class Dashboard:
             self.energy.save()
 
     async def _tick(self) -> None:
-        seen, last, sampled = -1, 0.0, 0.0
+        seen, last, sampled, failed = -1, 0.0, 0.0, False
         while True:
             await asyncio.sleep(TICK_S)
             now = time.monotonic()
             snap = None
             if self._clients and (self.live.version != seen or now - last >= REFRESH_S):
                 seen, last = self.live.version, now
-                snap = snapshot(self.daemon, self.live)
-                self._render(snap)
+                try:
+                    snap = self._render()
+                except Exception:  # noqa: BLE001 - the park runs on; the page stays as it was
+                    if not failed:
+                        log.exception("dashboard render failed (logged once)")
+                    failed = True
             if now - sampled >= energy.SAMPLE_S:
                 sampled = now
+                t = time.thread_time()
                 try:
                     self.energy.sample(snap or snapshot(self.daemon, self.live), self.daemon.cfg.sites)
                 except Exception:  # noqa: BLE001 - a report must never stop the dashboard
                     log.exception("energy sample failed")
+                self.cpu_s += time.thread_time() - t
 
-    def _render(self, snap: dict) -> None:
+    def _render(self) -> dict:
         """One render for every viewer; they are woken only if something they see changed."""
+        t = time.thread_time()
         self._rendered = time.monotonic()
+        snap = snapshot(self.daemon, self.live)
         if self.feed.update(snap):
             self._changed.set()
             self._changed = asyncio.Event()
+        self.cpu_s += time.thread_time() - t
+        return snap
 
     # -- who is asking
 
@@ -395,7 +410,7 @@ class Dashboard:
                                            "X-Accel-Buffering": "no"})
         await resp.prepare(request)
         if time.monotonic() - self._rendered > TICK_S:  # nobody was watching: the feed is old
-            self._render(snapshot(self.daemon, self.live))
+            self._render()
         self._clients += 1
         try:
             gen = None
@@ -405,7 +420,9 @@ class Dashboard:
                 if feed.gen != gen:
                     data = feed.diff if gen is not None and feed.gen == gen + 1 else feed.whole
                     gen = feed.gen
-                    await resp.write(data)
+                    t = time.thread_time()
+                    await resp.write(data)  # counts a wait for a slow viewer too: an upper bound
+                    self.cpu_s += time.thread_time() - t
                     continue
                 try:
                     await asyncio.wait_for(changed.wait(), 15.0)

@@ -47,10 +47,10 @@ def page(title: str, body: str, operator: str | None, csrf: str = "", note: str 
 # -- the overview
 
 def overview(snap: dict) -> str:
-    return ('<h1>Park at a glance</h1>\n<div id="park" data-live="park">%s</div>\n'
+    return ('<h1>Park at a glance</h1>\n<div id="park" data-live="park" data-now="%d">%s</div>\n'
             '<section aria-labelledby="alerts-h"><h2 id="alerts-h">Recent alerts</h2>\n'
             '<ol id="alerts" data-live="alerts" aria-live="polite">%s</ol></section>'
-            % (park(snap), alerts(snap["alerts"])))
+            % (time.time(), park(snap), alerts(snap["alerts"])))
 
 
 def park(snap: dict) -> str:
@@ -144,9 +144,18 @@ def plan(name: str, site: dict) -> str:
 
 def pole_row(p: dict) -> str:
     return ('<tr id="pole-%s"><th scope="row"><a href="/device/%s">%s</a></th><td class="num">%s</td><td>%s</td>'
-            '<td>%s</td></tr>' % (E(p["id"]), E(p["id"]), E(p["id"]),
-                                  "--" if p["level"] is None else "%d %%" % p["level"], E(p["why"]),
-                                  E(p["report"]) + ("" if p["online"] else " (OFFLINE)")))
+            '<td>%s, %s</td></tr>' % (E(p["id"]), E(p["id"]), E(p["id"]),
+                                      "--" if p["level"] is None else "%d %%" % p["level"], E(p["why"]),
+                                      E(p["report"]), seen(p["seen"]) + ("" if p["online"] else " (OFFLINE)")))
+
+
+def seen(ts: float | None) -> str:
+    """When a report came, as the clock time: the page's script shows it as an age that it keeps current
+    itself, so a row changes (and is sent again) only when a report does."""
+    if not ts:
+        return "never"
+    return '<time datetime="%s" data-ago>at %s</time>' % (
+        time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)), time.strftime("%H:%M:%S", time.localtime(ts)))
 
 
 def bin_row(b: dict) -> str:

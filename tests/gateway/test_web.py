@@ -77,6 +77,9 @@ async def test_the_dashboard_shows_the_park_live_and_accessibly(park, caplog):
             await page.goto(url)
             assert await page.title() == "Park at a glance"
             assert "10 %" in await page.inner_text("#pole-l002")
+            # the report's age is kept current by the page itself (the row is not sent again for it)
+            await page.wait_for_function("/, \\d+s ago/.test(document.querySelector('#pole-l002').innerText)",
+                                         timeout=5_000)
             assert "62 %" in await page.inner_text("#bin-c001")
             assert "occupied, closed" in await page.inner_text("#locker-k001")
             assert await _axe(page) == []
@@ -137,6 +140,7 @@ async def test_metrics_for_prometheus(park):
     assert 'park_devices{state="online"} 5.0' in text
     assert 'park_link_frames_total{link="vb0"}' in text and "park_outbox_depth" in text
     assert "park_commands_total" in text or "park_commands" in text
+    assert "park_dashboard_cpu_seconds_total" in text and "park_dashboard_viewers 0.0" in text
 
 
 def test_the_network_needs_tls_and_there_is_no_default_operator(tmp_path):

@@ -27,12 +27,27 @@
     });
     if (missing) connect();  // this page is not what the server thinks: start again with the whole
   }
+  // a report's time as an age ("12s ago"), kept current here so that the server sends a row only when it changed;
+  // the gateway's clock is the reference (the page says what time it was there when it was rendered)
+  var park = document.querySelector('[data-live="park"]');
+  var skew = park && park.dataset.now ? Number(park.dataset.now) - Date.now() / 1000 : 0;
+  function ages() {
+    var now = Date.now() / 1000 + skew;
+    document.querySelectorAll("time[data-ago]").forEach(function (t) {
+      var s = Math.max(0, now - Date.parse(t.getAttribute("datetime")) / 1000);
+      var text = s < 120 ? Math.floor(s) + "s ago" : s < 7200 ? Math.floor(s / 60) + "m ago"
+        : s < 172800 ? Math.floor(s / 3600) + "h ago" : Math.floor(s / 86400) + "d ago";
+      if (t.textContent !== text) t.textContent = text;
+    });
+  }
   function connect() {
     if (source) source.close();
     source = new EventSource("/events");
-    source.addEventListener("park", function (e) { swap("park", e.data); });
+    source.addEventListener("park", function (e) { swap("park", e.data); ages(); });
     source.addEventListener("alerts", function (e) { swap("alerts", e.data); });
-    source.addEventListener("parts", function (e) { parts(e.data); });
+    source.addEventListener("parts", function (e) { parts(e.data); ages(); });
   }
   connect();
+  ages();
+  setInterval(ages, 1000);
 })();
