@@ -99,7 +99,7 @@ def site_parts(name: str, site: dict) -> list[tuple[str | None, str]]:
             E(name), "dark" if light.get("dark") else "daylight", light.get("cap"),
             E(", ".join(light.get("lamp_faults") or []) or "none")))]
     if site["poles"]:
-        out.append(("map-" + name, plan(name, site)))
+        out.extend(plan_parts(name, site))
         out.append((None, '<table><caption>Light poles</caption><thead><tr><th scope="col">Pole</th><th scope="col">'
                           'Level now</th><th scope="col">Why</th><th scope="col">Last report</th></tr></thead><tbody>'))
         out.extend(("pole-" + p["id"], pole_row(p)) for p in site["poles"])
@@ -116,9 +116,15 @@ def site_parts(name: str, site: dict) -> list[tuple[str | None, str]]:
 
 
 def plan(name: str, site: dict) -> str:
+    return "".join(html for _, html in plan_parts(name, site))
+
+
+def plan_parts(name: str, site: dict) -> list[tuple[str | None, str]]:
+    """The site's plan as an SVG image: each pole's dot and the text title (all levels, for a screen reader) are
+    parts of their own; the frame and the paths change only with the layout."""
     poles = site["poles"]
     if not poles:
-        return ""
+        return []
     w = 120 * (max(p["x"] for p in poles) + 1)
     h = 90 * (max(p["y"] for p in poles) + 1)
     at = {p["id"]: p for p in poles}
@@ -127,19 +133,24 @@ def plan(name: str, site: dict) -> str:
         if a in at and b in at:
             lines.append('<line x1="%d" y1="%d" x2="%d" y2="%d" class="path"/>' % (
                 60 + 120 * at[a]["x"], 40 + 90 * at[a]["y"], 60 + 120 * at[b]["x"], 40 + 90 * at[b]["y"]))
-    dots = []
+    summary = "; ".join("%s %s" % (p["id"], "unknown" if p["level"] is None else "%d %%" % p["level"]) for p in poles)
+    out: list[tuple[str | None, str]] = [
+        (None, '<figure id="map-%s"><svg role="img" aria-labelledby="plan-%s" viewBox="0 0 %d %d" class="plan">'
+               % (E(name), E(name), w, h)),
+        ("plan-" + name, '<title id="plan-%s">Path plan of %s with each pole\'s light level: %s</title>'
+                         % (E(name), E(name), E(summary))),
+        (None, "".join(lines))]
     for p in poles:
         cx, cy = 60 + 120 * p["x"], 40 + 90 * p["y"]
         lvl = p["level"] if p["level"] is not None else 0
-        dots.append('<circle cx="%d" cy="%d" r="%d" class="lamp%s" fill-opacity="%.2f"/>'
-                    '<text x="%d" y="%d" class="label">%s %s</text>' % (
-                        cx, cy, 10 + lvl // 8, " fault" if p["fault"] else "", 0.15 + 0.85 * lvl / 100,
-                        cx, cy + 38, E(p["id"]), "--" if p["level"] is None else "%d%%" % p["level"]))
-    summary = "; ".join("%s %s" % (p["id"], "unknown" if p["level"] is None else "%d %%" % p["level"]) for p in poles)
-    return ('<figure id="map-%s"><svg role="img" aria-labelledby="plan-%s" viewBox="0 0 %d %d" class="plan">'
-            '<title id="plan-%s">Path plan of %s with each pole\'s light level: %s</title>%s%s</svg>'
-            '<figcaption>Poles on the path; the bigger and brighter the dot, the higher the level.</figcaption>'
-            '</figure>\n' % (E(name), E(name), w, h, E(name), E(name), E(summary), "".join(lines), "".join(dots)))
+        out.append(("dot-" + p["id"], '<g id="dot-%s"><circle cx="%d" cy="%d" r="%d" class="lamp%s" '
+                                      'fill-opacity="%.2f"/><text x="%d" y="%d" class="label">%s %s</text></g>' % (
+                                          E(p["id"]), cx, cy, 10 + lvl // 8, " fault" if p["fault"] else "",
+                                          0.15 + 0.85 * lvl / 100, cx, cy + 38, E(p["id"]),
+                                          "--" if p["level"] is None else "%d%%" % p["level"])))
+    out.append((None, '</svg><figcaption>Poles on the path; the bigger and brighter the dot, the higher the level.'
+                      '</figcaption></figure>\n'))
+    return out
 
 
 def pole_row(p: dict) -> str:

@@ -89,6 +89,9 @@ async def test_the_dashboard_shows_the_park_live_and_accessibly(park, caplog):
                 "document.querySelector('#pole-l002').innerText.includes('pre-lit')", timeout=10_000)
             assert "70 %" in await page.inner_text("#pole-l002")
             assert "walker" in await page.inner_text("#pole-l001")
+            await page.wait_for_function(  # the plan's dot too, and its text title for a screen reader
+                "document.querySelector('#dot-l002 text').textContent.includes('70%')", timeout=5_000)
+            assert "l002 70 %" in await page.text_content("#plan-stadtpark")
             await page.goto(url + "energy")
             assert "Lighting energy" in await page.inner_text("h1")
             assert await _axe(page) == []
@@ -254,7 +257,7 @@ async def test_live_updates_are_rendered_once_for_all_viewers_and_carry_only_wha
         assert got[0] == got[1]  # the same bytes, rendered once
         parts = json.loads(got[0])
         assert "81 %" in parts["bin-c001"] and parts["bin-c001"].startswith('<tr id="bin-c001">')
-        assert not [k for k in parts if k.startswith(("pole-", "locker-", "map-"))], sorted(parts)
+        assert not [k for k in parts if k.startswith(("pole-", "locker-", "dot-", "plan-"))], sorted(parts)
         ticks = (time.monotonic() - t0) / server.TICK_S + 1
         assert d.dashboard.feed.renders - renders <= ticks  # one render a tick, not one per viewer and tick
         a.close()
