@@ -217,11 +217,14 @@ class Feed:
         self.whole = b""
         self.diff = b""
         self.renders = 0
+        self._memo: dict = {}
 
     def update(self, snap: dict) -> bool:
         """Render `snap`; True (and a new generation) if anything a viewer sees changed."""
         self.renders += 1
-        pieces = view.park_parts(snap)
+        if len(self._memo) > 4 * len(self.parts) + 100:  # devices that went
+            self._memo.clear()
+        pieces = view.park_parts(snap, self._memo)
         alerts = view.alerts(snap["alerts"])
         layout = [key or html for key, html in pieces]
         parts = {key: html for key, html in pieces if key}
@@ -338,7 +341,7 @@ class Dashboard:
             if self._clients and (self.live.version != seen or now - last >= REFRESH_S):
                 seen, last = self.live.version, now
                 try:
-                    snap = self._render()
+                    snap = await self._render()
                 except Exception:  # noqa: BLE001 - the park runs on; the page stays as it was
                     if not failed:
                         log.exception("dashboard render failed (logged once)")
@@ -352,11 +355,15 @@ class Dashboard:
                     log.exception("energy sample failed")
                 self.cpu_s += time.thread_time() - t
 
-    def _render(self) -> dict:
-        """One render for every viewer; they are woken only if something they see changed."""
+    async def _render(self) -> dict:
+        """One render for every viewer; they are woken only if something they see changed. The loop runs frames
+        between the snapshot and the HTML, so neither half holds a pre-light up for the whole render."""
         t = time.thread_time()
         self._rendered = time.monotonic()
         snap = snapshot(self.daemon, self.live)
+        self.cpu_s += time.thread_time() - t
+        await asyncio.sleep(0)
+        t = time.thread_time()
         if self.feed.update(snap):
             self._changed.set()
             self._changed = asyncio.Event()
@@ -410,7 +417,7 @@ class Dashboard:
                                            "X-Accel-Buffering": "no"})
         await resp.prepare(request)
         if time.monotonic() - self._rendered > TICK_S:  # nobody was watching: the feed is old
-            self._render()
+            await self._render()
         self._clients += 1
         try:
             gen = None

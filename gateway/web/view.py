@@ -57,14 +57,27 @@ def park(snap: dict) -> str:
     return "".join(html for _, html in park_parts(snap))
 
 
-def park_parts(snap: dict) -> list[tuple[str | None, str]]:
+def park_parts(snap: dict, memo: dict | None = None) -> list[tuple[str | None, str]]:
     """The park's HTML in pieces, so a live page gets only what changed: (id, the element with that id) for each
     part that changes on its own (the gateway's health, a site's state and plan, a pole's or a bin's row, a
-    locker), (None, markup) for what holds them."""
+    locker), (None, markup) for what holds them. `memo` keeps each device's last part, made again only when
+    what it shows changed."""
     out: list[tuple[str | None, str]] = [("gateway", health(snap))]
     for name, site in sorted(snap["sites"].items()):
-        out.extend(site_parts(name, site))
+        out.extend(site_parts(name, site, memo))
     return out
+
+
+def _part(memo: dict | None, make, item: dict) -> str:
+    if memo is None:
+        return make(item)
+    key = (make, item["id"])
+    hit = memo.get(key)
+    if hit is not None and hit[0] == item:
+        return hit[1]
+    html = make(item)
+    memo[key] = (item, html)
+    return html
 
 
 def health(snap: dict) -> str:
@@ -91,7 +104,7 @@ def site_html(name: str, site: dict) -> str:
     return "".join(html for _, html in site_parts(name, site))
 
 
-def site_parts(name: str, site: dict) -> list[tuple[str | None, str]]:
+def site_parts(name: str, site: dict, memo: dict | None = None) -> list[tuple[str | None, str]]:
     light = site["lighting"]
     out: list[tuple[str | None, str]] = [
         (None, '<section aria-labelledby="site-%s"><h2 id="site-%s">Site %s</h2>\n' % (E(name), E(name), E(name))),
@@ -99,18 +112,18 @@ def site_parts(name: str, site: dict) -> list[tuple[str | None, str]]:
             E(name), "dark" if light.get("dark") else "daylight", light.get("cap"),
             E(", ".join(light.get("lamp_faults") or []) or "none")))]
     if site["poles"]:
-        out.extend(plan_parts(name, site))
+        out.extend(plan_parts(name, site, memo))
         out.append((None, '<table><caption>Light poles</caption><thead><tr><th scope="col">Pole</th><th scope="col">'
                           'Level now</th><th scope="col">Why</th><th scope="col">Last report</th></tr></thead><tbody>'))
-        out.extend(("pole-" + p["id"], pole_row(p)) for p in site["poles"])
+        out.extend(("pole-" + p["id"], _part(memo, pole_row, p)) for p in site["poles"])
         out.append((None, "</tbody></table>\n"))
     if site["bins"]:
         out.append((None, '<table><caption>Waste containers</caption><thead><tr><th scope="col">Container</th>'
                           '<th scope="col">Fill</th><th scope="col">Trend</th><th scope="col">Status</th></tr></thead>'
                           '<tbody>'))
-        out.extend(("bin-" + b["id"], bin_row(b)) for b in site["bins"])
+        out.extend(("bin-" + b["id"], _part(memo, bin_row, b)) for b in site["bins"])
         out.append((None, "</tbody></table>\n"))
-    out.extend(("locker-" + k["id"], locker_table(k) + "\n") for k in site["lockers"])
+    out.extend(("locker-" + k["id"], _part(memo, locker_table, k) + "\n") for k in site["lockers"])
     out.append((None, "</section>\n"))
     return out
 
@@ -119,7 +132,7 @@ def plan(name: str, site: dict) -> str:
     return "".join(html for _, html in plan_parts(name, site))
 
 
-def plan_parts(name: str, site: dict) -> list[tuple[str | None, str]]:
+def plan_parts(name: str, site: dict, memo: dict | None = None) -> list[tuple[str | None, str]]:
     """The site's plan as an SVG image: each pole's dot and the text title (all levels, for a screen reader) are
     parts of their own; the frame and the paths change only with the layout."""
     poles = site["poles"]
@@ -140,17 +153,19 @@ def plan_parts(name: str, site: dict) -> list[tuple[str | None, str]]:
         ("plan-" + name, '<title id="plan-%s">Path plan of %s with each pole\'s light level: %s</title>'
                          % (E(name), E(name), E(summary))),
         (None, "".join(lines))]
-    for p in poles:
-        cx, cy = 60 + 120 * p["x"], 40 + 90 * p["y"]
-        lvl = p["level"] if p["level"] is not None else 0
-        out.append(("dot-" + p["id"], '<g id="dot-%s"><circle cx="%d" cy="%d" r="%d" class="lamp%s" '
-                                      'fill-opacity="%.2f"/><text x="%d" y="%d" class="label">%s %s</text></g>' % (
-                                          E(p["id"]), cx, cy, 10 + lvl // 8, " fault" if p["fault"] else "",
-                                          0.15 + 0.85 * lvl / 100, cx, cy + 38, E(p["id"]),
-                                          "--" if p["level"] is None else "%d%%" % p["level"])))
+    out.extend(("dot-" + p["id"], _part(memo, dot, p)) for p in poles)
     out.append((None, '</svg><figcaption>Poles on the path; the bigger and brighter the dot, the higher the level.'
                       '</figcaption></figure>\n'))
     return out
+
+
+def dot(p: dict) -> str:
+    cx, cy = 60 + 120 * p["x"], 40 + 90 * p["y"]
+    lvl = p["level"] if p["level"] is not None else 0
+    return ('<g id="dot-%s"><circle cx="%d" cy="%d" r="%d" class="lamp%s" fill-opacity="%.2f"/><text x="%d" y="%d" '
+            'class="label">%s %s</text></g>' % (E(p["id"]), cx, cy, 10 + lvl // 8, " fault" if p["fault"] else "",
+                                                0.15 + 0.85 * lvl / 100, cx, cy + 38, E(p["id"]),
+                                                "--" if p["level"] is None else "%d%%" % p["level"]))
 
 
 def pole_row(p: dict) -> str:
