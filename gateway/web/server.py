@@ -207,17 +207,26 @@ def _layout(poles: list[dict], edges: list) -> None:
 
 class Feed:
     """The overview's live parts, rendered once for every viewer: each generation holds, as server-sent event
-    bytes, the parts that changed since the generation before and the whole, for a viewer that is new or behind."""
+    bytes, the parts that changed since the generation before, and makes the whole (for a viewer that is new or
+    behind) when one asks."""
 
     def __init__(self):
         self.gen = 0
         self.parts: dict[str, str] = {}
         self.layout: list = []
         self.alerts = ""
-        self.whole = b""
         self.diff = b""
         self.renders = 0
         self._memo: dict = {}
+        self._pieces: list = []
+        self._whole: tuple[int, bytes] = (0, b"")
+
+    @property
+    def whole(self) -> bytes:
+        if self._whole[0] != self.gen:
+            self._whole = (self.gen, _sse("park", "".join(html for _, html in self._pieces)) + _sse("alerts",
+                                                                                                  self.alerts))
+        return self._whole[1]
 
     def update(self, snap: dict) -> bool:
         """Render `snap`; True (and a new generation) if anything a viewer sees changed."""
@@ -242,7 +251,7 @@ class Feed:
             return False
         self.gen += 1
         self.diff = b"".join(out)
-        self.whole = _sse("park", "".join(html for _, html in pieces)) + _sse("alerts", alerts)
+        self._pieces = pieces
         return True
 
 
