@@ -95,7 +95,8 @@ def _failed(where, e, safe):
     """Normal mode: log and reset (a fast boot: enough of them and the next boot is safe).
     Safe mode: log once and stay in the console, so a technician can always get in."""
     sys.print_exception(e)
-    if safe:
+    ob = sys.modules["otaboot"] if "otaboot" in sys.modules else None
+    if safe and not (ob and ob.state and ob.state.get("try")):  # a trial resets: otaboot rolls it back (common.ota)
         text = "%s failed in safe mode: %r; staying in the console (REPL)" % (where, e)
         print("park-edge:", text)
         flash_log(LOG_ROOT, text, 4096)
