@@ -13,7 +13,7 @@ import logging
 import random
 from typing import Callable
 
-from protocol.framing import Deframer
+from protocol.cpython import Deframer  # the host deframer: whole frames split out in C
 
 log = logging.getLogger("park.link")
 

@@ -19,7 +19,7 @@ import asyncio
 import collections
 
 from protocol import rules
-from protocol.framing import Deframer
+from protocol.cpython import Deframer  # the host deframer: whole frames split out in C
 
 from gateway.links.base import Link, log
 

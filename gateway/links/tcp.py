@@ -12,7 +12,7 @@ import logging
 import socket
 from urllib.parse import urlsplit
 
-from protocol.framing import Deframer
+from protocol.cpython import Deframer  # the host deframer: whole frames split out in C
 
 from gateway.links.base import Link
 
