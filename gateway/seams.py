@@ -99,6 +99,17 @@ class UplinkPort(Protocol):
 
     def stats(self) -> UplinkStats: ...
 
+    # optional `backlog() -> int`: messages taken in and not finished; the daemon's ingress backpressure
+    # (gateway/links/pressure.py) watches it, and an uplink without it is never pushed back on
+
+
+class Pressure(Protocol):
+    """The ingress backpressure as the uplink adapter sees it (gateway.links.pressure.Backpressure)."""
+
+    shedding: bool  # telemetry for the backbone is coalesced to the newest per device and type
+
+    def on_relief(self, fn: Callable[[], None]) -> None: ...
+
 
 class Out(Protocol):
     """The sessions' and loops' view of the uplink (daemon.Out): queue now, learn durability later."""

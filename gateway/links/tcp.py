@@ -48,6 +48,9 @@ class TcpLink(Link):
                 if not data:
                     return
                 self.feed(data)
+                p = self.pressure
+                if p is not None and p.paused:
+                    await p.wait_open()  # unread bytes stay in the kernel; its window slows the sender
         finally:
             self._writer = None
             writer.close()
@@ -107,6 +110,8 @@ class Connection(asyncio.Protocol):
                 if hasattr(socket, opt):
                     sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, opt), v)
         self._timer = asyncio.get_running_loop().call_later(self.server.auth_timeout, self._auth_expired)
+        if self.server.pressure is not None:
+            self.server.pressure.attach(self)  # paused at once while the gateway is over its mark
 
     def data_received(self, data: bytes) -> None:
         srv = self.server
@@ -122,6 +127,18 @@ class Connection(asyncio.Protocol):
                     srv._bind(self, kid)
             elif not self.kids:
                 srv.counters["stranger_frames"] += 1  # dropped by the sessions; counted here per connection kind
+        if srv.pressure is not None:
+            srv.pressure.check()
+
+    def pause_reading(self) -> None:
+        t = self.transport
+        if t is not None and not t.is_closing() and t.is_reading():
+            t.pause_reading()
+
+    def resume_reading(self) -> None:
+        t = self.transport
+        if t is not None and not t.is_closing() and not t.is_reading():
+            t.resume_reading()
 
     def _auth_expired(self) -> None:
         self._timer = None
@@ -150,6 +167,8 @@ class Connection(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self.server.pressure is not None:
+            self.server.pressure.detach(self)
         self.transport = None
         self.server._gone(self)
 

@@ -264,6 +264,13 @@ class Uplink:
 
     # -- status --------------------------------------------------------------
 
+    def backlog(self) -> int:
+        """Messages taken in and not finished: not yet durable, or durable and waiting in memory for a
+        connected broker (the ingress backpressure's level, gateway/links/pressure.py). A broker that
+        is away adds nothing: that backlog is the outbox's job, on disk."""
+        ob = self.outbox
+        return ob.uncommitted + (ob.in_memory if self._link.connected else 0)
+
     def stats(self) -> UplinkStats:
         ob = self.outbox
         return UplinkStats(
