@@ -167,6 +167,15 @@ class Parts:
                                  downlink=self.downlink, events=self.events, counters=self.counters)
 
 
+def _pressure(cfg: config_mod.SessionConfig, backlog) -> Backpressure | None:
+    """[session] backpressure: links stop at that backlog and read again below a quarter of it; telemetry
+    is coalesced from half of it (shed_telemetry). None without a backlog to watch or with 0."""
+    high = cfg.backpressure
+    if backlog is None or not high:
+        return None
+    return Backpressure(backlog, high=high, shed_at=high // 2 if cfg.shed_telemetry else high, low=high // 4)
+
+
 class Daemon:
     """Owns every part for one run; `status()`, `command()` and friends serve the API and the backbone."""
 
@@ -219,8 +228,7 @@ class Daemon:
         factory = self.uplink_factory or Uplink
         async with factory(cfg.uplink, cfg.outbox_path, commit_window_s=cfg.session.commit_ms / 1000) as uplink:
             self.uplink = uplink
-            backlog = getattr(uplink, "backlog", None)
-            self.pressure = Backpressure(backlog) if backlog is not None else None
+            self.pressure = _pressure(cfg.session, getattr(uplink, "backlog", None))
             parts = Parts(cfg, self.registry, self.writer, uplink, pressure=self.pressure)
             self.out = parts.out
             self.events, self.control, self.sessions = parts.events, parts.control, parts.sessions

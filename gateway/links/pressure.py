@@ -25,7 +25,7 @@ from typing import Callable, Protocol
 
 log = logging.getLogger("park.link")
 
-HIGH = 8000
+HIGH = 8000  # the daemon's marks come from [session] backpressure (high), half (shed_at), a quarter (low)
 SHED_AT = 4000
 LOW = 2000
 POLL_S = 0.005
@@ -74,7 +74,7 @@ class Backpressure:
         if self.paused:
             return False
         lvl = self.level()
-        if lvl > self.shed_at and not self.shedding:
+        if lvl > self.shed_at and not self.shedding and self.shed_at < self.high:
             self.shedding = True
             self._arm()
         if lvl > self.high:

@@ -228,3 +228,16 @@ async def test_the_daemon_under_pressure_acks_events_only_when_durable_and_still
         assert len(fills) < 5  # the shed reports never reached the outbox
         assert b'"v":20' in fills[-1]  # the newest did
     await link.close()
+
+
+def test_session_config_sets_the_marks(tmp_path):
+    from gateway.daemon import _pressure
+
+    cfg = load(write_config(str(tmp_path), session="backpressure = 400\nshed_telemetry = false"))
+    p = _pressure(cfg.session, lambda: 0)
+    assert (p.high, p.shed_at, p.low) == (400, 400, 100)
+    p.level = lambda: 300
+    assert p.check() and not p.shedding  # shedding is off: only the links' pause remains
+    assert _pressure(load(write_config(str(tmp_path), session="backpressure = 0")).session, lambda: 0) is None
+    on = _pressure(load(write_config(str(tmp_path))).session, lambda: 0)
+    assert (on.high, on.shed_at, on.low) == (8000, 4000, 2000)
