@@ -118,9 +118,11 @@ class Generator:
                                 "nonce": secrets.token_bytes(8)}))
 
 
-def config(work: Path, url: str, broker: int, edges, hold: int = 60, web: str = "", shed: bool = False) -> Path:
+def config(work: Path, url: str, broker: int, edges, hold: int = 60, web: str = "", shed: bool = False,
+           url2: str = "") -> Path:
     """web: the dashboard's listen address ("" = no dashboard, as in every row here but bench_web's);
-    shed: telemetry may be coalesced under overload (only the overload row: the others count every message)."""
+    shed: telemetry may be coalesced under overload (only the overload row: the others count every message);
+    url2: a second link (the overload row's poles, on their own stream as Wi-Fi poles are)."""
     text = textwrap.dedent(f"""\
         [gateway]
         state_dir = "{work}/state"
@@ -158,6 +160,8 @@ def config(work: Path, url: str, broker: int, edges, hold: int = 60, web: str = 
         type = "tcp"
         url = "{url}"
         """)
+    if url2:
+        text += '[[links]]\nname = "poles"\ntype = "tcp"\nurl = "%s"\n' % url2
     p = work / "gateway.toml"
     p.write_text(text)
     return p
@@ -354,19 +358,20 @@ async def overload(port: int, seconds: float, rate: int) -> dict:
     edges = [(poles[2 * i].id, poles[2 * i + 1].id) for i in range(pairs)]
     with tempfile.TemporaryDirectory(prefix="bench-over-") as tmp:
         work = Path(tmp)
-        gen = Generator(poles + fills + doors)
-        url = await gen.start()
-        gw = Gateway(config(work, url, port, edges, hold=2, shed=True), work, poles + fills + doors)
+        gen = Generator(fills + doors)
+        pgen = Generator(poles)
+        url, url2 = await gen.start(), await pgen.start()
+        gw = Gateway(config(work, url, port, edges, hold=2, shed=True, url2=url2), work, poles + fills + doors)
         await gw.start()
         sent: dict[bytes, float] = {}
         lat: list[float] = []
-        door_kids = {d.kid for d in doors}
+        waiting: set[tuple[bytes, int]] = set()  # (kid, seq) of door events not acked yet
         acked = [0]
 
-        def on_down(env: bytes) -> None:
+        def on_down(g: Generator, env: bytes) -> None:
             t = time.perf_counter()
             e = cose.parse(env)
-            d = gen.devices.get(e.kid)
+            d = g.devices.get(e.kid)
             if d is None:
                 return
             msg = messages.decode(e.payload, cose.DOWN)
@@ -374,18 +379,20 @@ async def overload(port: int, seconds: float, rate: int) -> dict:
                 t0 = sent.pop(e.kid, None)
                 if t0 is not None:
                     lat.append(t - t0)
-            elif msg["type"] == "ack" and e.kid in door_kids:
+            elif msg["type"] == "ack" and (e.kid, msg["ref"]) in waiting:
+                waiting.discard((e.kid, msg["ref"]))
                 acked[0] += 1
             if msg["type"] not in ("ack", "nack", "welcome", "resync"):
-                gen.write(d.frame({"type": "ack", "ref": e.seq}))
+                g.write(d.frame({"type": "ack", "ref": e.seq}))
 
-        gen.on_down = on_down
+        gen.on_down = lambda env: on_down(gen, env)
+        pgen.on_down = lambda env: on_down(pgen, env)
         rss: list[int] = []
         try:
-            await asyncio.wait_for(gen.connected.wait(), 20)
+            await asyncio.wait_for(asyncio.gather(gen.connected.wait(), pgen.connected.wait()), 20)
             gen.hello_all()
+            pgen.hello_all()
             await asyncio.sleep(1.5)
-            acked[0] = 0
             stop = time.monotonic() + seconds
             n_doors = [0]
 
@@ -400,6 +407,7 @@ async def overload(port: int, seconds: float, rate: int) -> dict:
                             d = doors[(i // 5) % len(doors)]
                             out.append(d.frame({"type": "door", "eid": d.seq + 1, "t": 0, "comp": 1 + i % 8,
                                                 "open": bool(i & 1), "authorized": True}))
+                            waiting.add((d.kid, d.seq))
                             n_doors[0] += 1
                         else:
                             c = fills[(i - i // 5) % len(fills)]
@@ -415,7 +423,7 @@ async def overload(port: int, seconds: float, rate: int) -> dict:
                 while time.monotonic() < stop:
                     a, b = poles[2 * (k % pairs)], poles[2 * (k % pairs) + 1]
                     sent[b.kid] = time.perf_counter()
-                    gen.write(a.frame({"type": "motion", "eid": a.seq + 1, "t": 0, "count": 1}))
+                    pgen.write(a.frame({"type": "motion", "eid": a.seq + 1, "t": 0, "count": 1}))
                     k += 1
                     await asyncio.sleep(0.05)
                 return k
@@ -439,7 +447,7 @@ async def overload(port: int, seconds: float, rate: int) -> dict:
             ms = [x * 1000 for x in lat] or [float("nan")]
             bp = st["backpressure"] or {}
             return {"rate": rate, "seconds": seconds, "frames": n, "doors_sent": n_doors[0], "doors_acked": acked[0],
-                    "received_per_s": st["links"][0]["counters"].get("rx_frames", 0) / seconds,
+                    "received_per_s": sum(lk["counters"].get("rx_frames", 0) for lk in st["links"]) / seconds,
                     "cpu_us_per_frame": 1e6 * (gw.cpu_s() - cpu0) / max(n, 1), "total_s": dt_,
                     "motions": nmo, "prelights_timed": len(lat), "p50_ms": statistics.median(ms),
                     "p99_ms": ms[max(0, int(len(ms) * 0.99) - 1)], "rss_max_kb": max(rss), "rss_kb": rss,

@@ -167,13 +167,14 @@ class Parts:
                                  downlink=self.downlink, events=self.events, counters=self.counters)
 
 
-def _pressure(cfg: config_mod.SessionConfig, backlog) -> Backpressure | None:
+def _pressure(cfg: config_mod.SessionConfig, backlog, unsent=None) -> Backpressure | None:
     """[session] backpressure: links stop at that backlog and read again below a quarter of it; telemetry
     is coalesced from half of it (shed_telemetry). None without a backlog to watch or with 0."""
     high = cfg.backpressure
     if backlog is None or not high:
         return None
-    return Backpressure(backlog, high=high, shed_at=high // 2 if cfg.shed_telemetry else high, low=high // 4)
+    return Backpressure(backlog, high=high, shed_at=high // 2 if cfg.shed_telemetry else high, low=high // 4,
+                        unsent=unsent)
 
 
 class Daemon:
@@ -228,7 +229,7 @@ class Daemon:
         factory = self.uplink_factory or Uplink
         async with factory(cfg.uplink, cfg.outbox_path, commit_window_s=cfg.session.commit_ms / 1000) as uplink:
             self.uplink = uplink
-            self.pressure = _pressure(cfg.session, getattr(uplink, "backlog", None))
+            self.pressure = _pressure(cfg.session, getattr(uplink, "backlog", None), getattr(uplink, "unsent", None))
             parts = Parts(cfg, self.registry, self.writer, uplink, pressure=self.pressure)
             self.out = parts.out
             self.events, self.control, self.sessions = parts.events, parts.control, parts.sessions
@@ -239,6 +240,8 @@ class Daemon:
             self.inventory.publish()
             self.control.restore(self.registry.loop_state())
             self.links = [make_link(lc, self.sessions, self.ble_factory, self.pressure) for lc in cfg.links]
+            if self.pressure is not None:
+                self.pressure.start()
             uplink.on_command(self._backbone_command)
             for s in self.sessions.devices.values():
                 parts.out.availability(s, s.online)
@@ -254,6 +257,8 @@ class Daemon:
             try:
                 await self._stop.wait()
             finally:
+                if self.pressure is not None:
+                    self.pressure.stop()
                 for lk in self.links:
                     lk.stop()
                 for t in tasks:

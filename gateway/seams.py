@@ -99,8 +99,9 @@ class UplinkPort(Protocol):
 
     def stats(self) -> UplinkStats: ...
 
-    # optional `backlog() -> int`: messages taken in and not finished; the daemon's ingress backpressure
-    # (gateway/links/pressure.py) watches it, and an uplink without it is never pushed back on
+    # optional `backlog() -> int` (messages taken in, not finished, held in memory) and `unsent() -> int`
+    # (durable, not yet taken by a connected broker): the daemon's ingress backpressure
+    # (gateway/links/pressure.py) watches them; an uplink without them is never pushed back on
 
 
 class Pressure(Protocol):

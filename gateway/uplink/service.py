@@ -271,6 +271,11 @@ class Uplink:
         ob = self.outbox
         return ob.uncommitted + (ob.in_memory if self._link.connected else 0)
 
+    def unsent(self) -> int:
+        """Durable messages a connected broker has not acknowledged yet (0 while it is away): the
+        backlog the publisher is behind by, on disk included (the shedding stage watches it)."""
+        return self.outbox.depth if self._link.connected else 0
+
     def stats(self) -> UplinkStats:
         ob = self.outbox
         return UplinkStats(

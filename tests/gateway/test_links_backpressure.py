@@ -219,7 +219,8 @@ async def test_the_daemon_under_pressure_acks_events_only_when_durable_and_still
         assert not ack.done()  # not read, so not acked: the device would retransmit
         level[0] = 0
         await asyncio.wait_for(ack, 5)  # read after resuming, stored, then acked
-        assert not p.paused and not p.shedding
+        assert not p.paused
+        await until(lambda: not p.shedding, what="shedding over (after a second on time)")
 
         rows = await outbox.in_writer(lambda db: [(t, bytes(pl)) for t, pl in
                                                   db.execute("SELECT topic, payload FROM outbox ORDER BY id")])
@@ -241,3 +242,45 @@ def test_session_config_sets_the_marks(tmp_path):
     assert _pressure(load(write_config(str(tmp_path), session="backpressure = 0")).session, lambda: 0) is None
     on = _pressure(load(write_config(str(tmp_path))).session, lambda: 0)
     assert (on.high, on.shed_at, on.low) == (8000, 4000, 2000)
+
+
+async def test_a_late_loop_with_a_backlog_sheds_and_a_calm_one_stops():
+    import time
+
+    from gateway.links import pressure as pressure_mod
+
+    level = [0]
+    p = Backpressure(lambda: level[0], high=100, shed_at=50, low=10, poll_s=0.01, lag_s=0.02)
+    released = []
+    p.on_relief(lambda: released.append(1))
+    p.start()
+    try:
+        await asyncio.sleep(0.12)
+        time.sleep(0.15)  # the loop is late, but nothing is waiting: a hiccup, not overload
+        await asyncio.sleep(0.12)
+        assert p.lagging >= 1 and not p.shedding
+        level[0] = 20  # a backlog above low, below shed_at
+        time.sleep(0.15)
+        await until(lambda: p.shedding, what="shedding from lateness")
+        level[0] = 0
+        await asyncio.sleep(0.2)
+        assert p.shedding  # not before CALM_TICKS ticks on time
+        await until(lambda: not p.shedding, timeout=pressure_mod.CALM_TICKS * pressure_mod.TICK_S * 4,
+                    what="calm again")
+        assert released == [1]
+    finally:
+        p.stop()
+
+
+async def test_a_broker_that_falls_behind_sheds_telemetry_but_never_stops_the_links():
+    """Rows the publisher is behind by, also those paged out to disk, call for shedding; only memory stops reading."""
+    unsent = [0]
+    p = Backpressure(lambda: 0, high=10, shed_at=5, low=2, poll_s=0.01, unsent=lambda: unsent[0])
+    unsent[0] = 1000
+    assert p.check() and p.shedding and not p.paused
+    unsent[0] = 3
+    await asyncio.sleep(0.1)
+    assert p.shedding  # above low
+    unsent[0] = 0
+    await until(lambda: not p.shedding, what="relief")
+    assert p.pauses == 0
