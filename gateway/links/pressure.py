@@ -1,24 +1,25 @@
 """Ingress backpressure: the links slow down while the gateway has too much unfinished work.
 
-`level()` counts messages taken in but not finished and held in memory (the uplink's
-backlog: not yet committed, or committed and waiting in memory for a connected broker);
-`unsent()` counts what a connected broker still has to take (the outbox's depth, also
-what waits on disk). Two stages, with hysteresis:
+`level()` counts messages taken in, not finished and held in memory (the uplink's backlog:
+not yet committed, or committed and waiting in memory for a connected broker); `unsent()`
+counts what a connected broker still has to take (the outbox's depth, disk included). Two
+stages, with hysteresis:
 
-- with `unsent()` (or the level) above `shed_at`, or above `low` while the event loop runs late (more than `lag_s`
-  behind its clock: the CPU is saturated, pre-lights would wait), telemetry for the backbone is
-  coalesced to the newest message per device and type (daemon.Out; the control loops
-  still see every message, events are never shed);
-- with the level above `high`, every link stops reading: TCP and serial leave bytes in the kernel, whose
-  window pushes back on the sender; the TCP server also stops reading new connections;
-  the BLE pool connects no new device. Devices retransmit the events nobody acked.
+- shedding, with `unsent()` or the level above `shed_at`, or above `low` while the event
+  loop runs more than `lag_s` late (the CPU is saturated: pre-lights would wait): telemetry
+  for the backbone is coalesced to the newest message per device and type (daemon.Out); the
+  control loops still see every message, and events are never shed;
+- paused, with the level above `high`: every link stops reading. TCP and serial leave the
+  bytes in the kernel, whose window pushes back on the sender; the TCP server also stops
+  reading new connections; the BLE pool connects no new device. Devices retransmit the
+  events nobody acked.
 
-Each stage ends when what it watches is below `low` (shedding also needs `CALM_TICKS`
-ticks on time). After a broker outage the drain of the backlog sheds new telemetry, so
-the backbone gets the newest values sooner; the links read on. The level
-is looked at once per read, and every `poll_s` while a stage lasts (nothing is read then);
-the loop's lateness every `TICK_S` once start() was called. The broker being away is not pressure: the
-outbox keeps that backlog on disk (docs/uplink.md), and the links keep reading.
+Each stage ends when what it watches is below `low` (shedding also after `CALM_TICKS` ticks
+on time, so the stages do not flap). The level is looked at after every read and every
+`poll_s` while a stage lasts; the loop's lateness every `TICK_S` once start() was called.
+A broker that is away is no pressure: the outbox keeps that backlog on disk
+(docs/uplink.md) and the links read on; while a returning broker drains it, new telemetry
+is shed, so the backbone gets the newest values sooner.
 """
 
 from __future__ import annotations
