@@ -19,7 +19,7 @@ from gateway.links.base import Link
 log = logging.getLogger("park.link")
 
 MAX_BACKLOG = 256 * 1024
-READ_SIZE = 2048  # ~55 frames a read: another device's frame waits for at most that much work, not 256 KiB's
+READ_SIZE = 2048  # ~55 frames a read of a shared stream: other links' frames wait for at most that much work
 # a device that lost power leaves a half-open connection: probe after 60 s quiet, give up after 3 x 10 s
 KEEPALIVE = (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 3))
 
@@ -105,8 +105,6 @@ class Connection(asyncio.Protocol):
         if not self.server._admit(self):
             transport.abort()
             return
-        if hasattr(transport, "max_size"):
-            transport.max_size = READ_SIZE  # asyncio's selector transport reads up to 256 KiB at once otherwise
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
