@@ -191,17 +191,23 @@ def print_import_table(role: str, src: str, rows: list) -> None:
         print(f"  {r['module']:28s} {r['heap']:7d} B {r['us'] / 1000:7.2f} ms")
 
 
-def sim_overhead(work: Path) -> int:
-    """Heap the virtual board's own Python layer holds that a chip does not: `machine` (C on an
-    ESP32, sim/vmachine/machine.py here), the virtual clock and the boot helper. Measured as a
-    board's live heap after `import machine` minus a plain VM's after the same built-ins."""
+SIM_MODULES = {"ble": ("machine", "bluetooth"), "wifi": ("machine", "network", "socket")}
+
+
+def sim_overhead(work: Path, radio: str = "wifi") -> int:
+    """Heap the virtual board's own Python layer holds that a chip does not: `machine` and the
+    radio's modules (`bluetooth`, or `network` and `socket`: C on an ESP32, sim/vmachine here),
+    the virtual clock and the boot helper. Measured as a board's live heap after importing them
+    minus a plain VM's after the same built-ins. A board with a heap budget subtracts the same
+    (measured by itself), so its budget is the chip's figure."""
     from sim import mpvm, vboard
-    probe = ("import gc, asyncio, json\n" + _LIVE + "async def _probe():\n    __import__('machine')\n"
-             "    print('@@', await _live())\nasyncio.run(_probe())\n")
-    img = work / "probe-img"
+    probe = ("import gc, asyncio, json\n" + _LIVE + "async def _probe():\n"
+             + "".join("    __import__(%r)\n" % m for m in SIM_MODULES[radio])
+             + "    print('@@', await _live())\nasyncio.run(_probe())\n")
+    img = work / f"probe-img-{radio}"
     img.mkdir(parents=True, exist_ok=True)
     (img / "main.py").write_text(probe)
-    with vboard.VirtualBoard(deploy_dir=img, flash_dir=work / "probe-flash", console_pty=False,
+    with vboard.VirtualBoard(deploy_dir=img, flash_dir=work / f"probe-flash-{radio}", console_pty=False,
                              record_wdt_feeds=False) as b:
         b.advance(100)  # virtual time: the probe's await returns
         line = b.wait_log(r"^@@ \d+", timeout=60)
@@ -417,9 +423,10 @@ DAYS = {"container_sensor": ContainerDay, "light_pole": LightDay, "locker": Lock
 def run_day(role: str, hours: float, src: str, heap_mode: str, work: Path, enforce: float = 0,
             overhead: int = 0) -> dict:
     """One scripted day. With enforce (a fraction: 1 the whole budget, 0.75 the 25 % headroom
-    goal) the board's budget is that share of the ESP32's free heap with the role's radio active,
-    plus `overhead`, the simulator's own Python that a chip does not hold (sim_overhead). The
-    board collects before it refuses, so this bounds the live data, as on the chip."""
+    goal) the board's budget is that share of the ESP32's free heap with the role's radio active;
+    the board subtracts its own Python (the simulator's modules, C on a chip; `overhead` here is
+    the same measured by sim_overhead, for the chip figures) and collects from the event loop
+    before it refuses, so this bounds the live data, as on the chip."""
     from sim import vboard
     day = DAYS[role]()
     day.w = Windows()
@@ -430,7 +437,7 @@ def run_day(role: str, hours: float, src: str, heap_mode: str, work: Path, enfor
     t0 = time.monotonic()
     with vboard.VirtualBoard(deploy_dir=img, flash_dir=work / f"{role}-flash", start_time=START,
                              heap_mode=heap_mode, record_wdt_feeds=False, console_pty=False,
-                             name=day.kid, heap_budget=int(vboard.esp32_heap_budget(RADIO[role]) * enforce) + overhead if enforce else None,
+                             name=day.kid, heap_budget=int(vboard.esp32_heap_budget(RADIO[role]) * enforce) if enforce else None,
                              **day.board_kw) as b:
         day.setup(b)
         p = fw.Peer(b, day.kid.encode(), welcome_time=None, hb=3600)
@@ -485,10 +492,12 @@ def main(argv=None) -> int:
         return 0
     results = []
     with tempfile.TemporaryDirectory(prefix="footprint-") as d:
-        overhead = sim_overhead(Path(d))
-        print(f"simulator's own heap (virtual machine module, clock, boot helper; none on a chip): "
-              f"{overhead / 1024:.1f} KiB, subtracted for the chip peak", flush=True)
+        overheads = {radio: sim_overhead(Path(d), radio) for radio in sorted({RADIO[r] for r in a.only or ROLES})}
+        for radio, overhead in overheads.items():
+            print(f"simulator's own heap with {radio} (virtual machine and radio modules, clock, boot helper; "
+                  f"none on a chip): {overhead / 1024:.1f} KiB, subtracted for the chip figures", flush=True)
         for role in a.only or ROLES:
+            overhead = overheads[RADIO[role]]
             hours = a.hours if a.hours is not None else (24 if role == "container_sensor" else 4)
             r = run_day(role, hours, a.src, a.heap, Path(d), a.enforce, overhead)
             r["mpy"] = mpy_sizes(role)
