@@ -117,3 +117,35 @@ LS_AUTONOMOUS = const(5)
 LS_SAFE = const(6)
 LS_CURFEW = const(7)
 LS_MANUAL = const(8)
+
+# software updates (SPEC 10): what an update carries
+UK_APP = const(0)  # the firmware's .mpy files, staged into the other file-system slot
+UK_RUNTIME = const(1)  # a MicroPython image, written into the other OTA partition (CAP_OTA_IMAGE)
+CAP_OTA_IMAGE = const(8192)  # hello caps: the board has OTA app partitions and a rollback bootloader
+UPD_CHUNK_MAX = const(192)  # update_chunk data bytes: the largest envelope stays within framing.MAX_ENVELOPE
+UPD_SIZE_MAX = const(4194304)  # 4 MiB: a MicroPython image fits; an app image is far smaller
+# update state, in the uplink `update`
+US_IDLE = const(0)
+US_RECEIVING = const(1)
+US_STAGED = const(2)
+US_TRIAL = const(3)
+US_VALID = const(4)
+US_ROLLED_BACK = const(5)
+US_REFUSED = const(6)
+US_ABORTED = const(7)
+# update reason, in the uplink `update` (0 when there is none)
+UR_NONE = const(0)
+UR_ROLE = const(1)
+UR_MPY = const(2)
+UR_DOWNGRADE = const(3)
+UR_RUNTIME = const(4)
+UR_SCHEMA = const(5)
+UR_SPACE = const(6)
+UR_DIGEST = const(7)
+UR_IMAGE = const(8)
+UR_OFFSET = const(9)
+UR_BUSY = const(10)
+UR_TRIAL = const(11)
+UR_UNKNOWN = const(12)
+UR_FLASH = const(13)
+UR_KIND = const(14)

@@ -9,7 +9,8 @@ implementers; tests check that the two agree.
 from protocol import cbor
 from protocol.codes import (DOWN, E_BAD_VALUE, E_BUSY, E_DENIED, E_INTERNAL, E_MALFORMED,  # noqa: F401
                             E_NOT_READY, E_NOT_SUPPORTED, E_UNKNOWN_TYPE, MAX_CONFIG_KEY, ROLE_CONTAINER_SENSOR,
-                            ROLE_LIGHT_POLE, ROLE_LOCKER, ST_LINK_ONLY, ST_SAFE_MODE, ST_TIME_VALID, UP)
+                            ROLE_LIGHT_POLE, ROLE_LOCKER, ST_LINK_ONLY, ST_SAFE_MODE, ST_TIME_VALID, UP,
+                            UPD_CHUNK_MAX, UPD_SIZE_MAX)
 from protocol.errors import CborError, SchemaError, UnknownTypeError
 
 BOTH = 2
@@ -70,6 +71,13 @@ SCHEMAS = {
     160: ("unlock", DOWN, (("comp", U, 1, 32), ("req", U, 0, U32), ("reason", T, 0, 32))),
     176: ("config", DOWN, (("values", C, 0, 16),)),
     177: ("reboot", DOWN, (("delay", U, 0, 3600),)),
+    10: ("update", UP, (("uid", U, 0, U32), ("state", U, 0, 15), ("off", U, 0, UPD_SIZE_MAX), ("reason", U, 0, 255))),
+    178: ("update_offer", DOWN, (
+        ("uid", U, 1, U32), ("kind", U, 0, 1), ("role", U, 1, 3), ("fw", U, 0, 999999), ("mpy", U, 0, 255),
+        ("size", U, 1, UPD_SIZE_MAX), ("sha", Y, 32, 32))),
+    179: ("update_chunk", DOWN, (("uid", U, 1, U32), ("off", U, 0, UPD_SIZE_MAX - 1), ("data", Y, 1, UPD_CHUNK_MAX))),
+    180: ("update_commit", DOWN, (("uid", U, 1, U32),)),
+    181: ("update_abort", DOWN, (("uid", U, 1, U32),)),
 }
 
 TYPES = {}

@@ -49,6 +49,13 @@ VALID = [
     ("down-unlock", "down", "k001", 14, {"type": "unlock", "comp": 3, "req": 900001, "reason": "service"}),
     ("down-config", "down", "c001", 15, {"type": "config", "values": {"near_full": 80, "full": 95, "name": "Glas Nord", "ble": False}}),
     ("down-reboot", "down", "c001", 16, {"type": "reboot", "delay": 5}),
+    ("up-update", "up", "l001", 93, {"type": "update", "uid": 7, "state": 1, "off": 4032, "reason": 0}),
+    ("down-update-offer", "down", "l001", 19, {"type": "update_offer", "uid": 7, "kind": 0, "role": 2, "fw": 10300,
+                                               "mpy": 6, "size": 61234, "sha": bytes(range(32))}),
+    ("down-update-chunk", "down", "l001", 20, {"type": "update_chunk", "uid": 7, "off": 4032,
+                                               "data": bytes(range(192))}),
+    ("down-update-commit", "down", "l001", 21, {"type": "update_commit", "uid": 7}),
+    ("down-update-abort", "down", "l001", 22, {"type": "update_abort", "uid": 7}),
     ("down-ack", "down", "k001", 17, {"type": "ack", "ref": 203}),
     ("down-nack", "down", "k001", 18, {"type": "nack", "ref": 204, "code": 5, "field": ""}),
 ]

@@ -14,7 +14,9 @@ from test_properties import MESSAGES
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = cddl_verifier.Validator(ROOT / "protocol" / "park.cddl")
 VECTORS = [json.loads(p.read_text()) for p in sorted((ROOT / "protocol" / "vectors").glob("*.json"))]
-RULE = {"light_set": "light-set", "light_profile": "light-profile", "locker": "locker-state"}
+RULE = {"light_set": "light-set", "light_profile": "light-profile", "locker": "locker-state",
+        "update_offer": "update-offer", "update_chunk": "update-chunk", "update_commit": "update-commit",
+        "update_abort": "update-abort"}
 DIRECTION_RULE = {"up": "uplink-message", "down": "downlink-message"}
 
 

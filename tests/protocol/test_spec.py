@@ -10,7 +10,7 @@ SPEC = (Path(__file__).resolve().parents[2] / "protocol" / "SPEC.md").read_text(
 
 def test_every_code_table_is_in_the_spec():
     for table in (names.NACK_CODES, names.ALARMS, names.FAULTS, names.ACCESS, names.CAPS, names.RESET_CAUSES,
-                  names.LIGHT_STATES):
+                  names.LIGHT_STATES, names.UPDATE_KINDS, names.UPDATE_STATES, names.UPDATE_REASONS):
         for number, name in table.items():
             assert re.search(rf"\b{number} {name}\b", SPEC), f"{number} {name} missing from SPEC.md"
 

@@ -187,6 +187,8 @@ def test_every_schema_round_trips():
             v = samples[f[1]]
             if f[1] in (U, I) and not f[2] <= v <= f[3]:
                 v = f[2]
+            if f[1] == Y and not f[2] <= len(v) <= f[3]:
+                v = bytes(range(f[2]))
             msg[f[0]] = v
         assert messages.decode(messages.encode(msg)) == msg, name
 
