@@ -218,20 +218,18 @@ def sim_overhead(work: Path, radio: str = "wifi") -> int:
 
 
 _BOOT_PROBE = """import gc, asyncio
-from common import config, start
-from common.store import Store
+from common import start
+rt = start.main()
+del start
 """ + _LIVE + """async def _probe():
-    dev = config.load()
-    store = Store()
-    rt = start.build(dev, store, start.count_boot(dev, store))
-    print('@@', await _live(), rt.app is not None)
+    print('@@', await _live(), rt is not None and rt.app is not None)
 asyncio.run(_probe())
 """
 
 
 def boot_live(role: str, src: str, work: Path) -> int:
-    """Live heap of a booted firmware (modules imported, Runtime and App built and started, as
-    common.start does), collected after a return to the event loop, on a virtual board: the
+    """Live heap of a booted firmware (modules imported, Runtime and App built and started, the
+    boot-only modules dropped: /main.py up to its loop), collected after a return to the event loop, on a virtual board: the
     figure the heap budget bounds, before the simulator's own heap is subtracted."""
     from sim import vboard
     day = DAYS[role]()

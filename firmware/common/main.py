@@ -1,4 +1,9 @@
-# /main.py on every park-edge board: reads /config.json, counts the boot and starts the role's App.
+# /main.py on every park-edge board: boots from /config.json (common.start), drops the boot-only
+# code from the heap, then runs the Runtime's loop (common.runtime.serve).
 from common import start
 
-start.main()
+rt = start.main()
+del start
+from common.runtime import serve  # noqa: E402
+
+serve(rt)

@@ -10,12 +10,16 @@ import gc
 import json
 import sys
 
+try:
+    import asyncio
+except ImportError:
+    import uasyncio as asyncio  # type: ignore[no-redef]
+
 from protocol import codes, messages
 
-from common import VERSION, clock, config, hal
+from common import VERSION, clock, hal
 from common.bootcount import BootCount
-from common.config import ConfigError
-from common.errors import CommandError, ProvisionError
+from common.errors import CommandError, ConfigError, ProvisionError
 from common.link import open_link
 from common.session import Session
 
@@ -55,6 +59,7 @@ class Runtime:
         self._hb_due = clock.ticks_ms()
         self._batt = None
         self._gc_mark = 0
+        from common import config  # boot only: common.start forgets it afterwards
         config.check_schema(app_cls.SCHEMA, "app")
         try:
             self.cfg = config.validate(app_cls.SCHEMA, dev.app, where="app.")
@@ -331,6 +336,13 @@ class Runtime:
 
     def _config(self, values):
         """Validate all, let the app check and apply, persist; any refusal keeps the old config."""
+        try:
+            return self._config_with(values)
+        finally:
+            forget("common.config", "protocol.rules")  # a rare path: its code leaves the heap again
+
+    def _config_with(self, values):
+        from common import config
         old = self.cfg
         try:
             new = config.validate(self.app_cls.SCHEMA, values, base=old)
@@ -356,6 +368,49 @@ class Runtime:
     async def run(self):
         while True:
             await clock.sleep_ms(self.step(clock.ticks_ms()))
+
+
+def failed(where, e, safe):
+    """Normal mode: log and reset (a fast boot: enough of them and the next boot is safe).
+    Safe mode: log once and stay in the console, so a technician can always get in."""
+    sys.print_exception(e)
+    if safe:
+        text = "%s failed in safe mode: %r; staying in the console (REPL)" % (where, e)
+        print("park-edge:", text)
+        flash_log("/state", text, 4096)
+        return
+    flash_log("/state", "%s failed: %r" % (where, e), 4096)
+    hal.reset()
+
+
+async def _serve(rt):
+    try:
+        await rt.run()
+    except Exception as e:  # a runtime bug
+        failed("runtime", e, rt.safe)
+
+
+def serve(rt):
+    """Run a started Runtime's loop (from /main.py, after common.start.main): asyncio.run where it
+    exists; on the WebAssembly port the JavaScript event loop drives the task."""
+    if rt is None:
+        return
+    run = getattr(asyncio, "run", None)
+    if run is not None:
+        run(_serve(rt))
+    else:
+        asyncio.create_task(_serve(rt))
+
+
+def forget(*names):
+    """Drop modules from sys.modules and their package, so that once nothing else refers to
+    them the collector gets their code back (boot-only and rare paths; docs/firmware.md#footprint)."""
+    for n in names:
+        sys.modules.pop(n, None)
+        i = n.rfind(".")
+        pkg = sys.modules.get(n[:i])
+        if pkg is not None and n[i + 1:] in pkg.__dict__:
+            delattr(pkg, n[i + 1:])
 
 
 def _load_retained(store):
