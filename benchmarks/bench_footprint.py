@@ -67,7 +67,7 @@ def compile_tree(img: Path) -> int:
 def mpy_sizes(role: str) -> dict:
     """Bytes of .mpy per package of one firmware image."""
     with tempfile.TemporaryDirectory() as d:
-        img = fw.deploy_tree(Path(d) / "img", role, "x001", {})
+        img = fw.deploy_tree(Path(d) / "img", role, "x001", {}, mpy=False)
         out = {}
         for pkg in ("protocol", "common", role):
             sub = img / "lib" / pkg
@@ -94,7 +94,7 @@ def import_cost(role: str, src: str) -> int:
     from sim import mpvm
     fake = ROOT / "sim" / "fake_machine.py"
     with tempfile.TemporaryDirectory() as d:
-        img = fw.deploy_tree(Path(d) / "img", role, "x001", {})
+        img = fw.deploy_tree(Path(d) / "img", role, "x001", {}, mpy=False)
         if src == "mpy":
             compile_tree(img)
         code = ("import gc, machine, asyncio, json\n" + _LIVE + "a = await _live()\n"
@@ -160,7 +160,7 @@ def import_table(role: str, src: str, repeat: int = 50, batches: int = 8) -> lis
     from sim import mpvm
     fake = ROOT / "sim" / "fake_machine.py"
     with tempfile.TemporaryDirectory() as d:
-        img = fw.deploy_tree(Path(d) / "img", role, "x001", {})
+        img = fw.deploy_tree(Path(d) / "img", role, "x001", {}, mpy=False)
         order = _import_order(_module_deps(img / "lib"), ["common.runtime", f"{role}.app"])
         if src == "mpy":
             compile_tree(img)
@@ -208,7 +208,7 @@ def sim_overhead(work: Path, radio: str = "wifi") -> int:
     img.mkdir(parents=True, exist_ok=True)
     (img / "main.py").write_text(probe)
     with vboard.VirtualBoard(deploy_dir=img, flash_dir=work / f"probe-flash-{radio}", console_pty=False,
-                             record_wdt_feeds=False) as b:
+                             record_wdt_feeds=False, heap_budget=None) as b:
         b.advance(100)  # virtual time: the probe's await returns
         line = b.wait_log(r"^@@ \d+", timeout=60)
     board = int(line.split()[1])
@@ -233,12 +233,12 @@ def boot_live(role: str, src: str, work: Path) -> int:
     figure the heap budget bounds, before the simulator's own heap is subtracted."""
     from sim import vboard
     day = DAYS[role]()
-    img = fw.deploy_tree(work / f"{role}-boot-img", role, day.kid, day.pins, day.app, day.rt)
+    img = fw.deploy_tree(work / f"{role}-boot-img", role, day.kid, day.pins, day.app, day.rt, mpy=False)
     day.prepare(img)
     if src == "mpy":
         compile_tree(img)
     (img / "main.py").write_text(_BOOT_PROBE)
-    with vboard.VirtualBoard(deploy_dir=img, flash_dir=work / f"{role}-boot-flash", start_time=START,
+    with vboard.VirtualBoard(deploy_dir=img, flash_dir=work / f"{role}-boot-flash", start_time=START, heap_budget=None,
                              console_pty=False, record_wdt_feeds=False, name=day.kid, **day.board_kw) as b:
         day.setup(b)
         b.advance(500)
@@ -428,7 +428,7 @@ def run_day(role: str, hours: float, src: str, heap_mode: str, work: Path, enfor
     from sim import vboard
     day = DAYS[role]()
     day.w = Windows()
-    img = fw.deploy_tree(work / f"{role}-img", role, day.kid, day.pins, day.app, day.rt)
+    img = fw.deploy_tree(work / f"{role}-img", role, day.kid, day.pins, day.app, day.rt, mpy=False)
     day.prepare(img)
     if src == "mpy":
         compile_tree(img)

@@ -386,8 +386,26 @@ def failed(where, e, safe):
 async def _serve(rt):
     try:
         await rt.run()
+    except MemoryError as e:
+        _out_of_memory(rt, e)
     except Exception as e:  # a runtime bug
         failed("runtime", e, rt.safe)
+
+
+def _out_of_memory(rt, e):
+    """The heap ran out: a durable fault (F_MEMORY, value: bytes still allocated) that the gateway
+    gets after the reset, and the next boot in safe mode at once, where the role does less."""
+    rt.app = None
+    gc.collect()
+    try:
+        rt.event({"type": "fault", "code": codes.F_MEMORY, "value": gc.mem_alloc()}, durable=True)
+        rt.session.persist_events()
+        b = rt.boot
+        b.fast = max(b.fast, rt._rtc["safe_boots"])
+        b._save()
+    except MemoryError:
+        pass
+    failed("runtime", e, rt.safe)
 
 
 def serve(rt):
