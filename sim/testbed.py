@@ -27,9 +27,13 @@ def vboard_available() -> bool:
     return mpvm.node_available() and hasattr(vboard, "VirtualBoard")
 
 
-def write_firmware(dst: Path, role: str) -> Path:
-    """The role's files as its manifests put them onto a board (sources, not .mpy)."""
+def write_firmware(dst: Path, role: str, mpy: bool = True) -> Path:
+    """The role's files as `park-device deploy` puts them onto a board (.mpy packages, see
+    write_mpy); mpy=False: the sources, where the manifests put them."""
     from park_device.manifest import board_files
+
+    if mpy:
+        return write_mpy(dst, role)
 
     for src, dest in board_files(role):
         f = dst / dest.lstrip("/")
@@ -61,10 +65,7 @@ def deploy_tree(dst: Path, role: str, kid: str, pins: dict, app: dict | None = N
                 rt: dict | None = None, link: dict | None = None, mpy: bool = True) -> Path:
     """Write a board's flash image into dst (an empty directory); mpy=False: the sources."""
     dst.mkdir(parents=True, exist_ok=True)
-    if mpy:
-        write_mpy(dst, role)
-    else:
-        write_firmware(dst, role)
+    write_firmware(dst, role, mpy)
     cfg = {"id": kid, "site": "stadtpark", "role": role,
            "link": dict({"uart": 1, "baud": 115200, "tx": 17, "rx": 16, "hello_max": 4}, **(link or {})),
            "rt": dict({"wdt_ms": 8000}, **(rt or {})), "pins": pins, "app": app or {}}
