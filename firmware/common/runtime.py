@@ -342,6 +342,8 @@ class Runtime:
             forget("common.config", "protocol.rules")  # a rare path: its code leaves the heap again
 
     def _config_with(self, values):
+        if self.app_cls is None:
+            return (codes.E_NOT_READY, "")  # the App was dropped for memory (link only)
         from common import config
         old = self.cfg
         try:
@@ -384,28 +386,41 @@ def failed(where, e, safe):
 
 
 async def _serve(rt):
-    try:
-        await rt.run()
-    except MemoryError as e:
-        _out_of_memory(rt, e)
-    except Exception as e:  # a runtime bug
-        failed("runtime", e, rt.safe)
+    while True:
+        try:
+            await rt.run()
+        except MemoryError as e:
+            if not _out_of_memory(rt, e):
+                return
+        except Exception as e:  # a runtime bug
+            failed("runtime", e, rt.safe)
+            return
 
 
 def _out_of_memory(rt, e):
-    """The heap ran out: a durable fault (F_MEMORY, value: bytes still allocated) that the gateway
-    gets after the reset, and the next boot in safe mode at once, where the role does less."""
+    """The heap ran out: a durable fault (F_MEMORY, value: bytes still allocated) for the gateway.
+    Normal mode: reset into safe mode at once, where the role does less. Safe mode: drop the
+    role's App and its code and go on with the link only (True); never a silent console."""
+    safe = rt.safe and rt.app_cls is not None
     rt.app = None
+    if safe:
+        rt.app_cls = None
+        role = rt.dev.role
+        forget(*[n for n in sys.modules if n == role or n.startswith(role + ".")])
     gc.collect()
     try:
+        rt.log("out of memory: %r%s" % (e, "; link only" if safe else ""), keep=True)
         rt.event({"type": "fault", "code": codes.F_MEMORY, "value": gc.mem_alloc()}, durable=True)
-        rt.session.persist_events()
-        b = rt.boot
-        b.fast = max(b.fast, rt._rtc["safe_boots"])
-        b._save()
+        if not safe:
+            rt.session.persist_events()
+            b = rt.boot
+            b.fast = max(b.fast, rt._rtc["safe_boots"])
+            b._save()
     except MemoryError:
         pass
-    failed("runtime", e, rt.safe)
+    if not safe:
+        failed("runtime", e, rt.safe)
+    return safe
 
 
 def serve(rt):
