@@ -169,6 +169,7 @@ class Config:
     uplink_table: dict[str, Any] = field(default_factory=dict)
     uplink: Any = None  # gateway.uplink.UplinkConfig, read by the same reader from [uplink]
     web: Any = None  # gateway.web.config.WebConfig, from [web]
+    hass: Any = None  # gateway.uplink.hass.HassConfig, from [hass] (Home Assistant discovery)
 
     @property
     def registry_path(self) -> str:
@@ -182,7 +183,7 @@ class Config:
         return self.roles.get(name) or RoleConfig(DEFAULT_HEARTBEAT.get(name, 60))
 
 
-_TOP = ("gateway", "uplink", "links", "sites", "roles", "session", "web")
+_TOP = ("gateway", "uplink", "links", "sites", "roles", "session", "web", "hass")
 
 
 # ---------------------------------------------------------------- reading
@@ -276,6 +277,7 @@ def _site(r: Reader, name: str, d) -> SiteConfig:
 def parse(text: str, file: str = "<config>", env: Mapping[str, str] | None = None) -> Config:
     """Validate a TOML document; raises ConfigError naming file, line and key."""
     from gateway.uplink.config import read_uplink
+    from gateway.uplink.hass import read_hass
     from gateway.web.config import read_web
 
     env = os.environ if env is None else env
@@ -318,6 +320,7 @@ def parse(text: str, file: str = "<config>", env: Mapping[str, str] | None = Non
     cfg.uplink_table = ut
     cfg.uplink = read_uplink(r, ut, ("uplink",))
     cfg.web = read_web(r, doc.get("web", {}), ("web",), cfg.state_dir)
+    cfg.hass = read_hass(r, doc.get("hass", {}), ("hass",))
     return cfg
 
 

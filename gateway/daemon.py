@@ -185,7 +185,7 @@ class Daemon:
             self.done.set()
 
     async def _run(self) -> None:
-        from gateway.uplink import Uplink
+        from gateway.uplink import Uplink, hass
 
         cfg = self.cfg
         self.registry = Registry(cfg.registry_path)
@@ -199,7 +199,8 @@ class Daemon:
             self.events, self.control, self.sessions = parts.events, parts.control, parts.sessions
             eventlog.attach(self.events)
             self.inventory = Inventory(uplink, self.sessions.devices, cfg.uplink.gateway_id, __version__,
-                                       cfg.uplink.sites)
+                                       cfg.uplink.sites, hass.discovery(cfg, uplink, self.sessions.devices,
+                                                                        __version__))
             self.events.subscribe(self.inventory.on_event)
             self.inventory.publish()
             self.control.restore(self.registry.loop_state())

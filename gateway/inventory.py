@@ -34,8 +34,9 @@ def documents(devices, gateway_id: str, version: str) -> dict[str, dict]:
 class Inventory:
     """Publishes each site's inventory through the uplink when it changed."""
 
-    def __init__(self, uplink, devices, gateway_id: str, version: str, sites):
+    def __init__(self, uplink, devices, gateway_id: str, version: str, sites, hass=None):
         self.uplink = uplink
+        self.hass = hass  # gateway.uplink.hass.Discovery when [hass] discovery is on: the same moments
         self.devices = devices
         self.gateway_id = gateway_id
         self.version = version
@@ -43,6 +44,8 @@ class Inventory:
         self._last: dict[str, dict] = {}
 
     def publish(self) -> None:
+        if self.hass is not None:
+            self.hass.publish()
         publish = getattr(self.uplink, "site_state_nowait", None)
         if publish is None:  # an uplink without site state (a test double)
             return

@@ -43,6 +43,19 @@ class BoardSpec:
     usb_serial: str | None = None
     link_usb_serial: str | None = None
     relay_channel: int | None = None
+    link: str | None = None  # serial | wifi | ble; default: park_radio(kind, role)
+
+
+LINKS = ("serial", "wifi", "ble")
+WIFI_AP = {"ssid": "hil-park", "psk": "hil-bench-passphrase"}  # the virtual access point of a virtual bench
+GATEWAY_ADDR = "10.0.0.1:7000"  # what a Wi-Fi board's config names; the virtual station reaches the gateway
+
+
+def park_radio(kind: str, role: str) -> str:
+    """A board's link when the bench does not say: real boards their link UART; virtual boards
+    the radio they use in the park: poles and lockers Wi-Fi to the gateway's TCP server, bins BLE
+    to its pool (through hil_tests/radio.py's air between the test and the daemon's process)."""
+    return roles.PARK_RADIO.get(role, "serial") if kind == "virtual" else "serial"
 
 
 @dataclass
@@ -86,11 +99,24 @@ def load(path: str | Path) -> Bench:
             raise BenchError(f"{path}: boards[{i}].kind must be 'virtual' or 'serial', not {spec.kind!r}")
         if spec.kind == "serial" and not spec.usb_serial:
             raise BenchError(f"{path}: boards[{i}] ({spec.id}): a serial board needs usb_serial")
+        if spec.link is None:
+            spec.link = park_radio(spec.kind, spec.role)
+        if spec.link not in LINKS:
+            raise BenchError(f"{path}: boards[{i}].link must be one of {', '.join(LINKS)}, not {spec.link!r}")
+        if spec.link != "serial" and spec.kind != "virtual":
+            raise BenchError(f"{path}: boards[{i}] ({spec.id}): a real board's radio needs the bench's access "
+                             "point or BLE adapter, which this bench does not describe yet; use 'serial'")
         boards.append(spec)
     if "peripherals" in feats and any(s.kind != "virtual" for s in boards):
         raise BenchError(f"{path}: 'peripherals' is only available with virtual boards")
     return Bench(b.get("name", path.stem), b.get("site", "stadtpark"), feats, boards, path,
                  (doc.get("power") or {}).get("relay"), b.get("firmware_image"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def poll(pred, timeout: float = 30, what: str = "condition", every: float = 0.05):
@@ -125,13 +151,16 @@ def lamp_duty(level: int) -> int:
 
 # ------------------------------------------------------------------------------ resources
 class VirtualBoardResource:
-    def __init__(self, spec: BoardSpec, flash_dir: Path) -> None:
+    def __init__(self, spec: BoardSpec, flash_dir: Path, gateway: tuple[str, int] | None = None) -> None:
+        """gateway: the address the virtual access point connects a Wi-Fi board's TCP connection to."""
         from sim import vboard
         self.spec = spec
-        kw = {}
+        kw: dict = {}
         if spec.role == "container_sensor":  # the reference wiring's trigger/echo ultrasonic sensor
             pins = roles.TEMPLATES["container_sensor"]["pins"]
             kw = {"ultrasonic": {"trig": pins["trig"], "echo": pins["echo"]}, "distance_mm": None}
+        if gateway is not None:
+            kw["wifi"] = dict(WIFI_AP, gateway=gateway)
         self.vb = vboard.VirtualBoard(realtime=True, flash_dir=flash_dir, name=spec.id, **kw)
 
     def start(self) -> None:
@@ -181,10 +210,16 @@ class ConsoleDriver:
     def deploy(self) -> dict:
         return deploy(self._ui(), self.res.console, self.res.spec.role, timeout=15)[1]
 
-    def provision(self, site: str, registry: str, booking_key: str | None = None, sets=()) -> dict:
+    def provision(self, site: str, registry: str, booking_key: str | None = None, sets=(), link: str = "serial",
+                  psk_file: str | None = None) -> dict:
+        """As a technician would: a Wi-Fi board gets --link wifi, the network, the passphrase from a
+        0600 file and the gateway's address."""
         s = self.res.spec
+        radio = {} if link == "serial" else {"link": link}  # a radio keeps the UART as the wired fallback
+        if link == "wifi":
+            radio.update(wifi_ssid=WIFI_AP["ssid"], wifi_psk_file=psk_file, gateway=GATEWAY_ADDR)
         return provision(self._ui(), self.res.console, s.id, s.role, site, registry=registry, position=s.position,
-                         booking_key=booking_key, sets=list(sets), create_registry=True, timeout=15)[1]
+                         booking_key=booking_key, sets=list(sets), create_registry=True, timeout=15, **radio)[1]
 
 
 class PeripheralDriver:
@@ -387,8 +422,9 @@ class BoardStrategy:
     STATES = ("off", "started", "deployed", "provisioned")
 
     def __init__(self, res, registry: str, site: str, booking_key: str | None = None, sets=(),
-                 inputs: dict | None = None) -> None:
+                 inputs: dict | None = None, link: str = "serial", psk_file: str | None = None) -> None:
         self.res, self.registry, self.site, self.booking_key = res, registry, site, booking_key
+        self.link, self.psk_file = link, psk_file
         self.sets = list(sets)
         # virtual boards, set before the firmware boots provisioned: {pin: level} or {("adc", pin): uv}
         self.inputs = dict(inputs or {})
@@ -412,6 +448,7 @@ class BoardStrategy:
             self.results["deploy"] = self.console.deploy()
             self.state = "deployed"
         if self.STATES.index(self.state) < 3 <= want:
-            self.results["provision"] = self.console.provision(self.site, self.registry, self.booking_key, self.sets)
+            self.results["provision"] = self.console.provision(self.site, self.registry, self.booking_key, self.sets,
+                                                               self.link, self.psk_file)
             self.state = "provisioned"
         return self

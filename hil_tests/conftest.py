@@ -127,6 +127,8 @@ class GatewayProcess:
         self.config = tmp / "gateway.toml"
         self.sock = tmp / "api.sock"
         self.links: list[str] = []
+        self.wifi_port = benchmod.free_port()  # the TCP server link Wi-Fi boards connect to (kept over restarts)
+        self.air = None  # hil_tests.radio.AirServer once a BLE board is on the bench: the daemon runs with it
         self.proc: subprocess.Popen | None = None
         self.log = tmp / "gateway.log"
 
@@ -138,6 +140,9 @@ class GatewayProcess:
                      base: int = 10, prelight: int = 70) -> None:
         links = "".join(f'[[links]]\nname = "link{i}"\ntype = "url"\nurl = "{u}"\nreconnect_max = 0.5\n\n'
                         for i, u in enumerate(self.links))
+        links += f'[[links]]\nname = "wifi"\ntype = "tcp"\nlisten = "127.0.0.1:{self.wifi_port}"\nauth_timeout = 10\n\n'
+        if self.air is not None:
+            links += '[[links]]\nname = "ble"\ntype = "ble"\nmax_connections = 5\n\n'
         edges_toml = "[" + ", ".join(f'["{a}", "{b}"]' for a, b in edges) + "]"
         self.config.write_text(textwrap.dedent(f"""\
             [gateway]
@@ -168,13 +173,23 @@ class GatewayProcess:
         if self.sock.exists():
             self.sock.unlink()  # left by a killed daemon; its reappearance says the new one is up
         self._logf = open(self.log, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "run", "--config", str(self.config)],
+        cmd = (["-m", "hil_tests.radio", "--config", str(self.config), "--air", self.air.address]
+               if self.air is not None else ["-m", "gateway.cli", "run", "--config", str(self.config)])
+        self.proc = subprocess.Popen([sys.executable, *cmd],
                                      stdout=self._logf, stderr=subprocess.STDOUT, start_new_session=True)
         end = time.monotonic() + 20
         while not self.sock.exists():
             if self.proc.poll() is not None or time.monotonic() > end:
                 raise AssertionError(f"gateway did not start (rc={self.proc.poll()}):\n{self.tail()}")
             time.sleep(0.05)
+
+    def device(self, device_id: str) -> dict:
+        """The daemon's view of one device (`park-gateway device ID --json`)."""
+        r = subprocess.run([sys.executable, "-m", "gateway.cli", "device", device_id, "--socket", str(self.sock),
+                            "--json"], capture_output=True, text=True, timeout=20)
+        if r.returncode:
+            raise AssertionError(f"park-gateway device {device_id}: {r.stderr or r.stdout}")
+        return json.loads(r.stdout)
 
     def kill9(self) -> None:
         os.kill(self.proc.pid, signal.SIGKILL)
@@ -204,6 +219,8 @@ def gateway(tmp_path, broker, bench):
     g.state.mkdir(mode=0o700)
     yield g
     g.stop()
+    if g.air is not None:
+        g.air.close()
 
 
 # ------------------------------------------------------------------------------ boards
@@ -256,22 +273,34 @@ def boards(bench, gateway, role_flash, tmp_path):
     made: list = []
 
     def bring_up(*ids: str, state: str = "provisioned", sets=(), cable: bool = False, inputs=None):
-        """cable=True puts a pullable LinkCable between the gateway and each board's link;
-        inputs={pin: level} are set on virtual boards before they boot provisioned."""
+        """cable=True puts a pullable LinkCable between the gateway and each board's link UART (the
+        board then talks over its UART, whatever its bench link); inputs={pin: level} are set on
+        virtual boards before they boot provisioned. Wi-Fi boards (the bench's `link`) reach the
+        gateway's TCP server link through the virtual access point, BLE boards its BLE pool through
+        the bench's air (hil_tests/radio.py)."""
         out = {}
         for i in ids:
             spec = bench.board(i)
+            link = "serial" if cable else spec.link
             if spec.kind == "virtual":
                 flash = tmp_path / f"flash-{i}"
                 shutil.copytree(role_flash(spec.role), flash)
-                res = benchmod.VirtualBoardResource(spec, flash)
+                gw = ("127.0.0.1", gateway.wifi_port) if link == "wifi" else None
+                res = benchmod.VirtualBoardResource(spec, flash, gw)
             else:
                 res = benchmod.SerialBoardResource(spec)
             bk = str(tmp_path / "booking.key") if spec.role == "locker" else None
             st = benchmod.BoardStrategy(res, gateway.registry, bench.site, bk, BENCH_LINK + list(sets),
-                                        inputs if spec.kind == "virtual" else None).to(state)
+                                        inputs if spec.kind == "virtual" else None, link, psk_file()).to(state)
             made.append(st)
-            if cable:
+            if link == "wifi":
+                pass  # the board connects to the gateway's TCP server link
+            elif link == "ble":  # the board's radio on the air the daemon's fake radio reaches
+                if gateway.air is None:
+                    from hil_tests.radio import AirServer
+                    gateway.air = AirServer()
+                gateway.air.add(res.vb)
+            elif cable:
                 if spec.kind != "virtual":
                     raise benchmod.BenchError(f"{bench.path}: board {i}: pulling a real link cable needs a "
                                               "switchable USB hub, which the bench does not drive yet")
@@ -282,6 +311,13 @@ def boards(bench, gateway, role_flash, tmp_path):
                 gateway.links.append(res.link_url)
             out[i] = st
         return out
+    def psk_file() -> str:
+        f = tmp_path / "wifi.psk"
+        if not f.exists():
+            f.write_text(benchmod.WIFI_AP["psk"] + "\n")
+            f.chmod(0o600)
+        return str(f)
+
     cables: list = []
     yield bring_up
     for c in cables:

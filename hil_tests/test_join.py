@@ -1,4 +1,5 @@
-"""Scenario: a technician provisions a board, it joins the gateway, its telemetry reaches the backbone."""
+"""Scenario: a technician provisions a board, it joins the gateway, its telemetry reaches the backbone.
+On the virtual bench the pole joins over Wi-Fi (park-device provision --link wifi), as in the park."""
 from __future__ import annotations
 
 
@@ -30,3 +31,7 @@ def test_provisioned_pole_joins_and_reports_senml_on_the_backbone(boards, gatewa
     hb = backbone.wait(lambda: next((p for p in backbone.json(tele) if any(r.get("n") == "fw" for r in p)), None),
                        what="heartbeat pack")
     assert {r["n"]: r["v"] for r in hb}["fw"] == 10000
+    if bench.board("l001").link == "wifi":  # provisioned for its radio, and heard on it
+        assert st.results["provision"]["link"] == {"kind": "wifi", "uart": 1, "ssid": "hil-park",
+                                                   "host": "10.0.0.1", "port": 7000, "psk": "(set)"}
+        assert gateway.device("l001")["link"].startswith("wifi/")

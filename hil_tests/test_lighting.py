@@ -67,3 +67,5 @@ def test_walker_prelights_poles_ahead_then_all_fade_back(boards, gateway, backbo
     for i in vb:
         assert backbone.topic(f"park/{site}/device/{i}/event/lamp_fault") == [], i
         assert backbone.topic(f"park/{site}/device/{i}/event/fault") == [], i
+        if bench.board(i).link == "wifi":  # the wave went over the poles' Wi-Fi
+            assert gateway.device(i)["link"].startswith("wifi/"), i

@@ -1,4 +1,5 @@
-"""Scenario: a container fills up; near-full and full reach the backbone and the pickup list."""
+"""Scenario: a container fills up; near-full and full reach the backbone and the pickup list.
+On the virtual bench the bin talks BLE to the gateway's pool, as in the park."""
 from __future__ import annotations
 
 import json
@@ -71,3 +72,6 @@ def test_container_fills_near_full_and_full_reach_backbone_and_pickup_list(board
     entries = res["result"][site]
     assert [(e["id"], e["level"]) for e in entries] == [("c001", "full")]
     assert entries[0]["fill"] == 96 and entries[0]["fault"] is None
+    if bench.board("c001").link == "ble":  # the bin reported over its radio, served by the gateway's pool
+        assert st.results["provision"]["link"]["kind"] == "ble"
+        assert gateway.device("c001")["link"].startswith("ble/")

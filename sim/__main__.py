@@ -15,6 +15,9 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--night", action="store_true",
                     help="place the park where it is night now, so the light wave shows at any hour")
     dm.add_argument("--json", action="store_true", help="one JSON object per status update")
+    dm.add_argument("--links", choices=("radio", "serial"), default="radio",
+                    help="radio (default): bins over BLE, poles and lockers over Wi-Fi; serial: every board on its "
+                         "link UART")
     return ap
 
 
@@ -23,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     from sim.demo import main as demo_main
 
     return demo_main(duration=args.duration, broker=args.broker, state_dir=args.state_dir,
-                     as_json=args.json, night=args.night)
+                     as_json=args.json, night=args.night, links=args.links)
 
 
 if __name__ == "__main__":

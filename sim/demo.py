@@ -3,10 +3,16 @@
 What runs: a local Mosquitto (unless --broker points at one), the real gateway
 daemon (same code as `park-gateway run`), and virtual boards (sim/vboard) running
 the real firmware from firmware/ in the real MicroPython VM: six light poles on
-a forked path, three waste containers and a locker bank. A scripted story fits
-in the README's minute: walkers along the path (the lamp column shows each
-pole's level as the wave passes), a bin filling up to a pickup, a loan through
-the backbone's unlock request that becomes overdue, and l004's dead lamp. The
+a forked path, three waste containers and a locker bank. They reach the gateway
+over their radios, as in the park (`--links radio`, the default): the bins over
+BLE through sim.fakeble.FakeBleRadio (a FAKE of the Pi's controller, 5 connections,
+30 ms connection interval) to the gateway's BLE pool, the poles and the locker over
+Wi-Fi (the virtual station's TCP connection, a real loopback socket) to the
+gateway's TCP server. `--links serial` puts every board on its link UART instead.
+A scripted story fits in the README's minute: walkers along the path (the lamp
+column shows each pole's level as the wave passes), a bin filling up to a pickup,
+a loan through the backbone's unlock request that becomes overdue, and l004's
+dead lamp. The
 daemon serves its dashboard too (`dashboard: URL` on a line of its own). On a
 terminal the screen is redrawn each second; piped, the story is printed line by
 line with a status line every 10 s.
@@ -58,6 +64,11 @@ HEALTHY_LAMP_UV = 350_000
 FILL_MM = {"c001": 582, "c002": 700, "c003": 900}  # 65 %, 53 %, 32 % at boot
 NEAR_FULL_MM, FULL_MM = 392, 280  # 85 %, 97 %
 LOAN_S = 20  # the demo's loan period: overdue within the minute
+LINKS = ("radio", "serial")
+BATT, BATT_UV = 35, 3900 * 500  # the bins' battery divider (rt.batt_div 2000): 3.9 V, two lithium cells' worth
+WIFI_AP = "stadtpark"
+GATEWAY_ADDR = ("10.0.0.1", 7000)  # what a pole's config names; the virtual station connects it to the gateway
+BLE_LIMIT, BLE_INTERVAL_MS, BLE_ADV_MS = 5, 30, 100
 
 
 def free_port() -> int:
@@ -121,7 +132,17 @@ def firmware_ready() -> tuple[bool, str]:
     return True, ""
 
 
-def _flash(dst: Path, did: str, role: str, key: bytes, app: dict, booking_key: bytes | None = None) -> Path:
+def radio_link(role: str, psk: str) -> dict:
+    """A board's link section over its radio, as `park-device provision --link ...` writes it: bins
+    BLE, mains devices Wi-Fi to the gateway's TCP server; no UART wired, as in the park."""
+    if role == "container_sensor":
+        return {"kind": "ble", "uart": -1}
+    return {"kind": "wifi", "uart": -1, "ssid": WIFI_AP, "psk": psk, "host": GATEWAY_ADDR[0],
+            "port": GATEWAY_ADDR[1], "backoff_max": 4}
+
+
+def _flash(dst: Path, did: str, role: str, key: bytes, app: dict, booking_key: bytes | None = None,
+           link: dict | None = None) -> Path:
     """A board's flash as a technician's deploy + provision leaves it (docs/firmware.md layout)."""
     from park_device.roles import template
 
@@ -131,8 +152,11 @@ def _flash(dst: Path, did: str, role: str, key: bytes, app: dict, booking_key: b
     write_firmware(dst, role)
     t = template(role)
     t["app"].update(app)
-    if role == "container_sensor":
-        t["rt"]["batt_div"] = 0  # mains-powered here: a board's unset battery ADC would read as a flat battery
+    if link is not None:
+        t["link"] = dict(t["link"], **link)
+    elif role == "container_sensor":
+        t["rt"]["batt_div"] = 0  # wired, mains-powered: a board's unset battery ADC would read as a flat battery
+        t["rt"]["awake_s"] = 60  # and awake until the gateway, which starts after the boards, has welcomed it
     if role == "locker":
         # pulled down, so a booting board reads every door closed and every compartment empty: no tamper alarm
         t["pins"].update({"door%d" % n: {"pin": p, "pull": "down"} for n, p in DOORS.items()})
@@ -150,12 +174,17 @@ class VirtualPark:
 
     label = "virtual boards running the real firmware (sim/vboard, MicroPython VM)"
 
-    def __init__(self, work: Path, keys: dict, lat: float, lon: float):
-        self.work, self.keys, self.lat, self.lon = work, keys, lat, lon
+    def __init__(self, work: Path, keys: dict, lat: float, lon: float, links: str = "radio"):
+        self.work, self.keys, self.lat, self.lon, self.links = work, keys, lat, lon, links
         self.boards = {}
+        self.psk = secrets.token_urlsafe(12)  # the demo's Wi-Fi passphrase: in the boards' flash only
 
-    def start(self) -> dict[str, str]:
+    def start(self, gateway: tuple[str, int] | None = None, radio=None, loop=None) -> dict[str, str]:
+        """Boot the boards; over the radios, Wi-Fi boards reach `gateway` (the TCP server's
+        address) and BLE boards join `radio` (events handed to `loop`). Returns the link
+        URLs of serial boards (none over the radios)."""
         from sim import vboard
+        from sim.vboard_ble import VboardPeripheral
 
         urls = {}
         for did, role in devices():
@@ -168,19 +197,26 @@ class VirtualPark:
             elif role == "locker":
                 app = {"occupancy": True}
             bk = secrets.token_bytes(32) if role == "locker" else None
-            flash = _flash(self.work / ("flash-" + did), did, role, self.keys[did], app, bk)
+            link = radio_link(role, self.psk) if self.links == "radio" else None
+            if link is not None and link["kind"] == "wifi":
+                extra["wifi"] = {"ssid": WIFI_AP, "psk": self.psk, "gateway": gateway}
+            flash = _flash(self.work / ("flash-" + did), did, role, self.keys[did], app, bk, link)
             b = vboard.VirtualBoard(realtime=True, flash_dir=flash, name=did, console_pty=False, **extra)
             b.start()
             if role == "light_pole":
                 b.set_adc(LAMP_CS, uv=0 if did == "l004" else HEALTHY_LAMP_UV)  # l004: a dead lamp
             elif role == "container_sensor":
                 b.set_adc(TEMP, uv=500_000 + 10_000 * 14)  # TMP36: 0.5 V + 10 mV/°C -> 14 °C
+                b.set_adc(BATT, uv=BATT_UV)
+                if link is not None:
+                    radio.add(VboardPeripheral(b, loop=loop))
             elif role == "locker":
                 for n in DOORS:
                     b.set_pin(DOORS[n], 0)  # closed
                     b.set_pin(OCC[n], 0 if n == 4 else 1)  # compartment 4 is empty
             self.boards[did] = b
-            urls[did] = b.link_url
+            if link is None:
+                urls[did] = b.link_url
         return urls
 
     def stop(self) -> None:
@@ -206,37 +242,58 @@ class SimulatedPark:
 
     label = "CPython device simulator (sim.devsim) - NOT the firmware"
 
-    def __init__(self, work: Path, keys: dict, lat: float, lon: float):
+    def __init__(self, work: Path, keys: dict, lat: float, lon: float, links: str = "radio"):
         self.keys = keys
         self.links = {}
         self.devs = {}
+        self.bins = {}
+        self.mode = links
         self.fills = {c: round((1200 - FILL_MM[c]) / 9.5) for c in CONTAINERS}
         self.occ = 0b0111
         self._task = None
+        self._wakes: set[asyncio.Task] = set()
 
-    async def start_async(self) -> dict[str, str]:
+    async def start_async(self, gateway: tuple[str, int] | None = None, radio=None) -> dict[str, str]:
+        """Serial: one TCP server per device that the gateway's url links connect to. Radio: poles and
+        the locker connect to the gateway's TCP server, bins are BlePeers on `radio`."""
         from sim.devsim import SimDevice, SimLink
+        from sim.fakeble import BlePeer
 
         urls = {}
-        for did, role in devices():
-            link = await SimLink.tcp_server()
+        for n, (did, role) in enumerate(devices()):
+            if self.mode == "radio" and role == "container_sensor":
+                peer = BlePeer(SimDevice(did, self.keys[did], role), "B0:00:00:00:00:%02X" % n)
+                radio.add(peer.periph)
+                self.bins[did] = peer
+                self.devs[did] = peer.dev
+                continue
+            if self.mode == "radio":
+                link = await SimLink.tcp_client(gateway[0], gateway[1])
+            else:
+                link = await SimLink.tcp_server()
+                urls[did] = link.url
             self.links[did] = link
             self.devs[did] = link.add(SimDevice(did, self.keys[did], role))
-            urls[did] = link.url
         self._task = asyncio.create_task(self._life())
         return urls
 
     async def _life(self) -> None:
-        await asyncio.gather(*(l.connected.wait() for l in self.links.values()))
-        for d in self.devs.values():
-            with contextlib.suppress(TimeoutError):
-                await d.hello(timeout=10)
+        await asyncio.gather(*(l.connected.wait() for l in self.links.values() if hasattr(l, "connected")))
+        for did, d in self.devs.items():
+            if did not in self.bins:
+                with contextlib.suppress(TimeoutError):
+                    await d.hello(timeout=10)
         n = 0
         while True:
             n += 1
             for c in CONTAINERS:
-                f = self.fills[c]
-                self.devs[c].send({"type": "fill", "fill": f, "temp": 14, "batt": 185})
+                fill = {"type": "fill", "fill": self.fills[c], "temp": 14, "batt": 185}
+                if c in self.bins:  # a wake: advertise, get connected, hello, report, sleep
+                    t = asyncio.create_task(self.bins[c].wake(fill, linger=0.1))
+                    self._wakes.add(t)
+                    t.add_done_callback(self._wakes.discard)
+                else:
+                    self.devs[c].send(fill)
             for p in POLES:
                 self.devs[p].send({"type": "light", "level": 10, "state": 1, "ambient": 100,
                                    "lamp_ma": 0 if p == "l004" else 350})
@@ -268,9 +325,24 @@ def devices() -> list[tuple[str, str]]:
             + [(k, "locker") for k in LOCKERS])
 
 
-def write_config(work: Path, broker: str, urls: dict[str, str], lat: float, lon: float) -> str:
-    links = "".join('[[links]]\nname = "%s"\ntype = "url"\nurl = "%s"\nreconnect_max = 1.0\n\n' % (d, u)
-                    for d, u in urls.items())
+RADIO_LINKS = """\
+[[links]]
+name = "wifi"
+type = "tcp"
+listen = "127.0.0.1:0"
+
+[[links]]
+name = "ble"
+type = "ble"
+max_connections = %d
+
+""" % BLE_LIMIT
+
+
+def write_config(work: Path, broker: str, urls: dict[str, str] | None, lat: float, lon: float) -> str:
+    """gateway.toml: url links to the boards' UARTs (urls), or the radio links (None)."""
+    links = RADIO_LINKS if urls is None else "".join(
+        '[[links]]\nname = "%s"\ntype = "url"\nurl = "%s"\nreconnect_max = 1.0\n\n' % (d, u) for d, u in urls.items())
     text = textwrap.dedent("""\
         # generated by `sim demo`
         [gateway]
@@ -456,7 +528,8 @@ def ending(st: dict, snap: dict, prelights: int, duration: float) -> str:
                 ", ".join(overdue) or "none", ", ".join(site["lighting"].get("lamp_faults") or []) or "none"))
 
 
-async def run(duration: float, broker: str | None, state_dir: str | None, as_json: bool, night: bool) -> int:
+async def run(duration: float, broker: str | None, state_dir: str | None, as_json: bool, night: bool,
+              links: str = "radio") -> int:
     from gateway.daemon import Daemon
 
     tmp = None
@@ -480,7 +553,7 @@ async def run(duration: float, broker: str | None, state_dir: str | None, as_jso
     lat, lon = (0.0, night_longitude()) if night else (LAT, LON)
     keys = {did: secrets.token_bytes(32) for did, _ in devices()}
     ok, why = firmware_ready()
-    park = VirtualPark(work, keys, lat, lon) if ok else SimulatedPark(work, keys, lat, lon)
+    park = VirtualPark(work, keys, lat, lon, links) if ok else SimulatedPark(work, keys, lat, lon, links)
     if not ok:
         say("FALLBACK: %s -> using the CPython device simulator, NOT the firmware" % why)
     stop = asyncio.Event()
@@ -490,24 +563,30 @@ async def run(duration: float, broker: str | None, state_dir: str | None, as_jso
             loop.add_signal_handler(sig, stop.set)
     daemon = None
     task = None
+    radio = None
     try:
-        if isinstance(park, VirtualPark):
-            print("sim demo: booting %d virtual boards (real firmware in MicroPython)..." % len(keys),
-                  file=sys.stderr, flush=True)
-            urls = await asyncio.to_thread(park.start)
+        if links == "radio":
+            from sim.fakeble import FakeBleRadio
+
+            radio = FakeBleRadio(max_connections=BLE_LIMIT, interval_ms=BLE_INTERVAL_MS, adv_interval_ms=BLE_ADV_MS)
+            cfg_path = write_config(work, broker, None, lat, lon)
         else:
-            urls = await park.start_async()
-        cfg_path = write_config(work, broker, urls, lat, lon)
+            if isinstance(park, VirtualPark):
+                print("sim demo: booting %d virtual boards (real firmware in MicroPython)..." % len(keys),
+                      file=sys.stderr, flush=True)
+                urls = await asyncio.to_thread(park.start)
+            else:
+                urls = await park.start_async()
+            cfg_path = write_config(work, broker, urls, lat, lon)
         cfg = config_mod.load(cfg_path)
         os.makedirs(cfg.state_dir, mode=0o700, exist_ok=True)
         with Registry(cfg.registry_path) as reg:
             for did, role in devices():
                 reg.add(did, role, SITE, keys[did], position=did, replace=True)
         write_private(str(work / "keys.json"), json.dumps({d: k.hex() for d, k in keys.items()}))
-        daemon = Daemon(cfg)
+        daemon = Daemon(cfg, ble_factory=radio)
         task = asyncio.create_task(daemon.run())
         await asyncio.wait_for(daemon.ready.wait(), 30)
-
         live = Live(720)
         daemon.subscribe(live.on_event)
         hellos = set()
@@ -527,6 +606,20 @@ async def run(duration: float, broker: str | None, state_dir: str | None, as_jso
                 say(text)
 
         daemon.subscribe(watch)
+        if links == "radio":  # the boards boot now: the story hears their first reports
+            wifi = daemon.links[0]
+            async with asyncio.timeout(10):
+                while not wifi.port:
+                    await asyncio.sleep(0.02)
+            gw = ("127.0.0.1", wifi.port)
+            if isinstance(park, VirtualPark):
+                print("sim demo: booting %d virtual boards (real firmware in MicroPython), bins over BLE, "
+                      "poles and the locker over Wi-Fi..." % len(keys), file=sys.stderr, flush=True)
+                await asyncio.to_thread(park.start, gw, radio, loop)
+            else:
+                await park.start_async(gw, radio)
+            say("radios: bins over BLE (fake radio, %d connections, %d ms interval), poles and k001 over Wi-Fi to "
+                "the gateway's TCP server on port %d" % (BLE_LIMIT, BLE_INTERVAL_MS, wifi.port))
         url = daemon.dashboard.url if daemon.dashboard is not None else ""
         if url:
             print("dashboard: %s" % url, flush=True)
@@ -560,7 +653,7 @@ async def run(duration: float, broker: str | None, state_dir: str | None, as_jso
         life.cancel()
         elapsed = time.monotonic() - t0
         st = daemon.status()
-        summary = {"devices_online": st["devices"]["online"], "devices": st["devices"]["total"],
+        summary = {"devices_online": st["devices"]["online"], "devices": st["devices"]["total"], "links": links,
                    "published": st["backbone"]["published"], "outbox_depth": st["backbone"]["outbox_depth"],
                    "prelights": daemon.control.lighting.prelights, "firmware": isinstance(park, VirtualPark),
                    "pickups": [p["id"] for p in st["control"]["pickups"].get(SITE, [])],
@@ -585,8 +678,11 @@ async def run(duration: float, broker: str | None, state_dir: str | None, as_jso
 
 
 def main(duration: float = 0, broker: str | None = None, state_dir: str | None = None, as_json: bool = False,
-         night: bool = False) -> int:
+         night: bool = False, links: str = "radio") -> int:
     if broker is not None and not broker.startswith(("mqtt://", "mqtts://")):
         print("sim demo: --broker must be mqtt://HOST:PORT", file=sys.stderr)
         return 2
-    return asyncio.run(run(duration, broker, state_dir, as_json, night))
+    if links not in LINKS:
+        print("sim demo: --links must be one of: %s" % ", ".join(LINKS), file=sys.stderr)
+        return 2
+    return asyncio.run(run(duration, broker, state_dir, as_json, night, links))

@@ -215,6 +215,11 @@ class Uplink:
         topic = f"{self.topics.prefix}/{self._site(site)}/gateway/{check_segment(leaf, 'topic level')}"
         return self.outbox.append(topic, _dumps(dict(body)), retain=True, prio=PRIO_STATE)
 
+    def retained_nowait(self, topic: str, payload: bytes) -> asyncio.Future[None]:
+        """Retained ``payload`` on a topic outside the park's scheme (Home Assistant discovery, gateway/uplink/hass.py);
+        an empty payload clears the topic."""
+        return self.outbox.append(topic, payload, retain=True, prio=PRIO_STATE)
+
     # -- commands ------------------------------------------------------------
 
     def on_command(self, handler: CommandHandler) -> None:

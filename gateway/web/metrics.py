@@ -7,9 +7,10 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 
 class GatewayCollector(Collector):
-    def __init__(self, daemon, outcomes):
+    def __init__(self, daemon, outcomes, dashboard=None):
         self.daemon = daemon
         self.outcomes = outcomes  # command result -> count (API and dashboard)
+        self.dashboard = dashboard
 
     def collect(self):
         st = self.daemon.status()
@@ -53,9 +54,16 @@ class GatewayCollector(Collector):
         yield cmd
         yield CounterMetricFamily("park_prelights", "Pre-light commands sent",
                                   value=self.daemon.control.lighting.prelights)
+        if self.dashboard is not None:
+            db = self.dashboard
+            yield CounterMetricFamily("park_dashboard_cpu_seconds", "CPU the dashboard's renders, live events and "
+                                      "energy samples took (what it costs the gateway)", value=db.cpu_s)
+            yield CounterMetricFamily("park_dashboard_renders", "Renders of the live page (one per tick for all "
+                                      "viewers)", value=db.feed.renders)
+            yield GaugeMetricFamily("park_dashboard_viewers", "Pages following the live events", value=db.viewers)
 
 
-def registry(daemon, outcomes) -> CollectorRegistry:
+def registry(daemon, outcomes, dashboard=None) -> CollectorRegistry:
     r = CollectorRegistry(auto_describe=False)
-    r.register(GatewayCollector(daemon, outcomes))
+    r.register(GatewayCollector(daemon, outcomes, dashboard))
     return r

@@ -13,7 +13,9 @@ action goes to the same audit log lines as the CLI's commands.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
+import json
 import logging
 import os
 import ssl
@@ -29,7 +31,7 @@ audit = logging.getLogger("park.api")  # the CLI's commands are audited there to
 
 STATIC = Path(__file__).with_name("static")
 COOKIE = "park_session"
-TICK_S = 0.5  # at most two page updates a second per client
+TICK_S = 0.5  # at most two page updates a second, rendered once for all viewers
 REFRESH_S = 5.0  # ages and fading levels change without events
 MAX_CLIENTS = 50
 ACTION_TIMEOUT_S = 15.0
@@ -79,11 +81,13 @@ class Live:
 
 
 def snapshot(daemon, live: Live, now: float | None = None) -> dict:
-    """The daemon's state as the pages need it: per site its poles (with the level they have now), bins, lockers."""
+    """The daemon's state as the pages need it: per site its poles (with the level they have now), bins, lockers.
+
+    It reads the sessions' read-only view (what the control loops see), not `daemon.devices()`: that copies each
+    device's whole state for the API, and the dashboard renders this twice a second under any load."""
     now = time.time() if now is None else now
     st = daemon.status()
     ctl = st["control"]
-    devs = daemon.devices()
     lighting = daemon.control.lighting.sites
     sites: dict[str, dict] = {}
     for name in daemon.cfg.sites:
@@ -92,26 +96,26 @@ def snapshot(daemon, live: Live, now: float | None = None) -> dict:
                        "edges": [list(e) for e in sl.cfg.edges] if sl else []}
     pickups = {p["id"]: p for items in ctl["pickups"].values() for p in items}
     lockers = ctl["lockers"]
-    for d in devs:
-        site = sites.get(d["site"])
+    for d in daemon.sessions.devices.values():
+        site = sites.get(d.site)
         if site is None:
             continue
-        state = d.get("state") or {}
-        if d["role"] == "light_pole":
-            level, why = _pole_level(lighting.get(d["site"]), d, live.motion.get(d["id"], 0.0), now)
-            site["poles"].append({"id": d["id"], "level": level, "why": why, "online": d["online"],
-                                  "fault": d["id"] in (site["lighting"].get("lamp_faults") or []),
-                                  "report": "%s, %s" % (readable.report(state), readable.age(d.get("last_seen"), now))})
-        elif d["role"] == "container_sensor":
+        state, did = d.state, d.id
+        if d.role == "light_pole":
+            level, why = _pole_level(lighting.get(d.site), state, did, live.motion.get(did, 0.0), now)
+            site["poles"].append({"id": did, "level": level, "why": why, "online": d.online,
+                                  "fault": did in (site["lighting"].get("lamp_faults") or []),
+                                  "report": readable.report(state), "seen": d.last_seen or None})
+        elif d.role == "container_sensor":
             f = state.get("fill") or {}
-            p = pickups.get(d["id"])
-            site["bins"].append({"id": d["id"], "fill": f.get("fill"), "online": d["online"],
-                                 "trend": _trend(live.history.get(d["id"]), now),
+            p = pickups.get(did)
+            site["bins"].append({"id": did, "fill": f.get("fill"), "online": d.online,
+                                 "trend": _trend(live.history.get(did), now),
                                  "status": (p["level"].replace("_", " ") + (", sensor " + p["fault"] if p.get("fault")
                                                                             else "")) if p else "ok"})
-        elif d["role"] == "locker":
-            site["lockers"].append({"id": d["id"], "online": d["online"],
-                                    "comps": _compartments(state.get("locker") or {}, lockers.get(d["id"]) or {})})
+        elif d.role == "locker":
+            site["lockers"].append({"id": did, "online": d.online,
+                                    "comps": _compartments(state.get("locker") or {}, lockers.get(did) or {})})
     for site in sites.values():
         _layout(site["poles"], site["edges"])
     links = [{"name": lk["name"], "kind": lk["kind"], "connected": lk["connected"], "last_error": lk.get("last_error"),
@@ -122,9 +126,9 @@ def snapshot(daemon, live: Live, now: float | None = None) -> dict:
             "alerts": list(live.alerts)[-15:]}
 
 
-def _pole_level(sl, d: dict, motion: float, now: float) -> tuple[int | None, str]:
+def _pole_level(sl, state: dict, pole: str, motion: float, now: float) -> tuple[int | None, str]:
     """The level a pole has now: its own motion, a pre-light from the gateway, or its base (the reports are slow)."""
-    reported = ((d.get("state") or {}).get("light") or {}).get("level")
+    reported = (state.get("light") or {}).get("level")
     if sl is None or sl.dark is None:
         return reported, "last report"
     c = sl.cfg
@@ -133,21 +137,27 @@ def _pole_level(sl, d: dict, motion: float, now: float) -> tuple[int | None, str
     cap = sl.cap if sl.cap is not None else 100
     if now - motion < c.hold:
         return min(c.full, cap), "walker at this pole"
-    if sl.prelit_until.get(d["id"], 0.0) > now:
+    if sl.prelit_until.get(pole, 0.0) > now:
         return min(c.prelight, cap), "pre-lit ahead of a walker"
     return min(c.base, cap), "base level at night"
 
 
 def _trend(points, now: float) -> str:
+    """The rate over the last hour; the points are in time order, so a bisection finds the hour's first."""
     if not points or len(points) < 2:
         return "not enough reports"
-    recent = [(t, v) for t, v in points if now - t <= 3600] or list(points)[-2:]
-    if len(recent) < 2 or recent[-1][0] - recent[0][0] < 300:  # a rate needs some minutes of reports
+    i = bisect.bisect_left(points, now - 3600, key=_time)
+    (t0, v0), (t1, v1) = (points[i], points[-1]) if i < len(points) else (points[-2], points[-1])
+    if i == len(points) - 1 or t1 - t0 < 300:  # a rate needs some minutes of reports
         return "not enough reports"
-    rate = (recent[-1][1] - recent[0][1]) / (recent[-1][0] - recent[0][0]) * 3600
+    rate = (v1 - v0) / (t1 - t0) * 3600
     if abs(rate) < 1:
         return "steady"
     return "%s %d %% per hour" % ("rising" if rate > 0 else "falling", abs(rate))
+
+
+def _time(point: tuple) -> float:
+    return point[0]
 
 
 def _compartments(tel: dict, ctl: dict) -> list[dict]:
@@ -195,6 +205,60 @@ def _layout(poles: list[dict], edges: list) -> None:
         rows[x] += 1
 
 
+class Feed:
+    """The overview's live parts, rendered once for every viewer: each generation holds, as server-sent event
+    bytes, the parts that changed since the generation before, and makes the whole (for a viewer that is new or
+    behind) when one asks."""
+
+    def __init__(self):
+        self.gen = 0
+        self.parts: dict[str, str] = {}
+        self.layout: list = []
+        self.alerts = ""
+        self.diff = b""
+        self.renders = 0
+        self._memo: dict = {}
+        self._pieces: list = []
+        self._whole: tuple[int, bytes] = (0, b"")
+
+    @property
+    def whole(self) -> bytes:
+        if self._whole[0] != self.gen:
+            self._whole = (self.gen, _sse("park", "".join(html for _, html in self._pieces)) + _sse("alerts",
+                                                                                                  self.alerts))
+        return self._whole[1]
+
+    def update(self, snap: dict) -> bool:
+        """Render `snap`; True (and a new generation) if anything a viewer sees changed."""
+        self.renders += 1
+        if len(self._memo) > 4 * len(self.parts) + 100:  # devices that went
+            self._memo.clear()
+        pieces = view.park_parts(snap, self._memo)
+        alerts = view.alerts(snap["alerts"])
+        layout = [key or html for key, html in pieces]
+        parts = {key: html for key, html in pieces if key}
+        out = []
+        if layout != self.layout:
+            out.append(_sse("park", "".join(html for _, html in pieces)))
+        else:
+            changed = {k: v for k, v in parts.items() if self.parts.get(k) != v}
+            if changed:
+                out.append(_sse("parts", json.dumps(changed, separators=(",", ":"))))
+        if alerts != self.alerts:
+            out.append(_sse("alerts", alerts))
+        self.layout, self.parts, self.alerts = layout, parts, alerts
+        if not out:
+            return False
+        self.gen += 1
+        self.diff = b"".join(out)
+        self._pieces = pieces
+        return True
+
+
+def _sse(event: str, data: str) -> bytes:
+    return ("event: %s\n%s\n" % (event, "".join("data: %s\n" % line for line in data.split("\n")))).encode()
+
+
 class Dashboard:
     """The web server of one daemon run."""
 
@@ -208,6 +272,9 @@ class Dashboard:
         self._runner = None
         self._clients = 0
         self._changed = asyncio.Event()
+        self.feed = Feed()
+        self.cpu_s = 0.0  # this thread's CPU in renders, live events and energy samples (park_dashboard_cpu)
+        self._rendered = float("-inf")
         self._ticker: asyncio.Task | None = None
         self._unsubscribe = None
         self._metrics = None
@@ -219,7 +286,7 @@ class Dashboard:
 
         from gateway.web.metrics import registry
 
-        self._metrics = registry(self.daemon, self.outcomes)
+        self._metrics = registry(self.daemon, self.outcomes, self)
         app = web.Application(middlewares=[_headers_factory()])
         app.router.add_get("/", self.index)
         app.router.add_get("/device/{id}", self.device)
@@ -260,6 +327,10 @@ class Dashboard:
         log.info("dashboard: %s", self.url)
         return True
 
+    @property
+    def viewers(self) -> int:
+        return self._clients
+
     async def stop(self) -> None:
         if self._unsubscribe:
             self._unsubscribe()
@@ -271,20 +342,42 @@ class Dashboard:
             self.energy.save()
 
     async def _tick(self) -> None:
-        seen, last, sampled = -1, 0.0, 0.0
+        seen, last, sampled, failed = -1, 0.0, 0.0, False
         while True:
             await asyncio.sleep(TICK_S)
             now = time.monotonic()
-            if now - sampled >= energy.SAMPLE_S:
-                sampled = now
-                try:
-                    self.energy.sample(snapshot(self.daemon, self.live), self.daemon.cfg.sites)
-                except Exception:  # noqa: BLE001 - a report must never stop the dashboard
-                    log.exception("energy sample failed")
+            snap = None
             if self._clients and (self.live.version != seen or now - last >= REFRESH_S):
                 seen, last = self.live.version, now
-                self._changed.set()
-                self._changed = asyncio.Event()
+                try:
+                    snap = await self._render()
+                except Exception:  # noqa: BLE001 - the park runs on; the page stays as it was
+                    if not failed:
+                        log.exception("dashboard render failed (logged once)")
+                    failed = True
+            if now - sampled >= energy.SAMPLE_S:
+                sampled = now
+                t = time.thread_time()
+                try:
+                    self.energy.sample(snap or snapshot(self.daemon, self.live), self.daemon.cfg.sites)
+                except Exception:  # noqa: BLE001 - a report must never stop the dashboard
+                    log.exception("energy sample failed")
+                self.cpu_s += time.thread_time() - t
+
+    async def _render(self) -> dict:
+        """One render for every viewer; they are woken only if something they see changed. The loop runs frames
+        between the snapshot and the HTML, so neither half holds a pre-light up for the whole render."""
+        t = time.thread_time()
+        self._rendered = time.monotonic()
+        snap = snapshot(self.daemon, self.live)
+        self.cpu_s += time.thread_time() - t
+        await asyncio.sleep(0)
+        t = time.thread_time()
+        if self.feed.update(snap):
+            self._changed.set()
+            self._changed = asyncio.Event()
+        self.cpu_s += time.thread_time() - t
+        return snap
 
     # -- who is asking
 
@@ -324,7 +417,7 @@ class Dashboard:
                                                                    who, csrf), note=request.query.get("note", ""))
 
     async def events(self, request):
-        """Server-sent events: the overview's live parts as HTML fragments, when something changed."""
+        """Server-sent events: the whole overview's live parts first, then only the parts that changed."""
         from aiohttp import web
 
         if self._clients >= MAX_CLIENTS:
@@ -332,18 +425,23 @@ class Dashboard:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
                                            "X-Accel-Buffering": "no"})
         await resp.prepare(request)
+        if time.monotonic() - self._rendered > TICK_S:  # nobody was watching: the feed is old
+            await self._render()
         self._clients += 1
         try:
-            sent = {}
+            gen = None
             while True:
-                snap = snapshot(self.daemon, self.live)
-                for name, html in (("park", view.park(snap)), ("alerts", view.alerts(snap["alerts"]))):
-                    if sent.get(name) != html:
-                        sent[name] = html
-                        await resp.write(("event: %s\n%s\n\n" % (name, "".join(
-                            "data: %s\n" % line for line in html.split("\n")))).encode())
+                changed = self._changed
+                feed = self.feed
+                if feed.gen != gen:
+                    data = feed.diff if gen is not None and feed.gen == gen + 1 else feed.whole
+                    gen = feed.gen
+                    t = time.thread_time()
+                    await resp.write(data)  # counts a wait for a slow viewer too: an upper bound
+                    self.cpu_s += time.thread_time() - t
+                    continue
                 try:
-                    await asyncio.wait_for(self._changed.wait(), 15.0)
+                    await asyncio.wait_for(changed.wait(), 15.0)
                 except asyncio.TimeoutError:
                     await resp.write(b": keep-alive\n\n")
         except (ConnectionError, asyncio.CancelledError):

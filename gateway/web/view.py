@@ -47,17 +47,37 @@ def page(title: str, body: str, operator: str | None, csrf: str = "", note: str 
 # -- the overview
 
 def overview(snap: dict) -> str:
-    return ('<h1>Park at a glance</h1>\n<div id="park" data-live="park">%s</div>\n'
+    return ('<h1>Park at a glance</h1>\n<div id="park" data-live="park" data-now="%d">%s</div>\n'
             '<section aria-labelledby="alerts-h"><h2 id="alerts-h">Recent alerts</h2>\n'
             '<ol id="alerts" data-live="alerts" aria-live="polite">%s</ol></section>'
-            % (park(snap), alerts(snap["alerts"])))
+            % (time.time(), park(snap), alerts(snap["alerts"])))
 
 
 def park(snap: dict) -> str:
-    out = [health(snap)]
+    return "".join(html for _, html in park_parts(snap))
+
+
+def park_parts(snap: dict, memo: dict | None = None) -> list[tuple[str | None, str]]:
+    """The park's HTML in pieces, so a live page gets only what changed: (id, the element with that id) for each
+    part that changes on its own (the gateway's health, a site's state and plan, a pole's or a bin's row, a
+    locker), (None, markup) for what holds them. `memo` keeps each device's last part, made again only when
+    what it shows changed."""
+    out: list[tuple[str | None, str]] = [("gateway", health(snap))]
     for name, site in sorted(snap["sites"].items()):
-        out.append(site_html(name, site))
-    return "\n".join(out)
+        out.extend(site_parts(name, site, memo))
+    return out
+
+
+def _part(memo: dict | None, make, item: dict) -> str:
+    if memo is None:
+        return make(item)
+    key = (make, item["id"])
+    hit = memo.get(key)
+    if hit is not None and hit[0] == item:
+        return hit[1]
+    html = make(item)
+    memo[key] = (item, html)
+    return html
 
 
 def health(snap: dict) -> str:
@@ -66,7 +86,7 @@ def health(snap: dict) -> str:
         E(lk["name"]), E(lk["kind"]), "up" if lk["connected"] else "DOWN", lk["frames"], lk["drops"],
         "" if lk["connected"] or not lk.get("last_error") else " (%s)" % E(str(lk["last_error"])))
         for lk in snap["links"]) or "<li>no links configured</li>"
-    return """<section aria-labelledby="gw-h"><h2 id="gw-h">Gateway</h2>
+    return """<section id="gateway" aria-labelledby="gw-h"><h2 id="gw-h">Gateway</h2>
 <dl class="facts">
 <dt>Version</dt><dd>%s, up %s</dd>
 <dt>Devices</dt><dd id="devices-online">%d of %d online</dd>
@@ -81,17 +101,43 @@ def health(snap: dict) -> str:
 
 
 def site_html(name: str, site: dict) -> str:
+    return "".join(html for _, html in site_parts(name, site))
+
+
+def site_parts(name: str, site: dict, memo: dict | None = None) -> list[tuple[str | None, str]]:
     light = site["lighting"]
-    head = ('<section aria-labelledby="site-%s"><h2 id="site-%s">Site %s</h2>\n<p>%s, level cap %s %%; '
-            'lamp faults: %s</p>' % (E(name), E(name), E(name), "dark" if light.get("dark") else "daylight",
-                                     light.get("cap"), E(", ".join(light.get("lamp_faults") or []) or "none")))
-    return "\n".join([head, plan(name, site), poles_table(site), bins_table(site), lockers_html(site), "</section>"])
+    out: list[tuple[str | None, str]] = [
+        (None, '<section aria-labelledby="site-%s"><h2 id="site-%s">Site %s</h2>\n' % (E(name), E(name), E(name))),
+        ("state-" + name, '<p id="state-%s">%s, level cap %s %%; lamp faults: %s</p>\n' % (
+            E(name), "dark" if light.get("dark") else "daylight", light.get("cap"),
+            E(", ".join(light.get("lamp_faults") or []) or "none")))]
+    if site["poles"]:
+        out.extend(plan_parts(name, site, memo))
+        out.append((None, '<table><caption>Light poles</caption><thead><tr><th scope="col">Pole</th><th scope="col">'
+                          'Level now</th><th scope="col">Why</th><th scope="col">Last report</th></tr></thead><tbody>'))
+        out.extend(("pole-" + p["id"], _part(memo, pole_row, p)) for p in site["poles"])
+        out.append((None, "</tbody></table>\n"))
+    if site["bins"]:
+        out.append((None, '<table><caption>Waste containers</caption><thead><tr><th scope="col">Container</th>'
+                          '<th scope="col">Fill</th><th scope="col">Trend</th><th scope="col">Status</th></tr></thead>'
+                          '<tbody>'))
+        out.extend(("bin-" + b["id"], _part(memo, bin_row, b)) for b in site["bins"])
+        out.append((None, "</tbody></table>\n"))
+    out.extend(("locker-" + k["id"], _part(memo, locker_table, k) + "\n") for k in site["lockers"])
+    out.append((None, "</section>\n"))
+    return out
 
 
 def plan(name: str, site: dict) -> str:
+    return "".join(html for _, html in plan_parts(name, site))
+
+
+def plan_parts(name: str, site: dict, memo: dict | None = None) -> list[tuple[str | None, str]]:
+    """The site's plan as an SVG image: each pole's dot and the text title (all levels, for a screen reader) are
+    parts of their own; the frame and the paths change only with the layout."""
     poles = site["poles"]
     if not poles:
-        return ""
+        return []
     w = 120 * (max(p["x"] for p in poles) + 1)
     h = 90 * (max(p["y"] for p in poles) + 1)
     at = {p["id"]: p for p in poles}
@@ -100,59 +146,58 @@ def plan(name: str, site: dict) -> str:
         if a in at and b in at:
             lines.append('<line x1="%d" y1="%d" x2="%d" y2="%d" class="path"/>' % (
                 60 + 120 * at[a]["x"], 40 + 90 * at[a]["y"], 60 + 120 * at[b]["x"], 40 + 90 * at[b]["y"]))
-    dots = []
-    for p in poles:
-        cx, cy = 60 + 120 * p["x"], 40 + 90 * p["y"]
-        lvl = p["level"] if p["level"] is not None else 0
-        dots.append('<circle cx="%d" cy="%d" r="%d" class="lamp%s" fill-opacity="%.2f"/>'
-                    '<text x="%d" y="%d" class="label">%s %s</text>' % (
-                        cx, cy, 10 + lvl // 8, " fault" if p["fault"] else "", 0.15 + 0.85 * lvl / 100,
-                        cx, cy + 38, E(p["id"]), "--" if p["level"] is None else "%d%%" % p["level"]))
     summary = "; ".join("%s %s" % (p["id"], "unknown" if p["level"] is None else "%d %%" % p["level"]) for p in poles)
-    return ('<figure><svg role="img" aria-labelledby="plan-%s" viewBox="0 0 %d %d" class="plan">'
-            '<title id="plan-%s">Path plan of %s with each pole\'s light level: %s</title>%s%s</svg>'
-            '<figcaption>Poles on the path; the bigger and brighter the dot, the higher the level.</figcaption>'
-            '</figure>' % (E(name), w, h, E(name), E(name), E(summary), "".join(lines), "".join(dots)))
+    out: list[tuple[str | None, str]] = [
+        (None, '<figure id="map-%s"><svg role="img" aria-labelledby="plan-%s" viewBox="0 0 %d %d" class="plan">'
+               % (E(name), E(name), w, h)),
+        ("plan-" + name, '<title id="plan-%s">Path plan of %s with each pole\'s light level: %s</title>'
+                         % (E(name), E(name), E(summary))),
+        (None, "".join(lines))]
+    out.extend(("dot-" + p["id"], _part(memo, dot, p)) for p in poles)
+    out.append((None, '</svg><figcaption>Poles on the path; the bigger and brighter the dot, the higher the level.'
+                      '</figcaption></figure>\n'))
+    return out
 
 
-def poles_table(site: dict) -> str:
-    if not site["poles"]:
-        return ""
-    rows = "".join(
-        '<tr id="pole-%s"><th scope="row"><a href="/device/%s">%s</a></th><td class="num">%s</td><td>%s</td>'
-        '<td>%s</td></tr>' % (
-            E(p["id"]), E(p["id"]), E(p["id"]), "--" if p["level"] is None else "%d %%" % p["level"], E(p["why"]),
-            E(p["report"]) + ("" if p["online"] else " (OFFLINE)"))
-        for p in site["poles"])
-    return ('<table><caption>Light poles</caption><thead><tr><th scope="col">Pole</th><th scope="col">Level now'
-            '</th><th scope="col">Why</th><th scope="col">Last report</th></tr></thead><tbody>%s</tbody></table>'
-            % rows)
+def dot(p: dict) -> str:
+    cx, cy = 60 + 120 * p["x"], 40 + 90 * p["y"]
+    lvl = p["level"] if p["level"] is not None else 0
+    return ('<g id="dot-%s"><circle cx="%d" cy="%d" r="%d" class="lamp%s" fill-opacity="%.2f"/><text x="%d" y="%d" '
+            'class="label">%s %s</text></g>' % (E(p["id"]), cx, cy, 10 + lvl // 8, " fault" if p["fault"] else "",
+                                                0.15 + 0.85 * lvl / 100, cx, cy + 38, E(p["id"]),
+                                                "--" if p["level"] is None else "%d%%" % p["level"]))
 
 
-def bins_table(site: dict) -> str:
-    if not site["bins"]:
-        return ""
-    rows = []
-    for b in site["bins"]:
-        fill = "no reading" if b["fill"] is None else "%d %%" % b["fill"]
-        bar = '' if b["fill"] is None else ('<svg class="bar" viewBox="0 0 100 10" aria-hidden="true" focusable="false">'
-                                            '<rect width="%d" height="10"/></svg>' % b["fill"])
-        rows.append('<tr id="bin-%s"><th scope="row"><a href="/device/%s">%s</a></th><td class="num">%s %s</td>'
-                    '<td>%s</td><td>%s</td></tr>' % (E(b["id"]), E(b["id"]), E(b["id"]), fill, bar, E(b["trend"]),
-                                                     E(b["status"]) + ("" if b["online"] else " (OFFLINE)")))
-    return ('<table><caption>Waste containers</caption><thead><tr><th scope="col">Container</th>'
-            '<th scope="col">Fill</th><th scope="col">Trend</th><th scope="col">Status</th></tr></thead>'
-            '<tbody>%s</tbody></table>' % "".join(rows))
+def pole_row(p: dict) -> str:
+    return ('<tr id="pole-%s"><th scope="row"><a href="/device/%s">%s</a></th><td class="num">%s</td><td>%s</td>'
+            '<td>%s, %s</td></tr>' % (E(p["id"]), E(p["id"]), E(p["id"]),
+                                      "--" if p["level"] is None else "%d %%" % p["level"], E(p["why"]),
+                                      E(p["report"]), seen(p["seen"]) + ("" if p["online"] else " (OFFLINE)")))
 
 
-def lockers_html(site: dict) -> str:
-    out = []
-    for k in site["lockers"]:
-        rows = "".join('<tr><th scope="row">%d</th><td>%s</td></tr>' % (c["n"], E(c["text"])) for c in k["comps"])
-        out.append('<table id="locker-%s"><caption>Locker <a href="/device/%s">%s</a>%s</caption><thead><tr>'
-                   '<th scope="col">Compartment</th><th scope="col">State</th></tr></thead><tbody>%s</tbody></table>'
-                   % (E(k["id"]), E(k["id"]), E(k["id"]), "" if k["online"] else " (OFFLINE)", rows))
-    return "\n".join(out)
+def seen(ts: float | None) -> str:
+    """When a report came, as the clock time: the page's script shows it as an age that it keeps current
+    itself, so a row changes (and is sent again) only when a report does."""
+    if not ts:
+        return "never"
+    return '<time datetime="%s" data-ago>at %s</time>' % (
+        time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)), time.strftime("%H:%M:%S", time.localtime(ts)))
+
+
+def bin_row(b: dict) -> str:
+    fill = "no reading" if b["fill"] is None else "%d %%" % b["fill"]
+    bar = '' if b["fill"] is None else ('<svg class="bar" viewBox="0 0 100 10" aria-hidden="true" focusable="false">'
+                                        '<rect width="%d" height="10"/></svg>' % b["fill"])
+    return ('<tr id="bin-%s"><th scope="row"><a href="/device/%s">%s</a></th><td class="num">%s %s</td>'
+            '<td>%s</td><td>%s</td></tr>' % (E(b["id"]), E(b["id"]), E(b["id"]), fill, bar, E(b["trend"]),
+                                             E(b["status"]) + ("" if b["online"] else " (OFFLINE)")))
+
+
+def locker_table(k: dict) -> str:
+    rows = "".join('<tr><th scope="row">%d</th><td>%s</td></tr>' % (c["n"], E(c["text"])) for c in k["comps"])
+    return ('<table id="locker-%s"><caption>Locker <a href="/device/%s">%s</a>%s</caption><thead><tr>'
+            '<th scope="col">Compartment</th><th scope="col">State</th></tr></thead><tbody>%s</tbody></table>'
+            % (E(k["id"]), E(k["id"]), E(k["id"]), "" if k["online"] else " (OFFLINE)", rows))
 
 
 def alerts(items: list[dict]) -> str:
@@ -173,7 +218,7 @@ def device(d: dict, history: list[tuple[float, float]], what: str, operator: str
     for c in d.get("commands") or []:
         facts.append(("Pending command %s" % c.get("id"), "%s, %s" % (c.get("type"), c.get("state"))))
     dl = "".join("<dt>%s</dt><dd>%s</dd>" % (E(k), E(str(v))) for k, v in facts)
-    return ('<h1>%s, %s</h1>\n<dl class="facts" id="device-facts" data-live="device">%s</dl>\n'
+    return ('<h1>%s, %s</h1>\n<dl class="facts" id="device-facts">%s</dl>\n'
             '<section aria-labelledby="hist-h"><h2 id="hist-h">History: %s</h2>%s</section>\n%s' % (
                 E(d["id"]), E(d["role"].replace("_", " ")), dl, E(what), history_html(history, what),
                 actions(d, operator, csrf)))

@@ -90,11 +90,16 @@ def test_bin_over_ble_to_the_gateway_pool_then_sleeps(tmp_path):
                                     start_time=T_2026, name="c001")
             await asyncio.to_thread(b.start)
             try:
-                radio.add(VboardPeripheral(b))
+                periph = radio.add(VboardPeripheral(b))
                 await until(lambda: (d.device("c001").get("state") or {}).get("fill") is not None, what="fill")
                 await until(lambda: b.events("deepsleep"), what="deep sleep")
                 assert radio.connects >= 1 and not radio.connections  # served, then the slot is free
                 assert d.device("c001")["state"]["fill"]["fill"] == 50
+                # asleep with the radio off: switched off before the deep sleep, nothing advertised since
+                assert [e.get("on") for e in b.events(("ble_radio", "deepsleep"))] == [True, False, None]
+                adverts = radio.adverts
+                await asyncio.sleep(0.5)
+                assert periph.advertisement is None and radio.adverts == adverts and not b.ble_state["on"]
                 assert not b.events("fw_crash")
             finally:
                 await asyncio.to_thread(b.stop)
@@ -120,6 +125,51 @@ def test_pole_over_wifi_to_the_gateway_tcp_server(tmp_path):
                 await until(lambda: d.device("l001").get("online"), what="online")
                 r = await d.command("l001", {"type": "light_set", "level": 80, "hold": 10})
                 assert r["result"] == "ok"
+                assert not b.events("fw_crash")
+            finally:
+                await asyncio.to_thread(b.stop)
+
+    asyncio.run(scenario())
+
+
+def test_pole_out_of_range_keeps_its_base_level_and_rejoins_the_gateway(tmp_path):
+    """The access point goes away (the pole is out of range): the pole keeps lighting its path at its
+    base level and answers motion itself; back in range it reconnects to the gateway's TCP server,
+    says hello again and takes commands."""
+    from sim import vboard
+    from test_light_bench import DARK, duty_for
+    pins = {"lamp": 25, "motion": 27, "ambient": 34}
+    link = {"kind": "wifi", "uart": -1, "ssid": "park", "psk": "stadtpark-psk", "host": "10.0.0.1", "port": 4710,
+            "backoff_max": 2}
+
+    async def scenario():
+        async with gateway(tmp_path, [("l001", "light_pole")]) as d:
+            srv = d.links[1]
+            await until(lambda: srv.port, what="listening")
+            hellos = []
+            d.subscribe(lambda ev: hellos.append(ev) if ev["kind"] == "hello" else None)
+            img = deploy_tree(tmp_path / "img", "light_pole", "l001", pins,
+                              {"base": 20, "daynight": "sensor", "hold": 1, "fade_down": 100}, None, link)
+            b = vboard.VirtualBoard(deploy_dir=img, flash_dir=tmp_path / "flash", realtime=True, console_pty=False,
+                                    start_time=T_2026, name="l001",
+                                    wifi={"ssid": "park", "psk": "stadtpark-psk", "gateway": ("127.0.0.1", srv.port)})
+            await asyncio.to_thread(b.start)
+            try:
+                b.set_adc(34, DARK)
+                await until(lambda: hellos and srv.info()["authenticated"] == 1, what="hello")
+                await until(lambda: b.pwm_duty(25) == duty_for(20), what="base level")
+                await asyncio.to_thread(b.set_wifi, up=False)
+                await until(lambda: srv.info()["connections"] == 0, what="the connection to end")
+                await asyncio.sleep(3)
+                assert b.pwm_duty(25) == duty_for(20)  # out of range: the path stays lit
+                await asyncio.to_thread(b.set_pin, 27, 1)
+                await until(lambda: b.pwm_duty(25) == 65535, timeout=5, what="full light on motion, alone")
+                await asyncio.to_thread(b.set_pin, 27, 0)
+                seen = len(hellos)
+                await asyncio.to_thread(b.set_wifi, up=True)
+                await until(lambda: len(hellos) > seen and srv.info()["authenticated"] == 1, what="rejoined")
+                r = await d.command("l001", {"type": "light_set", "level": 80, "hold": 10})
+                assert r["result"] == "ok" and d.device("l001")["link"].startswith("wifi/")
                 assert not b.events("fw_crash")
             finally:
                 await asyncio.to_thread(b.stop)

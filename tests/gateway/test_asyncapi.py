@@ -84,7 +84,7 @@ async def test_what_the_gateway_publishes_matches_the_contract(mosquitto, subscr
     channels = _channels(doc)
     link = await SimLink.tcp_server()
     path = write_config(str(tmp_path), [{"type": "tcp", "url": link.url, "name": "vb0"}], broker=mosquitto.url,
-                        edges=[("l001", "l002")], lighting="fault_ma = 50")
+                        edges=[("l001", "l002")], lighting="fault_ma = 50", extra="[hass]\ndiscovery = true\n")
     cfg = load(path)
     keys = provision(cfg, [("l001", "light_pole"), ("l002", "light_pole"), ("c001", "container_sensor"),
                            ("k001", "locker")])
@@ -93,7 +93,7 @@ async def test_what_the_gateway_publishes_matches_the_contract(mosquitto, subscr
     devs = {d: link.add(SimDevice(d, keys[d], r, caps=codes.CAP_CURRENT_SENSE if r == "light_pole" else 0))
             for d, r in (("l001", "light_pole"), ("l002", "light_pole"), ("c001", "container_sensor"),
                          ("k001", "locker"))}
-    seen = subscriber_factory(mosquitto, "park/#")
+    seen = subscriber_factory(mosquitto, "#")  # park/# and Home Assistant's discovery
     pub = paho.Client(paho.CallbackAPIVersion.VERSION2)
     pub.connect(mosquitto.host, mosquitto.port)
     pub.loop_start()
@@ -130,6 +130,7 @@ async def test_what_the_gateway_publishes_matches_the_contract(mosquitto, subscr
                 return {m.topic for m in seen.messages}
 
             want = {"park/stadtpark/gateway/devices", "park/gateway/gw-test/status",
+                    "homeassistant/sensor/stadtpark_k001/occupied/config",
                     "park/stadtpark/device/l002/event/lamp_fault", "park/stadtpark/device/c001/event/collection_needed"}
             await until(lambda: want <= topics() and sum(t.endswith("/cmd/res") for t in topics()) >= 2
                         and len([m for m in seen.messages if m.topic.endswith("/cmd/res")]) >= 6, 20,

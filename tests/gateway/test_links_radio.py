@@ -316,3 +316,38 @@ async def test_fake_radio_takes_notifications_from_another_thread():
     await loop.run_in_executor(None, lambda: (p.notify(b"abc"), time.sleep(0.1), p.drop()))
     await until(lambda: got and not c.is_connected, what="notification and drop")
     assert got == [(True, b"abc")] and not radio.connections
+
+
+async def test_ble_impostor_of_a_known_id_is_never_authenticated_and_released_after_hold_s(tmp_path):
+    """Advertisements are not authenticated: a peripheral may claim a registered id and stream frames
+    under a key it does not have. Its frames are counted as strangers' and change nothing; the pool
+    ends the connection after hold_s although it is never quiet, and the real device is served next."""
+    from protocol import codec, cose
+    cfg = pool_cfg(tmp_path, hold_s=0.6)
+    keys = provision(cfg, [("c001", "container_sensor")])
+    radio = FakeBleRadio(max_connections=5, interval_ms=10, adv_interval_ms=20)
+    fake = radio.add(FakeBlePeripheral("AA:00:00:00:00:66"))
+    fake.advertisement = park_advertisement("c001", True)
+    forged = codec.pack(cose.Mac(secrets.token_bytes(32)), cose.UP, b"c001", 1,
+                        {"type": "fill", "fill": 99, "temp": 20, "batt": 180})
+
+    async def chatter():
+        while True:
+            if fake.client is not None and fake.client._notify is not None:
+                fake.notify(forged)
+            await asyncio.sleep(0.05)
+
+    async with running(cfg, ble_factory=radio) as d:
+        pool = d.links[0]
+        task = asyncio.create_task(chatter())
+        try:
+            await until(lambda: pool.counters["hold_expired"] >= 1, timeout=10, what="the impostor released")
+            assert pool.counters["stranger_frames"] >= 3 and "fill" not in d.sessions.by_id["c001"].state
+            assert not d.device("c001").get("online")
+        finally:
+            task.cancel()
+        fake.advertisement = None
+        real = BlePeer(sim("c001", keys, "container_sensor"), "AA:00:00:00:00:01")
+        radio.add(real.periph)
+        await real.wake(FILL)
+        assert d.sessions.by_id["c001"].state["fill"]["fill"] == 40

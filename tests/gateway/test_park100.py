@@ -4,8 +4,8 @@ The crowd is sim.devsim (CPython TEST PEERS, not the firmware), each pole and lo
 own TCP connection, each bin behind a FakeBleRadio peripheral that holds 5 connections like
 a Pi's controller. Checks: every device online and reporting, the pool never above its
 slots, a downlink to a sleeping bin delivered at its next wake. Beside the crowd, one pole,
-one locker and one bin run the real firmware on virtual boards, on their link UARTs (their
-radios are the virtual boards' part: sim/vboard_ble.py and the virtual Wi-Fi).
+one locker and one bin run the real firmware on virtual boards: once on their link UARTs, once
+over their radios (Wi-Fi to the TCP server, BLE through sim/vboard_ble.py to the pool).
 """
 
 import asyncio
@@ -172,3 +172,66 @@ async def test_real_firmware_of_each_kind_beside_the_crowd(tmp_path):
     finally:
         for b in boards.values():
             b.stop()
+
+
+RADIO_REAL = {"l062": "light_pole", "k012": "locker", "c032": "container_sensor"}
+
+
+async def test_real_firmware_of_each_kind_over_its_radio_beside_the_crowd(tmp_path):
+    """The same crowd, and a pole and a locker running the real firmware over Wi-Fi (the virtual
+    station's TCP connection to the gateway's TCP server) and a bin over BLE (its virtual radio
+    on the crowd's 5-connection FakeBleRadio): each reports, the pole takes a command, the bin
+    is served by the pool and sleeps."""
+    from sim import vboard
+    from sim.demo import ECHO, HEALTHY_LAMP_UV, LAMP_CS, TRIG
+    from sim.vboard_ble import VboardPeripheral
+
+    psk = "stadtpark-" + secrets.token_hex(4)
+    keys = {did: secrets.token_bytes(32) for did in RADIO_REAL}
+    cfg, roles = crowd_config(tmp_path)
+    keys.update(provision(cfg, roles))
+    with Registry(cfg.registry_path) as reg:
+        for did, role in RADIO_REAL.items():
+            reg.add(did, role, "stadtpark", keys[did])
+    radio, bins = radio_with(keys)
+    boards = {}
+    async with running(cfg, ble_factory=radio) as d:
+        try:
+            wired = await start_crowd(d, keys, roles)
+            wifi = d.links[0]
+            for did, role in RADIO_REAL.items():
+                dst = flash(tmp_path / did, did, role, keys[did])
+                doc = json.loads((dst / "config.json").read_text())
+                extra = {}
+                if role == "container_sensor":
+                    doc["link"].update(kind="ble", uart=-1)
+                    extra = {"ultrasonic": {"trig": TRIG, "echo": ECHO}, "distance_mm": 900}
+                else:
+                    doc["link"].update(kind="wifi", uart=-1, ssid="park", psk=psk, host="10.0.0.1", port=7000)
+                    extra = {"wifi": {"ssid": "park", "psk": psk, "gateway": ("127.0.0.1", wifi.port)}}
+                (dst / "config.json").write_text(json.dumps(doc))
+                b = vboard.VirtualBoard(realtime=True, flash_dir=dst, name=did, console_pty=False, **extra)
+                await asyncio.to_thread(b.start)
+                boards[did] = b
+                if role == "light_pole":
+                    b.set_adc(LAMP_CS, uv=HEALTHY_LAMP_UV)
+                if role == "container_sensor":
+                    radio.add(VboardPeripheral(b))
+            await bins_wake(bins)
+            await until(lambda: all("heartbeat" in d.sessions.by_id[i].state for i in RADIO_REAL), timeout=60,
+                        what=lambda: "real boards' reports: %s" % {i: sorted(d.sessions.by_id[i].state)
+                                                                   for i in RADIO_REAL})
+            assert "light" in d.sessions.by_id["l062"].state and "locker" in d.sessions.by_id["k012"].state
+            assert "fill" in d.sessions.by_id["c032"].state
+            links = {i: d.device(i)["link"].split("/")[0] for i in RADIO_REAL}
+            assert links == {"l062": "wifi", "k012": "wifi", "c032": "ble"}
+            r = await d.command("l062", {"type": "light_set", "level": 80, "hold": 10}, queue_for=20)
+            assert r["result"] == "ok"
+            await until(lambda: boards["c032"].events("deepsleep"), timeout=30, what="the bin asleep")
+            assert radio.peak <= 5 and wifi.info()["authenticated"] == 72
+            assert not any(b.events("fw_crash") for b in boards.values())
+            for dev in wired.values():
+                await dev.link.close()
+        finally:
+            for b in boards.values():
+                await asyncio.to_thread(b.stop)

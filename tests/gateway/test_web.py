@@ -5,6 +5,7 @@ import asyncio
 import logging
 import os
 import shutil
+import time
 import urllib.request
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 
 from gwharness import connected, load, provision, running, sim, until, write_config
 
-from gateway.web import auth
+from gateway.web import auth, server
 from sim.devsim import SimLink
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,6 +77,9 @@ async def test_the_dashboard_shows_the_park_live_and_accessibly(park, caplog):
             await page.goto(url)
             assert await page.title() == "Park at a glance"
             assert "10 %" in await page.inner_text("#pole-l002")
+            # the report's age is kept current by the page itself (the row is not sent again for it)
+            await page.wait_for_function("/, \\d+s ago/.test(document.querySelector('#pole-l002').innerText)",
+                                         timeout=5_000)
             assert "62 %" in await page.inner_text("#bin-c001")
             assert "occupied, closed" in await page.inner_text("#locker-k001")
             assert await _axe(page) == []
@@ -85,6 +89,9 @@ async def test_the_dashboard_shows_the_park_live_and_accessibly(park, caplog):
                 "document.querySelector('#pole-l002').innerText.includes('pre-lit')", timeout=10_000)
             assert "70 %" in await page.inner_text("#pole-l002")
             assert "walker" in await page.inner_text("#pole-l001")
+            await page.wait_for_function(  # the plan's dot too, and its text title for a screen reader
+                "document.querySelector('#dot-l002 text').textContent.includes('70%')", timeout=5_000)
+            assert "l002 70 %" in await page.text_content("#plan-stadtpark")
             await page.goto(url + "energy")
             assert "Lighting energy" in await page.inner_text("h1")
             assert await _axe(page) == []
@@ -136,6 +143,7 @@ async def test_metrics_for_prometheus(park):
     assert 'park_devices{state="online"} 5.0' in text
     assert 'park_link_frames_total{link="vb0"}' in text and "park_outbox_depth" in text
     assert "park_commands_total" in text or "park_commands" in text
+    assert "park_dashboard_cpu_seconds_total" in text and "park_dashboard_viewers 0.0" in text
 
 
 def test_the_network_needs_tls_and_there_is_no_default_operator(tmp_path):
@@ -205,3 +213,69 @@ async def test_open_data_is_documented_fields_and_nothing_personal(park):
     assert night.splitlines()[0] == "site,night,poles,energy_wh,full_level_wh,saving_wh,saving_pct"
     for doc in (fill, json.dumps(pk), night):
         assert "k001" not in doc and "token" not in doc
+
+
+async def _next_event(stream) -> tuple[str, str]:
+    """One server-sent event (name, data) from an aiohttp response stream; comments are skipped."""
+    name, data = "message", []
+    while True:
+        line = (await asyncio.wait_for(stream.readline(), 10)).decode().rstrip("\n")
+        if not line:
+            if data:
+                return name, "\n".join(data)
+            continue
+        if line.startswith("event: "):
+            name = line[7:]
+        elif line.startswith("data: "):
+            data.append(line[6:])
+
+
+async def test_live_updates_are_rendered_once_for_all_viewers_and_carry_only_what_changed(park):
+    """Issue 12's cost: one render per tick whatever the number of viewers, and after the whole page only the
+    changed parts (a bin's row, not the poles' or the locker's)."""
+    import json
+
+    import aiohttp
+
+    d, devs, cfg = park
+    async with aiohttp.ClientSession() as http:
+        a = await http.get(d.dashboard.url + "events")
+        b = await http.get(d.dashboard.url + "events")
+        for viewer in (a, b):
+            first = {await _next_event(viewer.content), await _next_event(viewer.content)}
+            assert {n for n, _ in first} == {"park", "alerts"}
+            assert 'id="bin-c001"' in dict(first)["park"] and "62 %" in dict(first)["park"]
+        renders, t0 = d.dashboard.feed.renders, time.monotonic()
+        devs["c001"].send({"type": "fill", "fill": 81, "temp": 14, "batt": 185})
+        got = []
+        for viewer in (a, b):
+            name, data = await _next_event(viewer.content)
+            while name == "alerts":
+                name, data = await _next_event(viewer.content)
+            assert name == "parts", (name, data[:200])
+            got.append(data)
+        assert got[0] == got[1]  # the same bytes, rendered once
+        parts = json.loads(got[0])
+        assert "81 %" in parts["bin-c001"] and parts["bin-c001"].startswith('<tr id="bin-c001">')
+        assert not [k for k in parts if k.startswith(("pole-", "locker-", "dot-", "plan-"))], sorted(parts)
+        ticks = (time.monotonic() - t0) / server.TICK_S + 1
+        assert d.dashboard.feed.renders - renders <= ticks  # one render a tick, not one per viewer and tick
+        a.close()
+        b.close()
+
+
+def test_a_bins_trend_is_its_rate_over_the_last_hour():
+    import collections
+
+    now = 1_800_000_000.0
+
+    def trend(*points):
+        return server._trend(collections.deque((now - age, v) for age, v in points), now)
+
+    assert trend((7200, 10), (3000, 20), (600, 30), (0, 40)) == "rising 24 % per hour"  # from the hour's first
+    assert trend((7200, 10), (6000, 50)) == "rising 120 % per hour"  # none in the hour: the last two
+    assert trend((7200, 90), (3000, 60), (0, 30)) == "falling 36 % per hour"
+    assert trend((7200, 10), (10, 20)) == "not enough reports"  # one point in the hour
+    assert trend((100, 1), (0, 50)) == "not enough reports"  # minutes are needed for a rate
+    assert trend((3000, 50), (0, 50)) == "steady"
+    assert trend((0, 50)) == "not enough reports"

@@ -69,6 +69,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.NAME=VALUE",
                    help="override one setting, e.g. --set app.depth_mm=1100 --set pins.pir=4 (repeatable)")
     p.add_argument("--position", help="the device's node in the park's path graph")
+    p.add_argument("--link", help="how the board reaches the gateway: serial | ble | wifi (default: the config's, "
+                                  "serial); a radio falls back to the UART if one is wired (link.uart)")
+    p.add_argument("--wifi-ssid", help="wifi: the park network's name")
+    p.add_argument("--wifi-psk-file", help="wifi: a 0600 file holding the passphrase (else $PARK_WIFI_PSK, "
+                                           "--wifi-psk-env, or a prompt; never on the command line)")
+    p.add_argument("--wifi-psk-env", metavar="VAR", help="wifi: the environment variable holding the passphrase")
+    p.add_argument("--gateway", metavar="ADDRESS[:PORT]",
+                   help="wifi: the gateway's TCP server link (an IPv4 address; port 7000 by default)")
     reg = p.add_mutually_exclusive_group()
     reg.add_argument("--registry", help="gateway registry file (SQLite) to register in directly")
     reg.add_argument("--import-file", help="write a 0600 JSON file for `park-gateway device import` "
@@ -127,7 +135,9 @@ def run(args: argparse.Namespace, ui: UI) -> tuple[str, dict]:
                          import_file=args.import_file, config_file=args.config_file, sets=args.sets,
                          position=args.position, replace=args.replace, reset_config=args.reset_config,
                          create_registry=args.create_registry, booking_key=args.booking_key,
-                         timeout=args.timeout, restart=args.restart, serial_number=args.serial_number)
+                         timeout=args.timeout, restart=args.restart, serial_number=args.serial_number,
+                         link=args.link, wifi_ssid=args.wifi_ssid, wifi_psk_file=args.wifi_psk_file,
+                         wifi_psk_env=args.wifi_psk_env, gateway=args.gateway)
     if c == "manifest":
         from .manifest import describe
         return describe(ui, args.role)

@@ -20,6 +20,8 @@ from protocol import keyfile, rules
 from .board import Board
 from .errors import BadConfig, BoardError, ConfigConflict, KeyConflict, NotProvisioned, WrongRole
 from .fwload import FirmwareModules
+from .linkcfg import describe as describe_link
+from .linkcfg import link_section, refuse_psk_in_sets
 from .registrar import GatewayRegistry, entry, write_private
 from .roles import ROLES, check_role, firmware_root, needs_booking_key, template
 
@@ -219,10 +221,17 @@ def provision(ui, port: str | None, device_id: str, role: str, site: str, *, reg
               import_file: str | None = None, config_file: str | None = None, sets: list[str] = (),
               position: str | None = None, replace: bool = False, reset_config: bool = False,
               booking_key: str | None = None, create_registry: bool = False, timeout: float = 10.0,
-              restart: bool = True, fw_root=None, serial_number: str | None = None) -> tuple[str, dict]:
+              restart: bool = True, fw_root=None, serial_number: str | None = None, link: str | None = None,
+              wifi_ssid: str | None = None, wifi_psk_file: str | None = None, wifi_psk_env: str | None = None,
+              gateway: str | None = None) -> tuple[str, dict]:
     base = load_config_file(config_file)
     given = parse_set(list(sets))
+    refuse_psk_in_sets(given)
     cfg = compose(device_id, role, site, base, given)
+    link_given = any(v is not None for v in (link, wifi_ssid, wifi_psk_file, wifi_psk_env, gateway)) \
+        or "link" in given or "link" in (base or {})
+    if link_given:
+        cfg["link"].update(link_section(link, cfg["link"], wifi_ssid, wifi_psk_file, wifi_psk_env, gateway))
     explicit = {**((base or {}).get("app") or {}), **given.get("app", {})}
     validate_host(cfg, fw_root)
     token_key = None
@@ -263,6 +272,8 @@ def provision(ui, port: str | None, device_id: str, role: str, site: str, *, reg
         board_app = old_cfg_doc.get("app") if same_device and isinstance(old_cfg_doc.get("app"), dict) else None
         cfg["app"], kept, over = merge_app(cfg["app"], explicit, board_app, app_defaults(role, fw_root),
                                            reset_config)
+        if same_device and not link_given and isinstance(old_cfg_doc.get("link"), dict):
+            cfg["link"] = old_cfg_doc["link"]  # a run that says nothing of the link keeps the board's radio
         if over and not reset_config:
             what = ", ".join(f"app.{k}: {json.dumps(board_app[k])} -> {json.dumps(explicit[k])}" for k in over)
             raise ConfigConflict(f"the board's config changed since it was provisioned (e.g. by `park-gateway "
@@ -311,6 +322,7 @@ def provision(ui, port: str | None, device_id: str, role: str, site: str, *, reg
 
     result = {"id": device_id, "role": role, "site": site, "port": b.port, "key": key_state,
               "changed": changed, "registered": registered_in, "position": position,
+              "link": describe_link(cfg["link"]),
               "config": {"kept": {k: board_app[k] for k in kept}, "overwritten": over}}
     if changed:
         what = ("new key" if key_state == "new" else "key kept") + \
@@ -321,6 +333,11 @@ def provision(ui, port: str | None, device_id: str, role: str, site: str, *, reg
         what += " (kept the board's " + ", ".join(f"{k}={json.dumps(board_app[k])}" for k in kept) + ")"
     if over:
         what += " (--reset-config overwrote " + ", ".join(f"app.{k}" for k in over) + ")"
+    lk = cfg["link"]
+    if lk.get("kind", "serial") == "wifi":
+        what += f"; link wifi ({lk['ssid']}, gateway {lk['host']}:{lk['port']})"
+    elif lk.get("kind", "serial") == "ble":
+        what += "; link ble"
     return (f"provision: {device_id} ({role}, {site}) on {b.port}: {what}; registered in {target.describe()}",
             result)
 

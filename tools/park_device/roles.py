@@ -58,6 +58,10 @@ TEMPLATES = {
 }
 
 
+PARK_RADIO = {"container_sensor": "ble", "light_pole": "wifi", "locker": "wifi"}
+"""The radio each role uses in a park (docs/gateway.md, the connection model): `provision --link`."""
+
+
 def template(role: str) -> dict:
     t = TEMPLATES[check_role(role)]
     return {k: dict(v) for k, v in t.items()}
