@@ -27,6 +27,10 @@ loopback TCP:
               frames/s of other traffic. Measured at the device side, so it
               includes two loopback TCP hops: an upper bound of the in-gateway time.
   soak        gateway RSS sampled every 5 s under 2,000 frames/s of mixed traffic.
+  overload    capacity from a throughput run, then 0.5x and --overload-factor (1.6) times it, alternated
+              twice, with walkers timing pre-lights: pre-light p50/p99, door events acked of sent (each
+              sent once), gateway RSS against the careful pipeline's over a burst of as many frames, and
+              the backpressure counters (pauses, seconds paused, telemetry shed).
 
 Figures are written into docs/gateway.md by hand; re-run to check them.
 """
@@ -114,13 +118,18 @@ class Generator:
                                 "nonce": secrets.token_bytes(8)}))
 
 
-def config(work: Path, url: str, broker: int, edges, hold: int = 60, web: str = "") -> Path:
-    """web: the dashboard's listen address ("" = no dashboard, as in every row here but bench_web's)."""
+def config(work: Path, url: str, broker: int, edges, hold: int = 60, web: str = "", shed: bool = False,
+           url2: str = "") -> Path:
+    """web: the dashboard's listen address ("" = no dashboard, as in every row here but bench_web's);
+    shed: telemetry may be coalesced under overload (only the overload row: the others count every message);
+    url2: a second link (the overload row's poles, on their own stream as Wi-Fi poles are)."""
     text = textwrap.dedent(f"""\
         [gateway]
         state_dir = "{work}/state"
         api_socket = "{work}/api.sock"
         log_level = "warning"
+        [session]
+        shed_telemetry = {"true" if shed else "false"}
         [web]
         listen = "{web}"
         [uplink]
@@ -151,6 +160,8 @@ def config(work: Path, url: str, broker: int, edges, hold: int = 60, web: str = 
         type = "tcp"
         url = "{url}"
         """)
+    if url2:
+        text += '[[links]]\nname = "poles"\ntype = "tcp"\nurl = "%s"\n' % url2
     p = work / "gateway.toml"
     p.write_text(text)
     return p
@@ -331,6 +342,118 @@ async def latency(port: int, seconds: float, background: int, web: str = "") -> 
             return {"motions": nmo, "prelights_timed": len(ms), "background_frames": nbg,
                     "background_per_s": nbg / seconds,
                     "p50_ms": statistics.median(ms), "p99_ms": ms[int(len(ms) * 0.99) - 1], "max_ms": ms[-1]}
+        finally:
+            await gw.stop()
+
+
+async def overload(port: int, seconds: float, rate: int) -> dict:
+    """`rate` frames/s of the throughput mix (80 % fill, 20 % acked door events) from 100 devices, paced every
+    10 ms, and a walker's motion every 50 ms on 50 pole pairs: pre-light latency, door events acked (each sent
+    once: an event the gateway did not read stays in the kernel until it does), gateway RSS every 0.5 s, and
+    its backpressure counters. After `seconds` the offer stops and the run waits for every ack."""
+    pairs = 50
+    poles = [Device("l%03d" % i, "light_pole") for i in range(2 * pairs)]
+    fills = [Device("c%03d" % i, "container_sensor") for i in range(80)]
+    doors = [Device("k%03d" % i, "locker") for i in range(20)]
+    edges = [(poles[2 * i].id, poles[2 * i + 1].id) for i in range(pairs)]
+    with tempfile.TemporaryDirectory(prefix="bench-over-") as tmp:
+        work = Path(tmp)
+        gen = Generator(fills + doors)
+        pgen = Generator(poles)
+        url, url2 = await gen.start(), await pgen.start()
+        gw = Gateway(config(work, url, port, edges, hold=2, shed=True, url2=url2), work, poles + fills + doors)
+        await gw.start()
+        sent: dict[bytes, float] = {}
+        lat: list[float] = []
+        waiting: set[tuple[bytes, int]] = set()  # (kid, seq) of door events not acked yet
+        acked = [0]
+
+        def on_down(g: Generator, env: bytes) -> None:
+            t = time.perf_counter()
+            e = cose.parse(env)
+            d = g.devices.get(e.kid)
+            if d is None:
+                return
+            msg = messages.decode(e.payload, cose.DOWN)
+            if msg["type"] == "prelight":
+                t0 = sent.pop(e.kid, None)
+                if t0 is not None:
+                    lat.append(t - t0)
+            elif msg["type"] == "ack" and (e.kid, msg["ref"]) in waiting:
+                waiting.discard((e.kid, msg["ref"]))
+                acked[0] += 1
+            if msg["type"] not in ("ack", "nack", "welcome", "resync"):
+                g.write(d.frame({"type": "ack", "ref": e.seq}))
+
+        gen.on_down = lambda env: on_down(gen, env)
+        pgen.on_down = lambda env: on_down(pgen, env)
+        rss: list[int] = []
+        try:
+            await asyncio.wait_for(asyncio.gather(gen.connected.wait(), pgen.connected.wait()), 20)
+            gen.hello_all()
+            pgen.hello_all()
+            await asyncio.sleep(1.5)
+            stop = time.monotonic() + seconds
+            n_doors = [0]
+
+            async def offer():
+                i = 0
+                per = max(1, rate // 100)
+                nxt = time.perf_counter()
+                while time.monotonic() < stop:
+                    out = []
+                    for _ in range(per):
+                        if i % 5 == 4:
+                            d = doors[(i // 5) % len(doors)]
+                            out.append(d.frame({"type": "door", "eid": d.seq + 1, "t": 0, "comp": 1 + i % 8,
+                                                "open": bool(i & 1), "authorized": True}))
+                            waiting.add((d.kid, d.seq))
+                            n_doors[0] += 1
+                        else:
+                            c = fills[(i - i // 5) % len(fills)]
+                            out.append(c.frame({"type": "fill", "fill": 20 + i % 60, "temp": 12, "batt": 180}))
+                        i += 1
+                    gen.write(b"".join(out))
+                    nxt += 0.01
+                    await asyncio.sleep(max(0.0, nxt - time.perf_counter()))
+                return i
+
+            async def walkers():
+                k = 0
+                while time.monotonic() < stop:
+                    a, b = poles[2 * (k % pairs)], poles[2 * (k % pairs) + 1]
+                    sent[b.kid] = time.perf_counter()
+                    pgen.write(a.frame({"type": "motion", "eid": a.seq + 1, "t": 0, "count": 1}))
+                    k += 1
+                    await asyncio.sleep(0.05)
+                return k
+
+            async def sample():
+                while time.monotonic() < stop:
+                    rss.append(gw.rss_kb())
+                    await asyncio.sleep(0.5)
+
+            cpu0 = gw.cpu_s()
+            t0 = time.perf_counter()
+            n, nmo, _ = await asyncio.gather(offer(), walkers(), sample())
+            st = await gw.status()
+            end = time.monotonic() + 300
+            while acked[0] < n_doors[0] and time.monotonic() < end:
+                rss.append(gw.rss_kb())
+                await asyncio.sleep(0.2)
+            dt_ = time.perf_counter() - t0
+            st_end = await gw.status()
+            lat.sort()
+            ms = [x * 1000 for x in lat] or [float("nan")]
+            bp = st["backpressure"] or {}
+            return {"rate": rate, "seconds": seconds, "frames": n, "doors_sent": n_doors[0], "doors_acked": acked[0],
+                    "received_per_s": sum(lk["counters"].get("rx_frames", 0) for lk in st["links"]) / seconds,
+                    "cpu_us_per_frame": 1e6 * (gw.cpu_s() - cpu0) / max(n, 1), "total_s": dt_,
+                    "motions": nmo, "prelights_timed": len(lat), "p50_ms": statistics.median(ms),
+                    "p99_ms": ms[max(0, int(len(ms) * 0.99) - 1)], "rss_max_kb": max(rss), "rss_kb": rss,
+                    "pauses": bp.get("pauses"), "paused_s": bp.get("paused_s"),
+                    "telemetry_shed": (st_end["backpressure"] or {}).get("telemetry_shed"),
+                    "outbox_depth_end": st_end["backbone"]["outbox_depth"]}
         finally:
             await gw.stop()
 
@@ -627,7 +750,9 @@ def main() -> None:
     ap.add_argument("--background", type=int, default=1000)
     ap.add_argument("--soak", type=float, default=60, help="soak seconds (the documented soak is 1800)")
     ap.add_argument("--soak-rate", type=int, default=2000)
-    ap.add_argument("--only", choices=("core", "throughput", "latency", "soak"))
+    ap.add_argument("--only", choices=("core", "throughput", "latency", "soak", "overload"))
+    ap.add_argument("--overload-seconds", type=float, default=15)
+    ap.add_argument("--overload-factor", type=float, default=1.6, help="offered rate / measured capacity")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--careful-child", nargs=5, metavar=("URL", "BROKER", "KEYS", "N", "DB"), help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -651,6 +776,18 @@ def main() -> None:
                                                          / res["careful"]["cpu_us_per_frame"])
         if a.only in (None, "latency"):
             res["latency"] = asyncio.run(latency(broker.port, a.latency_seconds, a.background))
+        if a.only in (None, "overload"):
+            # capacity now, then half of it (the baseline) and `factor` times it, alternated twice;
+            # the careful pipeline's RSS over a burst of the same number of frames for the memory bound
+            cap = asyncio.run(throughput(broker.port, a.frames))["frames_per_s"]
+            runs = []
+            for _ in range(2):
+                for f in (0.5, a.overload_factor):
+                    r = asyncio.run(overload(broker.port, a.overload_seconds, int(cap * f)))
+                    r["factor"] = f
+                    runs.append(r)
+            k = asyncio.run(careful(broker.port, max(r["frames"] for r in runs)))
+            res["overload"] = {"capacity_frames_per_s": cap, "runs": runs, "careful_rss_max_kb": k["rss_max_kb"]}
         if a.only in (None, "soak"):
             res["soak"] = asyncio.run(soak(broker.port, a.soak, a.soak_rate))
     if a.json:
@@ -674,6 +811,17 @@ def main() -> None:
         l = res["latency"]
         print("pre-light latency: p50 %.2f ms, p99 %.2f ms, max %.2f ms over %d motions with %.0f frames/s "
               "background" % (l["p50_ms"], l["p99_ms"], l["max_ms"], l["prelights_timed"], l["background_per_s"]))
+    if "overload" in res:
+        o = res["overload"]
+        print("overload: capacity %.0f frames/s (the throughput run's); careful pipeline RSS over a burst of the "
+              "same frames %d kB" % (o["capacity_frames_per_s"], o["careful_rss_max_kb"]))
+        for r in o["runs"]:
+            print("  x%.1f: %d frames/s offered, %.0f read; pre-light p50 %.2f ms p99 %.2f ms (%d); doors acked "
+                  "%d/%d; RSS max %d kB (x%.2f careful); paused %s times, %s s; telemetry shed %s; "
+                  "CPU %.1f us/frame" % (r["factor"], r["rate"], r["received_per_s"], r["p50_ms"], r["p99_ms"],
+                                         r["prelights_timed"], r["doors_acked"], r["doors_sent"], r["rss_max_kb"],
+                                         r["rss_max_kb"] / o["careful_rss_max_kb"], r["pauses"], r["paused_s"],
+                                         r["telemetry_shed"], r["cpu_us_per_frame"]))
     if "soak" in res:
         s = res["soak"]
         print("soak: %ds at %d frames/s: RSS %d kB after warm-up -> %d kB at the end (max %d kB), growth %+d kB"

@@ -141,6 +141,8 @@ class SessionConfig:
     time_sync: int = setting(6 * 3600, lo=60, hi=7 * 86400)  # s between time commands to a device
     commit_ms: float = setting(150.0, lo=0.0, hi=1000)  # outbox group commit window (docs/uplink.md)
     command_timeout: float = setting(20.0, lo=0.1, hi=3600)  # s from asking a command to giving up on it
+    backpressure: int = setting(8000, lo=0, hi=1_000_000)  # uplink backlog (messages) that stops the links; 0: never
+    shed_telemetry: bool = setting(True)  # above half that backlog, telemetry to the backbone: newest per device
 
 
 @dataclass

@@ -36,7 +36,8 @@ from gateway.events import EventBus
 from gateway.inventory import Inventory
 from gateway.links import make_link
 from gateway.registry import Registry, RegistryWriter
-from gateway.seams import UplinkPort
+from gateway.links.pressure import Backpressure
+from gateway.seams import Pressure, UplinkPort
 from gateway.session import Counters, Sessions
 from gateway.statelock import StateLock
 from gateway.web import server as web
@@ -73,13 +74,18 @@ class Out:
     cannot build is counted in `faults` and logged once per kind.
     """
 
-    def __init__(self, uplink: UplinkPort, events: EventBus):
+    def __init__(self, uplink: UplinkPort, events: EventBus, pressure: Pressure | None = None):
         self.uplink = uplink
         self.events = events
         self.faults = events.faults
         self.errors = 0
+        self.shed = 0  # telemetry messages replaced by a newer one of their device while shedding
         self._tel_fut = None  # the outbox hands one future to a whole group commit
         self._avail_fut = None
+        self._pressure = pressure
+        self._held: dict = {}  # (device id, type) -> (device, msg, now): the newest, while shedding
+        if pressure is not None:
+            pressure.on_relief(self._release)
 
     def _failed(self, e: Exception, s, what: str) -> asyncio.Future:
         self.errors += 1
@@ -104,6 +110,21 @@ class Out:
         return f
 
     def telemetry(self, s, msg: dict, now: float) -> None:
+        p = self._pressure
+        if p is not None and p.shedding:  # overload: the backbone gets the newest per device and type
+            key = (s.id, msg["type"])
+            if key in self._held:
+                self.shed += 1
+            self._held[key] = (s, msg, now)
+            return
+        self._send_telemetry(s, msg, now)
+
+    def _release(self) -> None:
+        held, self._held = self._held, {}
+        for s, msg, now in held.values():
+            self._send_telemetry(s, msg, now)
+
+    def _send_telemetry(self, s, msg: dict, now: float) -> None:
         try:
             f = self.uplink.telemetry_nowait(s.site, s.id, s.role, msg, now)
         except Exception as e:  # noqa: BLE001 - a SenML builder error must not reach the link
@@ -133,16 +154,27 @@ class Parts:
     """Everything between the links and the uplink, wired in the direction data flows."""
 
     def __init__(self, cfg: config_mod.Config, registry: Registry, writer, uplink: UplinkPort,
-                 clock=time.time):
+                 clock=time.time, pressure: Backpressure | None = None):
         self.events = EventBus()
         self.counters = Counters()
-        self.out = Out(uplink, self.events)
+        self.pressure = pressure
+        self.out = Out(uplink, self.events, pressure)
         self.table = DeviceTable(cfg, registry, writer)
         self.downlink = Downlink(cfg.session, self.table.view, self.counters)
         self.control = Control(cfg, self.table.view, self.downlink.command, self.out.alert, clock,
                                faults=self.events.faults)
         self.sessions = Sessions(cfg, registry, self.out, self.control, clock, table=self.table,
                                  downlink=self.downlink, events=self.events, counters=self.counters)
+
+
+def _pressure(cfg: config_mod.SessionConfig, backlog, unsent=None) -> Backpressure | None:
+    """[session] backpressure: links stop at that backlog and read again below a quarter of it; telemetry
+    is coalesced from half of it (shed_telemetry). None without a backlog to watch or with 0."""
+    high = cfg.backpressure
+    if backlog is None or not high:
+        return None
+    return Backpressure(backlog, high=high, shed_at=high // 2 if cfg.shed_telemetry else high, low=high // 4,
+                        unsent=unsent)
 
 
 class Daemon:
@@ -159,6 +191,8 @@ class Daemon:
         self.control: Control | None = None
         self.events: EventBus | None = None
         self.links = []
+        self.pressure: Backpressure | None = None
+        self.out: Out | None = None
         self.dashboard = None  # gateway.web.server.Dashboard once it listens (its .url)
         self._saved_state = None
         self._data_version = None
@@ -195,7 +229,9 @@ class Daemon:
         factory = self.uplink_factory or Uplink
         async with factory(cfg.uplink, cfg.outbox_path, commit_window_s=cfg.session.commit_ms / 1000) as uplink:
             self.uplink = uplink
-            parts = Parts(cfg, self.registry, self.writer, uplink)
+            self.pressure = _pressure(cfg.session, getattr(uplink, "backlog", None), getattr(uplink, "unsent", None))
+            parts = Parts(cfg, self.registry, self.writer, uplink, pressure=self.pressure)
+            self.out = parts.out
             self.events, self.control, self.sessions = parts.events, parts.control, parts.sessions
             eventlog.attach(self.events)
             self.inventory = Inventory(uplink, self.sessions.devices, cfg.uplink.gateway_id, __version__,
@@ -204,7 +240,9 @@ class Daemon:
             self.events.subscribe(self.inventory.on_event)
             self.inventory.publish()
             self.control.restore(self.registry.loop_state())
-            self.links = [make_link(lc, self.sessions, self.ble_factory) for lc in cfg.links]
+            self.links = [make_link(lc, self.sessions, self.ble_factory, self.pressure) for lc in cfg.links]
+            if self.pressure is not None:
+                self.pressure.start()
             uplink.on_command(self._backbone_command)
             for s in self.sessions.devices.values():
                 parts.out.availability(s, s.online)
@@ -220,6 +258,8 @@ class Daemon:
             try:
                 await self._stop.wait()
             finally:
+                if self.pressure is not None:
+                    self.pressure.stop()
                 for lk in self.links:
                     lk.stop()
                 for t in tasks:
@@ -286,6 +326,7 @@ class Daemon:
             "devices": {"total": len(devs), "online": online, "offline": len(devs) - online},
             "backbone": self.uplink.stats().as_dict(),
             "counters": dict(s.counters),
+            "backpressure": dict(self.pressure.info(), telemetry_shed=self.out.shed) if self.pressure else None,
             "faults": s.faults.as_dict(),
             "control": self.control.status(),
             "clock": timesync.status(self.cfg.trust_clock),

@@ -99,6 +99,18 @@ class UplinkPort(Protocol):
 
     def stats(self) -> UplinkStats: ...
 
+    # optional `backlog() -> int` (messages taken in, not finished, held in memory) and `unsent() -> int`
+    # (durable, not yet taken by a connected broker): the daemon's ingress backpressure
+    # (gateway/links/pressure.py) watches them; an uplink without them is never pushed back on
+
+
+class Pressure(Protocol):
+    """The ingress backpressure as the uplink adapter sees it (gateway.links.pressure.Backpressure)."""
+
+    shedding: bool  # telemetry for the backbone is coalesced to the newest per device and type
+
+    def on_relief(self, fn: Callable[[], None]) -> None: ...
+
 
 class Out(Protocol):
     """The sessions' and loops' view of the uplink (daemon.Out): queue now, learn durability later."""

@@ -1,5 +1,10 @@
 """CPython-only accelerators for the gateway's hot path; never deployed to a device.
 
+`open_envelope` and `Deframer` are the gateway's receive path (SPEC section 7) with the
+common case fused and in C where a C call exists; whatever they do not take themselves
+goes to the portable code, so outcomes and errors are the portable path's
+(tests/protocol/test_fast_path.py).
+
 `loads` decodes a payload with cbor2 (a Rust core) and accepts exactly what the
 portable decoder (protocol.cbor) accepts: the protocol's subset (integers of at
 most 64 bits, byte and text strings, arrays, maps with integer or text keys,
@@ -12,10 +17,18 @@ cheaper to compute than a re-encoding; maps are re-encoded and compared.
 tests/protocol/test_properties.py drives both decoders to identical outcomes.
 """
 
-import cbor2
+from hmac import compare_digest as _ct_equal
 
+from binascii import crc_hqx
+
+import cbor2
+from cobs import cobs as _cobs
+
+from protocol import codec, cose, messages
 from protocol.cbor import MAX_DEPTH
-from protocol.errors import CborError
+from protocol.errors import CborError, FrameError, OversizeError, ProtocolError, TagError, UnknownKeyError
+from protocol.framing import MAX_FRAME, Deframer as _Deframer, decode_frame
+from protocol.replay import WINDOW, ReplayWindow
 
 _loads = cbor2.loads
 _dumps = cbor2.dumps
@@ -97,3 +110,199 @@ def loads(payload):
     if not same:
         raise CborError("not in deterministic encoding (or outside the protocol's CBOR subset)")
     return v
+
+
+# -- the gateway's receive path, fused --------------------------------------------------------------
+
+_LEAD = b"\x84\x43\xa1\x01\x04\xa2\x04"
+_HEADS = cose._HEADS
+_AAD_DIR = (b"\x84\x01\x00", b"\x84\x01\x01")
+_MAX_KID = cose.MAX_KID
+_TAG_LEN = cose.TAG_LEN
+_PREFIX = cose._MAC0_PREFIX
+_from_bytes = int.from_bytes
+
+
+def _builder(name, fields):
+    """v -> {"type": name, field: v[i], ...} as one dict display: a third of dict(zip(names, v))'s time."""
+    items = ", ".join("%r: v[%d]" % (f[0], i + 1) for i, f in enumerate(fields))
+    return eval("lambda v: {'type': %r, %s}" % (name, items))  # noqa: S307 - names from messages.SCHEMAS only
+
+
+def _validators():
+    """Per message code: (name, direction, dict builder, array length, per-field (kind, lo, hi)); maps excluded."""
+    out = {}
+    for code, (name, d, fields) in messages.SCHEMAS.items():
+        if any(f[1] == messages.C for f in fields):
+            continue
+        out[code] = (name, d, _builder(name, fields), len(fields) + 1, tuple((f[1], f[2], f[3]) for f in fields))
+    return out
+
+
+_SCHEMAS = _validators()
+_U, _I, _N, _B, _T, _Y, _W = messages.U, messages.I, messages.N, messages.B, messages.T, messages.Y, messages.W
+_BOTH = messages.BOTH
+
+
+def _message(payload, direction):
+    """messages.decode(payload, direction, loads) for the common case, None where only it can tell.
+
+    One pass over the fields checks each against its schema and adds up the length of its
+    shortest encoding; a message that is in range and exactly as long as the payload is
+    what the portable path accepts. Anything else (an error to name, a map) goes the
+    portable way, so every refusal is the portable path's, in its order.
+    """
+    try:
+        v = _loads(payload)
+    except Exception:  # noqa: BLE001 - the portable path names it
+        return None
+    if type(v) is not list or not v or type(v[0]) is not int:
+        return None
+    s = _SCHEMAS.get(v[0])
+    if s is None:
+        return None
+    name, d, build, n, fields = s
+    if len(v) != n or (direction is not None and d != _BOTH and d != direction):
+        return None
+    total = 1 if n < 24 else 2
+    total += 1 if v[0] < 24 else 2
+    i = 1
+    for kind, lo, hi in fields:
+        x = v[i]
+        i += 1
+        tx = type(x)
+        if tx is int and kind <= _N:
+            if x < lo or x > hi:
+                return None
+            if x < 0:
+                x = -1 - x
+            total += 1 if x < 24 else 2 if x < 0x100 else 3 if x < 0x10000 else 5 if x < 0x100000000 else 9
+        elif x is None and kind == _N:
+            total += 1
+        elif tx is bool and kind == _B:
+            total += 1
+        elif (tx is bytes and kind == _Y) or (tx is str and kind == _T) or (tx is list and kind == _W):
+            try:
+                messages._check(name, ("", kind, lo, hi), x)
+                total += _shortest_len(x, 1)
+            except Exception:  # noqa: BLE001
+                return None
+        else:
+            return None
+    if total != len(payload):
+        return None
+    return build(v)
+
+
+def open_envelope(envelope, direction, mac_for, window_for=None):
+    """protocol.codec.open_envelope with protocol.cpython.loads, fused for the gateway (CPython only).
+
+    The same checks in the same order (SPEC section 7: layout, key, tag, replay window,
+    payload) and the same typed errors: a frame laid out as cose.seal writes it, with a
+    payload the one-pass check accepts, is opened here; everything else is handed to the
+    portable functions, which name what is wrong. The Mac's precomputed hash states
+    (key pad, then key pad and MAC structure lead per kid) are copied per message.
+    """
+    env = envelope
+    n = len(env)
+    if n < 18 or env[:7] != _LEAD:
+        return codec.open_envelope(envelope, direction, mac_for, window_for, loads)
+    k = env[7] - 0x40
+    i = 8 + k
+    if not 1 <= k <= _MAX_KID or env[i] != 0x06:
+        return codec.open_envelope(envelope, direction, mac_for, window_for, loads)
+    p = env[i + 1] - 0x40
+    j = i + 2 + p
+    if not 1 <= p <= 4 or j >= n or (p > 1 and env[i + 2] == 0):
+        return codec.open_envelope(envelope, direction, mac_for, window_for, loads)
+    m = env[j] - 0x40
+    if 0 <= m < 24:
+        j += 1
+    elif m == 24 and j + 1 < n and env[j + 1] >= 24:
+        m = env[j + 1]
+        j += 2
+    else:
+        return codec.open_envelope(envelope, direction, mac_for, window_for, loads)
+    e = j + m
+    if e + 9 != n or env[e] != 0x48:
+        return codec.open_envelope(envelope, direction, mac_for, window_for, loads)
+    kid = env[8:i]
+    mac = mac_for(kid)
+    if mac is None:
+        raise UnknownKeyError("no key for kid %r" % (kid,))
+    inner = mac._inner
+    if inner is None:
+        return codec.open_envelope(envelope, direction, mac_for, window_for, loads)
+    key = (direction, kid, p)
+    st = mac._lead.get(key)
+    if st is None:
+        st = inner.copy()
+        st.update(b"".join((_PREFIX, _HEADS[5 + k + p], _AAD_DIR[1 if direction else 0], _HEADS[k], kid, _HEADS[p])))
+        if len(mac._lead) < 32:
+            mac._lead[key] = st
+    st = st.copy()
+    st.update(env[i + 2 : e])  # Partial IV, payload head and payload lie side by side, as in the MAC structure
+    o = mac._outer.copy()
+    o.update(st.digest())
+    if not _ct_equal(o.digest()[:_TAG_LEN], env[e + 1 :]):
+        raise TagError("tag does not verify for kid %r" % (kid,))
+    seq = _from_bytes(env[i + 2 : i + 2 + p], "big")
+    w = window_for(kid) if window_for is not None else None
+    payload = env[j:e]
+    try:
+        if w is not None:
+            top = w.top
+            if seq > top and type(w) is ReplayWindow:  # ReplayWindow.accept's common case: a newer number
+                shift = seq - top
+                w.bits = ((w.bits << shift) | 1) & 0xFFFFFFFF if shift < WINDOW else 1
+                w.top = seq
+            else:
+                w.accept(seq)
+        msg = _message(payload, direction)
+        if msg is None:
+            msg = messages.decode(payload, direction, loads)
+    except ProtocolError as err:
+        err.kid = kid
+        err.seq = seq
+        raise
+    return codec.Received(kid, seq, msg)
+
+
+class Deframer(_Deframer):
+    """protocol.framing.Deframer with its common case in C: whole frames split out of a read at once.
+
+    Yields the same (envelope, error) pairs for any stream and chunking: a frame whose COBS or
+    CRC fails, and every partial or oversized frame, goes through the portable code.
+    """
+
+    def feed(self, data):
+        z = data.rfind(b"\x00")
+        if z < 0:
+            yield from _Deframer.feed(self, data)
+            return
+        start = 0
+        if self._n or self._overflow:  # finish the held frame the portable way
+            start = data.find(b"\x00") + 1
+            yield from _Deframer.feed(self, data[:start])
+        if start <= z:
+            big = self._max
+            for part in data[start:z].split(b"\x00"):
+                if not part:
+                    continue
+                if len(part) >= big:
+                    yield None, OversizeError("%d bytes without a delimiter exceed %d" % (len(part) + 1, big))
+                    continue
+                if len(part) < MAX_FRAME:
+                    try:
+                        body = _cobs.decode(part)
+                    except _cobs.DecodeError:
+                        body = b""
+                    if len(body) >= 3 and not crc_hqx(body, 0xFFFF):  # CRC over a body and its CRC is 0
+                        yield body[:-2], None
+                        continue
+                try:
+                    yield decode_frame(part), None
+                except FrameError as e:
+                    yield None, e
+        if z + 1 < len(data):
+            yield from _Deframer.feed(self, data[z + 1:])

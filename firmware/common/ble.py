@@ -1,8 +1,9 @@
 """BLE peripheral transport: the park link service of SPEC 2 on MicroPython's `bluetooth`.
 
 The gateway writes frames to RX; the device's frames go out as notifications on TX in
-chunks of MTU-3, only after the gateway's first write on the connection (or _READY_MS),
-so none is lost before it subscribed. While no central is connected, frames are held
+chunks of MTU-3, only after the central's first write on the connection: the gateway
+writes once it has subscribed, so nothing is lost before it listens, and a phone that
+connects and only listens takes nothing. While no central is connected, frames are held
 and the advertisement says so (one flag byte, SPEC 2), so the gateway connects only
 when needed. A central that never writes is not a gateway: it is dropped after
 _IDLE_MS. close() switches the radio off (a battery device before deep sleep).
@@ -21,7 +22,6 @@ _IRQ_MTU_EXCHANGED = const(21)
 _F_WRITE_NR = const(0x0004)
 _F_WRITE = const(0x0008)
 _F_NOTIFY = const(0x0010)
-_READY_MS = const(1000)
 _IDLE_MS = const(10000)
 _RX_BUF = const(512)
 
@@ -97,13 +97,10 @@ class BleLink(RadioLink):
         if c is None:
             return
         if not self._ready:
-            d = clock.ticks_diff(clock.ticks_ms(), self._at)
-            if d >= _IDLE_MS:
+            if clock.ticks_diff(clock.ticks_ms(), self._at) >= _IDLE_MS:
                 self.strangers += 1
                 self._disconnect(c)
-                return
-            if d < _READY_MS:
-                return
+            return
         self.drain(self._notify, self._mtu - 3)
 
     def _disconnect(self, c):

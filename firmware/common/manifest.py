@@ -16,6 +16,8 @@ package(
         "errors.py",
         "hal.py",
         "link.py",
+        "ota.py",
+        "otaboot.py",
         "runtime.py",
         "selftest.py",
         "session.py",

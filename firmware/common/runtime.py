@@ -52,6 +52,8 @@ class Runtime:
         self.app_errors = 0
         self.steps = 0
         self.healthy = True
+        self.checks_ok = True
+        self._ota = "otaboot" in sys.modules  # main.py loaded it: this board has taken an update (common.ota)
         self._faults = []
         self._sleep_ms = None
         self._reboot_at = None
@@ -76,7 +78,7 @@ class Runtime:
             raise ProvisionError("config role %r does not match the firmware's %r" % (dev.role, app_cls.ROLE))
         caps = getattr(app_cls, "caps", None)
         caps = app_cls.CAPS if caps is None else caps(dev.pins, self._rtc, self.cfg)
-        hello = {"type": "hello", "role": role, "fw": self.fw, "caps": caps}
+        hello = {"type": "hello", "role": role, "fw": self.fw, "caps": caps | _ota_caps()}
         self.link = transport or open_link(dev.link, dev.kid)
         if self.link.fault is not None:
             self.log("link: the %s radio cannot be used (fault radio, %d); serial if wired"
@@ -169,8 +171,10 @@ class Runtime:
             tests = self.app.selftest() if self.app and self.cause != hal.CAUSE_DEEPSLEEP else ()
             for name, ok, detail in tests:
                 if not ok:
+                    self.checks_ok = False
                     self.log("selftest %s: %s" % (name, detail))
         except Exception as e:
+            self.checks_ok = False
             self._crash("selftest", e)
         now = clock.ticks_ms()
         self._app_due = now
@@ -184,6 +188,9 @@ class Runtime:
             self.session.start_hello(now)
         for code, value in self._faults:
             self.event({"type": "fault", "code": code, "value": value})
+        if self._ota:
+            from common import ota
+            ota.started(self)
 
     def _hb_left(self):
         v = self.retained.get("_hb")
@@ -196,6 +203,9 @@ class Runtime:
             self.log("joined the gateway (heartbeat every %d s)" % msg["hb"])
             if self.cause != hal.CAUSE_DEEPSLEEP:
                 self._hb_due = now  # first welcome after a reset: report diagnostics at once
+            if self._ota:
+                from common import ota
+                ota.joined(self)
         self._welcome_ms = now
 
     def step(self, now):
@@ -324,6 +334,9 @@ class Runtime:
         if t == "reboot":
             self._reboot_at = clock.ticks_add(clock.ticks_ms(), msg["delay"] * 1000)
             return None
+        if t[:7] == "update_":  # also in safe mode: an update is how a broken release is fixed
+            from common import ota
+            return ota.command(self, msg)
         if self.app is None or self.safe:
             return (codes.E_NOT_READY, "")
         try:
@@ -376,7 +389,8 @@ def failed(where, e, safe):
     """Normal mode: log and reset (a fast boot: enough of them and the next boot is safe).
     Safe mode: log once and stay in the console, so a technician can always get in."""
     sys.print_exception(e)
-    if safe:
+    ob = sys.modules["otaboot"] if "otaboot" in sys.modules else None
+    if safe and not (ob and ob.state and ob.state.get("try")):  # a trial resets: otaboot rolls it back (common.ota)
         text = "%s failed in safe mode: %r; staying in the console (REPL)" % (where, e)
         print("park-edge:", text)
         flash_log("/state", text, 4096)
@@ -463,6 +477,16 @@ def _save_retained(store, d):
     raw = json.dumps(d)
     if len(raw) > 2048 or hal.rtc_memory(raw.encode()) is None:
         store.put("retained", d)
+
+
+def _ota_caps():
+    """CAP_OTA_IMAGE where esp32.Partition has an OTA partition to update into."""
+    try:
+        from esp32 import Partition
+        Partition(Partition.RUNNING).get_next_update()  # type: ignore[arg-type]  # stub lacks the int id
+        return codes.CAP_OTA_IMAGE
+    except Exception:  # no esp32 module, or no OTA partitions (OSError)
+        return 0
 
 
 def flash_log(root, text, limit):

@@ -60,6 +60,7 @@ class Session:
         self.events_lost = 0
         self.seen_ms = None
         self.last_nack = None
+        self.after_reply = None  # a message to send right after the current ack/nack (common.ota)
         box = store.get("outbox")
         if type(box) is not list:
             box = []
@@ -231,6 +232,9 @@ class Session:
                 print("session: handler failed for", t, repr(e))
                 res = (codes.E_INTERNAL, "")
             self._reply(r.seq, res)
+            if self.after_reply is not None:
+                m, self.after_reply = self.after_reply, None
+                self.send(m)
 
     def _acked(self, ref, nack):
         for i in range(len(self.events)):

@@ -5,20 +5,28 @@ from __future__ import annotations
 from gateway.config import LinkConfig, listen_address
 from gateway.links.base import Backoff, Link
 from gateway.links.ble import BleLink, BlePool
+from gateway.links.pressure import Backpressure
 from gateway.links.serial import SerialLink, UrlLink
 from gateway.links.tcp import TcpLink, TcpServerLink
 from gateway.seams import FrameSink
 
 __all__ = ["Link", "Backoff", "TcpLink", "TcpServerLink", "SerialLink", "UrlLink", "BleLink", "BlePool",
-           "make_link"]
+           "Backpressure", "make_link"]
 
 
-def make_link(cfg: LinkConfig, sink: FrameSink, ble_factory=None) -> Link:
+def make_link(cfg: LinkConfig, sink: FrameSink, ble_factory=None, pressure: Backpressure | None = None) -> Link:
     """The link a [[links]] entry describes, feeding `sink` (the sessions).
 
     ble_factory: for a BLE pool, the backend (the bleak module by default; tests pass
     sim.fakeble.FakeBleRadio); for a one-device BLE link, `factory(address, disconnected_callback)`.
+    pressure: the daemon's Backpressure; the link stops reading while it says so.
     """
+    link = _make(cfg, sink, ble_factory)
+    link.pressure = pressure
+    return link
+
+
+def _make(cfg: LinkConfig, sink: FrameSink, ble_factory) -> Link:
     on_envelope, on_error = sink.on_envelope, sink.on_frame_error
     if cfg.type == "serial":
         return SerialLink(cfg.name, cfg.port, on_envelope, on_error, cfg.baudrate, min(cfg.reconnect_max, 2.0))

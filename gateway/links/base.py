@@ -13,7 +13,7 @@ import logging
 import random
 from typing import Callable
 
-from protocol.framing import Deframer
+from protocol.cpython import Deframer  # the host deframer: whole frames split out in C
 
 log = logging.getLogger("park.link")
 
@@ -51,6 +51,7 @@ class Link:
         self.last_error = ""
         self.backoff = Backoff(reconnect_max)
         self._stopping = False
+        self.pressure = None  # gateway.links.pressure.Backpressure, set by make_link: stop reading while it says so
 
     def feed(self, data: bytes) -> None:
         self.counters["rx_bytes"] += len(data)
@@ -60,6 +61,8 @@ class Link:
                 self._on_envelope(self, env)
             else:
                 self._on_error(self, err)
+        if self.pressure is not None:
+            self.pressure.check()
 
     def write(self, frame: bytes) -> None:
         raise NotImplementedError

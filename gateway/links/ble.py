@@ -19,7 +19,7 @@ import asyncio
 import collections
 
 from protocol import rules
-from protocol.framing import Deframer
+from protocol.cpython import Deframer  # the host deframer: whole frames split out in C
 
 from gateway.links.base import Link, log
 
@@ -182,6 +182,8 @@ class BlePort:
             pool.counters["rx_frames"] += 1
             if not pool._on_envelope(self, env):
                 pool.counters["stranger_frames"] += 1
+        if pool.pressure is not None:
+            pool.pressure.check()
 
 
 class BlePool(Link):
@@ -275,6 +277,9 @@ class BlePool(Link):
         while True:
             await wake.wait()
             wake.clear()
+            if self.pressure is not None and self.pressure.paused:
+                self.counters["backpressure_waits"] += 1
+                await self.pressure.wait_open()  # backpressure: serve no new device until the gateway caught up
             now = asyncio.get_running_loop().time()
             while self._wanted and len(self.active) < self.limit:
                 did = next(iter(self._wanted))

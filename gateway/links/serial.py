@@ -41,9 +41,13 @@ class SerialLink(Link):
         self._out.clear()
         loop.add_reader(fd, self._readable)
         self._up()
+        if self.pressure is not None:
+            self.pressure.attach(self)
         try:
             await self._lost
         finally:
+            if self.pressure is not None:
+                self.pressure.detach(self)
             loop.remove_reader(fd)
             loop.remove_writer(fd)
             self._fd = None
@@ -64,6 +68,15 @@ class SerialLink(Link):
             self._lose(ConnectionError("port closed (hang-up)"))
             return
         self.feed(data)
+
+    def pause_reading(self) -> None:
+        """Backpressure: leave the bytes in the tty's buffer (the device's UART then waits or drops)."""
+        if self._fd is not None:
+            asyncio.get_running_loop().remove_reader(self._fd)
+
+    def resume_reading(self) -> None:
+        if self._fd is not None:
+            asyncio.get_running_loop().add_reader(self._fd, self._readable)
 
     def _lose(self, err: Exception) -> None:
         if self._lost is not None and not self._lost.done():
@@ -117,16 +130,27 @@ class UrlLink(Link):
         self.url = url
         self.baudrate = baudrate
         self._ser = None
+        self._may_read = threading.Event()
+
+    def pause_reading(self) -> None:
+        self._may_read.clear()
+
+    def resume_reading(self) -> None:
+        self._may_read.set()
 
     async def _session(self) -> None:
         loop = asyncio.get_running_loop()
         ser = await loop.run_in_executor(None, lambda: serial.serial_for_url(self.url, self.baudrate, timeout=0.2))
         lost = loop.create_future()
         stop = threading.Event()
+        may_read = self._may_read
+        may_read.set()
 
         def reader():
             try:
                 while not stop.is_set():
+                    if not may_read.wait(0.2):
+                        continue  # backpressure: the bytes wait in the transport
                     data = ser.read(max(1, ser.in_waiting))
                     if data:
                         loop.call_soon_threadsafe(self.feed, data)
@@ -137,9 +161,13 @@ class UrlLink(Link):
         th = threading.Thread(target=reader, name="link-" + self.name, daemon=True)
         th.start()
         self._up()
+        if self.pressure is not None:
+            self.pressure.attach(self)
         try:
             await lost
         finally:
+            if self.pressure is not None:
+                self.pressure.detach(self)
             stop.set()
             self._ser = None
             await loop.run_in_executor(None, th.join, 1.0)

@@ -12,13 +12,14 @@ import logging
 import socket
 from urllib.parse import urlsplit
 
-from protocol.framing import Deframer
+from protocol.cpython import Deframer  # the host deframer: whole frames split out in C
 
 from gateway.links.base import Link
 
 log = logging.getLogger("park.link")
 
 MAX_BACKLOG = 256 * 1024
+READ_SIZE = 2048  # ~55 frames a read of a shared stream: other links' frames wait for at most that much work
 # a device that lost power leaves a half-open connection: probe after 60 s quiet, give up after 3 x 10 s
 KEEPALIVE = (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 3))
 
@@ -44,10 +45,15 @@ class TcpLink(Link):
         self._up()
         try:
             while True:
-                data = await reader.read(65536)
+                data = await reader.read(READ_SIZE)
                 if not data:
                     return
                 self.feed(data)
+                p = self.pressure
+                if p is not None and p.paused:
+                    await p.wait_open()  # unread bytes stay in the kernel; its window slows the sender
+                elif len(data) == READ_SIZE:
+                    await asyncio.sleep(0)  # more may be buffered: let other links and the uplink run first
         finally:
             self._writer = None
             writer.close()
@@ -107,6 +113,8 @@ class Connection(asyncio.Protocol):
                 if hasattr(socket, opt):
                     sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, opt), v)
         self._timer = asyncio.get_running_loop().call_later(self.server.auth_timeout, self._auth_expired)
+        if self.server.pressure is not None:
+            self.server.pressure.attach(self)  # paused at once while the gateway is over its mark
 
     def data_received(self, data: bytes) -> None:
         srv = self.server
@@ -122,6 +130,18 @@ class Connection(asyncio.Protocol):
                     srv._bind(self, kid)
             elif not self.kids:
                 srv.counters["stranger_frames"] += 1  # dropped by the sessions; counted here per connection kind
+        if srv.pressure is not None:
+            srv.pressure.check()
+
+    def pause_reading(self) -> None:
+        t = self.transport
+        if t is not None and not t.is_closing() and t.is_reading():
+            t.pause_reading()
+
+    def resume_reading(self) -> None:
+        t = self.transport
+        if t is not None and not t.is_closing() and not t.is_reading():
+            t.resume_reading()
 
     def _auth_expired(self) -> None:
         self._timer = None
@@ -150,6 +170,8 @@ class Connection(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self.server.pressure is not None:
+            self.server.pressure.detach(self)
         self.transport = None
         self.server._gone(self)
 

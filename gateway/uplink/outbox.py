@@ -67,6 +67,7 @@ class Outbox:
         self._pending_fut: asyncio.Future[None] | None = None
         self._acked: list[int] = []
         self._busy = False
+        self._committing = 0  # messages in the transaction the writer thread runs now
         self._kick_scheduled = False
         self._mem: collections.deque[Row] = collections.deque()
         self._spilled = True  # start by paging: the table may hold a backlog
@@ -164,6 +165,7 @@ class Outbox:
         acked, self._acked = self._acked, []
         fut, self._pending_fut = self._pending_fut, None
         self._busy = True
+        self._committing = len(batch)
         assert self._loop is not None
         self._last_commit = self._loop.time()
         job = self._loop.run_in_executor(self._exec, self._store.commit, batch, acked)
@@ -172,6 +174,7 @@ class Outbox:
     def _committed(self, job: "asyncio.Future[Result]", batch: list[Pending], acked: list[int],
                    fut: "asyncio.Future[None] | None") -> None:
         self._busy = False
+        self._committing = 0
         exc = OutboxError("commit cancelled") if job.cancelled() else job.exception()
         if exc is not None:
             # The batch is NOT stored: its callers learn it and must not ack devices.
@@ -293,6 +296,16 @@ class Outbox:
             await asyncio.sleep(0.01)
 
     # -- status --------------------------------------------------------------
+
+    @property
+    def uncommitted(self) -> int:
+        """Messages appended and not yet durable (waiting for the window, or in the running commit)."""
+        return len(self._pending) + self._committing
+
+    @property
+    def in_memory(self) -> int:
+        """Committed rows waiting in memory for the publisher (at most _MEMORY_ROWS; then they page from disk)."""
+        return len(self._mem)
 
     def oldest_age(self) -> float | None:
         return None if self._oldest is None else max(0.0, self._clock() - self._oldest)

@@ -269,6 +269,18 @@ class Uplink:
 
     # -- status --------------------------------------------------------------
 
+    def backlog(self) -> int:
+        """Messages taken in and not finished: not yet durable, or durable and waiting in memory for a
+        connected broker (the ingress backpressure's level, gateway/links/pressure.py). A broker that
+        is away adds nothing: that backlog is the outbox's job, on disk."""
+        ob = self.outbox
+        return ob.uncommitted + (ob.in_memory if self._link.connected else 0)
+
+    def unsent(self) -> int:
+        """Durable messages a connected broker has not acknowledged yet (0 while it is away): the
+        backlog the publisher is behind by, on disk included (the shedding stage watches it)."""
+        return self.outbox.depth if self._link.connected else 0
+
     def stats(self) -> UplinkStats:
         ob = self.outbox
         return UplinkStats(

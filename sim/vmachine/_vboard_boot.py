@@ -132,6 +132,10 @@ def install(patch_time, heap_mode, budget=None):
     _budget = budget
     asyncio.run = _run
     _install_errno_fix()
+    try:
+        import esp32  # noqa: F401  (the bootloader's OTA rollback step runs at import, once per boot)
+    except ImportError:  # a board made `without` it
+        pass
     if not patch_time:
         return
     import vclock

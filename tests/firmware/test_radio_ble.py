@@ -128,10 +128,6 @@ def test_a_central_that_never_writes_is_dropped_after_the_bound(tmp_path):
     assert p.of("hello") and p.of("heartbeat")
 
 
-@pytest.mark.xfail(strict=True, reason="known gap (firmware/common/ble.py): after _READY_MS (1 s) the bin notifies "
-                                       "any central, so a stranger that subscribes and never writes takes the "
-                                       "wake's fill report (telemetry is not acked): the gateway misses it until "
-                                       "the next report")
 def test_a_stranger_central_does_not_take_the_report(tmp_path):
     p, _, _ = _stranger_then_gateway(tmp_path)
     assert p.of("fill")

@@ -1,0 +1,161 @@
+#!/usr/bin/env python3
+"""Device heap during a software update (issue 11): the peak Python heap of a light pole on a
+virtual board while it takes an app image (offer, chunks, commit, install into the other slot)
+and boots the new version, against the ESP32 heap budget with its radio (Wi-Fi).
+
+The firmware is what `park-device deploy` writes (.mpy from mpy-cross); the image is built
+with protocol.bundle.build_image from the same files at a new version. The board runs in heap
+mode "live" (a collection before each sample). Reported, as a chip would hold them (the
+simulator's own Python, its `machine`, `esp32` and clock, subtracted: bench_footprint's
+sim_overhead): the live heap before the update, the peak while chunks arrive, the peak from
+the commit to the reboot, the peak of the new version's first minute, and what the update adds
+to the idle heap, against the budget. The WebAssembly port keeps a step's garbage alive until
+it returns to the JavaScript event loop, so a sample can count garbage of the step that
+preceded it: the peaks are upper bounds. --enforce runs with the budget (MemoryError past it).
+
+    python -m benchmarks.bench_update_device
+    python -m benchmarks.bench_update_device --json /tmp/update-heap.json
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from protocol import codes
+from protocol.bundle import ImageHeader, build_image
+from sim import testbed
+
+ROOT = Path(__file__).resolve().parents[1]
+ROLE = "light_pole"
+KID = b"l001"
+PINS = {"lamp": 25, "motion": 27, "ambient": 34}
+RADIO = "wifi"
+
+
+def artifacts(work: Path, fw: int | None) -> dict[str, bytes]:
+    """light_pole as park-device deploy builds it, at version fw (None: as in the tree)."""
+    from park_device.build import build
+    src = work / f"fw-{fw}"
+    shutil.copytree(ROOT / "firmware", src, ignore=shutil.ignore_patterns("__pycache__"))
+    if fw is not None:
+        app = src / ROLE / "app.py"
+        app.write_text(app.read_text().replace("    FW = 10000  # 1.0.0", f"    FW = {fw}"))
+    return {a.dest: a.data for a in build(ROLE, fw_root=src, proto_root=ROOT / "protocol")}
+
+
+def run(work: Path, a_window: int = 1, enforce: bool = False) -> dict:
+    from sim import vboard
+    old = artifacts(work, None)
+    new = artifacts(work, 10001)
+    files = {d[len("/lib/"):]: b for d, b in new.items() if d.startswith("/lib/")}
+    img = build_image(ImageHeader(codes.ROLE_LIGHT_POLE, 10001, 6, 12000, 1, 0, [(p, 0, b"") for p in sorted(files)]),
+                      files)
+    tree = work / "img"
+    for dest, data in old.items():
+        f = tree / dest.lstrip("/")
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_bytes(data)
+    cfg = {"id": KID.decode(), "site": "stadtpark", "role": ROLE,
+           "link": {"uart": 1, "baud": 115200, "tx": 17, "rx": 16, "hello_max": 2},
+           "rt": {"wdt_ms": 8000}, "pins": PINS, "app": {"base": 20}}
+    (tree / "config.json").write_text(json.dumps(cfg))
+    (tree / "key.bin").write_bytes(testbed.KEY)
+    budget = vboard.esp32_heap_budget(RADIO)
+    out = {"role": ROLE, "radio": RADIO, "budget": budget, "image_bytes": len(img), "files": len(files),
+           "window": a_window}
+    t0 = time.monotonic()
+    from benchmarks.bench_footprint import sim_overhead
+    out["sim_overhead"] = sim_overhead(work)
+    with vboard.VirtualBoard(deploy_dir=tree, flash_dir=work / "flash", name="l001", console_pty=False,
+                             heap_mode="live", heap_budget=budget if enforce else None,
+                             record_wdt_feeds=False) as b:
+        p = testbed.Peer(b, KID)
+        try:
+            p.connect()
+            p.run(5000)
+            out["before"] = b.gc_high_water()
+            b.reset_gc_high_water()
+            uid = 1
+            p.command({"type": "update_offer", "uid": uid, "kind": codes.UK_APP, "role": codes.ROLE_LIGHT_POLE,
+                       "fw": 10001, "mpy": 6, "size": len(img), "sha": hashlib.sha256(img).digest()})
+            off = 0
+            while off < len(img):
+                seqs = []
+                for _ in range(a_window):
+                    if off >= len(img):
+                        break
+                    seqs.append(p.send({"type": "update_chunk", "uid": uid, "off": off,
+                                        "data": img[off:off + codes.UPD_CHUNK_MAX]}))
+                    off += codes.UPD_CHUNK_MAX
+                spent = 0
+                while not all(s in p.replies for s in seqs):
+                    if spent > 10_000 or b.events("heap_budget"):
+                        raise SystemExit("chunks at %d not answered: %s" % (off, "\n".join(b.log()[-8:])))
+                    p.run(20, 20)
+                    spent += 20
+            p.run(200)
+            out["transfer_peak"] = b.gc_high_water()
+            assert p.of("update")[-1]["state"] == codes.US_STAGED, p.of("update")[-1]
+            b.reset_gc_high_water()
+            boots = b.boots
+            p.clear()
+            p.send({"type": "update_commit", "uid": uid})
+            peak = 0
+            for _ in range(3000):
+                if b.boots > boots:
+                    break
+                p.run(20, 20)
+                peak = max(peak, b.gc_high_water())
+            out["commit_peak"] = peak
+            b.reset_gc_high_water()
+            p.connect()
+            p.run(60_000, step=500)
+            out["new_version_peak"] = b.gc_high_water()
+            out["new_fw"] = p.of("hello")[-1]["fw"]
+            out["valid"] = any(m["state"] == codes.US_VALID for m in p.of("update"))
+            out["memory_errors"] = len(b.events("heap_budget"))
+            if not out["valid"]:
+                out["log"] = b.log()[-30:]
+        finally:
+            p.close()
+    out["seconds"] = round(time.monotonic() - t0, 1)
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--window", type=int, default=1,
+                    help="chunks sent before waiting for their acks (default 1: one chunk per link poll, the "
+                         "pace a serial link's 256-byte UART buffer on an ESP32 allows)")
+    ap.add_argument("--enforce", action="store_true", help="run with the ESP32 heap budget (MemoryError past it)")
+    a = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="update-heap-") as d:
+        r = run(Path(d), a.window, a.enforce)
+    kb = lambda n: f"{(n - r['sim_overhead']) / 1024:.1f} KiB"  # noqa: E731
+    for k in ("before", "transfer_peak", "commit_peak", "new_version_peak"):
+        r[k + "_chip"] = r[k] - r["sim_overhead"]
+    r["update_adds"] = max(r["transfer_peak"], r["commit_peak"]) - r["before"]
+    print(f"{r['role']} (budget with {r['radio']}: {r['budget'] / 1024:.1f} KiB): image {r['image_bytes']} B, "
+          f"{r['files']} files, {r['window']} chunk(s) in flight; simulator's own heap "
+          f"{r['sim_overhead'] / 1024:.1f} KiB subtracted")
+    print(f"  live heap before the update   {kb(r['before'])}")
+    print(f"  peak while chunks arrive      {kb(r['transfer_peak'])}")
+    print(f"  peak commit -> reboot         {kb(r['commit_peak'])}")
+    print(f"  peak, new version's 1st min   {kb(r['new_version_peak'])}  (fw {r['new_fw']}, valid {r['valid']})")
+    print(f"  the update adds               {r['update_adds'] / 1024:.1f} KiB")
+    print(f"  MemoryErrors past the budget  {r['memory_errors']}   ({r['seconds']} s)")
+    if "log" in r:
+        print("\n".join(r["log"]))
+    if a.json:
+        a.json.write_text(json.dumps(r, indent=1))
+    return 0 if r["valid"] and not r["memory_errors"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
