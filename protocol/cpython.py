@@ -17,9 +17,9 @@ cheaper to compute than a re-encoding; maps are re-encoded and compared.
 tests/protocol/test_properties.py drives both decoders to identical outcomes.
 """
 
-from hmac import compare_digest as _ct_equal
-
+import re
 from binascii import crc_hqx
+from hmac import compare_digest as _ct_equal
 
 import cbor2
 from cobs import cobs as _cobs
@@ -32,6 +32,11 @@ from protocol.replay import WINDOW, ReplayWindow
 
 _loads = cbor2.loads
 _dumps = cbor2.dumps
+_TAG_HEAD = re.compile(rb"[\xc2\xc3\xd8-\xdb]").search
+"""A byte that may start a tag cbor2 decodes into the subset: bignums (0xc2, 0xc3: 65536 as
+c2 43 01 00 00 is as long as its shortest form), and 0xd8-0xdb (self-described CBOR, string
+and value references). Where none occurs, a value as long as its shortest encoding is in it;
+where one does, only a re-encoding can tell."""
 _INT_MIN = -0x10000000000000000
 _INT_END = 0x10000000000000000
 
@@ -102,7 +107,10 @@ def loads(payload):
     try:
         v = _loads(payload)
         n = _payload_len(v)
-        same = n == len(payload) if n >= 0 else _dumps(v, canonical=True) == payload
+        if n >= 0 and _TAG_HEAD(payload) is None:
+            same = n == len(payload)
+        else:
+            same = _dumps(v, canonical=True) == payload
     except _Outside as e:
         raise CborError("outside the protocol's CBOR subset: %s" % e) from None
     except Exception as e:
@@ -152,6 +160,8 @@ def _message(payload, direction):
     what the portable path accepts. Anything else (an error to name, a map) goes the
     portable way, so every refusal is the portable path's, in its order.
     """
+    if _TAG_HEAD(payload) is not None:
+        return None
     try:
         v = _loads(payload)
     except Exception:  # noqa: BLE001 - the portable path names it

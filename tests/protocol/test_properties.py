@@ -327,6 +327,10 @@ def test_fast_and_portable_decoders_have_identical_outcomes(payload):
 
 
 @pytest.mark.parametrize("payload", [
+    bytes.fromhex("c243010000"),      # 65536 as a bignum: as long as its shortest form (found by hypothesis)
+    bytes.fromhex("8201c243010000"),  # the same inside an array
+    bytes.fromhex("8302c24501000000001900" + "05"),  # a bignum shorter than 2**32's form beside a longer 5: same length
+    bytes.fromhex("d9d9f78101"),      # self-described CBOR
     b"\x81" * 7 + b"\x00",           # nesting deeper than 6
     b"\x82\x01\xf9\x7e\x00",          # float16 NaN
     b"\x82\x01\xd8\x18\x41\x00",      # tag 24
