@@ -143,7 +143,7 @@ def esp_app_image(path: str) -> tuple[bytes, dict]:
         data = Path(path).read_bytes()
     except OSError as e:
         raise BadImage(f"cannot read {path}: {e.strerror}", where=path) from None
-    hint = "use the board's MicroPython app image (micropython.bin of the build, .app-bin of the download)"
+    hint = "use the MicroPython app image for an OTA partition (micropython.bin in the build folder)"
     if len(data) < 24 or data[0] != ESP_IMAGE_MAGIC:
         raise BadImage(f"{path} is not an ESP32 app image (no 0xE9 header)", where=path, hint=hint)
     if len(data) > codes.UPD_SIZE_MAX:
