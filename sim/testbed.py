@@ -1,7 +1,8 @@
 """A test bed for one virtual board: its flash image and a gateway peer on its link.
 
-`deploy_tree` builds the flash a technician's deploy would write (main.py, /lib packages,
-/config.json, /key.bin). `Peer` is a test peer that plays the gateway over the board's
+`deploy_tree` builds the flash a technician's deploy would write (main.py, /lib packages as
+mpy-cross output, /config.json, /key.bin): a board runs under its role's heap budget by
+default (sim.vboard), and sources cost a board more heap than the .mpy files deployed. `Peer` is a test peer that plays the gateway over the board's
 link UART with the protocol package (it is not the product gateway): it welcomes
 hellos, acks events, sends commands and records every uplink message.
 The firmware tests and benchmarks/bench_footprint.py use it.
@@ -26,9 +27,13 @@ def vboard_available() -> bool:
     return mpvm.node_available() and hasattr(vboard, "VirtualBoard")
 
 
-def write_firmware(dst: Path, role: str) -> Path:
-    """The role's files as its manifests put them onto a board (sources, not .mpy)."""
+def write_firmware(dst: Path, role: str, mpy: bool = True) -> Path:
+    """The role's files as `park-device deploy` puts them onto a board (.mpy packages, see
+    write_mpy); mpy=False: the sources, where the manifests put them."""
     from park_device.manifest import board_files
+
+    if mpy:
+        return write_mpy(dst, role)
 
     for src, dest in board_files(role):
         f = dst / dest.lstrip("/")
@@ -37,11 +42,30 @@ def write_firmware(dst: Path, role: str) -> Path:
     return dst
 
 
+_BUILDS: dict = {}
+
+
+def write_mpy(dst: Path, role: str) -> Path:
+    """The role's files as `park-device deploy` writes them (park_device.build: .mpy packages,
+    /main.py as source); compiled once per role and sources' state in a process."""
+    from park_device.build import build, sources
+
+    key = (role, tuple((str(s), s.stat().st_mtime_ns) for s, _, _ in sources(role)))
+    arts = _BUILDS.get(key)
+    if arts is None:
+        arts = _BUILDS[key] = [(a.dest, a.data) for a in build(role)]
+    for dest, data in arts:
+        f = dst / dest.lstrip("/")
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_bytes(data)
+    return dst
+
+
 def deploy_tree(dst: Path, role: str, kid: str, pins: dict, app: dict | None = None,
-                rt: dict | None = None, link: dict | None = None) -> Path:
-    """Write a board's flash image into dst (an empty directory)."""
+                rt: dict | None = None, link: dict | None = None, mpy: bool = True) -> Path:
+    """Write a board's flash image into dst (an empty directory); mpy=False: the sources."""
     dst.mkdir(parents=True, exist_ok=True)
-    write_firmware(dst, role)
+    write_firmware(dst, role, mpy)
     cfg = {"id": kid, "site": "stadtpark", "role": role,
            "link": dict({"uart": 1, "baud": 115200, "tx": 17, "rx": 16, "hello_max": 4}, **(link or {})),
            "rt": dict({"wdt_ms": 8000}, **(rt or {})), "pins": pins, "app": app or {}}

@@ -7,3 +7,19 @@ supervises it. See docs/firmware.md for the App contract.
 
 VERSION = 10000
 """Runtime version, M*10000 + m*100 + p (sent in hello/heartbeat when the App has no FW)."""
+
+
+class Device:
+    """The provisioned device as common.config.DeviceConfig checked it: a plain holder, so
+    the config module itself can leave the heap after boot."""
+
+    def __init__(self, raw, kid, site, role, link, rt, pins, app):
+        self.raw = raw
+        self.id = kid
+        self.kid = kid.encode()
+        self.site = site
+        self.role = role
+        self.link = link
+        self.rt = rt
+        self.pins = pins
+        self.app = app

@@ -12,12 +12,13 @@ change leaves the old config untouched.
 """
 
 import json
-import os
 
 from protocol import rules
 from protocol.codes import MAX_CONFIG_KEY as MAX_KEY
 
+from common import Device
 from common.errors import ConfigError, ProvisionError
+from common.store import write_json  # noqa: F401  (config.write_json: the file's writer)
 
 INT = "int"
 BOOL = "bool"
@@ -157,55 +158,37 @@ def _pins(raw):
     return raw
 
 
-class DeviceConfig:
-    """The provisioned /config.json, checked section by section.
+def DeviceConfig(raw):
+    """The provisioned /config.json, checked section by section, as a common.Device (which
+    outlives this module: common.start drops it after boot).
 
     id/site/role identify the device; link and rt are runtime settings (LINK_SCHEMA,
     RT_SCHEMA, defaults filled in); pins maps logical names to GPIOs; app is the
     raw role section, validated against App.SCHEMA by the runtime.
     """
-
-    def __init__(self, raw):
-        if type(raw) is not dict:
-            raise ProvisionError("config: top level must be a map")
-        kid = raw.get("id")
-        if type(kid) is not str or not rules.valid_id(kid):
-            raise ProvisionError("config: id %r must be %s" % (kid, rules.ID_RULE))
-        site = raw.get("site", "")
-        if site != "" and not rules.valid_site(site):
-            raise ProvisionError("config: site %r must be %s" % (site, rules.SITE_RULE))
-        role = raw.get("role")
-        if type(role) is not str or not role:
-            raise ProvisionError("config: role is missing")
-        self.raw = raw
-        self.id = kid
-        self.kid = kid.encode()
-        self.site = site
-        self.role = role
-        self.link = validate(LINK_SCHEMA, raw.get("link", {}), where="link.")
-        self.rt = validate(RT_SCHEMA, raw.get("rt", {}), where="rt.")
-        self.pins = _pins(raw.get("pins", {}))
-        app = raw.get("app", {})
-        if type(app) is not dict:
-            raise _bad("app", "must be a map")
-        self.app = app
+    if type(raw) is not dict:
+        raise ProvisionError("config: top level must be a map")
+    kid = raw.get("id")
+    if type(kid) is not str or not rules.valid_id(kid):
+        raise ProvisionError("config: id %r must be %s" % (kid, rules.ID_RULE))
+    site = raw.get("site", "")
+    if site != "" and not rules.valid_site(site):
+        raise ProvisionError("config: site %r must be %s" % (site, rules.SITE_RULE))
+    role = raw.get("role")
+    if type(role) is not str or not role:
+        raise ProvisionError("config: role is missing")
+    link = validate(LINK_SCHEMA, raw.get("link", {}), where="link.")
+    rt = validate(RT_SCHEMA, raw.get("rt", {}), where="rt.")
+    pins = _pins(raw.get("pins", {}))
+    app = raw.get("app", {})
+    if type(app) is not dict:
+        raise _bad("app", "must be a map")
+    return Device(raw, kid, site, role, link, rt, pins, app)
 
 
 def read_json(path):
     with open(path) as f:
         return json.load(f)
-
-
-def write_json(path, obj):
-    """Replace a file atomically: a brown-out leaves the old or the new file, never half of one."""
-    tmp = path + ".new"
-    with open(tmp, "w") as f:
-        json.dump(obj, f)
-    try:
-        os.rename(tmp, path)
-    except OSError:  # FAT cannot rename over a file; LittleFS (the ESP32 default) can
-        os.remove(path)
-        os.rename(tmp, path)
 
 
 def load(path=PATH):

@@ -1,4 +1,5 @@
-# /main.py on every park-edge board: reads /config.json, counts the boot and starts the role's App.
+# /main.py on every park-edge board: boots from /config.json (common.start), drops the boot-only
+# code from the heap, then runs the Runtime's loop (common.runtime.serve).
 import os
 
 try:
@@ -14,4 +15,8 @@ else:  # the board has taken an update: otaboot picks the slot before any packag
 
 from common import start
 
-start.main()
+rt = start.main()
+del start
+from common.runtime import serve  # noqa: E402
+
+serve(rt)

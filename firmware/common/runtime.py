@@ -10,12 +10,16 @@ import gc
 import json
 import sys
 
+try:
+    import asyncio
+except ImportError:
+    import uasyncio as asyncio  # type: ignore[no-redef]
+
 from protocol import codes, messages
 
-from common import VERSION, clock, config, hal
+from common import VERSION, clock, hal
 from common.bootcount import BootCount
-from common.config import ConfigError
-from common.errors import CommandError, ProvisionError
+from common.errors import CommandError, ConfigError, ProvisionError
 from common.link import open_link
 from common.session import Session
 
@@ -57,6 +61,7 @@ class Runtime:
         self._hb_due = clock.ticks_ms()
         self._batt = None
         self._gc_mark = 0
+        from common import config  # boot only: common.start forgets it afterwards
         config.check_schema(app_cls.SCHEMA, "app")
         try:
             self.cfg = config.validate(app_cls.SCHEMA, dev.app, where="app.")
@@ -344,6 +349,15 @@ class Runtime:
 
     def _config(self, values):
         """Validate all, let the app check and apply, persist; any refusal keeps the old config."""
+        try:
+            return self._config_with(values)
+        finally:
+            forget("common.config", "protocol.rules")  # a rare path: its code leaves the heap again
+
+    def _config_with(self, values):
+        if self.app_cls is None:
+            return (codes.E_NOT_READY, "")  # the App was dropped for memory (link only)
+        from common import config
         old = self.cfg
         try:
             new = config.validate(self.app_cls.SCHEMA, values, base=old)
@@ -369,6 +383,81 @@ class Runtime:
     async def run(self):
         while True:
             await clock.sleep_ms(self.step(clock.ticks_ms()))
+
+
+def failed(where, e, safe):
+    """Normal mode: log and reset (a fast boot: enough of them and the next boot is safe).
+    Safe mode: log once and stay in the console, so a technician can always get in."""
+    sys.print_exception(e)
+    ob = sys.modules["otaboot"] if "otaboot" in sys.modules else None
+    if safe and not (ob and ob.state and ob.state.get("try")):  # a trial resets: otaboot rolls it back (common.ota)
+        text = "%s failed in safe mode: %r; staying in the console (REPL)" % (where, e)
+        print("park-edge:", text)
+        flash_log("/state", text, 4096)
+        return
+    flash_log("/state", "%s failed: %r" % (where, e), 4096)
+    hal.reset()
+
+
+async def _serve(rt):
+    while True:
+        try:
+            await rt.run()
+        except MemoryError as e:
+            if not _out_of_memory(rt, e):
+                return
+        except Exception as e:  # a runtime bug
+            failed("runtime", e, rt.safe)
+            return
+
+
+def _out_of_memory(rt, e):
+    """The heap ran out: a durable fault (F_MEMORY, value: bytes still allocated) for the gateway.
+    Normal mode: reset into safe mode at once, where the role does less. Safe mode: drop the
+    role's App and its code and go on with the link only (True); never a silent console."""
+    safe = rt.safe and rt.app_cls is not None
+    rt.app = None
+    if safe:
+        rt.app_cls = None
+        role = rt.dev.role
+        forget(*[n for n in sys.modules if n == role or n.startswith(role + ".")])
+    gc.collect()
+    try:
+        rt.log("out of memory: %r%s" % (e, "; link only" if safe else ""), keep=True)
+        rt.event({"type": "fault", "code": codes.F_MEMORY, "value": gc.mem_alloc()}, durable=True)
+        if not safe:
+            rt.session.persist_events()
+            b = rt.boot
+            b.fast = max(b.fast, rt._rtc["safe_boots"])
+            b._save()
+    except MemoryError:
+        pass
+    if not safe:
+        failed("runtime", e, rt.safe)
+    return safe
+
+
+def serve(rt):
+    """Run a started Runtime's loop (from /main.py, after common.start.main): asyncio.run where it
+    exists; on the WebAssembly port the JavaScript event loop drives the task."""
+    if rt is None:
+        return
+    run = getattr(asyncio, "run", None)
+    if run is not None:
+        run(_serve(rt))
+    else:
+        asyncio.create_task(_serve(rt))
+
+
+def forget(*names):
+    """Drop modules from sys.modules and their package, so that once nothing else refers to
+    them the collector gets their code back (boot-only and rare paths; docs/firmware.md#footprint)."""
+    for n in names:
+        sys.modules.pop(n, None)
+        i = n.rfind(".")
+        pkg = sys.modules.get(n[:i])
+        if pkg is not None and n[i + 1:] in pkg.__dict__:
+            delattr(pkg, n[i + 1:])
 
 
 def _load_retained(store):

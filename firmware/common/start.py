@@ -6,20 +6,19 @@ after rt.safe_boots fast boots. A boot that fails in safe mode does not reset
 again: it leaves the console (REPL) to the technician with one line on the console
 and one in the flash log. A config naming a role whose package is not on the
 board is said at once, by name, and never retried.
+
+The boot code is needed once: main() returns the started Runtime and forgets this
+module, common.config and protocol.rules, so the collector gets their code back
+before the loop runs (common.runtime.serve; docs/firmware.md#footprint).
 """
 
 import os
 import sys
 
-try:
-    import asyncio
-except ImportError:
-    import uasyncio as asyncio  # type: ignore[no-redef]
-
-from common import config, hal
+from common import hal
 from common.bootcount import BootCount
 from common.errors import ProvisionError, RoleMissing
-from common.runtime import Runtime, flash_log
+from common.runtime import Runtime, failed, flash_log, forget
 from common.store import Store
 
 KEY_PATH = "/key.bin"
@@ -84,55 +83,37 @@ def build(dev, store, count, key_path=KEY_PATH):
     return rt
 
 
-def boot(config_path=config.PATH, key_path=KEY_PATH):
+def boot(config_path=None, key_path=KEY_PATH):
     """Build and start the Runtime from the provisioned files; ProvisionError if the board cannot talk."""
-    dev = config.load(config_path)
+    from common import config
+    dev = config.load(config_path or config.PATH)
     store = Store()
     return build(dev, store, count_boot(dev, store), key_path)
 
 
-def _failed(where, e, safe):
-    """Normal mode: log and reset (a fast boot: enough of them and the next boot is safe).
-    Safe mode: log once and stay in the console, so a technician can always get in."""
-    sys.print_exception(e)
-    ob = sys.modules["otaboot"] if "otaboot" in sys.modules else None
-    if safe and not (ob and ob.state and ob.state.get("try")):  # a trial resets: otaboot rolls it back (common.ota)
-        text = "%s failed in safe mode: %r; staying in the console (REPL)" % (where, e)
-        print("park-edge:", text)
-        flash_log(LOG_ROOT, text, 4096)
-        return
-    flash_log(LOG_ROOT, "%s failed: %r" % (where, e), 4096)
-    hal.reset()
-
-
-async def _main():
+def _boot():
+    """The started Runtime, or None when the board cannot run (said on the console and in the
+    flash log; a crash in normal mode resets)."""
+    from common import config
     count = None
     try:
         dev = config.load()
         store = Store()
         count = count_boot(dev, store)
-        rt = build(dev, store, count)
+        return build(dev, store, count)
     except RoleMissing as e:
         print("park-edge: cannot start:", e)
         flash_log(LOG_ROOT, "cannot start: %s" % e, 4096)
-        return
     except ProvisionError as e:
         print("park-edge: not provisioned:", e)
-        return
     except Exception as e:  # a crash during boot
-        _failed("boot", e, count is not None and count.safe)
-        return
-    try:
-        await rt.run()
-    except Exception as e:  # a runtime bug
-        _failed("runtime", e, rt.safe)
+        failed("boot", e, count is not None and count.safe)
+    return None
 
 
 def main():
-    """Entry point for /main.py: asyncio.run where it exists; on the WebAssembly port the
-    JavaScript event loop drives the task."""
-    run = getattr(asyncio, "run", None)
-    if run is not None:
-        run(_main())
-    else:
-        asyncio.create_task(_main())
+    """Entry point for /main.py: boot, forget the boot-only modules; the Runtime (None if the
+    board cannot run) for common.runtime.serve, which /main.py calls after dropping this module."""
+    rt = _boot()
+    forget("common.start", "common.config", "protocol.rules")
+    return rt

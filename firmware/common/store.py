@@ -8,7 +8,17 @@ last line after a brown-out is skipped when read.
 import json
 import os
 
-from common.config import write_json
+
+def write_json(path, obj):
+    """Replace a file atomically: a brown-out leaves the old or the new file, never half of one."""
+    tmp = path + ".new"
+    with open(tmp, "w") as f:
+        json.dump(obj, f)
+    try:
+        os.rename(tmp, path)
+    except OSError:  # FAT cannot rename over a file; LittleFS (the ESP32 default) can
+        os.remove(path)
+        os.rename(tmp, path)
 
 
 def _mkdir(path):

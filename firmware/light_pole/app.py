@@ -11,7 +11,6 @@ the runtime counts the fault and, if it persists, reboots into safe mode).
 """
 from protocol import codes, rules
 
-from common import config
 from common.config import BOOL, CHOICE, INT, STR
 from common.errors import CommandError, ConfigError
 
@@ -147,7 +146,8 @@ class App:
             # defaults rather than crash-loop with the lamp dark, and say so
             rt.log("light: config refused (%s): defaults" % (e,), keep=True)
             rt.event({"type": "fault", "code": codes.F_CONFIG, "value": 0}, durable=True)
-            self._cfg(config.defaults(self.SCHEMA), None)
+            from common.config import defaults  # at boot, before common.start drops the module
+            self._cfg(defaults(self.SCHEMA), None)
         self.ctl = control.Controller(self._config_profile(), self.cfg["safe"])
 
     # -- configuration ------------------------------------------------------------------

@@ -38,7 +38,7 @@ from sim.mpvm import MpvmUnavailable
 __all__ = [
     "VirtualBoard", "VboardError", "BoardStartError", "PortBusyError", "BoardHungError",
     "BoardNotRunning", "MpvmUnavailable", "RESET_CAUSES", "VMACHINE_DIR", "ESP32_FREE_HEAP",
-    "RADIO_HEAP_COST", "esp32_heap_budget",
+    "RADIO_HEAP_COST", "ROLE_RADIO", "esp32_heap_budget", "role_heap_budget",
     "PWRON_RESET", "HARD_RESET", "WDT_RESET", "DEEPSLEEP_RESET", "SOFT_RESET",
 ]
 
@@ -62,6 +62,21 @@ RADIO_HEAP_COST = {None: 0, "serial": 0, "ble": 32_000, "wifi": 45_000}
 def esp32_heap_budget(radio: str | None = None) -> int:
     """The Python heap an ESP32 without PSRAM leaves a firmware with `radio` active."""
     return ESP32_FREE_HEAP - RADIO_HEAP_COST[radio]
+
+
+ROLE_RADIO = {"container_sensor": "ble", "light_pole": "wifi", "locker": "wifi"}
+"""The radio each role runs in the park (issue 10): its stack's memory is gone whatever link a test uses."""
+
+
+def role_heap_budget(flash: Path) -> int | None:
+    """The budget of the role in a flash image's /config.json (with its park radio active), or
+    None when there is no such config (a bare test program: the heap grows like a PC's)."""
+    try:
+        role = json.loads((flash / "config.json").read_text()).get("role")
+    except (OSError, ValueError, AttributeError):
+        return None
+    radio = ROLE_RADIO.get(role) if isinstance(role, str) else None
+    return esp32_heap_budget(radio) if radio else None
 
 
 PWRON_RESET, HARD_RESET, WDT_RESET, DEEPSLEEP_RESET, SOFT_RESET = 1, 2, 3, 4, 5
@@ -107,6 +122,10 @@ class VirtualBoard:
     a temp dir when omitted. realtime=False (default) steps a virtual clock only when
     the host calls advance(); realtime=True lets it run with the wall clock (demos,
     gateway integration).
+    heap_budget: the live Python heap the firmware may hold (MemoryError past it, as on the chip;
+    the simulator's own modules are not counted). The default "role" is the ESP32 budget of the
+    role in the deployed /config.json with its park radio active (ROLE_RADIO; none without a
+    config); an int sets it, None lets the heap grow like a PC's.
     """
 
     def __init__(self, firmware_files: Mapping[str, str | os.PathLike] | None = None,
@@ -116,17 +135,18 @@ class VirtualBoard:
                  console_port: int | None = None, pins: Mapping[str, int] | None = None,
                  ultrasonic: Mapping[str, int] | None = None, distance_mm: float | None = None,
                  temperature_c: float = 20.0, heap_bytes: int = 134 * 1024, heap_mode: str = "alloc",
-                 heap_budget: int | None = None,
+                 heap_budget: int | str | None = "role",
                  patch_time: bool = True, console_soft_reset: str = "ignore", uid: bytes | None = None,
                  record_pins: bool = False, record_pwm: bool = False, record_wdt_feeds: bool = True,
                  hang_timeout: float = 10.0, start_timeout: float = 15.0, name: str = "vboard",
                  wifi: Mapping[str, Any] | None = None, without: Iterable[str] = ()) -> None:
         if heap_mode not in ("alloc", "live"):
             raise ValueError("heap_mode must be 'alloc' or 'live'")
-        if heap_budget is not None:
-            if heap_budget < 64 * 1024:
-                raise ValueError("heap_budget must be at least 64 KiB (an ESP32's first heap area)")
-            heap_bytes = 64 * 1024  # the ESP32 port's first area; the rest is grown on demand
+        if heap_budget == "role":
+            pass  # resolved from the deployed /config.json at start()
+        elif heap_budget is not None:
+            if isinstance(heap_budget, str) or heap_budget < 64 * 1024:
+                raise ValueError("heap_budget must be 'role', None or at least 64 KiB (an ESP32's first heap area)")
         if console_soft_reset not in ("ignore", "reboot"):
             raise ValueError("console_soft_reset must be 'ignore' or 'reboot'")
         self.name = name
@@ -217,6 +237,11 @@ class VirtualBoard:
         node = mpvm.ensure()
         self._deploy()
         cfg = dict(self._cfg, flash_dir=str(self.flash_path))
+        if cfg["heap_budget"] == "role":
+            cfg["heap_budget"] = role_heap_budget(self.flash_path)
+        self.heap_budget = cfg["heap_budget"]
+        if self.heap_budget is not None:
+            cfg["heap_bytes"] = 64 * 1024  # the ESP32 port's first area; the rest is grown on demand
         pass_fds: tuple[int, ...] = ()
         master = None
         if self._want_pty:

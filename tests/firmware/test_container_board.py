@@ -27,12 +27,12 @@ def tmp36(c: float) -> int:
 
 
 @contextlib.contextmanager
-def board(tmp_path, app=None, rt=None, distance=725, air_c=20, temp_c=20, batt_mv=3900, **peer):
+def board(tmp_path, app=None, rt=None, distance=725, air_c=20, temp_c=20, batt_mv=3900, heap_budget="role", **peer):
     from sim import vboard
     img = deploy_tree(tmp_path / "img", "container_sensor", KID.decode(), PINS, dict(APP, **(app or {})),
                       dict({"batt_div": 2000}, **(rt or {})))
     with vboard.VirtualBoard(deploy_dir=img, flash_dir=tmp_path / "flash", ultrasonic={"trig": TRIG, "echo": ECHO},
-                             distance_mm=distance, temperature_c=air_c, name="c001") as b:
+                             distance_mm=distance, temperature_c=air_c, name="c001", heap_budget=heap_budget) as b:
         b.set_adc(TEMP, uv=tmp36(temp_c))
         if batt_mv is not None:  # None: the battery input reads nothing (open divider)
             b.set_adc(BATT, uv=batt_mv * 1000 // 2)
@@ -248,3 +248,28 @@ def test_hello_caps_say_what_is_wired(tmp_path):
     with board(tmp_path / "2", app={"temp_kind": "none"}, rt={"batt_div": 0}) as (b, p):
         p.run(WAKE)
         assert p.of("hello")[0]["caps"] == codes.CAP_ULTRASONIC_TRIG
+
+
+def test_runs_under_its_esp32_budget_by_default(tmp_path):
+    from sim import vboard
+    with board(tmp_path) as (b, p):
+        assert b.heap_budget == vboard.esp32_heap_budget("ble")  # the bin's radio: NimBLE active
+        p.run(WAKE)
+        assert p.of("fill") and not b.events("fw_heap_budget")
+
+
+def test_a_heap_too_small_is_a_fault_report_and_safe_mode_not_a_hang(tmp_path):
+    """issue 10, bad input: on a board whose heap cannot hold the bin's code (69,000 B: ~73 KB
+    live after boot, ~66 KB without its App) the firmware gets MemoryError, reboots into safe
+    mode at once, drops its App there and reports fault memory over the link alone."""
+    with board(tmp_path, heap_budget=69_000) as (b, p):
+        p.run(6000)
+        assert b.events("fw_heap_budget")
+        assert b.boots == 2                                        # one reset, straight into safe mode
+        faults = [f["code"] for f in p.of("fault")]
+        assert codes.F_MEMORY in faults and codes.F_SAFE_MODE in faults
+        st = p.of("heartbeat")[-1]["status"]
+        assert st & codes.ST_SAFE_MODE and st & codes.ST_LINK_ONLY
+        assert any("out of memory" in ln for ln in b.log())
+        p.run(5000)
+        assert b.boots == 2                                        # up, on the link alone

@@ -9,7 +9,7 @@ from sim import testbed as fw
 
 @pytest.mark.parametrize("role", bf.ROLES)
 def test_import_order_has_every_module_once_after_its_dependencies(tmp_path, role):
-    img = fw.deploy_tree(tmp_path / "img", role, "x001", {})
+    img = fw.deploy_tree(tmp_path / "img", role, "x001", {}, mpy=False)
     deps = bf._module_deps(img / "lib")
     order = bf._import_order(deps, ["common.runtime", role + ".app"])
     assert len(order) == len(set(order))

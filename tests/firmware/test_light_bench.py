@@ -43,7 +43,7 @@ def deploy_tree(dst: Path, app: dict, rt: dict | None = None, source: bool = Fal
     """The flash image `park-device deploy` + `provision` write to a pole: .mpy packages, /main.py,
     /config.json, /key.bin (source=True: the .py files instead, e.g. for readable tracebacks)."""
     if source:
-        write_firmware(dst, "light_pole")
+        write_firmware(dst, "light_pole", mpy=False)
     else:
         for art in _artifacts():
             f = dst / art.dest.lstrip("/")

@@ -11,7 +11,7 @@ import shutil
 import pytest
 
 from sim.testbed import T_2026, Peer, deploy_tree, vboard_available
-from protocol import cbor, codec, cose, framing, messages
+from protocol import cbor, codec, codes, cose, framing, messages, names
 
 pytestmark = [
     pytest.mark.micropython,
@@ -19,8 +19,8 @@ pytestmark = [
 ]
 
 KID = b"l901"
-CRASH, EVT, BOOTCRASH, LAMP, HANG = 12, 13, 14, 2, 26
-PINS = {"crash": CRASH, "evt": EVT, "bootcrash": BOOTCRASH, "lamp": LAMP, "hang": HANG}
+CRASH, EVT, BOOTCRASH, LAMP, HANG, HOG = 12, 13, 14, 2, 26, 27
+PINS = {"crash": CRASH, "evt": EVT, "bootcrash": BOOTCRASH, "lamp": LAMP, "hang": HANG, "hog": HOG}
 PROBE = __import__("pathlib").Path(__file__).resolve().parent / "test_runtime_vboard" / "probe_app.py"
 
 
@@ -221,6 +221,29 @@ def test_safe_mode_after_fast_reboots_and_back(tmp_path):
         assert b.boots == boots + 1
         assert not p.of("heartbeat")[-1]["status"] & messages.ST_SAFE_MODE
         assert p.command({"type": "light_set", "level": 10, "hold": 0})["type"] == "ack"
+
+
+def test_out_of_memory_is_a_fault_report_and_a_reboot_into_safe_mode(tmp_path):
+    """issue 10, bad input: a firmware past its heap budget (by default the role's, with its radio)
+    gets MemoryError as on the chip; the gateway receives fault memory, and the board reboots
+    into safe mode at once instead of hanging or crash-looping."""
+    from sim import vboard
+    with board(tmp_path) as (b, p):
+        assert b.heap_budget == vboard.esp32_heap_budget("wifi")  # light_pole's budget, Wi-Fi active
+        p.connect()
+        b.set_pin(HOG, 1)                                         # each step keeps 2 KB more
+        p.run(6000)
+        (over,) = b.events("fw_heap_budget")
+        assert over["used"] > over["budget"] == b.heap_budget
+        assert b.boots == 2                                       # one reset, straight into safe mode
+        assert p.of("heartbeat")[-1]["status"] & messages.ST_SAFE_MODE
+        faults = {f["code"]: f["value"] for f in p.of("fault")}
+        assert faults[codes.F_MEMORY] > 0 and codes.F_SAFE_MODE in faults
+        assert names.FAULTS[codes.F_MEMORY] == "memory"
+        assert any("MemoryError" in ln for ln in _flash_log(b))
+        assert b.pin(LAMP) == 1                                   # the App's safe behaviour
+        p.run(5000)
+        assert b.boots == 2                                       # and it stays up
 
 
 def _flash_log(b):

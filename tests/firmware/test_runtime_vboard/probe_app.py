@@ -3,7 +3,8 @@
 # drives it through GPIO inputs: crash (12) makes step() raise, bootcrash (14) makes
 # start() raise in normal mode, evt (13) rising queues a motion event, hang (26) makes
 # step() spin forever once (it never returns to the loop; a mark in RTC memory, which
-# survives the watchdog reset, keeps the next boot from spinning again).
+# survives the watchdog reset, keeps the next boot from spinning again); hog (27) makes
+# each step in normal mode keep 2 KB more, until the heap budget refuses it.
 import machine
 from protocol import messages
 
@@ -28,6 +29,9 @@ class App:
         self.boot_crash = hal.pin_in("bootcrash")
         self.evt = hal.pin_in("evt")
         self.hang = hal.pin_in("hang")
+        self.hog = hal.pin_in("hog")
+        self.safe = safe
+        self.hoard = []
         self.out = hal.pin_out("lamp", 1 if safe else 0)
         if self.boot_crash.value() and not safe:
             raise RuntimeError("probe: start crash")
@@ -39,6 +43,8 @@ class App:
             machine.RTC().memory(b"hung")
             while True:
                 pass
+        if self.hog.value() and not self.safe:
+            self.hoard.append(bytearray(2048))
         v = self.evt.value()
         if v and not self.evt_was:
             self.rt.event({"type": "motion", "count": 1})
