@@ -10,6 +10,7 @@
     park-device manifest --role light_pole > board_manifest.py
     park-device release-key new city-release.pem
     park-device bundle --role light_pole --version 1.3.0 --key city-release.pem -o light_pole-1.3.0.bundle
+    park-device bundle --role light_pole --runtime micropython.bin --mp-version 1.27.0 --key city-release.pem -o mp.bundle
 
 Every command: --json for one machine-readable object on stdout, a one-line summary
 otherwise, a typed error with a stable code and exit status when something is wrong.
@@ -103,8 +104,11 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bundle", help="build and sign a role's update bundle for `park-gateway update import`")
     _common(p, board=False)
     p.add_argument("--role", required=True, help="|".join(ROLES))
-    p.add_argument("--version", required=True, dest="fw_version", metavar="X.Y.Z",
-                   help="the version the firmware reports (its App.FW)")
+    p.add_argument("--version", dest="fw_version", metavar="X.Y.Z",
+                   help="the version the firmware reports (its App.FW); required for an app bundle")
+    p.add_argument("--runtime", metavar="FIRMWARE.bin",
+                   help="a MicroPython app image for boards with OTA partitions instead of the role's files")
+    p.add_argument("--mp-version", metavar="X.Y.Z", help="with --runtime: the image's MicroPython release")
     p.add_argument("--key", required=True, help="the release private key (park-device release-key new)")
     p.add_argument("--floor", metavar="X.Y.Z", help="devices refuse any later offer below this (default 0.0.0)")
     p.add_argument("--min-runtime", metavar="X.Y.Z",
@@ -165,7 +169,15 @@ def run(args: argparse.Namespace, ui: UI) -> tuple[str, dict]:
         from .release import new_key
         return new_key(ui, args.path)
     if c == "bundle":
-        from .bundle import make_bundle
+        from .bundle import BundleFailed, make_bundle, make_runtime_bundle
+        if args.runtime:
+            if not args.mp_version or args.fw_version or args.min_runtime:
+                raise BundleFailed("--runtime takes --mp-version X.Y.Z, and no --version or --min-runtime",
+                                   hint="the bundle's version is the image's MicroPython release")
+            return make_runtime_bundle(ui, args.role, args.runtime, args.mp_version, args.key, args.output,
+                                       floor=args.floor, force=args.force)
+        if not args.fw_version or args.mp_version:
+            raise BundleFailed("an app bundle takes --version X.Y.Z (--mp-version goes with --runtime)")
         return make_bundle(ui, args.role, args.fw_version, args.key, args.output, floor=args.floor,
                            min_runtime=args.min_runtime, schema=args.schema, force=args.force)
     if c == "selftest":
