@@ -158,12 +158,13 @@ class UpdateService:
             if t.state != "receiving":
                 self._set(ro, t, "receiving")
         elif state == "valid":
-            if s.fw is not None and s.fw != ro.bundle["fw"]:
+            if ro.bundle["kind"] == codes.UK_APP and s.fw is not None and s.fw != ro.bundle["fw"]:
                 self._set(ro, t, "failed", "version", "valid, but the device reports %s, not %s"
                           % (pbundle.version_text(s.fw), pbundle.version_text(ro.bundle["fw"])))
             else:
                 t.bytes = ro.size
-                self.store.raise_floor(t.device, ro.bundle["floor"])
+                if ro.bundle["kind"] == codes.UK_APP:  # the floor is an app version; a runtime's is not one
+                    self.store.raise_floor(t.device, ro.bundle["floor"])
                 self._set(ro, t, "valid")
         elif state in ("refused", "rolled_back"):
             self._set(ro, t, state, reason or "unknown")
@@ -213,8 +214,9 @@ class UpdateService:
             raise UpdateError("busy", "%s already in rollout %d (halt or abort it first)"
                               % (", ".join(busy), self._by_device[busy[0]][0].id))
         refuse = {}  # what the gateway refuses itself: nothing is sent to these
+        app = b["kind"] == codes.UK_APP  # hello's fw and the floor are app versions: a runtime bundle's fw is MicroPython's
         for s in chosen:
-            if self.store.floor(s.id) > b["fw"]:
+            if app and self.store.floor(s.id) > b["fw"]:
                 refuse[s.id] = ("downgrade", "%s is below the floor %s this device already passed"
                                 % (pbundle.version_text(b["fw"]), pbundle.version_text(self.store.floor(s.id))))
             elif b["kind"] == codes.UK_RUNTIME and not (s.caps or 0) & codes.CAP_OTA_IMAGE:
@@ -224,14 +226,14 @@ class UpdateService:
             raise self._refuse(what, reason, "%s: %s" % (", ".join(refuse), detail))
         n = self.cfg.canary if canary is None else canary
         order = sorted(chosen, key=lambda s: (not s.online, s.id))  # canaries: devices that answer now
-        canaries = set([s.id for s in order if s.id not in refuse and s.fw != b["fw"]][:n])
+        canaries = set([s.id for s in order if s.id not in refuse and not (app and s.fw == b["fw"])][:n])
         rid = self.store.add_rollout(bundle_id, site, role, [(s.id, _uid(), s.id in canaries) for s in order], n)
         ro = self._load(_found(self.store.rollout(rid)))
         for s in order:
             t = ro.targets[s.id]
             if s.id in refuse:
                 self._set(ro, t, "refused", refuse[s.id][0], refuse[s.id][1] + "; nothing was sent")
-            elif s.fw == b["fw"]:
+            elif app and s.fw == b["fw"]:
                 self._set(ro, t, "current", "", "already runs %s" % pbundle.version_text(b["fw"]))
         self._rollout_event(ro, "planned")
         self._schedule(ro)
