@@ -34,8 +34,9 @@ def test_vector_set_is_complete():
     seen = {}
     for v in valid:
         seen[v["decoded"]["type"] + "/" + v["direction"]] = 1
-    for code in messages.SCHEMAS:
-        name, d, _ = messages.SCHEMAS[code]
+    schemas = messages.schemas()
+    for code in schemas:
+        name, d, _ = schemas[code]
         dirs = ("up", "down") if d == messages.BOTH else (("up",) if d == messages.UP else ("down",))
         for dn in dirs:
             assert name + "/" + dn in seen, "no vector for " + name + "/" + dn
