@@ -141,16 +141,27 @@ def _at(code):
     return -1
 
 
-def _named(name):
-    """Offset of the entry of the message called `name`, or -1."""
+def _code(name):
+    """The code of the message called `name`, or None."""
     t = _S
     o = 0
     n = len(t)
     while o < n:
         if _NAMES[t[o + 2]] == name:
-            return o
+            return t[o]
         o += 4 + 4 * t[o + 3]
-    return -1
+    return None
+
+
+def _schema(code):
+    """(name, direction, ((field, kind, lo, hi), ...)) of message `code`, or None: built per call on a
+    device (a few short-lived tuples instead of the whole table held for good); a host reads SCHEMAS."""
+    o = _at(code)
+    if o < 0:
+        return None
+    t = _S
+    return (_NAMES[t[o + 2]], t[o + 1], tuple(
+        (_NAMES[t[p]], t[p + 1], _BOUNDS[t[p + 2]], _BOUNDS[t[p + 3]]) for p in range(o + 4, o + 4 + 4 * t[o + 3], 4)))
 
 
 def _bad(name, field, why):
@@ -215,37 +226,33 @@ def encode(msg):
     if type(msg) is not dict:
         raise SchemaError("message must be a dict")
     name = msg.get("type")
-    o = _named(name)
-    if o < 0:
+    code = _code(name)
+    if code is None:
         raise UnknownTypeError("unknown message type %r" % (name,))
-    t = _S
-    nf = t[o + 3]
-    end = o + 4 + 4 * nf
-    if len(msg) != nf + 1:
+    _, d, fields = _schema(code)
+    if len(msg) != len(fields) + 1:
         for k in msg:
-            if k != "type" and not _has(o, end, k):
+            if k != "type" and not _has(fields, k):
                 raise _bad(name, k, "is not a field of this message")
-    out = [t[o]]
-    for p in range(o + 4, end, 4):
-        fname = _NAMES[t[p]]
-        kind = t[p + 1]
+    out = [code]
+    for fname, kind, lo, hi in fields:
         if fname not in msg:
             raise _bad(name, fname, "is missing")
         v = msg[fname]
         if kind == W and type(v) in (list, tuple):
             v = _lists(v)
-        _check(name, fname, kind, _BOUNDS[t[p + 2]], _BOUNDS[t[p + 3]], v)
+        _check(name, fname, kind, lo, hi, v)
         out.append(v)
     payload = cbor.dumps(out)
-    if len(payload) > UP_PAYLOAD_MAX and t[o + 1] != DOWN:
+    if len(payload) > UP_PAYLOAD_MAX and d != DOWN:
         raise SchemaError("%s payload of %d bytes exceeds the uplink limit of %d" % (name, len(payload),
                                                                                        UP_PAYLOAD_MAX), "type")
     return payload
 
 
-def _has(o, end, k):
-    for p in range(o + 4, end, 4):
-        if _NAMES[_S[p]] == k:
+def _has(fields, k):
+    for f in fields:
+        if f[0] == k:
             return True
     return False
 
@@ -267,55 +274,49 @@ def from_list(v, direction=None):
     code = v[0]
     if type(code) is not int:
         raise SchemaError("message type must be an integer")
-    o = _at(code)
-    if o < 0:
+    s = _schema(code)
+    if s is None:
         raise UnknownTypeError("unknown message type %d" % code)
-    t = _S
-    name = _NAMES[t[o + 2]]
-    d = t[o + 1]
-    nf = t[o + 3]
+    name, d, fields = s
     if direction is not None and d != BOTH and d != direction:
         raise SchemaError("%s is not valid in this direction" % name)
-    if len(v) != nf + 1:
-        raise SchemaError("%s has %d fields, expected %d" % (name, len(v) - 1, nf))
+    if len(v) != len(fields) + 1:
+        raise SchemaError("%s has %d fields, expected %d" % (name, len(v) - 1, len(fields)))
     msg = {"type": name}
     i = 1
-    for p in range(o + 4, o + 4 + 4 * nf, 4):
+    for fname, kind, lo, hi in fields:
         x = v[i]
         i += 1
-        kind = t[p + 1]
-        lo = _BOUNDS[t[p + 2]]
-        hi = _BOUNDS[t[p + 3]]
         if kind > I or type(x) is not int or x < lo or x > hi:
-            _check(name, _NAMES[t[p]], kind, lo, hi, x)
-        msg[_NAMES[t[p]]] = x
+            _check(name, fname, kind, lo, hi, x)
+        msg[fname] = x
     return msg
 
 
 def direction_of(name):
-    o = _named(name)
-    if o < 0:
+    code = _code(name)
+    if code is None:
         raise KeyError(name)
-    return _S[o + 1]
+    return _schema(code)[1]
 
 
 def schemas():
-    """The table as {code: (name, direction, ((field, kind, lo, hi), ...))}, built anew per call:
-    for host code and tests, which read it as tuples (a device never builds it)."""
+    """The whole table as {code: (name, direction, ((field, kind, lo, hi), ...))}, built anew per call:
+    for host code and tests (a device looks up one message at a time)."""
     t = _S
     out = {}
     o = 0
     while o < len(t):
-        end = o + 4 + 4 * t[o + 3]
-        out[t[o]] = (_NAMES[t[o + 2]], t[o + 1], tuple(
-            (_NAMES[t[p]], t[p + 1], _BOUNDS[t[p + 2]], _BOUNDS[t[p + 3]]) for p in range(o + 4, end, 4)))
-        o = end
+        out[t[o]] = _schema(t[o])
+        o += 4 + 4 * t[o + 3]
     return out
 
 
 if sys.implementation.name != "micropython":
     SCHEMAS = schemas()
-    """The contract as tuples on a host, derived once from _S (a device has only schemas())."""
+    """The contract as tuples on a host, derived once from _S; lookups read it instead of the table."""
     TYPES = {}
-    for _code in SCHEMAS:
-        TYPES[SCHEMAS[_code][0]] = _code
+    for _c in SCHEMAS:
+        TYPES[SCHEMAS[_c][0]] = _c
+    _schema = SCHEMAS.get
+    _code = TYPES.get

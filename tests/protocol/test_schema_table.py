@@ -42,9 +42,3 @@ def test_the_table_holds_every_message_once_and_nothing_else():
     assert o == len(t)
     assert sorted(seen) == sorted(set(seen)) == sorted(messages.SCHEMAS)
     assert len(set(messages.TYPES)) == len(messages.SCHEMAS)
-
-
-def test_lookups_by_code_and_name_miss_cleanly():
-    assert messages._at(0) == messages._at(255) == messages._at(-1) == messages._at(1 << 70) == -1
-    assert messages._named("nope") == messages._named(None) == -1
-    assert messages.direction_of("light_set") == messages.DOWN and messages.direction_of("ack") == messages.BOTH

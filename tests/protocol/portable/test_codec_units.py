@@ -194,6 +194,22 @@ def test_every_schema_round_trips():
         assert messages.decode(messages.encode(msg)) == msg, name
 
 
+
+def test_schema_lookups_by_code_and_name():
+    schemas = messages.schemas()
+    assert len(schemas) == 26
+    for code in schemas:
+        assert messages._schema(code) == schemas[code]
+        assert messages._code(schemas[code][0]) == code
+        assert messages.direction_of(schemas[code][0]) == schemas[code][1]
+    for code in (0, 11, 128, 255, -1, 1 << 70):
+        assert messages._schema(code) is None
+        e = raises(UnknownTypeError, messages.from_list, [code])
+        assert str(e) == "unknown_type: unknown message type %d" % code
+    assert messages._code("nope") is None and messages._code("") is None
+    raises(KeyError, messages.direction_of, "nope")
+    assert schemas[144] == ("light_set", messages.DOWN, (("level", U, 0, 100), ("hold", U, 0, 86400)))
+
 U, I, N, B, T, Y, W, C = (messages.U, messages.I, messages.N, messages.B, messages.T, messages.Y,
                           messages.W, messages.C)
 
