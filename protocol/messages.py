@@ -44,11 +44,13 @@ UP_PAYLOAD_MAX = 20
 is at most 51 bytes, a LoRaWAN EU868 DR0 payload (SPEC 3, Size). Every legal uplink message
 fits; encode() refuses anything larger."""
 
-# The schemas, compact: a device holds them as one bytes constant and two tuples, not as ~140
+# The schemas, compact: a device holds them as one bytes constant, a list and a tuple, not as ~140
 # tuples built at import. Per message: code, direction, name index, field count; per field: name
 # index (into _NAMES), kind, index of lo and index of hi (into _BOUNDS). Each entry's comment is
-# the entry in words; tests/protocol/test_schema_table.py checks that the two agree.
-_NAMES = (
+# the entry in words; tests/protocol/test_schema_table.py checks that the two agree. _NAMES is a
+# list on purpose: a tuple of literals is compiled into one constant whose strings are separate
+# heap objects on a device, while a list display interns them (shared with every other use).
+_NAMES = [
     'hello', 'heartbeat', 'fill', 'light', 'locker', 'motion', 'door', 'alarm', 'fault', 'access', 'ack', 'nack',
     'welcome', 'resync', 'time', 'light_set', 'light_profile', 'prelight', 'unlock', 'config', 'reboot', 'update',
     'update_offer', 'update_chunk', 'update_commit', 'update_abort', 'role', 'fw', 'caps', 'nonce', 'uptime',
@@ -56,7 +58,7 @@ _NAMES = (
     'occupied', 'pending', 'eid', 't', 'count', 'comp', 'authorized', 'code', 'value', 'result', 'token', 'ref',
     'field', 'echo', 'hb', 'floor', 'hold', 'base', 'full', 'fade_up', 'fade_down', 'max', 'curfew', 'hops', 'req',
     'reason', 'values', 'delay', 'uid', 'off', 'kind', 'mpy', 'size', 'sha', 'data',
-)
+]
 _BOUNDS = (
     -I32 - 1, -0x10000, -40, 0, 1, 3, 4, 8, NACK_FIELD_MAX, 15, 16, 23, 32, 100, 125, UPD_CHUNK_MAX, 255, 3600,
     60000, 0xFFFF, 86400, 600000, 999999, UPD_SIZE_MAX - 1, UPD_SIZE_MAX, I32, U32, U40,
@@ -300,21 +302,14 @@ def direction_of(name):
     return _schema(code)[1]
 
 
-def schemas():
-    """The whole table as {code: (name, direction, ((field, kind, lo, hi), ...))}, built anew per call:
-    for host code and tests (a device looks up one message at a time)."""
-    t = _S
-    out = {}
-    o = 0
-    while o < len(t):
-        out[t[o]] = _schema(t[o])
-        o += 4 + 4 * t[o + 3]
-    return out
-
-
 if sys.implementation.name != "micropython":
-    SCHEMAS = schemas()
-    """The contract as tuples on a host, derived once from _S; lookups read it instead of the table."""
+    SCHEMAS = {}
+    """The contract on a host as {code: (name, direction, ((field, kind, lo, hi), ...))}, derived
+    once from _S; lookups read it instead of the table (a device looks up one message at a time)."""
+    _o = 0
+    while _o < len(_S):
+        SCHEMAS[_S[_o]] = _schema(_S[_o])
+        _o += 4 + 4 * _S[_o + 3]
     TYPES = {}
     for _c in SCHEMAS:
         TYPES[SCHEMAS[_c][0]] = _c
