@@ -27,9 +27,23 @@ def _comments():
     return out
 
 
+def _entry(code, name, d, fields):
+    """The bytes literal an entry's comment stands for (what to paste when adding or changing one)."""
+    def ix(seq, x, what):
+        assert x in seq, f"{x!r} is not in {what}: append it there first"
+        return seq.index(x)
+    b = [code, d, ix(messages._NAMES, name, "_NAMES"), len(fields)]
+    for fname, kind, lo, hi in fields:
+        b += [ix(messages._NAMES, fname, "_NAMES"), kind, ix(messages._BOUNDS, lo, "_BOUNDS"),
+              ix(messages._BOUNDS, hi, "_BOUNDS")]
+    return 'b"' + "".join("\\x%02x" % x for x in b) + '"'
+
+
 def test_every_entry_of_the_table_is_its_comment():
-    assert _comments() == messages.SCHEMAS
-    assert list(_comments()) == list(messages.SCHEMAS)
+    said = _comments()
+    for code, s in said.items():
+        assert messages.SCHEMAS.get(code) == s, f"entry {code} differs from its comment, which says {_entry(code, *s)}"
+    assert list(said) == list(messages.SCHEMAS)
 
 
 def test_the_table_holds_every_message_once_and_nothing_else():
