@@ -8,6 +8,12 @@ implementers; tests check that the two agree.
 
 import sys
 
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):
+        return x
+
 from protocol import cbor
 from protocol.codes import (DOWN, E_BAD_VALUE, E_BUSY, E_DENIED, E_INTERNAL, E_MALFORMED,  # noqa: F401
                             E_NOT_READY, E_NOT_SUPPORTED, E_UNKNOWN_TYPE, MAX_CONFIG_KEY, ROLE_CONTAINER_SENSOR,
@@ -15,20 +21,20 @@ from protocol.codes import (DOWN, E_BAD_VALUE, E_BUSY, E_DENIED, E_INTERNAL, E_M
                             UPD_CHUNK_MAX, UPD_SIZE_MAX)
 from protocol.errors import CborError, SchemaError, UnknownTypeError
 
-BOTH = 2
+BOTH = const(2)
 
 # Field kinds.
-U = 0  # unsigned int in [lo, hi]
-I = 1  # int in [lo, hi]
-N = 2  # int in [lo, hi] or None (null: "not measured", never a fake 0)
-B = 3  # bool
-T = 4  # text of at most hi UTF-8 bytes
-Y = 5  # bytes, lo..hi long
-W = 6  # curfew windows: at most hi entries [start_min, end_min, max_level]
-C = 7  # config map: at most hi entries, text key (<= 12 bytes) -> int | text (<= 32) | bool
+U = const(0)  # unsigned int in [lo, hi]
+I = const(1)  # int in [lo, hi]
+N = const(2)  # int in [lo, hi] or None (null: "not measured", never a fake 0)
+B = const(3)  # bool
+T = const(4)  # text of at most hi UTF-8 bytes
+Y = const(5)  # bytes, lo..hi long
+W = const(6)  # curfew windows: at most hi entries [start_min, end_min, max_level]
+C = const(7)  # config map: at most hi entries, text key (<= 12 bytes) -> int | text (<= 32) | bool
 
 U32 = 0xFFFFFFFF
-NACK_FIELD_MAX = 11
+NACK_FIELD_MAX = const(11)
 """A nack names its field in at most 11 bytes (longer names are cut), so a nack fits UP_PAYLOAD_MAX."""
 U40 = (1 << 40) - 1
 I32 = 0x7FFFFFFF
@@ -38,8 +44,9 @@ ROLE_IDS = {"container_sensor": ROLE_CONTAINER_SENSOR, "light_pole": ROLE_LIGHT_
 ROLES = {}
 for _r in ROLE_IDS:
     ROLES[ROLE_IDS[_r]] = _r
+del _r
 
-UP_PAYLOAD_MAX = 20
+UP_PAYLOAD_MAX = const(20)
 """Largest uplink payload: with an 8-byte id and a sequence number below 2**24 the envelope
 is at most 51 bytes, a LoRaWAN EU868 DR0 payload (SPEC 3, Size). Every legal uplink message
 fits; encode() refuses anything larger."""
@@ -128,7 +135,7 @@ _S = (
 ACKED_UP = ("hello", "motion", "door", "alarm", "fault", "access")
 
 
-_MAX_TEXT = 32
+_MAX_TEXT = const(32)
 
 
 def _at(code):
