@@ -213,6 +213,14 @@ def test_schema_lookups_by_code_and_name():
     assert table[129][2][1] == ("time", U, 0, (1 << 40) - 1)
 
 
+
+def test_a_device_holds_no_host_only_tables():
+    import sys
+    host = sys.implementation.name != "micropython"
+    assert hasattr(messages, "SCHEMAS") == host and hasattr(messages, "TYPES") == host
+    assert hasattr(cose, "_HEADS") == host and hasattr(cose.Mac(KEY), "_lead") == host
+    assert type(messages._S) is bytes
+
 U, I, N, B, T, Y, W, C = (messages.U, messages.I, messages.N, messages.B, messages.T, messages.Y,
                           messages.W, messages.C)
 
