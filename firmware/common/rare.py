@@ -1,6 +1,6 @@
 """Rare paths of the runtime: a config command, a crash, running out of memory, the flash log.
 
-Imported when one happens and forgotten after (common.runtime.forget), so a board in service
+Imported when one happens and forgotten after (common.forget), so a board in service
 does not hold their code (docs/firmware.md#footprint). Keep it small: while loaded it counts
 in the day's peak.
 """
@@ -8,10 +8,10 @@ in the day's peak.
 import gc
 import sys
 
-from common import hal
+from common import forget, hal
 from common.errors import CommandError, ConfigError
 # protocol.codes leaves the heap after boot; the runtime keeps the few codes these paths need
-from common.runtime import E_BAD_VALUE, E_INTERNAL, E_NOT_READY, F_MEMORY, forget
+from common.runtime import E_BAD_VALUE, E_INTERNAL, E_NOT_READY, F_MEMORY
 
 
 def config(rt, values):

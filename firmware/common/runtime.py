@@ -15,10 +15,10 @@ try:
 except ImportError:
     import uasyncio as asyncio  # type: ignore[no-redef]
 
-from protocol.codes import (E_BAD_VALUE, E_INTERNAL, E_NOT_READY, F_MEMORY, ST_CAUSE_MASK, ST_LINK_ONLY,
-                            ST_SAFE_MODE, ST_TIME_VALID)
+from protocol.codes import (E_BAD_VALUE, E_INTERNAL, E_NOT_READY, F_MEMORY, ST_CAUSE_MASK,  # noqa: F401
+                            ST_LINK_ONLY, ST_SAFE_MODE, ST_TIME_VALID)  # (E_INTERNAL, F_MEMORY: common.rare's)
 
-from common import VERSION, clock, forget, hal  # noqa: F401  (forget: common.runtime.forget for the boot code)
+from common import VERSION, clock, forget, hal
 from common.bootcount import BootCount
 from common.errors import CommandError, ConfigError
 from common.link import Link

@@ -7,9 +7,10 @@ again: it leaves the console (REPL) to the technician with one line on the conso
 and one in the flash log. A config naming a role whose package is not on the
 board is said at once, by name, and never retried.
 
-The boot code is needed once: main() returns the started Runtime and forgets this
-module, common.config and protocol.rules, so the collector gets their code back
-before the loop runs (common.runtime.serve; docs/firmware.md#footprint).
+The boot code is needed once, so it all lives here (with Runtime.__init__'s and
+Runtime.start's work: init_runtime, start_runtime): main() returns the started Runtime and
+forgets this module, common.config, protocol.rules and protocol.codes, so the collector gets
+their code back before the loop runs (common.runtime.serve; docs/firmware.md#footprint).
 """
 
 import json
@@ -19,11 +20,11 @@ import sys
 from protocol.codes import CAP_OTA_IMAGE, F_CONFIG, F_SAFE_MODE
 from protocol.messages import ROLE_IDS
 
-from common import clock, hal
+from common import clock, forget, hal
 from common.bootcount import BootCount
 from common.errors import ConfigError, ProvisionError, RoleMissing
 from common.link import open_link
-from common.runtime import Runtime, failed, flash_log, forget
+from common.runtime import Runtime, failed, flash_log
 from common.session import Session
 from common.store import Store
 

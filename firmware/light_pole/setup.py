@@ -2,7 +2,7 @@
 command), a new profile, the self test.
 
 light_pole.app imports this module when one of them runs and forgets it after
-(common.runtime.forget), so a pole in service holds only its control loop
+(common.forget), so a pole in service holds only its control loop
 (docs/firmware.md#footprint).
 """
 from common.errors import CommandError, ConfigError
