@@ -320,11 +320,26 @@ class Runtime:
             await clock.sleep_ms(self.step(clock.ticks_ms()))
 
 
+def _rare(safe):
+    """common.rare, or None when not even its code fits in the heap: then a board in normal mode
+    resets (its fast boots lead to safe mode) and one in safe mode says so and stays in the console."""
+    gc.collect()
+    try:
+        from common import rare
+        return rare
+    except MemoryError:
+        if not safe:
+            hal.reset()
+        print("park-edge: out of memory; staying in the console (REPL)")
+        return None
+
+
 def failed(where, e, safe):
     """A crash outside the App (common.rare.failed): reset, or stay in the console in safe mode."""
-    from common import rare
-    rare.failed(where, e, safe)
-    forget("common.rare")
+    rare = _rare(safe)
+    if rare is not None:
+        rare.failed(where, e, safe)
+        forget("common.rare")
 
 
 async def _serve(rt):
@@ -340,7 +355,10 @@ async def _serve(rt):
 
 
 def _out_of_memory(rt, e):
-    from common import rare
+    rt.app = None  # the App's data goes first: the handler's own code has to fit
+    rare = _rare(rt.safe)
+    if rare is None:
+        return False
     r = rare.out_of_memory(rt, e)
     forget("common.rare")
     return r
@@ -367,7 +385,10 @@ def _save_retained(store, d):
 
 def flash_log(root, text, limit):
     """Append a line to root/log.txt (common.rare.flash_log); never raises."""
-    from common import rare
+    try:
+        from common import rare
+    except MemoryError:
+        return
     rare.flash_log(root, text, limit)
     forget("common.rare")
 
