@@ -16,6 +16,7 @@ from protocol.errors import SchemaError
 
 from .errors import CommandError, OutboxError, PayloadError, TopicError
 from .mqtt import MqttLink
+from .process import ProcessLink
 from .outbox import PRIO_EVENT, PRIO_STATE, PRIO_TELEMETRY, Outbox
 from .requests import RequestLog
 from .senml import Record, encode_pack, records_from_message
@@ -98,7 +99,8 @@ class Uplink:
         self.outbox = Outbox(outbox_path, config.outbox, clock=clock, on_drop=self._on_drop,
                              commit_window_s=commit_window_s)
         self._requests = RequestLog(os.path.join(os.path.dirname(os.path.abspath(outbox_path)), "requests.sqlite"))
-        self._link = MqttLink(config, self.topics, self.outbox, self._requests, clock=clock)
+        link = ProcessLink if config.use_process else MqttLink
+        self._link = link(config, self.topics, self.outbox, self._requests, clock=clock)
         self._link.command_dispatch = self._dispatch_command
         self._handler: CommandHandler | None = None
         self._drop_counts: dict[str, int] = {}

@@ -22,9 +22,20 @@ from sim.broker import free_port
 ROOT = Path(__file__).resolve().parents[2]
 
 
+MODE = {"process": "off"}  # [uplink] process of every uplink a test here makes; set by the fixture below
+
+
+@pytest.fixture(autouse=True, params=["off", "on"], ids=["inline", "process"])
+def uplink_process(request):
+    """Every test in both modes: the MQTT client in the gateway's loop, and in its own process."""
+    MODE["process"] = request.param
+    yield request.param
+    MODE["process"] = "off"
+
+
 def config(broker, **kw) -> UplinkConfig:
     table = {"sites": ["stadtpark"], "broker": broker.url, "gateway_id": kw.pop("gateway_id", "gw-test"),
-             "reconnect_min_s": 0.05, "reconnect_max_s": 0.5, "keepalive_s": 5}
+             "reconnect_min_s": 0.05, "reconnect_max_s": 0.5, "keepalive_s": 5, "process": MODE["process"]}
     table.update(kw)
     return UplinkConfig.from_mapping(table)
 
@@ -73,8 +84,8 @@ async def test_event_telemetry_and_availability_reach_the_backbone(mosquitto, su
 @pytest.mark.parametrize("direct", [True, False], ids=["paho-callback", "aiomqtt-publish"])
 async def test_both_drain_paths_keep_order_with_a_full_window(mosquitto, subscriber_factory, tmp_path, direct):
     sub = subscriber_factory(mosquitto, "park/stadtpark/device/+/event/#")
-    async with Uplink(config(mosquitto, inflight=20), tmp_path / "outbox.sqlite") as up:
-        up._link.direct = direct
+    async with Uplink(config(mosquitto, inflight=20, process="off"), tmp_path / "outbox.sqlite") as up:
+        up._link.direct = direct  # both paths of the in-loop client (the process uses the first)
         await up.wait_connected(10)
         for b in range(10):
             futs = [up.event_nowait("stadtpark", "l002", "motion", {}, str(b * 200 + i), 1.8e9) for i in range(200)]
@@ -123,9 +134,10 @@ async def test_broker_outage_outbox_grows_then_drains_in_order(mosquitto, subscr
 CHILD = textwrap.dedent("""
     import asyncio, sys, time
     from gateway.uplink import Uplink, UplinkConfig
-    port, outbox, mode, inflight = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    port, outbox, mode, inflight, process = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
     cfg = UplinkConfig.from_mapping({"sites": ["stadtpark"], "broker": "mqtt://127.0.0.1:" + port,
-        "gateway_id": "gw-child", "inflight": inflight, "reconnect_min_s": 0.05, "keepalive_s": 5})
+        "gateway_id": "gw-child", "inflight": inflight, "reconnect_min_s": 0.05, "keepalive_s": 5,
+        "process": process})
     async def main():
         async with Uplink(cfg, outbox) as up:
             await up.wait_connected(10)
@@ -147,7 +159,8 @@ CHILD = textwrap.dedent("""
 
 
 def spawn(broker, outbox, mode, inflight=100):
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(broker.port), str(outbox), mode, str(inflight)],
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(broker.port), str(outbox), mode, str(inflight),
+                             MODE["process"]],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, text=True)
     line = proc.stdout.readline()
     if line.strip() != "connected":
@@ -158,7 +171,7 @@ def spawn(broker, outbox, mode, inflight=100):
 
 async def _prefill(outbox, n):
     cfg = UplinkConfig.from_mapping({"sites": ["stadtpark"], "broker": f"mqtt://127.0.0.1:{free_port()}",
-                                     "gateway_id": "gw-child", "reconnect_min_s": 5})
+                                     "gateway_id": "gw-child", "reconnect_min_s": 5, "process": MODE["process"]})
     async with Uplink(cfg, outbox) as up:
         for b in range(0, n, 100):
             futs = [up.event_nowait("stadtpark", "k001", "door", {"n": i}, str(i), 1.8e9) for i in range(b, b + 100)]
