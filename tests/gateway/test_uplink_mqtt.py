@@ -317,3 +317,24 @@ async def test_drops_are_counted_and_announced_to_the_backbone(mosquitto, subscr
     await sub.until(lambda: sub.on("outbox_drop"), what="the outbox_drop event")
     body = sub.json_on("outbox_drop")[0]
     assert body["kind"] == "outbox_drop" and body["data"]["dropped"]["size_telemetry"] >= 1
+
+
+async def test_the_drain_takes_its_pubacks_without_paho_s_per_packet_objects(mosquitto, subscriber_factory, tmp_path,
+                                                                             monkeypatch):
+    import paho.mqtt._packet as packet
+
+    decoded = []
+    real = packet.decode_puback
+    monkeypatch.setattr(packet, "decode_puback", lambda *a: decoded.append(a) or real(*a))
+    sub = subscriber_factory(mosquitto, "park/stadtpark/device/+/event/#")
+    async with Uplink(config(mosquitto, process="off"), tmp_path / "outbox.sqlite") as up:
+        await up.wait_connected(10)
+        futs = [up.event_nowait("stadtpark", "k001", "door", {}, str(i), 1.8e9) for i in range(500)]
+        await futs[-1]
+        await up.drain(20)
+        assert up.stats().published == 500 and up.stats().inflight == 0
+        pc = up._link._client._client
+        assert not pc._out_messages and pc._inflight_messages == 0  # paho's books agree: nothing left in flight
+    await sub.until(lambda: len(sub.messages) >= 500, what="500 events")
+    assert [int(json.loads(m.payload)["id"]) for m in sub.messages] == list(range(500))
+    assert len(decoded) == 2  # only aiomqtt's own publishes (the `online` and `offline` status) took paho's path
