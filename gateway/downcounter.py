@@ -26,7 +26,7 @@ class DownCounter:
 
     __slots__ = ("next", "ceiling", "_writer", "_id", "_k", "_pending", "_pending_to")
 
-    def __init__(self, device_id: str, stored: int | None, writer, k: int = DOWN_K):
+    def __init__(self, device_id: str, stored: int | None, writer, k: int = DOWN_K, start: bool = True):
         self._id = device_id
         self._writer = writer
         self._k = k
@@ -34,7 +34,20 @@ class DownCounter:
         self.ceiling = self.next
         self._pending: concurrent.futures.Future | None = None
         self._pending_to = 0
-        self._raise(wait=False)  # start-up does not wait: the first take() waits if it is not durable yet
+        if start:
+            self._raise(wait=False)  # start-up does not wait: the first take() waits if it is not durable yet
+
+    @staticmethod
+    def start_all(counters: list[DownCounter], writer) -> None:
+        """Raise the first ceiling of counters made with start=False in one writer call (the
+        daemon's start-up with 10,000 devices: one Future shared, not 10,000)."""
+        if not counters:
+            return
+        for c in counters:
+            c._pending_to = max(c.ceiling, c.next) + c._k
+        f = writer.store_ceilings([(c._id, c._pending_to) for c in counters])
+        for c in counters:
+            c._pending = f
 
     def _raise(self, wait: bool) -> None:
         if self._pending is None:
@@ -67,7 +80,11 @@ class SyncWriter:
         self.registry = registry
 
     def store_ceiling(self, device_id: str, ceiling: int):
+        return self.store_ceilings([(device_id, ceiling)])
+
+    def store_ceilings(self, rows: list[tuple[str, int]]):
         f: concurrent.futures.Future = concurrent.futures.Future()
-        self.registry.store_ceiling(device_id, ceiling)
+        for device_id, ceiling in rows:
+            self.registry.store_ceiling(device_id, ceiling)
         f.set_result(None)
         return f

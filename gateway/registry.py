@@ -353,14 +353,18 @@ class RegistryWriter:
             fn(db)
 
     def store_ceiling(self, device_id: str, ceiling: int):
-        """A concurrent.futures.Future that completes once the ceiling is durable.
+        """A concurrent.futures.Future that completes once the ceiling is durable."""
+        return self.store_ceilings([(device_id, ceiling)])
+
+    def store_ceilings(self, rows: list[tuple[str, int]]):
+        """One Future for many (id, ceiling) rows, complete once all are durable.
 
         Ceilings asked for while one commit runs share the next commit: at start-up
-        10,000 devices cost a few fsyncs, not 10,000.
+        10,000 devices cost one call and a few fsyncs, not 10,000.
         """
         f: concurrent.futures.Future = concurrent.futures.Future()
         with self._lock:
-            self._ceilings.append((device_id, ceiling, f))
+            self._ceilings.append((rows, f))
             if len(self._ceilings) == 1:
                 self._exec.submit(self._commit_ceilings)
         return f
@@ -371,12 +375,13 @@ class RegistryWriter:
         try:
             self._tx("FULL", lambda db: db.executemany(
                 "INSERT INTO counters(id, down_ceiling) VALUES (?, ?) "
-                "ON CONFLICT(id) DO UPDATE SET down_ceiling=excluded.down_ceiling", [b[:2] for b in batch]))
+                "ON CONFLICT(id) DO UPDATE SET down_ceiling=excluded.down_ceiling",
+                [r for rows, _ in batch for r in rows]))
         except BaseException as e:  # noqa: BLE001 - every waiter learns the disk refused
-            for *_, f in batch:
+            for _, f in batch:
                 f.set_exception(e)
             return
-        for *_, f in batch:
+        for _, f in batch:
             f.set_result(None)
 
     def store_windows(self, rows, seen):

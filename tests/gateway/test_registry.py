@@ -153,3 +153,44 @@ def test_ceilings_asked_together_share_one_commit(tmp_path):
         w.close()
     with Registry(path) as reg:
         assert all(reg.counters("c%03d" % i)[0] == 256 for i in range(20))
+
+
+def test_start_up_raises_every_downlink_ceiling_in_one_durable_write_and_makes_keys_on_demand(tmp_path):
+    """10,000 devices at start-up: one writer call for all first ceilings (not a Future each), and
+    each device's MAC key schedule only at its first frame; a restart still never reuses a number."""
+    from gwharness import load, write_config
+
+    from gateway.devices import DeviceTable
+    from gateway.registry import RegistryWriter
+    from protocol import codec, cose
+
+    cfg = load(write_config(str(tmp_path)))
+    path = str(tmp_path / "registry.sqlite")
+    keys = {"c%03d" % i: i.to_bytes(2, "big") * 16 for i in range(300)}
+    with Registry(path) as reg:
+        for did, key in keys.items():
+            reg.add(did, "container_sensor", "stadtpark", key)
+
+    class Counting(RegistryWriter):
+        calls: list = []
+
+        def store_ceilings(self, rows):
+            self.calls.append(len(rows))
+            return super().store_ceilings(rows)
+
+    for restart, ceiling in ((0, 256), (1, 512)):
+        with Registry(path) as reg:
+            w = Counting(path)
+            try:
+                table = DeviceTable(cfg, reg, w)
+                assert Counting.calls[restart:] == [300]
+                s = table.by_id["c007"]
+                assert s._mac is None
+                assert s.counter.take() == ceiling - 256  # waits for the shared commit, then counts on
+                frame = codec.pack(cose.Mac(keys["c007"]), cose.DOWN, b"c007", 9, {"type": "time", "time": 5})
+                got = codec.open_frame(frame[:-1], cose.DOWN, table.mac_for)
+                assert (got.kid, got.seq, got.msg) == (b"c007", 9, {"type": "time", "time": 5})
+                assert s._mac is not None and s.mac is s._mac and table.by_id["c008"]._mac is None
+            finally:
+                w.close()
+            assert {c[0] for c in reg.all_counters().values()} == {ceiling}
