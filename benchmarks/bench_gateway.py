@@ -300,7 +300,7 @@ async def throughput(port: int, n: int) -> dict:
             return {"frames": n, "events": n // 5, "frames_per_s": n / dt_, "offer_s": t_sent, "total_s": dt_,
                     "cpu_us_per_frame": 1e6 * cpu / n,
                     "drops": {k: v for k, v in c.items() if k.startswith("drop")},
-                    "acks_down": gen.down, "rss_kb": gw.rss_kb()}
+                    "acks_down": gen.down, "rss_kb": gw.rss_kb(), "processes": len(gw.pids())}
         finally:
             await gw.stop()
 
@@ -843,9 +843,10 @@ def main() -> None:
               "%.0f msg/s -> %.0f%% (drops %s)" % (t["frames"], t["total_s"], t["frames_per_s"],
                                                   res["bare_paho_msgs_per_s"], t["percent_of_bare"], t["drops"] or 0))
         k = res["careful"]
-        print("CPU per frame: gateway %.1f us, careful pipeline %.1f us (%.0f frames/s) -> x%.2f (goal <= 1.1); "
-              "traffic 80 %% fill, 20 %% acked door events" % (t["cpu_us_per_frame"], k["cpu_us_per_frame"],
-                                                              k["frames_per_s"], t["cpu_ratio_to_careful"]))
+        print("CPU per frame: gateway %.1f us (%d processes), careful pipeline %.1f us (%.0f frames/s) -> x%.2f "
+              "(goal <= 1.1); traffic 80 %% fill, 20 %% acked door events"
+              % (t["cpu_us_per_frame"], t["processes"], k["cpu_us_per_frame"], k["frames_per_s"],
+                 t["cpu_ratio_to_careful"]))
     if "latency" in res:
         l = res["latency"]
         print("pre-light latency: p50 %.2f ms, p99 %.2f ms, max %.2f ms over %d motions with %.0f frames/s "
