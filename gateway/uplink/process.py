@@ -203,6 +203,7 @@ class ProcessLink(MqttLink):
                 elif kind == "down":
                     self.connected_event.clear()
                     self.last_error = msg[1]
+                    self._outstanding = self.inflight = 0  # resent after the next "up"
                     if feeder is not None:
                         feeder.cancel()
                         feeder = None
