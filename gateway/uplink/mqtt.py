@@ -84,7 +84,7 @@ def _fast_puback(pc: paho.Client, pending: dict[int, int], on_publish: Callable)
     lock = pc._out_message_mutex
     ok = paho.MQTT_ERR_SUCCESS
 
-    def handle(cmd: str) -> Any:
+    def handle(cmd: Any) -> Any:
         pkt = pc._in_packet["packet"]
         if cmd == "PUBACK" and len(pkt) == 2:
             mid = (pkt[0] << 8) | pkt[1]
@@ -99,7 +99,7 @@ def _fast_puback(pc: paho.Client, pending: dict[int, int], on_publish: Callable)
                 return ok
         return slow(cmd)
 
-    pc._handle_pubackcomp = handle
+    pc._handle_pubackcomp = handle  # type: ignore[method-assign]
     return True
 
 

@@ -74,6 +74,11 @@ async def _read(reader: asyncio.StreamReader, loads=marshal.loads) -> Any:
         return None
 
 
+def _pipes(proc: asyncio.subprocess.Process) -> tuple[asyncio.StreamWriter, asyncio.StreamReader]:
+    assert proc.stdin is not None and proc.stdout is not None  # started with both as PIPE
+    return proc.stdin, proc.stdout
+
+
 def _exit_reason(rc: int | None) -> str:
     if rc is None:
         return "did not exit"
@@ -111,8 +116,9 @@ class ProcessLink(MqttLink):
         proc = self._proc
         if proc is not None and proc.returncode is None:
             try:
-                proc.stdin.write(_frame(("stop",)))
-                proc.stdin.close()
+                stdin = _pipes(proc)[0]
+                stdin.write(_frame(("stop",)))
+                stdin.close()
             except (ConnectionError, RuntimeError):
                 pass
             try:
@@ -167,16 +173,17 @@ class ProcessLink(MqttLink):
             sys.executable, "-m", "gateway.uplink._child",
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
         self.pid = proc.pid
+        stdin, stdout = _pipes(proc)
         root = logging.getLogger()
         fmt = root.handlers[0].formatter._fmt if root.handlers and root.handlers[0].formatter else None
         init = pickle.dumps({"config": self.config, "level": logging.getLogger("park").getEffectiveLevel(),
                              "format": fmt})
-        proc.stdin.write(_LEN.pack(len(init)) + init)
+        stdin.write(_LEN.pack(len(init)) + init)
         log.info("uplink process %d started", proc.pid)
         feeder: asyncio.Task[None] | None = None
         try:
             while True:
-                msg = await _read(proc.stdout)
+                msg = await _read(stdout)
                 if msg is None:
                     break
                 kind = msg[0]
@@ -223,7 +230,7 @@ class ProcessLink(MqttLink):
     async def _feed(self, proc: asyncio.subprocess.Process, gen: int) -> None:
         """Hand committed rows to the child in order, at most _WINDOW unacknowledged."""
         outbox = self.outbox
-        w = proc.stdin
+        w = _pipes(proc)[0]
         try:
             while True:
                 while self._outstanding >= _WINDOW:
