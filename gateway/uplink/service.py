@@ -52,6 +52,7 @@ class UplinkStats:
     reconnects: int
     last_error: str | None
     dropped: dict[str, int] = field(default_factory=dict)  # "age_telemetry", "size_event", ...
+    process: dict[str, Any] | None = None  # the MQTT client's process: {"pid", "restarts"}; None in one process
 
     @property
     def dropped_total(self) -> int:
@@ -63,6 +64,7 @@ class UplinkStats:
             "outbox_bytes": self.outbox_bytes, "oldest_age_s": self.oldest_age_s,
             "published": self.published, "inflight": self.inflight, "reconnects": self.reconnects,
             "last_error": self.last_error, "dropped": dict(self.dropped), "dropped_total": self.dropped_total,
+            "process": self.process,
         }
 
 
@@ -296,4 +298,6 @@ class Uplink:
             reconnects=self._link.reconnects,
             last_error=self._link.last_error,
             dropped=ob.dropped_totals(),
+            process=({"pid": self._link.pid, "restarts": self._link.restarts}
+                     if isinstance(self._link, ProcessLink) else None),
         )

@@ -91,6 +91,7 @@ async def test_a_killed_uplink_process_is_restarted_with_its_reason_logged_and_l
         await wait_until(lambda: up._link.pid not in (None, first) and up.stats().connected, 10,
                          "a new uplink process")
         assert up._link.restarts == 1 and up.stats().reconnects >= 1
+        assert up.stats().as_dict()["process"] == {"pid": up._link.pid, "restarts": 1}  # `park-gateway status`
         assert any("uplink process killed by SIGKILL; restarting it" in r.getMessage() for r in caplog.records)
         futs = [up.event_nowait("stadtpark", "k001", "door", {}, str(i), 1.8e9) for i in range(3000, 3100)]
         await futs[-1]
