@@ -90,6 +90,12 @@ def mpy_sizes(role: str) -> dict:
 _LIVE = "async def _live():\n    await asyncio.sleep_ms(0)\n    gc.collect()\n    return gc.mem_alloc()\n"
 
 
+def import_roots(role: str) -> list:
+    """The modules a boot imports (common.start pulls in the runtime, the session and the protocol;
+    the runtime itself imports the boot code only when it is built)."""
+    return ["common.start", "common.runtime", f"{role}.app"]
+
+
 def import_cost(role: str, src: str) -> int:
     """Heap held after importing the firmware's modules (bytecode, tables, globals), measured
     in a plain MicroPython VM; `machine` is sim/fake_machine.py (imported before the baseline)."""
@@ -100,7 +106,7 @@ def import_cost(role: str, src: str) -> int:
         if src == "mpy":
             compile_tree(img)
         code = ("import gc, machine, asyncio, json\n" + _LIVE + "a = await _live()\n"
-                f"import common.runtime, {role}.app\nprint(await _live() - a)\n")
+                f"import {', '.join(import_roots(role))}\nprint(await _live() - a)\n")
         r = mpvm.run(code=code, mounts={img / "lib": "/lib", fake: "/vm/machine.py"}, paths=["/vm", "/lib"])
         r.check()
         return int(r.stdout.split()[-1])
@@ -163,7 +169,7 @@ def import_table(role: str, src: str, repeat: int = 50, batches: int = 8) -> lis
     fake = ROOT / "sim" / "fake_machine.py"
     with tempfile.TemporaryDirectory() as d:
         img = fw.deploy_tree(Path(d) / "img", role, "x001", {}, mpy=False)
-        order = _import_order(_module_deps(img / "lib"), ["common.runtime", f"{role}.app"])
+        order = _import_order(_module_deps(img / "lib"), import_roots(role))
         if src == "mpy":
             compile_tree(img)
         code = ("import gc, sys, time, machine, asyncio, json\n" + _LIVE +

@@ -3,7 +3,7 @@
 Only integers (micropython.const): a device imports the few names it uses
 without paying for words. The words for humans are in protocol/names.py (host
 only), built from these names: the part after the prefix, in lower case.
-Message type ids are the keys of protocol.messages.SCHEMAS.
+Message type ids are the codes of protocol.messages' schema table.
 """
 
 try:

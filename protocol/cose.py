@@ -34,9 +34,6 @@ def _bhead(n):
     return bytes((0x59, n >> 8, n & 0xFF))
 
 
-_HEADS = [bytes((0x40 | n,)) for n in range(24)]
-
-
 def piv_bytes(seq):
     """Partial IV: the sequence number big-endian without leading zeros (0 is one zero byte)."""
     if seq < 0 or seq > MAX_SEQ:
@@ -74,15 +71,11 @@ def ct_equal(a, b):
     return r == 0
 
 
-if sys.implementation.name == "cpython":
-    from hmac import compare_digest as ct_equal  # noqa: F811
-
-
 class Mac:
     """HMAC-SHA256 truncated to 64 bits for one key (RFC 2104 built on hashlib.sha256).
 
-    MicroPython has no hmac module and no sha256.copy(); on CPython the padded key
-    states are hashed once and copied per message, which doubles throughput.
+    MicroPython has no hmac module and no sha256.copy(): a device hashes the padded
+    key per message. CPython's Mac (below) copies hash states instead.
     """
 
     def __init__(self, key):
@@ -96,23 +89,11 @@ class Mac:
             ok[i] = k ^ 0x5C
         self._ik = bytes(ik)
         self._ok = bytes(ok)
-        self._inner = None
-        self._outer = None
-        self._lead = {}
-        if _CAN_COPY:
-            self._inner = hashlib.sha256(self._ik)
-            self._outer = hashlib.sha256(self._ok)
 
     def __repr__(self):
         return "<Mac>"
 
     def digest(self, msg):
-        if self._inner is not None:
-            h = self._inner.copy()
-            h.update(msg)
-            o = self._outer.copy()
-            o.update(h.digest())
-            return o.digest()
         h = hashlib.sha256(self._ik)
         h.update(msg)
         o = hashlib.sha256(self._ok)
@@ -123,30 +104,51 @@ class Mac:
         return self.digest(mac_structure(external_aad(direction, kid, seq), payload))[:TAG_LEN]
 
     def tag_piv(self, direction, kid, piv, payload):
-        k = len(kid)
-        p = len(piv)
         # [ "MAC0", protected, bstr([1, dir, kid, piv]), payload ] with every head written out
-        lead = b"".join((_MAC0_PREFIX, _HEADS[5 + k + p], b"\x84\x01\x01" if direction else b"\x84\x01\x00",
-                         _HEADS[k], kid, _HEADS[p]))
-        tail = piv + _bhead(len(payload)) + payload
-        if self._inner is None:
-            return self.digest(lead + tail)[:TAG_LEN]
-        # CPython: the hash state after key pad and lead is kept per (direction, kid, piv length)
-        key = (direction, kid, p)
-        h = self._lead.get(key)
-        if h is None:
+        return self.digest(b"".join((_MAC0_PREFIX, _bhead(5 + len(kid) + len(piv)),
+                                     b"\x84\x01\x01" if direction else b"\x84\x01\x00", _bhead(len(kid)), kid,
+                                     _bhead(len(piv)), piv, _bhead(len(payload)), payload)))[:TAG_LEN]
+
+
+if sys.implementation.name == "cpython":  # a device never builds these: its heap holds only the portable Mac
+    from hmac import compare_digest as ct_equal  # noqa: F811
+
+    _HEADS = [bytes((0x40 | n,)) for n in range(24)]
+
+    class Mac(Mac):  # noqa: F811
+        """The same Mac with the padded key states hashed once and copied per message, which
+        doubles throughput; the state after key pad and MAC structure lead is kept per
+        (direction, kid, Partial IV length)."""
+
+        def __init__(self, key):
+            super().__init__(key)
+            self._inner = hashlib.sha256(self._ik)
+            self._outer = hashlib.sha256(self._ok)
+            self._lead = {}
+
+        def digest(self, msg):
             h = self._inner.copy()
-            h.update(lead)
-            if len(self._lead) < 32:
-                self._lead[key] = h
-        h = h.copy()
-        h.update(tail)
-        o = self._outer.copy()
-        o.update(h.digest())
-        return o.digest()[:TAG_LEN]
+            h.update(msg)
+            o = self._outer.copy()
+            o.update(h.digest())
+            return o.digest()
 
-
-_CAN_COPY = sys.implementation.name == "cpython"
+        def tag_piv(self, direction, kid, piv, payload):
+            k = len(kid)
+            p = len(piv)
+            key = (direction, kid, p)
+            h = self._lead.get(key)
+            if h is None:
+                h = self._inner.copy()
+                h.update(b"".join((_MAC0_PREFIX, _HEADS[5 + k + p], b"\x84\x01\x01" if direction else b"\x84\x01\x00",
+                                   _HEADS[k], kid, _HEADS[p])))
+                if len(self._lead) < 32:
+                    self._lead[key] = h
+            h = h.copy()
+            h.update(piv + _bhead(len(payload)) + payload)
+            o = self._outer.copy()
+            o.update(h.digest())
+            return o.digest()[:TAG_LEN]
 
 
 def seal(mac, direction, kid, seq, payload):

@@ -193,7 +193,7 @@ def _message(payload, direction):
             total += 1
         elif (tx is bytes and kind == _Y) or (tx is str and kind == _T) or (tx is list and kind == _W):
             try:
-                messages._check(name, ("", kind, lo, hi), x)
+                messages._check(name, "", kind, lo, hi, x)
                 total += _shortest_len(x, 1)
             except Exception:  # noqa: BLE001
                 return None

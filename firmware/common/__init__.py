@@ -23,3 +23,15 @@ class Device:
         self.rt = rt
         self.pins = pins
         self.app = app
+
+
+def forget(*names):
+    """Drop modules from sys.modules and their package, so that once nothing else refers to
+    them the collector gets their code back (boot-only and rare paths; docs/firmware.md#footprint)."""
+    import sys
+    for n in names:
+        sys.modules.pop(n, None)
+        i = n.rfind(".")
+        pkg = sys.modules.get(n[:i])
+        if pkg is not None and n[i + 1:] in pkg.__dict__:
+            delattr(pkg, n[i + 1:])

@@ -18,7 +18,7 @@ from protocol.codes import MAX_CONFIG_KEY as MAX_KEY
 
 from common import Device
 from common.errors import ConfigError, ProvisionError
-from common.store import write_json  # noqa: F401  (config.write_json: the file's writer)
+from common.store import read_json, write_json  # noqa: F401  (config.write_json: the file's writer)
 
 INT = "int"
 BOOL = "bool"
@@ -184,11 +184,6 @@ def DeviceConfig(raw):
     if type(app) is not dict:
         raise _bad("app", "must be a map")
     return Device(raw, kid, site, role, link, rt, pins, app)
-
-
-def read_json(path):
-    with open(path) as f:
-        return json.load(f)
 
 
 def load(path=PATH):

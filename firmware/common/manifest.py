@@ -18,6 +18,7 @@ package(
         "link.py",
         "ota.py",
         "otaboot.py",
+        "rare.py",
         "runtime.py",
         "selftest.py",
         "session.py",

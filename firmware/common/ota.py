@@ -20,11 +20,15 @@ try:
 except ImportError:
     import uasyncio as asyncio  # type: ignore[no-redef]
 
-from protocol import codes, messages
+from protocol import messages
+from protocol.codes import (E_BAD_VALUE, E_BUSY, E_INTERNAL, E_NOT_READY, E_UNKNOWN_TYPE, UK_RUNTIME,
+                            UPD_CHUNK_MAX, UR_BUSY, UR_DIGEST, UR_DOWNGRADE, UR_FLASH, UR_IMAGE, UR_KIND, UR_MPY,
+                            UR_NONE, UR_ROLE, UR_RUNTIME, UR_SCHEMA, UR_SPACE, UR_TRIAL, UR_UNKNOWN, US_ABORTED,
+                            US_IDLE, US_RECEIVING, US_REFUSED, US_ROLLED_BACK, US_STAGED, US_TRIAL, US_VALID)
 from protocol.errors import CborError
 
 from common import clock, otaboot
-from common.config import read_json, write_json
+from common.store import read_json, write_json  # not common.config: it stays off the heap during an update
 
 DIR = "/ota"
 STAGE = DIR + "/stage.json"
@@ -125,7 +129,7 @@ class Updater:
         self._f = None  # stage.bin, open for appending while chunks arrive
         self.installing = False
         self._blk = memoryview(bytearray(BLOCK))
-        self._chunk = self._blk[:codes.UPD_CHUNK_MAX]
+        self._chunk = self._blk[:UPD_CHUNK_MAX]
         try:
             st = read_json(STAGE)
         except (OSError, ValueError):
@@ -136,7 +140,7 @@ class Updater:
 
     def _resume(self):
         st = self.st
-        if st["kind"] == codes.UK_RUNTIME:
+        if st["kind"] == UK_RUNTIME:
             self._part = _next_partition()
             self._buf = bytearray()
             self.off = st.get("blk", 0) * PART_BLOCK
@@ -159,12 +163,12 @@ class Updater:
         st = self.st
         if st and (uid is None or uid == st["uid"]):
             if st.get("ok"):
-                return (st["uid"], codes.US_STAGED, st["size"], codes.UR_NONE)
-            return (st["uid"], codes.US_RECEIVING, self.off, codes.UR_NONE)
+                return (st["uid"], US_STAGED, st["size"], UR_NONE)
+            return (st["uid"], US_RECEIVING, self.off, UR_NONE)
         p = self.ptr
         if p.get("uid") and (uid is None or uid == p["uid"]):
-            return (p["uid"], p.get("st", codes.US_IDLE), 0, p.get("why", codes.UR_NONE))
-        return (uid or 0, codes.US_IDLE, 0, codes.UR_UNKNOWN if uid else codes.UR_NONE)
+            return (p["uid"], p.get("st", US_IDLE), 0, p.get("why", UR_NONE))
+        return (uid or 0, US_IDLE, 0, UR_UNKNOWN if uid else UR_NONE)
 
     # ---- offer ----
 
@@ -180,44 +184,44 @@ class Updater:
             return self.report(uid)
         why = self._refusal(m, fw_running)
         if why:
-            return (uid, codes.US_REFUSED, 0, why)
+            return (uid, US_REFUSED, 0, why)
         self.discard()
         _mkdir(DIR)
         st = {"uid": uid, "kind": m["kind"], "fw": m["fw"], "size": m["size"],
               "sha": hexlify(m["sha"]).decode(), "ok": 0}
-        if m["kind"] == codes.UK_RUNTIME:
+        if m["kind"] == UK_RUNTIME:
             st["blk"] = 0
         else:
             open(IMAGE, "wb").close()
         write_json(STAGE, st)
         self.st = st
         self._resume()
-        return (uid, codes.US_RECEIVING, 0, codes.UR_NONE)
+        return (uid, US_RECEIVING, 0, UR_NONE)
 
     def _refusal(self, m, fw_running):
         if self.trial:
-            return codes.UR_BUSY
+            return UR_BUSY
         if m["role"] != self.role:
-            return codes.UR_ROLE
+            return UR_ROLE
         if m["mpy"] != mpy_version():
-            return codes.UR_MPY
+            return UR_MPY
         kind, size = m["kind"], m["size"]
-        if kind == codes.UK_RUNTIME:
+        if kind == UK_RUNTIME:
             part = _next_partition()
             if part is None:
-                return codes.UR_KIND
+                return UR_KIND
             if m["fw"] < self.ptr.get("rfloor", 0):
-                return codes.UR_DOWNGRADE
+                return UR_DOWNGRADE
             if size > part.info()[3]:
-                return codes.UR_SPACE
-            return codes.UR_NONE
+                return UR_SPACE
+            return UR_NONE
         if m["fw"] < self.floor:
-            return codes.UR_DOWNGRADE
+            return UR_DOWNGRADE
         free = _free_bytes()
         held = _size(IMAGE)
         if free is not None and free + held < 2 * size + SPACE_MARGIN:  # the staged image, then its files
-            return codes.UR_SPACE
-        return codes.UR_NONE
+            return UR_SPACE
+        return UR_NONE
 
     # ---- chunks ----
 
@@ -225,21 +229,21 @@ class Updater:
         """Append one chunk. Returns (nack, report): nack (code, field) or None; report or None."""
         st = self.st
         if not st or st["uid"] != m["uid"]:
-            return (codes.E_NOT_READY, "uid"), None
+            return (E_NOT_READY, "uid"), None
         data = m["data"]
         if st.get("ok") or m["off"] != self.off:
-            return (codes.E_BAD_VALUE, "off"), self.report()
+            return (E_BAD_VALUE, "off"), self.report()
         if self.off + len(data) > st["size"]:
-            return (codes.E_BAD_VALUE, "data"), None
+            return (E_BAD_VALUE, "data"), None
         try:
-            if st["kind"] == codes.UK_RUNTIME:
+            if st["kind"] == UK_RUNTIME:
                 self._part_append(data)
             else:
                 f = self._f
                 if f is None:
                     f = self._f = open(IMAGE, "ab")
                 n = len(data)
-                if n == codes.UPD_CHUNK_MAX:
+                if n == UPD_CHUNK_MAX:
                     self._chunk[:] = data
                     f.write(self._chunk)
                 else:
@@ -248,7 +252,7 @@ class Updater:
                 self.off += len(data)
         except OSError:
             self.discard()
-            return (codes.E_INTERNAL, ""), (m["uid"], codes.US_REFUSED, 0, codes.UR_FLASH)
+            return (E_INTERNAL, ""), (m["uid"], US_REFUSED, 0, UR_FLASH)
         if self.off < st["size"]:
             return None, None
         self._close()
@@ -260,7 +264,7 @@ class Updater:
         if self._digest() != st["sha"]:
             uid = st["uid"]
             self.discard()
-            return (uid, codes.US_REFUSED, 0, codes.UR_DIGEST)
+            return (uid, US_REFUSED, 0, UR_DIGEST)
         st["ok"] = 1
         write_json(STAGE, st)
         return self.report()
@@ -286,7 +290,7 @@ class Updater:
         h = hashlib.sha256()
         left = self.st["size"]
         part = self._part
-        if self.st["kind"] == codes.UK_RUNTIME and part is not None:
+        if self.st["kind"] == UK_RUNTIME and part is not None:
             blk = bytearray(PART_BLOCK)
             i = 0
             while left > 0:
@@ -312,7 +316,7 @@ class Updater:
         flash in BLOCK pieces and the header one entry at a time (neither the image nor its
         header is ever in RAM). A generator that yields after each file, so the main loop keeps
         running; it leaves self.why (UR_NONE when the image fits this device) and self.head."""
-        self.why = codes.UR_IMAGE
+        self.why = UR_IMAGE
         st = self.st
         b = self._blk
         try:
@@ -341,19 +345,19 @@ class Updater:
             return
         role, fw, mpy, min_rt, schema, floor = head
         if role != self.role:
-            self.why = codes.UR_ROLE
+            self.why = UR_ROLE
         elif mpy != mpy_version():
-            self.why = codes.UR_MPY
+            self.why = UR_MPY
         elif min_rt > runtime_version():
-            self.why = codes.UR_RUNTIME
+            self.why = UR_RUNTIME
         elif schema < self.schema:
-            self.why = codes.UR_SCHEMA
+            self.why = UR_SCHEMA
         elif fw != st["fw"] or floor > fw:
-            self.why = codes.UR_IMAGE
+            self.why = UR_IMAGE
         elif fw < self.floor:
-            self.why = codes.UR_DOWNGRADE
+            self.why = UR_DOWNGRADE
         else:
-            self.why = codes.UR_NONE
+            self.why = UR_NONE
             self.head = head
 
     def check(self):
@@ -366,14 +370,14 @@ class Updater:
         """A commit for the staged image: None (ack; the caller runs verify and install) or a nack."""
         st = self.st
         if not st or st["uid"] != m["uid"] or not st.get("ok") or self.trial:
-            return (codes.E_NOT_READY, "uid")
+            return (E_NOT_READY, "uid")
         return None
 
     def refuse(self):
         """The staged image does not fit (self.why): discard it; the report."""
         uid = self.st["uid"]
         self.discard()
-        return (uid, codes.US_REFUSED, 0, self.why)
+        return (uid, US_REFUSED, 0, self.why)
 
     def target(self):
         return SLOTS[1] if self.ptr.get("slot") == SLOTS[0] else SLOTS[0]
@@ -407,7 +411,7 @@ class Updater:
                 yield path
         p = dict(self.ptr)
         p.update({"slot": slot, "prev": self.ptr.get("slot", ""), "try": 1, "uid": self.st["uid"],
-                  "st": codes.US_TRIAL, "why": codes.UR_NONE, "rep": 0, "fw": self.head[1],
+                  "st": US_TRIAL, "why": UR_NONE, "rep": 0, "fw": self.head[1],
                   "nfloor": self.head[5]})
         otaboot.write(p)
         self.ptr = p
@@ -419,7 +423,7 @@ class Updater:
         if part is None:
             raise OSError(19)
         p = dict(self.ptr)
-        p.update({"img": part.info()[4], "uid": self.st["uid"], "st": codes.US_TRIAL, "why": codes.UR_NONE,
+        p.update({"img": part.info()[4], "uid": self.st["uid"], "st": US_TRIAL, "why": UR_NONE,
                   "rep": 0, "rfw": self.st["fw"]})
         otaboot.write(p)
         self.ptr = p
@@ -428,11 +432,11 @@ class Updater:
 
     def abort(self, m):
         if self.trial:
-            return (codes.E_NOT_READY, "uid"), None
+            return (E_NOT_READY, "uid"), None
         if not self.st or self.st["uid"] != m["uid"]:
-            return (codes.E_NOT_READY, "uid"), None
+            return (E_NOT_READY, "uid"), None
         self.discard()
-        return None, (m["uid"], codes.US_ABORTED, 0, codes.UR_NONE)
+        return None, (m["uid"], US_ABORTED, 0, UR_NONE)
 
     def _close(self):
         if self._f is not None:
@@ -460,12 +464,12 @@ class Updater:
             running = Partition(Partition.RUNNING)  # type: ignore[arg-type]  # stub lacks the int id
             if running.info()[4] == p["img"] and healthy:
                 Partition.mark_app_valid_cancel_rollback()
-                q["st"], q["why"] = codes.US_VALID, codes.UR_NONE
+                q["st"], q["why"] = US_VALID, UR_NONE
                 q["rfloor"] = max(p.get("rfloor", 0), p.get("rfw", 0))
             elif running.info()[4] == p["img"]:
                 return False  # unhealthy: the next reset lets the bootloader roll back
             else:
-                q["st"], q["why"] = codes.US_ROLLED_BACK, codes.UR_TRIAL
+                q["st"], q["why"] = US_ROLLED_BACK, UR_TRIAL
             del q["img"]
         elif p.get("try"):
             if not healthy:
@@ -473,7 +477,7 @@ class Updater:
             q["try"] = 0
             q["prev"] = ""
             q["floor"] = max(p.get("floor", 0), p.get("nfloor", 0))
-            q["st"], q["why"] = codes.US_VALID, codes.UR_NONE
+            q["st"], q["why"] = US_VALID, UR_NONE
         elif not p.get("rep"):
             return None
         q["rep"] = 0
@@ -602,9 +606,9 @@ def command(rt, m):
     t = m["type"]
     if u.installing:  # the files are being written: nothing may change the staged image now
         if t == "update_offer":
-            _after(rt, (m["uid"], codes.US_REFUSED, 0, codes.UR_BUSY))
+            _after(rt, (m["uid"], US_REFUSED, 0, UR_BUSY))
             return None
-        return (codes.E_BUSY, "uid")
+        return (E_BUSY, "uid")
     if t == "update_offer":
         _after(rt, u.offer(m, rt.fw))
         return None
@@ -618,14 +622,14 @@ def command(rt, m):
     elif t == "update_abort":
         nack, r = u.abort(m)
     else:
-        return (codes.E_UNKNOWN_TYPE, "")
+        return (E_UNKNOWN_TYPE, "")
     _after(rt, r)
     return nack
 
 
 async def _install(rt, u):
     try:
-        if u.st["kind"] == codes.UK_RUNTIME:
+        if u.st["kind"] == UK_RUNTIME:
             u.switch_runtime()
         else:
             for _ in u.verify():
@@ -643,11 +647,18 @@ async def _install(rt, u):
         rt.log("update %d: install failed: %r" % (uid, e), keep=True)
         u.discard()
         u.installing = False
-        rt.send(_msg((uid, codes.US_REFUSED, 0, codes.UR_FLASH)))
+        rt.send(_msg((uid, US_REFUSED, 0, UR_FLASH)))
         return
     rt.log("update %d: switched, rebooting into the trial" % u.ptr["uid"], keep=True)
     rt.send(_msg(u.report(u.ptr["uid"])))
     rt.reboot()
+
+
+def idle():
+    """Nothing in progress (no offer being received, no trial, no install): the runtime may drop
+    this module from the heap; the next update_* message loads the state from flash again."""
+    u = _upd
+    return u is None or not (u.st or u.trial or u.installing)
 
 
 def started(rt):

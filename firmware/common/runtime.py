@@ -15,12 +15,13 @@ try:
 except ImportError:
     import uasyncio as asyncio  # type: ignore[no-redef]
 
-from protocol import codes, messages
+from protocol.codes import (E_BAD_VALUE, E_INTERNAL, E_NOT_READY, F_MEMORY, ST_CAUSE_MASK,  # noqa: F401
+                            ST_LINK_ONLY, ST_SAFE_MODE, ST_TIME_VALID)  # (E_INTERNAL, F_MEMORY: common.rare's)
 
-from common import VERSION, clock, hal
+from common import VERSION, clock, forget, hal
 from common.bootcount import BootCount
-from common.errors import CommandError, ConfigError, ProvisionError
-from common.link import open_link
+from common.errors import CommandError, ConfigError
+from common.link import Link
 from common.session import Session
 
 BATT_MIN_MV = 1000
@@ -32,6 +33,15 @@ MAX_APP_ERRORS = 3
 class Runtime:
     """What an App sees as `rt` (the contract in docs/firmware.md)."""
 
+    # set by common.start.init_runtime (boot only)
+    boot: "BootCount"
+    safe: "bool"
+    cfg: "dict"
+    link: "Link"
+    session: "Session"
+    retained: "dict"
+    _app_due: "int"
+
     def __init__(self, dev, key, store, app_cls, cause=None, transport=None, count_boot=True, boot=None):
         self.dev = dev
         self.id = dev.id
@@ -39,53 +49,29 @@ class Runtime:
         self.hal = hal.Hal(dev.pins)
         self._rtc = dev.rt
         self.cause = hal.reset_cause() if cause is None else cause
-        self.boot = boot or BootCount(store, self.cause, self._rtc["safe_boots"], count_boot)
-        self.safe = self.boot.safe
         self.app_cls = app_cls
         self.fw = getattr(app_cls, "FW", VERSION)
         self.started_ms = clock.ticks_ms()
         self._tick = self.started_ms
         self.up_ms = 0  # since boot, summed per step: ticks wrap after 12.4 days, uptime must not
         self.gateway_seen_ms = None
-        self.logs = []
+        self.logs = []  # type: list
         self.app = None
         self.app_errors = 0
         self.steps = 0
         self.healthy = True
         self.checks_ok = True
         self._ota = "otaboot" in sys.modules  # main.py loaded it: this board has taken an update (common.ota)
-        self._faults = []
+        self._faults = []  # type: list
         self._sleep_ms = None
         self._reboot_at = None
         self._welcome_ms = None
         self._hb_due = clock.ticks_ms()
         self._batt = None
         self._gc_mark = 0
-        from common import config  # boot only: common.start forgets it afterwards
-        config.check_schema(app_cls.SCHEMA, "app")
-        try:
-            self.cfg = config.validate(app_cls.SCHEMA, dev.app, where="app.")
-        except ConfigError as e:
-            self.log("config refused at boot: %s; defaults and safe mode" % e, keep=True)
-            self.cfg = config.defaults(app_cls.SCHEMA)
-            self.safe = True
-            self._faults.append((codes.F_CONFIG, 0))
-        if self.safe and self.boot.fast > self._rtc["safe_boots"]:
-            self.log("safe mode after %d fast boots" % self.boot.fast, keep=True)
-            self._faults.append((codes.F_SAFE_MODE, self.boot.fast))
-        role = messages.ROLE_IDS.get(app_cls.ROLE)
-        if role is None or app_cls.ROLE != dev.role:
-            raise ProvisionError("config role %r does not match the firmware's %r" % (dev.role, app_cls.ROLE))
-        caps = getattr(app_cls, "caps", None)
-        caps = app_cls.CAPS if caps is None else caps(dev.pins, self._rtc, self.cfg)
-        hello = {"type": "hello", "role": role, "fw": self.fw, "caps": caps | _ota_caps()}
-        self.link = transport or open_link(dev.link, dev.kid)
-        if self.link.fault is not None:
-            self.log("link: the %s radio cannot be used (fault radio, %d); serial if wired"
-                     % (dev.link["kind"], self.link.fault[1]), keep=True)
-            self._faults.append(self.link.fault)
-        self.session = Session(dev.kid, key, self.link, store, hello, dev.link, self._command, self._welcomed)
-        self.retained = _load_retained(store) if self.cause == hal.CAUSE_DEEPSLEEP else {}
+        self.wdt = None
+        from common import start  # boot only: the code leaves the heap with common.start
+        start.init_runtime(self, key, transport, count_boot, boot)
 
     # ---- the App-facing API ----
 
@@ -154,43 +140,19 @@ class Runtime:
     # ---- boot and loop ----
 
     def start(self):
-        fw = self.fw
-        self.log("park-edge %s %s fw %d.%d.%d boot %d cause %d%s" % (
-            self.dev.id, self.app_cls.ROLE, fw // 10000, fw // 100 % 100, fw % 100, self.boot.boots,
-            self.cause, " SAFE MODE" if self.safe else ""))
-        self.wdt = hal.watchdog(self._rtc["wdt_ms"])
+        """Start the App (boot only: the code is common.start's)."""
+        from common import start
+        start.start_runtime(self)
+
+    def ota(self, what, *args):
+        """common.ota's `what`(rt, *args); the module leaves the heap again unless an update is under way."""
+        from common import ota
+        forget("protocol.codes")  # ota took the codes it needs
         try:
-            self.app = self.app_cls(self)
-            self.app.start(self.safe)
-        except Exception as e:
-            self._crash("app start", e)
-            if not self.safe:
-                raise
-            self.app = None  # safe mode and still failing: link only
-        try:
-            tests = self.app.selftest() if self.app and self.cause != hal.CAUSE_DEEPSLEEP else ()
-            for name, ok, detail in tests:
-                if not ok:
-                    self.checks_ok = False
-                    self.log("selftest %s: %s" % (name, detail))
-        except Exception as e:
-            self.checks_ok = False
-            self._crash("selftest", e)
-        now = clock.ticks_ms()
-        self._app_due = now
-        if self.cause == hal.CAUSE_DEEPSLEEP:
-            left = self._hb_left()
-            self._hb_due = clock.ticks_add(now, left)
-            if self.session.events or left <= 0:
-                self.session.start_hello(now)
-        else:
-            self._hb_due = clock.ticks_add(now, self.session.hb_s * 1000)
-            self.session.start_hello(now)
-        for code, value in self._faults:
-            self.event({"type": "fault", "code": code, "value": value})
-        if self._ota:
-            from common import ota
-            ota.started(self)
+            return getattr(ota, what)(self, *args)
+        finally:
+            if ota.idle():
+                forget("common.ota", "common.otaboot")
 
     def _hb_left(self):
         v = self.retained.get("_hb")
@@ -204,8 +166,7 @@ class Runtime:
             if self.cause != hal.CAUSE_DEEPSLEEP:
                 self._hb_due = now  # first welcome after a reset: report diagnostics at once
             if self._ota:
-                from common import ota
-                ota.joined(self)
+                self.ota("joined")
         self._welcome_ms = now
 
     def step(self, now):
@@ -275,13 +236,13 @@ class Runtime:
 
     def heartbeat(self):
         gc.collect()
-        st = self.cause & codes.ST_CAUSE_MASK
+        st = self.cause & ST_CAUSE_MASK
         if self.safe:
-            st |= codes.ST_SAFE_MODE
+            st |= ST_SAFE_MODE
         if clock.now() is not None:
-            st |= codes.ST_TIME_VALID
+            st |= ST_TIME_VALID
         if self.app is None:
-            st |= codes.ST_LINK_ONLY
+            st |= ST_LINK_ONLY
         mv = self.battery_mv()
         self.send({"type": "heartbeat", "uptime": min(self.up_ms // 3600000, 0xFFFF),
                    "heap": min(hal.mem_free() // 1024, 255), "boots": self.boot.boots & 0xFF, "status": st,
@@ -330,73 +291,55 @@ class Runtime:
         if t == "config":
             return self._config(msg["values"])
         if t == "time":
-            return None if clock.set_time(msg["time"]) else (codes.E_BAD_VALUE, "time")
+            return None if clock.set_time(msg["time"]) else (E_BAD_VALUE, "time")
         if t == "reboot":
             self._reboot_at = clock.ticks_add(clock.ticks_ms(), msg["delay"] * 1000)
             return None
         if t[:7] == "update_":  # also in safe mode: an update is how a broken release is fixed
-            from common import ota
-            return ota.command(self, msg)
+            return self.ota("command", msg)
         if self.app is None or self.safe:
-            return (codes.E_NOT_READY, "")
+            return (E_NOT_READY, "")
         try:
             self.app.on_command(msg)
         except CommandError as e:
             return (e.code, e.field)
         except ConfigError as e:
-            return (codes.E_BAD_VALUE, e.field)
+            return (E_BAD_VALUE, e.field)
         return None
 
     def _config(self, values):
         """Validate all, let the app check and apply, persist; any refusal keeps the old config."""
         try:
-            return self._config_with(values)
+            from common import rare
+            return rare.config(self, values)
         finally:
-            forget("common.config", "protocol.rules")  # a rare path: its code leaves the heap again
-
-    def _config_with(self, values):
-        if self.app_cls is None:
-            return (codes.E_NOT_READY, "")  # the App was dropped for memory (link only)
-        from common import config
-        old = self.cfg
-        try:
-            new = config.validate(self.app_cls.SCHEMA, values, base=old)
-        except ConfigError as e:
-            return (codes.E_BAD_VALUE, e.field)
-        try:
-            if self.app is not None:
-                self.app.on_config(new)
-        except ConfigError as e:
-            return (codes.E_BAD_VALUE, e.field)
-        except CommandError as e:
-            return (e.code, e.field)
-        try:
-            config.save_app(config.PATH, self.dev, new)
-        except OSError as e:
-            self.log("config not saved: %r" % e, keep=True)
-            if self.app is not None:
-                self.app.on_config(old)
-            return (codes.E_INTERNAL, "")
-        self.cfg = new
-        return None
+            forget("common.rare", "common.config", "protocol.rules", "protocol.codes")  # a rare path: its code leaves the heap again
 
     async def run(self):
         while True:
             await clock.sleep_ms(self.step(clock.ticks_ms()))
 
 
+def _rare(safe):
+    """common.rare, or None when not even its code fits in the heap: then a board in normal mode
+    resets (its fast boots lead to safe mode) and one in safe mode says so and stays in the console."""
+    gc.collect()
+    try:
+        from common import rare
+        return rare
+    except MemoryError:
+        if not safe:
+            hal.reset()
+        print("park-edge: out of memory; staying in the console (REPL)")
+        return None
+
+
 def failed(where, e, safe):
-    """Normal mode: log and reset (a fast boot: enough of them and the next boot is safe).
-    Safe mode: log once and stay in the console, so a technician can always get in."""
-    sys.print_exception(e)
-    ob = sys.modules["otaboot"] if "otaboot" in sys.modules else None
-    if safe and not (ob and ob.state and ob.state.get("try")):  # a trial resets: otaboot rolls it back (common.ota)
-        text = "%s failed in safe mode: %r; staying in the console (REPL)" % (where, e)
-        print("park-edge:", text)
-        flash_log("/state", text, 4096)
-        return
-    flash_log("/state", "%s failed: %r" % (where, e), 4096)
-    hal.reset()
+    """A crash outside the App (common.rare.failed): reset, or stay in the console in safe mode."""
+    rare = _rare(safe)
+    if rare is not None:
+        rare.failed(where, e, safe)
+        forget("common.rare")
 
 
 async def _serve(rt):
@@ -412,29 +355,13 @@ async def _serve(rt):
 
 
 def _out_of_memory(rt, e):
-    """The heap ran out: a durable fault (F_MEMORY, value: bytes still allocated) for the gateway.
-    Normal mode: reset into safe mode at once, where the role does less. Safe mode: drop the
-    role's App and its code and go on with the link only (True); never a silent console."""
-    safe = rt.safe and rt.app_cls is not None
-    rt.app = None
-    if safe:
-        rt.app_cls = None
-        role = rt.dev.role
-        forget(*[n for n in sys.modules if n == role or n.startswith(role + ".")])
-    gc.collect()
-    try:
-        rt.log("out of memory: %r%s" % (e, "; link only" if safe else ""), keep=True)
-        rt.event({"type": "fault", "code": codes.F_MEMORY, "value": gc.mem_alloc()}, durable=True)
-        if not safe:
-            rt.session.persist_events()
-            b = rt.boot
-            b.fast = max(b.fast, rt._rtc["safe_boots"])
-            b._save()
-    except MemoryError:
-        pass
-    if not safe:
-        failed("runtime", e, rt.safe)
-    return safe
+    rt.app = None  # the App's data goes first: the handler's own code has to fit
+    rare = _rare(rt.safe)
+    if rare is None:
+        return False
+    r = rare.out_of_memory(rt, e)
+    forget("common.rare")
+    return r
 
 
 def serve(rt):
@@ -449,29 +376,6 @@ def serve(rt):
         asyncio.create_task(_serve(rt))
 
 
-def forget(*names):
-    """Drop modules from sys.modules and their package, so that once nothing else refers to
-    them the collector gets their code back (boot-only and rare paths; docs/firmware.md#footprint)."""
-    for n in names:
-        sys.modules.pop(n, None)
-        i = n.rfind(".")
-        pkg = sys.modules.get(n[:i])
-        if pkg is not None and n[i + 1:] in pkg.__dict__:
-            delattr(pkg, n[i + 1:])
-
-
-def _load_retained(store):
-    raw = hal.rtc_memory()
-    if raw is None:
-        d = store.get("retained")
-    else:
-        try:
-            d = json.loads(raw) if raw else None
-        except ValueError:
-            d = None
-    return d if type(d) is dict else {}
-
-
 def _save_retained(store, d):
     """RTC slow memory survives deep sleep without a flash write; flash where a port has none."""
     raw = json.dumps(d)
@@ -479,31 +383,14 @@ def _save_retained(store, d):
         store.put("retained", d)
 
 
-def _ota_caps():
-    """CAP_OTA_IMAGE where esp32.Partition has an OTA partition to update into."""
-    try:
-        from esp32 import Partition
-        Partition(Partition.RUNNING).get_next_update()  # type: ignore[arg-type]  # stub lacks the int id
-        return codes.CAP_OTA_IMAGE
-    except Exception:  # no esp32 module, or no OTA partitions (OSError)
-        return 0
-
-
 def flash_log(root, text, limit):
-    """Append a line to root/log.txt, rotated to log.old beyond limit bytes; never raises."""
-    import os
-    path = root + "/log.txt"
+    """Append a line to root/log.txt (common.rare.flash_log); never raises."""
     try:
-        if os.stat(path)[6] > limit:
-            os.rename(path, root + "/log.old")
-    except OSError:
-        pass
-    try:
-        with open(path, "a") as f:
-            f.write(text)
-            f.write("\n")
-    except OSError:
-        pass
+        from common import rare
+    except MemoryError:
+        return
+    rare.flash_log(root, text, limit)
+    forget("common.rare")
 
 
 def selftest(*args):

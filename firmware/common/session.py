@@ -10,7 +10,8 @@ messages other than session control go to `handler(msg)`, which returns None
 import json
 import os
 
-from protocol import codec, codes, cose, framing
+from protocol import codec, cose, framing
+from protocol.codes import E_INTERNAL, E_MALFORMED, E_UNKNOWN_TYPE
 from protocol.errors import ProtocolError, ReplayError, UnknownTypeError
 from protocol.messages import NACK_FIELD_MAX
 from protocol.replay import ReplayWindow, SeqCounter
@@ -190,7 +191,7 @@ class Session:
                 self.ignored += 1
             else:
                 self.seen_ms = now
-                code = codes.E_UNKNOWN_TYPE if isinstance(e, UnknownTypeError) else codes.E_MALFORMED
+                code = E_UNKNOWN_TYPE if isinstance(e, UnknownTypeError) else E_MALFORMED
                 self._reply(seq, (code, getattr(e, "field", "")))
             return
         msg = r.msg
@@ -230,7 +231,7 @@ class Session:
                 res = self._handler(msg)
             except Exception as e:  # a handler bug must not kill the link
                 print("session: handler failed for", t, repr(e))
-                res = (codes.E_INTERNAL, "")
+                res = (E_INTERNAL, "")
             self._reply(r.seq, res)
             if self.after_reply is not None:
                 m, self.after_reply = self.after_reply, None

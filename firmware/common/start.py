@@ -7,18 +7,25 @@ again: it leaves the console (REPL) to the technician with one line on the conso
 and one in the flash log. A config naming a role whose package is not on the
 board is said at once, by name, and never retried.
 
-The boot code is needed once: main() returns the started Runtime and forgets this
-module, common.config and protocol.rules, so the collector gets their code back
-before the loop runs (common.runtime.serve; docs/firmware.md#footprint).
+The boot code is needed once, so it all lives here (with Runtime.__init__'s and
+Runtime.start's work: init_runtime, start_runtime): main() returns the started Runtime and
+forgets this module, common.config, protocol.rules and protocol.codes, so the collector gets
+their code back before the loop runs (common.runtime.serve; docs/firmware.md#footprint).
 """
 
+import json
 import os
 import sys
 
-from common import hal
+from protocol.codes import CAP_OTA_IMAGE, F_CONFIG, F_SAFE_MODE
+from protocol.messages import ROLE_IDS
+
+from common import clock, forget, hal
 from common.bootcount import BootCount
-from common.errors import ProvisionError, RoleMissing
-from common.runtime import Runtime, failed, flash_log, forget
+from common.errors import ConfigError, ProvisionError, RoleMissing
+from common.link import open_link
+from common.runtime import Runtime, failed, flash_log
+from common.session import Session
 from common.store import Store
 
 KEY_PATH = "/key.bin"
@@ -115,5 +122,103 @@ def main():
     """Entry point for /main.py: boot, forget the boot-only modules; the Runtime (None if the
     board cannot run) for common.runtime.serve, which /main.py calls after dropping this module."""
     rt = _boot()
-    forget("common.start", "common.config", "protocol.rules")
+    forget("common.start", "common.config", "protocol.rules", "protocol.codes")
     return rt
+
+
+def init_runtime(rt, key, transport, count_boot, boot):
+    """Runtime.__init__'s work (boot only, so its code leaves the heap with this module):
+    the boot counted, the app config validated, the link and the session opened."""
+    dev = rt.dev
+    store = rt.store
+    app_cls = rt.app_cls
+    rt.boot = boot or BootCount(store, rt.cause, rt._rtc["safe_boots"], count_boot)
+    rt.safe = rt.boot.safe
+    from common import config  # boot only: main() forgets it afterwards
+    config.check_schema(app_cls.SCHEMA, "app")
+    try:
+        rt.cfg = config.validate(app_cls.SCHEMA, dev.app, where="app.")
+    except ConfigError as e:
+        rt.log("config refused at boot: %s; defaults and safe mode" % e, keep=True)
+        rt.cfg = config.defaults(app_cls.SCHEMA)
+        rt.safe = True
+        rt._faults.append((F_CONFIG, 0))
+    if rt.safe and rt.boot.fast > rt._rtc["safe_boots"]:
+        rt.log("safe mode after %d fast boots" % rt.boot.fast, keep=True)
+        rt._faults.append((F_SAFE_MODE, rt.boot.fast))
+    role = ROLE_IDS.get(app_cls.ROLE)
+    if role is None or app_cls.ROLE != dev.role:
+        raise ProvisionError("config role %r does not match the firmware's %r" % (dev.role, app_cls.ROLE))
+    caps = getattr(app_cls, "caps", None)
+    caps = app_cls.CAPS if caps is None else caps(dev.pins, rt._rtc, rt.cfg)
+    hello = {"type": "hello", "role": role, "fw": rt.fw, "caps": caps | _ota_caps()}
+    rt.link = transport or open_link(dev.link, dev.kid)
+    if rt.link.fault is not None:
+        rt.log("link: the %s radio cannot be used (fault radio, %d); serial if wired"
+               % (dev.link["kind"], rt.link.fault[1]), keep=True)
+        rt._faults.append(rt.link.fault)
+    rt.session = Session(dev.kid, key, rt.link, store, hello, dev.link, rt._command, rt._welcomed)
+    rt.retained = _load_retained(store) if rt.cause == hal.CAUSE_DEEPSLEEP else {}
+
+
+def start_runtime(rt):
+    """Runtime.start: build and start the App (safe mode and still failing: link only), self test,
+    first hello, the boot's faults."""
+    fw = rt.fw
+    rt.log("park-edge %s %s fw %d.%d.%d boot %d cause %d%s" % (
+        rt.dev.id, rt.app_cls.ROLE, fw // 10000, fw // 100 % 100, fw % 100, rt.boot.boots,
+        rt.cause, " SAFE MODE" if rt.safe else ""))
+    rt.wdt = hal.watchdog(rt._rtc["wdt_ms"])
+    try:
+        rt.app = rt.app_cls(rt)
+        rt.app.start(rt.safe)
+    except Exception as e:
+        rt._crash("app start", e)
+        if not rt.safe:
+            raise
+        rt.app = None  # safe mode and still failing: link only
+    try:
+        tests = rt.app.selftest() if rt.app and rt.cause != hal.CAUSE_DEEPSLEEP else ()
+        for name, ok, detail in tests:
+            if not ok:
+                rt.checks_ok = False
+                rt.log("selftest %s: %s" % (name, detail))
+    except Exception as e:
+        rt.checks_ok = False
+        rt._crash("selftest", e)
+    now = clock.ticks_ms()
+    rt._app_due = now
+    if rt.cause == hal.CAUSE_DEEPSLEEP:
+        left = rt._hb_left()
+        rt._hb_due = clock.ticks_add(now, left)
+        if rt.session.events or left <= 0:
+            rt.session.start_hello(now)
+    else:
+        rt._hb_due = clock.ticks_add(now, rt.session.hb_s * 1000)
+        rt.session.start_hello(now)
+    for code, value in rt._faults:
+        rt.event({"type": "fault", "code": code, "value": value})
+    if rt._ota:
+        rt.ota("started")
+
+
+def _load_retained(store):
+    raw = hal.rtc_memory()
+    if raw is None:
+        d = store.get("retained")
+    else:
+        try:
+            d = json.loads(raw) if raw else None
+        except ValueError:
+            d = None
+    return d if type(d) is dict else {}
+
+
+def _ota_caps():
+    """CAP_OTA_IMAGE where esp32.Partition has an OTA partition to update into."""
+    try:
+        from esp32 import Partition
+        Partition(Partition.RUNNING).get_next_update()  # type: ignore[arg-type]  # stub lacks the int id
+        return CAP_OTA_IMAGE
+    except Exception:  # no esp32 module, or no OTA partitions (OSError)
+        return 0

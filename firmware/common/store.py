@@ -9,6 +9,11 @@ import json
 import os
 
 
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
 def write_json(path, obj):
     """Replace a file atomically: a brown-out leaves the old or the new file, never half of one."""
     tmp = path + ".new"

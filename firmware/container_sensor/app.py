@@ -7,7 +7,9 @@ stuck detector) lives in RTC memory via rt.retain; the install calibration of th
 depth lives on flash (/state/cs_depth.json).
 """
 
-from protocol import codes
+from protocol.codes import (A_EMPTIED, A_FIRE, A_FULL, A_LOW_BATTERY, A_NEAR_FULL, A_TILT, CAP_BATTERY,
+                            CAP_TEMPERATURE, CAP_ULTRASONIC_TRIG, CAP_ULTRASONIC_UART, E_NOT_SUPPORTED,
+                            F_SENSOR_STUCK, F_TEMP_SENSOR)
 
 from common.config import CHOICE, INT, ConfigError
 from common.errors import CommandError
@@ -25,7 +27,7 @@ an ack take well under this); then it goes anyway."""
 
 class App:
     ROLE = "container_sensor"
-    CAPS = codes.CAP_ULTRASONIC_TRIG | codes.CAP_ULTRASONIC_UART | codes.CAP_TEMPERATURE | codes.CAP_BATTERY
+    CAPS = CAP_ULTRASONIC_TRIG | CAP_ULTRASONIC_UART | CAP_TEMPERATURE | CAP_BATTERY
     FW = 10000
     SCHEMA = {
         "sensor": (CHOICE, "trig", ("trig", "uart"), None),
@@ -52,11 +54,11 @@ class App:
     @staticmethod
     def caps(pins, rtc, cfg):
         """What this board has wired (the hello's caps): the gateway applies only checks that fit."""
-        c = codes.CAP_ULTRASONIC_UART if cfg["sensor"] == "uart" else codes.CAP_ULTRASONIC_TRIG
+        c = CAP_ULTRASONIC_UART if cfg["sensor"] == "uart" else CAP_ULTRASONIC_TRIG
         if cfg["temp_kind"] != "none" and "temp" in pins:
-            c |= codes.CAP_TEMPERATURE
+            c |= CAP_TEMPERATURE
         if rtc["batt_div"] and "batt" in pins:
-            c |= codes.CAP_BATTERY
+            c |= CAP_BATTERY
         return c
 
     def __init__(self, rt):
@@ -113,7 +115,7 @@ class App:
         t, uv = self._temp()
         if t is None and self.temp is not None:
             if not st["tf"]:
-                faults.append((codes.F_TEMP_SENSOR, uv // 1000))
+                faults.append((F_TEMP_SENSOR, uv // 1000))
             st["tf"] = 1
         else:
             st["tf"] = 0
@@ -125,7 +127,7 @@ class App:
         if not self.safe:
             sk = level.Stuck(st["sk"])
             if sk.update(median(good) if good and not fault else None, t if t is not None else ts, c["stuck_n"]):
-                fault, value = codes.F_SENSOR_STUCK, median(good)
+                fault, value = F_SENSOR_STUCK, median(good)
             st["sk"] = sk.state()
         fill = None
         if fault:
@@ -145,24 +147,24 @@ class App:
         if not self.safe:
             if fill is not None:
                 if b > (st["b"] or 0):
-                    alarms.append((codes.A_FULL if b == 2 else codes.A_NEAR_FULL, fill))
+                    alarms.append((A_FULL if b == 2 else A_NEAR_FULL, fill))
                 if st["f"] is not None and st["f"] - fill >= c["drop_pct"]:
-                    alarms.append((codes.A_EMPTIED, fill))
+                    alarms.append((A_EMPTIED, fill))
             if t is not None:
                 if t >= c["fire_c"] and not st["fire"]:
-                    alarms.append((codes.A_FIRE, t))
+                    alarms.append((A_FIRE, t))
                     st["fire"] = 1
                 elif t < c["fire_c"] - 10:
                     st["fire"] = 0
             if self.tilt is not None:
                 tl = self.tilt.value()
                 if tl and not st["tilt"]:
-                    alarms.append((codes.A_TILT, fill if fill is not None else -1))
+                    alarms.append((A_TILT, fill if fill is not None else -1))
                 st["tilt"] = tl
             mv = rt.battery_mv()
             if mv is not None:
                 if mv < c["low_mv"] and not st["lb"]:
-                    alarms.append((codes.A_LOW_BATTERY, mv))
+                    alarms.append((A_LOW_BATTERY, mv))
                     st["lb"] = 1
                 elif mv > c["low_mv"] + 100:
                     st["lb"] = 0
@@ -210,7 +212,7 @@ class App:
         return None if self.sent else self.last
 
     def on_command(self, msg):
-        raise CommandError(codes.E_NOT_SUPPORTED, "", "container has no %s" % msg["type"])
+        raise CommandError(E_NOT_SUPPORTED, "", "container has no %s" % msg["type"])
 
     def on_config(self, v):
         if v["near_pct"] >= v["full_pct"]:

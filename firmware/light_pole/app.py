@@ -9,16 +9,17 @@ Never dark by a software fault: start() puts the lamp at the safe level before
 anything else can fail, and a failing step leaves it there (then re-raises so
 the runtime counts the fault and, if it persists, reboots into safe mode).
 """
-from protocol import codes, rules
+from protocol import rules
+from protocol.codes import (CAP_CURRENT_SENSE, CAP_LIGHT_SENSOR, CAP_PIR, E_BAD_VALUE, E_NOT_SUPPORTED, F_CONFIG,
+                            F_LAMP, F_SENSOR_STUCK, LS_AUTONOMOUS, LS_BASE, LS_DAY)
 
 from common.config import BOOL, CHOICE, INT, STR
-from common.errors import CommandError, ConfigError
+from common.errors import CommandError
+from common import forget
 
 from light_pole import control, curve, lamp
 from light_pole.daynight import DayNight
 from light_pole.localtime import local_minute
-from light_pole.motion import Motion
-from light_pole.profile import Profile, windows
 from light_pole.sun import SunClock
 from common.ticks import ticks_add, ticks_diff
 
@@ -27,25 +28,6 @@ FADE_STEP_MS = 20
 IDLE_STEP_MS = 50  # bounds the latency from a debounced edge to the lamp reacting
 EVIDENCE_MS = 10000  # an event unacked this long (3 retransmissions) means the gateway is gone
 PROFILE_KEY = "profile"
-
-PROFILE_KEYS = ("base", "full", "hold", "fade_up", "fade_down", "max", "curfew")
-
-
-def parse_curfew(s):
-    """"1380-300:40,60-120:0" (local start-end minutes : max level) -> windows; "" -> ()."""
-    out = []
-    if s:
-        for part in s.split(","):
-            try:
-                se, m = part.split(":")
-                a, b = se.split("-")
-                out.append((int(a), int(b), int(m)))
-            except ValueError:
-                raise ConfigError("curfew", "windows look like 1380-300:40,60-120:0")
-    try:
-        return windows(out)
-    except CommandError as e:
-        raise ConfigError("curfew", str(e))
 
 
 class _NoLamp:
@@ -61,18 +43,14 @@ class _NoLamp:
 _NO_LAMP = _NoLamp()
 
 
-def _changed(old, new, keys):
-    if old is None:
-        return True
-    for k in keys:
-        if old[k] != new[k]:
-            return True
-    return False
-
+def _setup():
+    """light_pole.setup: boot, config and profile code, forgotten again after each use."""
+    from light_pole import setup
+    return setup
 
 class App:
     ROLE = "light_pole"
-    CAPS = codes.CAP_PIR | codes.CAP_LIGHT_SENSOR | codes.CAP_CURRENT_SENSE
+    CAPS = CAP_PIR | CAP_LIGHT_SENSOR | CAP_CURRENT_SENSE
     FW = 10000  # 1.0.0
     SCHEMA = {
         # the default profile (a light_profile command overrides it until the next config change)
@@ -111,11 +89,19 @@ class App:
     def caps(pins, rtc, cfg):
         """What this pole has wired (the hello's caps): without lamp_cs the gateway has no current to check."""
         c = 0
-        for name, bit in (("motion", codes.CAP_PIR), ("ambient", codes.CAP_LIGHT_SENSOR),
-                          ("lamp_cs", codes.CAP_CURRENT_SENSE)):
+        for name, bit in (("motion", CAP_PIR), ("ambient", CAP_LIGHT_SENSOR),
+                          ("lamp_cs", CAP_CURRENT_SENSE)):
             if name in pins:
                 c |= bit
         return c
+
+    # set by light_pole.setup (configure, init)
+    cfg: "dict"
+    curfew: "tuple"
+    dn: "DayNight"
+    sun: "SunClock"
+    monitor: "lamp.LampMonitor"
+    ctl: "control.Controller"
 
     def __init__(self, rt):
         self.rt = rt
@@ -140,90 +126,23 @@ class App:
         self._unacked_since = -1
         self._auto = False
         try:
-            self._cfg(rt.cfg, None)
-        except ConfigError as e:
-            # per-field valid but inconsistent (the runtime checks fields only): run on the
-            # defaults rather than crash-loop with the lamp dark, and say so
-            rt.log("light: config refused (%s): defaults" % (e,), keep=True)
-            rt.event({"type": "fault", "code": codes.F_CONFIG, "value": 0}, durable=True)
-            from common.config import defaults  # at boot, before common.start drops the module
-            self._cfg(defaults(self.SCHEMA), None)
-        self.ctl = control.Controller(self._config_profile(), self.cfg["safe"])
-
-    # -- configuration ------------------------------------------------------------------
-    def _cfg(self, c, old):
-        """Check and apply a whole config; parts whose settings did not change keep their state
-        (a day/night decision in its dwell, a reported lamp fault)."""
-        if c["light_above"] <= c["dark_below"]:
-            raise ConfigError("light_above", "must be above dark_below")
-        if c["full"] < c["base"]:
-            raise ConfigError("full", "must not be below base")
-        curfew = parse_curfew(c["curfew"])
-        self.cfg = c
-        self.curfew = curfew
-        if _changed(old, c, ("dark_below", "light_above", "dn_dwell_s")):
-            self.dn = DayNight(c["dark_below"], c["light_above"], c["dn_dwell_s"] * 1000)
-        if _changed(old, c, ("lat", "lon", "dusk_off", "dawn_off")):
-            self.sun = SunClock(c["lat"] / 100, c["lon"] / 100, c["dusk_off"], c["dawn_off"])
-        if _changed(old, c, ("lamp_ma",)):
-            self.monitor = lamp.LampMonitor(c["lamp_ma"])
-
-    def _config_profile(self):
-        c = self.cfg
-        return Profile(c["base"], c["full"], c["hold"], c["fade_up"], c["fade_down"], c["max"], self.curfew)
+            _setup().init(self)
+        finally:
+            forget("light_pole.setup")
 
     def on_config(self, values):
         """A config command (already range-checked): cross-checks, then applied at once."""
-        old = self.cfg
         try:
-            self._cfg(values, old)
-        except Exception:
-            self._cfg(old, values)
-            raise
-        self.ctl.safe_level = values["safe"]
-        if _changed(old, values, PROFILE_KEYS):
-            self.ctl.profile = self._config_profile()
-            self.rt.store.delete(PROFILE_KEY)  # the operator's config is the profile again
-        if self.motion is not None:
-            self.motion.debounce_ms = values["debounce_ms"]
-        self.pwm.freq(values["pwm_hz"])
+            _setup().on_config(self, values)
+        finally:
+            forget("light_pole.setup")
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self, safe):
-        rt = self.rt
-        c = self.cfg
-        now = rt.ticks_ms()
-        self._cmd_ms = now
-        self.ctl.safe = safe
-        # the lamp first, lit: nothing below may leave it dark at night
-        self.pwm = rt.hal.pwm("lamp", c["pwm_hz"], curve.duty(c["safe"] * 100))
-        self._duty = -1
         try:
-            self.ambient = rt.hal.adc("ambient")
-        except Exception as e:
-            rt.log("light: no ambient sensor (%r): night assumed without valid time" % (e,), keep=True)
-        if rt.hal.has("lamp_cs"):
-            try:
-                self.cs = rt.hal.adc("lamp_cs")
-            except Exception as e:
-                rt.log("light: no current sense (%r)" % (e,), keep=True)
-        if not safe:
-            stored = rt.store.get(PROFILE_KEY)
-            if type(stored) is dict:
-                try:
-                    self.ctl.profile = Profile.from_msg(stored)
-                except CommandError as e:
-                    rt.log("light: stored profile refused (%s): config profile" % (e.field,), keep=True)
-            try:
-                low = c["motion_low"]
-                self.motion = Motion(rt.hal.pin_in("motion", "up" if low else "down"), rt.ticks_ms,
-                                     c["debounce_ms"], 0 if low else 1)
-            except Exception as e:  # no motion input: base level all night, never a crash loop
-                rt.log("light: no motion input (%r)" % (e,), keep=True)
-                rt.event({"type": "fault", "code": codes.F_CONFIG, "value": 1}, durable=True)
-        self.ctl.fader = curve.Fader(c["safe"] * 100)  # the first step fades from the lit boot level
-        self._slow(now)
-        self._output(now)
+            _setup().start(self, safe)
+        finally:
+            forget("light_pole.setup")
 
     def step(self, now):
         try:
@@ -266,7 +185,7 @@ class App:
         """Telemetry when the operating mode changes (dusk, dawn, autonomy, curfew), not per walker:
         walkers are motion events already."""
         st = self.ctl.state
-        mode = st if st == codes.LS_DAY or st >= codes.LS_AUTONOMOUS else codes.LS_BASE
+        mode = st if st == LS_DAY or st >= LS_AUTONOMOUS else LS_BASE
         if mode != self._mode:
             self._mode = mode
             if self.rt.link_up:
@@ -328,7 +247,7 @@ class App:
             if k != lamp.OK:
                 rt.log("light: lamp fault %s at %d mA (duty %d)" % (lamp.KIND_NAMES[k], self.lamp_ma, self._duty),
                        keep=True)
-                rt.event({"type": "fault", "code": codes.F_LAMP, "value": self.lamp_ma}, durable=True)
+                rt.event({"type": "fault", "code": F_LAMP, "value": self.lamp_ma}, durable=True)
 
     def _stuck_check(self, m, now):
         """A sensor active for stuck_s is broken (or taped over): ignore it until it lets go,
@@ -339,7 +258,7 @@ class App:
         if lim and m.high_ms(now) >= lim * 1000:
             self.stuck = True
             self.rt.log("light: motion input active for %d s: stuck, ignored until it clears" % lim, keep=True)
-            self.rt.event({"type": "fault", "code": codes.F_SENSOR_STUCK, "value": lim}, durable=True)
+            self.rt.event({"type": "fault", "code": F_SENSOR_STUCK, "value": lim}, durable=True)
             return True
         return False
 
@@ -393,24 +312,24 @@ class App:
         self._cmd_ms = now  # a command is proof of life (rt.gateway_seen_ms is updated after this call)
         ctl = self.ctl
         if t == "light_profile":
-            p = Profile.from_msg(msg)
-            ctl.profile = p
-            ctl.clear_manual()
-            self.rt.store.put(PROFILE_KEY, p.to_msg())
+            try:
+                _setup().profile(self, msg)
+            finally:
+                forget("light_pole.setup")
         elif t == "light_set":
             level = self._level(msg)
             hold = msg.get("hold")
             if type(hold) is not int or not 0 <= hold <= 86400:
-                raise CommandError(codes.E_BAD_VALUE, "hold", "hold must be 0..86400 s")
+                raise CommandError(E_BAD_VALUE, "hold", "hold must be 0..86400 s")
             ctl.set_manual(level, hold, now)
         elif t == "prelight":
             level = self._level(msg)
             hold = msg.get("hold")
             if type(hold) is not int or not 1 <= hold <= 3600:
-                raise CommandError(codes.E_BAD_VALUE, "hold", "hold must be 1..3600 s")
+                raise CommandError(E_BAD_VALUE, "hold", "hold must be 1..3600 s")
             ctl.prelight(level, hold, now)
         else:
-            raise CommandError(codes.E_NOT_SUPPORTED, "type", "a light pole does not do %s" % (t,))
+            raise CommandError(E_NOT_SUPPORTED, "type", "a light pole does not do %s" % (t,))
         ctl.update(now, self._night, self.motion is not None and self.motion.present and not self.stuck,
                    self._autonomous(now), self._minute)
         self._output(now)
@@ -418,9 +337,9 @@ class App:
     def _level(self, msg):
         v = msg.get("level")
         if type(v) is not int or not 0 <= v <= 100:
-            raise CommandError(codes.E_BAD_VALUE, "level", "level must be 0..100 %")
+            raise CommandError(E_BAD_VALUE, "level", "level must be 0..100 %")
         if v > self.ctl.profile.max:
-            raise CommandError(codes.E_BAD_VALUE, "level", "level above the profile max %d" % self.ctl.profile.max)
+            raise CommandError(E_BAD_VALUE, "level", "level above the profile max %d" % self.ctl.profile.max)
         return v
 
     # -- reporting ------------------------------------------------------------------------
@@ -429,11 +348,7 @@ class App:
                 "state": self.ctl.state, "ambient": self.raw_ambient, "lamp_ma": min(self.lamp_ma, 0xFFFF)}
 
     def selftest(self):
-        out = [("lamp", self.pwm is not _NO_LAMP, "pwm duty %d" % self._duty)]
-        out.append(("ambient", self.ambient is not None, "raw %d" % self.raw_ambient))
-        out.append(("motion", (self.motion is not None or self.ctl.safe) and not self.stuck,
-                    "stuck" if self.stuck else ("present" if self.motion is not None and self.motion.present
-                                                else "idle")))
-        if self.cs is not None:
-            out.append(("lamp_cs", not self.monitor.faulty, "%d mA" % self.lamp_ma))
-        return out
+        try:
+            return _setup().selftest(self)
+        finally:
+            forget("light_pole.setup")

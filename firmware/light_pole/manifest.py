@@ -16,6 +16,7 @@ package(
         "localtime.py",
         "motion.py",
         "profile.py",
+        "setup.py",
         "sun.py",
     ),
     base_path="..",

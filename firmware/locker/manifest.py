@@ -18,6 +18,7 @@ package(
         "lockout.py",
         "reader.py",
         "recent.py",
+        "setup.py",
         "usedids.py",
     ),
     base_path="..",

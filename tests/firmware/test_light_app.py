@@ -7,7 +7,8 @@ from common import config
 from common.errors import CommandError, ConfigError
 from common.store import Store
 from light_pole import curve
-from light_pole.app import App, parse_curfew
+from light_pole.app import App
+from light_pole.setup import parse_curfew
 from light_pole.localtime import days_from_civil
 from protocol import codes, rules
 

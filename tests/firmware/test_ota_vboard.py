@@ -70,8 +70,9 @@ def offer(uid: int, img: bytes, fw: int, **kw) -> dict:
 def board(tmp_path, name="flash", rt=None, **kw):
     from sim import vboard
     img = deploy_tree(tmp_path / f"img-{name}", "light_pole", KID.decode(), PINS, APP, dict({"stable_s": 5}, **(rt or {})))
-    # the update path holds ~93-110 KB on a pole: past its Wi-Fi budget (89,000 B) today, so these
-    # boards run without one until it fits (docs/firmware.md#footprint)
+    # the update path holds up to ~100 KiB on a pole (bench_update_device, 2026-11-30: 99.8 KiB while
+    # chunks arrive): past its Wi-Fi budget (89,000 B), so these boards run without one until it fits
+    # (docs/firmware.md#footprint)
     kw.setdefault("heap_budget", None)
     with vboard.VirtualBoard(deploy_dir=img, flash_dir=tmp_path / name, name="l001", console_pty=False, **kw) as b:
         p = Peer(b, KID)

@@ -59,8 +59,9 @@ async def _rollout(tmp_path, capsys, monkeypatch, crash):
 
     bundle_file = release(tmp_path, capsys, monkeypatch, 10100, crash)
     key = secrets.token_bytes(32)
-    # the update path holds ~93-110 KB on a pole: past its Wi-Fi budget (89,000 B) today, so this
-    # board runs without one until it fits (docs/firmware.md#footprint, docs/updates.md)
+    # the update path holds up to ~100 KiB on a pole (bench_update_device, 2026-11-30: 99.8 KiB while
+    # chunks arrive): past its Wi-Fi budget (89,000 B), so this board runs without one until it fits
+    # (docs/firmware.md#footprint, docs/updates.md)
     b = vboard.VirtualBoard(realtime=True, flash_dir=flash(tmp_path / "l001", "l001", "light_pole", key),
                             name="l001", console_pty=False, heap_budget=None)
     b.start()

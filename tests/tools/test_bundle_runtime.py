@@ -177,7 +177,8 @@ async def _runtime_rollout(tmp_path, capsys, ota: bool):
     rc, doc, err = runtime(capsys, key, image, tmp_path / "mp.bundle")
     assert rc == 0, doc
     dkey = secrets.token_bytes(32)
-    # heap_budget None: the update path is past a pole's heap budget today, as in tests/firmware/test_ota_vboard.py
+    # heap_budget None: the update path (up to ~100 KiB, bench_update_device) is past a pole's heap budget
+    # (89,000 B) today, as in tests/firmware/test_ota_vboard.py
     b = vboard.VirtualBoard(realtime=True, flash_dir=_pole_flash(tmp_path / "l001", dkey, ota), name="l001",
                             console_pty=False, heap_budget=None)
     b.start()

@@ -5,6 +5,7 @@ from protocol.crc16 import crc16
 from protocol.errors import (CborError, CobsError, CrcError, OversizeError, ProtocolError, ReplayError,
                              SchemaError, TokenError, UnknownTypeError)
 from protocol.replay import ReplayWindow, SeqCounter
+from vectors_io import schemas
 
 KEY = b"0123456789abcdef0123456789abcdef"
 
@@ -180,8 +181,9 @@ def test_messages_reject_bad_fields_naming_them():
 
 def test_every_schema_round_trips():
     samples = {U: 7, I: -3, N: None, B: True, T: "ok", Y: b"12345678", W: [[0, 1, 2]], C: {"k": 1}}
-    for code in messages.SCHEMAS:
-        name, _, fields = messages.SCHEMAS[code]
+    table = schemas()
+    for code in table:
+        name, _, fields = table[code]
         msg = {"type": name}
         for f in fields:
             v = samples[f[1]]
@@ -192,6 +194,32 @@ def test_every_schema_round_trips():
             msg[f[0]] = v
         assert messages.decode(messages.encode(msg)) == msg, name
 
+
+
+def test_schema_lookups_by_code_and_name():
+    table = schemas()
+    assert len(table) == 26 and len(set(s[0] for s in table.values())) == 26
+    for code in table:
+        assert messages._code(table[code][0]) == code
+        assert messages.direction_of(table[code][0]) == table[code][1]
+    for code in (0, 11, 128, 255, -1, 1 << 70):
+        assert messages._schema(code) is None
+        e = raises(UnknownTypeError, messages.from_list, [code])
+        assert str(e) == "unknown_type: unknown message type %d" % code
+    assert messages._code("nope") is None and messages._code("") is None
+    raises(KeyError, messages.direction_of, "nope")
+    assert table[144] == ("light_set", messages.DOWN, (("level", U, 0, 100), ("hold", U, 0, 86400)))
+    assert table[9] == ("nack", messages.BOTH, (("ref", U, 0, 0xFFFFFFFF), ("code", U, 0, 23), ("field", T, 0, 11)))
+    assert table[129][2][1] == ("time", U, 0, (1 << 40) - 1)
+
+
+
+def test_a_device_holds_no_host_only_tables():
+    import sys
+    host = sys.implementation.name != "micropython"
+    assert hasattr(messages, "SCHEMAS") == host and hasattr(messages, "TYPES") == host
+    assert hasattr(cose, "_HEADS") == host and hasattr(cose.Mac(KEY), "_lead") == host
+    assert type(messages._S) is bytes
 
 U, I, N, B, T, Y, W, C = (messages.U, messages.I, messages.N, messages.B, messages.T, messages.Y,
                           messages.W, messages.C)

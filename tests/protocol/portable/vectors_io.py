@@ -38,3 +38,14 @@ def from_json(decoded, bytes_fields):
         v = decoded[k]
         m[k] = unhex(v) if k in bytes_fields else v
     return m
+
+
+def schemas():
+    """protocol.messages' table as {code: (name, direction, fields)} in either VM (SCHEMAS is host-only)."""
+    from protocol import messages
+    out = {}
+    for code in range(256):
+        s = messages._schema(code)
+        if s is not None:
+            out[code] = s
+    return out
