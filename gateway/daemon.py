@@ -1,5 +1,8 @@
 """The daemon: link -> session -> control loops -> uplink, one asyncio loop.
 
+(With `[uplink] process` the uplink's MQTT client runs in a supervised child process,
+gateway/uplink/process.py; the outbox, and so every ack's durability, stays here.)
+
 Wiring, in the direction data flows and without back-references (Parts):
 uplink -> Out (seams.Out) -> device table -> downlink -> control loops
 (seams.Stage; they get the table's read-only view, downlink.command and

@@ -84,12 +84,21 @@ class UplinkConfig:
     reconnect_max_s: float = setting(30.0, lo=0.01, hi=3600)
     command_timeout_s: float = setting(10.0, lo=0.1, hi=600)
     request_max_age_s: float = setting(30.0, lo=1, hi=86400)  # older (or retained) backbone requests are answered "stale"
+    # the MQTT client in a process of its own (gateway/uplink/process.py): "on", "off", or "auto" = on
+    # when this process may run on more than one CPU (a one-core Pi gains nothing and pays the hand-over)
+    process: str = setting("auto", choices=("auto", "on", "off"))
     tls: TlsConfig = TlsConfig()
     outbox: OutboxConfig = OutboxConfig()
 
     @property
     def mqtt_client_id(self) -> str:
         return self.client_id or "park-gw-%s" % self.gateway_id
+
+    @property
+    def use_process(self) -> bool:
+        if self.process == "auto":
+            return len(os.sched_getaffinity(0)) > 1 if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1) > 1
+        return self.process == "on"
 
     @classmethod
     def from_mapping(cls, table: Mapping[str, Any], *, where: str = "uplink") -> "UplinkConfig":

@@ -16,6 +16,7 @@ from protocol.errors import SchemaError
 
 from .errors import CommandError, OutboxError, PayloadError, TopicError
 from .mqtt import MqttLink
+from .process import ProcessLink
 from .outbox import PRIO_EVENT, PRIO_STATE, PRIO_TELEMETRY, Outbox
 from .requests import RequestLog
 from .senml import Record, encode_pack, records_from_message
@@ -51,6 +52,7 @@ class UplinkStats:
     reconnects: int
     last_error: str | None
     dropped: dict[str, int] = field(default_factory=dict)  # "age_telemetry", "size_event", ...
+    process: dict[str, Any] | None = None  # the MQTT client's process: {"pid", "restarts"}; None in one process
 
     @property
     def dropped_total(self) -> int:
@@ -62,6 +64,7 @@ class UplinkStats:
             "outbox_bytes": self.outbox_bytes, "oldest_age_s": self.oldest_age_s,
             "published": self.published, "inflight": self.inflight, "reconnects": self.reconnects,
             "last_error": self.last_error, "dropped": dict(self.dropped), "dropped_total": self.dropped_total,
+            "process": self.process,
         }
 
 
@@ -98,7 +101,8 @@ class Uplink:
         self.outbox = Outbox(outbox_path, config.outbox, clock=clock, on_drop=self._on_drop,
                              commit_window_s=commit_window_s)
         self._requests = RequestLog(os.path.join(os.path.dirname(os.path.abspath(outbox_path)), "requests.sqlite"))
-        self._link = MqttLink(config, self.topics, self.outbox, self._requests, clock=clock)
+        link = ProcessLink if config.use_process else MqttLink
+        self._link = link(config, self.topics, self.outbox, self._requests, clock=clock)
         self._link.command_dispatch = self._dispatch_command
         self._handler: CommandHandler | None = None
         self._drop_counts: dict[str, int] = {}
@@ -294,4 +298,6 @@ class Uplink:
             reconnects=self._link.reconnects,
             last_error=self._link.last_error,
             dropped=ob.dropped_totals(),
+            process=({"pid": self._link.pid, "restarts": self._link.restarts}
+                     if isinstance(self._link, ProcessLink) else None),
         )

@@ -22,9 +22,20 @@ from sim.broker import free_port
 ROOT = Path(__file__).resolve().parents[2]
 
 
+MODE = {"process": "off"}  # [uplink] process of every uplink a test here makes; set by the fixture below
+
+
+@pytest.fixture(autouse=True, params=["off", "on"], ids=["inline", "process"])
+def uplink_process(request):
+    """Every test in both modes: the MQTT client in the gateway's loop, and in its own process."""
+    MODE["process"] = request.param
+    yield request.param
+    MODE["process"] = "off"
+
+
 def config(broker, **kw) -> UplinkConfig:
     table = {"sites": ["stadtpark"], "broker": broker.url, "gateway_id": kw.pop("gateway_id", "gw-test"),
-             "reconnect_min_s": 0.05, "reconnect_max_s": 0.5, "keepalive_s": 5}
+             "reconnect_min_s": 0.05, "reconnect_max_s": 0.5, "keepalive_s": 5, "process": MODE["process"]}
     table.update(kw)
     return UplinkConfig.from_mapping(table)
 
@@ -73,8 +84,8 @@ async def test_event_telemetry_and_availability_reach_the_backbone(mosquitto, su
 @pytest.mark.parametrize("direct", [True, False], ids=["paho-callback", "aiomqtt-publish"])
 async def test_both_drain_paths_keep_order_with_a_full_window(mosquitto, subscriber_factory, tmp_path, direct):
     sub = subscriber_factory(mosquitto, "park/stadtpark/device/+/event/#")
-    async with Uplink(config(mosquitto, inflight=20), tmp_path / "outbox.sqlite") as up:
-        up._link.direct = direct
+    async with Uplink(config(mosquitto, inflight=20, process="off"), tmp_path / "outbox.sqlite") as up:
+        up._link.direct = direct  # both paths of the in-loop client (the process uses the first)
         await up.wait_connected(10)
         for b in range(10):
             futs = [up.event_nowait("stadtpark", "l002", "motion", {}, str(b * 200 + i), 1.8e9) for i in range(200)]
@@ -123,9 +134,10 @@ async def test_broker_outage_outbox_grows_then_drains_in_order(mosquitto, subscr
 CHILD = textwrap.dedent("""
     import asyncio, sys, time
     from gateway.uplink import Uplink, UplinkConfig
-    port, outbox, mode, inflight = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    port, outbox, mode, inflight, process = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
     cfg = UplinkConfig.from_mapping({"sites": ["stadtpark"], "broker": "mqtt://127.0.0.1:" + port,
-        "gateway_id": "gw-child", "inflight": inflight, "reconnect_min_s": 0.05, "keepalive_s": 5})
+        "gateway_id": "gw-child", "inflight": inflight, "reconnect_min_s": 0.05, "keepalive_s": 5,
+        "process": process})
     async def main():
         async with Uplink(cfg, outbox) as up:
             await up.wait_connected(10)
@@ -147,7 +159,8 @@ CHILD = textwrap.dedent("""
 
 
 def spawn(broker, outbox, mode, inflight=100):
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(broker.port), str(outbox), mode, str(inflight)],
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(broker.port), str(outbox), mode, str(inflight),
+                             MODE["process"]],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, text=True)
     line = proc.stdout.readline()
     if line.strip() != "connected":
@@ -158,7 +171,7 @@ def spawn(broker, outbox, mode, inflight=100):
 
 async def _prefill(outbox, n):
     cfg = UplinkConfig.from_mapping({"sites": ["stadtpark"], "broker": f"mqtt://127.0.0.1:{free_port()}",
-                                     "gateway_id": "gw-child", "reconnect_min_s": 5})
+                                     "gateway_id": "gw-child", "reconnect_min_s": 5, "process": MODE["process"]})
     async with Uplink(cfg, outbox) as up:
         for b in range(0, n, 100):
             futs = [up.event_nowait("stadtpark", "k001", "door", {"n": i}, str(i), 1.8e9) for i in range(b, b + 100)]
@@ -304,3 +317,24 @@ async def test_drops_are_counted_and_announced_to_the_backbone(mosquitto, subscr
     await sub.until(lambda: sub.on("outbox_drop"), what="the outbox_drop event")
     body = sub.json_on("outbox_drop")[0]
     assert body["kind"] == "outbox_drop" and body["data"]["dropped"]["size_telemetry"] >= 1
+
+
+async def test_the_drain_takes_its_pubacks_without_paho_s_per_packet_objects(mosquitto, subscriber_factory, tmp_path,
+                                                                             monkeypatch):
+    import paho.mqtt._packet as packet
+
+    decoded = []
+    real = packet.decode_puback
+    monkeypatch.setattr(packet, "decode_puback", lambda *a: decoded.append(a) or real(*a))
+    sub = subscriber_factory(mosquitto, "park/stadtpark/device/+/event/#")
+    async with Uplink(config(mosquitto, process="off"), tmp_path / "outbox.sqlite") as up:
+        await up.wait_connected(10)
+        futs = [up.event_nowait("stadtpark", "k001", "door", {}, str(i), 1.8e9) for i in range(500)]
+        await futs[-1]
+        await up.drain(20)
+        assert up.stats().published == 500 and up.stats().inflight == 0
+        pc = up._link._client._client
+        assert not pc._out_messages and pc._inflight_messages == 0  # paho's books agree: nothing left in flight
+    await sub.until(lambda: len(sub.messages) >= 500, what="500 events")
+    assert [int(json.loads(m.payload)["id"]) for m in sub.messages] == list(range(500))
+    assert len(decoded) == 2  # only aiomqtt's own publishes (the `online` and `offline` status) took paho's path
