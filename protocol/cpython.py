@@ -137,31 +137,117 @@ def _builder(name, fields):
     return eval("lambda v: {'type': %r, %s}" % (name, items))  # noqa: S307 - names from messages.SCHEMAS only
 
 
+_U, _I, _N, _B, _T, _Y, _W = messages.U, messages.I, messages.N, messages.B, messages.T, messages.Y, messages.W
+_BOTH = messages.BOTH
+_HEAD_FORMS = ((24, 1, 0), (0x100, 2, 24), (0x10000, 3, 25), (0x100000000, 5, 26), (1 << 64, 9, 27))
+"""(values below, item length, additional information) of CBOR's head forms, shortest first."""
+
+
+def _int_field(i, kind, lo, hi):
+    """Source checking v[i] (an integer field) against its range and its head at payload[pos]."""
+    out = ["    x = v[%d]" % i, "    if type(x) is int:", "        if x < %d or x > %d:" % (lo, hi),
+           "            return None"]
+    if lo < 0:
+        out += ["        m = 0", "        if x < 0:", "            m = 0x20", "            x = -1 - x"]
+        top = max(hi, -1 - lo)
+    else:
+        top = hi
+    head = "m | " if lo < 0 else ""
+    below = 0
+    for end, size, info in _HEAD_FORMS:
+        last = top < end
+        cond = "        else:" if last and below else "        %s x < %d:" % ("elif" if below else "if", end)
+        h = ("%sx" % head) if info == 0 else ("%s%d" % (head, info) if lo < 0 else "%d" % info)
+        out += [cond, "            if payload[pos] != %s:" % h, "                return None",
+                "            pos += %d" % size]
+        below = end
+        if last:
+            break
+    if kind == _N:
+        out += ["    elif x is None:", "        if payload[pos] != 0xF6:", "            return None", "        pos += 1"]
+    out += ["    else:", "        return None"]
+    return out
+
+
+def _checker(code, name, fields):
+    """A function (v, payload) -> True when payload is the deterministic encoding of v, a message of this
+    type in range; None when only the portable path can tell (or name the error).
+
+    Unrolled per message type from its schema, with its bounds as constants: one walk over the
+    layout of the deterministic encoding, comparing the byte where each item's head would be
+    with that head (major type and length form), and the end of the last item with the end of
+    the payload. Then the payload is that encoding, item by item: a tag, a longer head, an
+    indefinite length or trailing bytes would put another byte at some head, so no re-encoding
+    and no scan of the data bytes (where tag-like values are common) is needed."""
+    n = len(fields) + 1
+    src = ["def check(v, payload):", "  try:"]
+    body = ["    if payload[0] != %d or payload[1] != %d:" % (0x80 + n, code if code < 24 else 0x18),
+            "        return None"]
+    if code >= 24:
+        body += ["    if payload[2] != %d:" % code, "        return None"]
+    body += ["    pos = %d" % (2 if code < 24 else 3)]
+    for i, (fname, kind, lo, hi) in enumerate(fields, 1):
+        if kind in (_U, _I, _N):
+            body += _int_field(i, kind, lo, hi)
+        elif kind == _B:
+            body += ["    x = v[%d]" % i, "    if type(x) is not bool or payload[pos] != (0xF5 if x else 0xF4):",
+                     "        return None", "    pos += 1"]
+        else:
+            body += ["    pos = _other(%r, %d, %d, %d, v[%d], payload, pos)" % (name, kind, lo, hi, i),
+                     "    if pos < 0:", "        return None"]
+    body += ["    return True if pos == len(payload) else None"]
+    src += ["  " + ln for ln in body]
+    src += ["  except IndexError:  # the payload is shorter than the value's shortest encoding", "    return None"]
+    ns = {"_other": _other}
+    exec("\n".join(src), ns)  # noqa: S102 - source built from messages.SCHEMAS only
+    return ns["check"]
+
+
+def _other(name, kind, lo, hi, x, payload, pos):
+    """A byte or text string or curfew windows at payload[pos]: the position after it, or -1."""
+    tx = type(x)
+    if (tx is bytes and kind == _Y) or (tx is str and kind == _T):
+        try:
+            messages._check(name, "", kind, lo, hi, x)
+        except Exception:  # noqa: BLE001 - the portable path names it
+            return -1
+        m = 0x40 if tx is bytes else 0x60
+        a = len(x) if tx is bytes else len(x.encode())
+        for end, size, info in _HEAD_FORMS:
+            if a < end:
+                if payload[pos] != m | (a if info == 0 else info):
+                    return -1
+                return pos + size + a
+    if tx is list and kind == _W:
+        try:
+            messages._check(name, "", kind, lo, hi, x)
+            n = _shortest_len(x, 1)
+        except Exception:  # noqa: BLE001
+            return -1
+        if _TAG_HEAD(payload) is not None:  # inside a nested array only a re-encoding can tell
+            return -1
+        return pos + n
+    return -1
+
+
 def _validators():
-    """Per message code: (name, direction, dict builder, array length, per-field (kind, lo, hi)); maps excluded."""
+    """Per message code: (name, direction, dict builder, array length, checker); maps excluded."""
     out = {}
     for code, (name, d, fields) in messages.SCHEMAS.items():
         if any(f[1] == messages.C for f in fields):
             continue
-        out[code] = (name, d, _builder(name, fields), len(fields) + 1, tuple((f[1], f[2], f[3]) for f in fields))
+        out[code] = (name, d, _builder(name, fields), len(fields) + 1, _checker(code, name, fields))
     return out
 
 
 _SCHEMAS = _validators()
-_U, _I, _N, _B, _T, _Y, _W = messages.U, messages.I, messages.N, messages.B, messages.T, messages.Y, messages.W
-_BOTH = messages.BOTH
 
 
 def _message(payload, direction):
-    """messages.decode(payload, direction, loads) for the common case, None where only it can tell.
-
-    One pass over the fields checks each against its schema and adds up the length of its
-    shortest encoding; a message that is in range and exactly as long as the payload is
-    what the portable path accepts. Anything else (an error to name, a map) goes the
-    portable way, so every refusal is the portable path's, in its order.
-    """
-    if _TAG_HEAD(payload) is not None:
-        return None
+    """messages.decode(payload, direction, loads) for the common case, None where only it can tell:
+    an in-range message whose payload is its deterministic encoding (see _checker). Anything
+    else (an error to name, a map) goes the portable way, so every refusal is the portable
+    path's, in its order."""
     try:
         v = _loads(payload)
     except Exception:  # noqa: BLE001 - the portable path names it
@@ -171,35 +257,8 @@ def _message(payload, direction):
     s = _SCHEMAS.get(v[0])
     if s is None:
         return None
-    name, d, build, n, fields = s
-    if len(v) != n or (direction is not None and d != _BOTH and d != direction):
-        return None
-    total = 1 if n < 24 else 2
-    total += 1 if v[0] < 24 else 2
-    i = 1
-    for kind, lo, hi in fields:
-        x = v[i]
-        i += 1
-        tx = type(x)
-        if tx is int and kind <= _N:
-            if x < lo or x > hi:
-                return None
-            if x < 0:
-                x = -1 - x
-            total += 1 if x < 24 else 2 if x < 0x100 else 3 if x < 0x10000 else 5 if x < 0x100000000 else 9
-        elif x is None and kind == _N:
-            total += 1
-        elif tx is bool and kind == _B:
-            total += 1
-        elif (tx is bytes and kind == _Y) or (tx is str and kind == _T) or (tx is list and kind == _W):
-            try:
-                messages._check(name, "", kind, lo, hi, x)
-                total += _shortest_len(x, 1)
-            except Exception:  # noqa: BLE001
-                return None
-        else:
-            return None
-    if total != len(payload):
+    name, d, build, n, check = s
+    if len(v) != n or (direction is not None and d != _BOTH and d != direction) or check(v, payload) is None:
         return None
     return build(v)
 

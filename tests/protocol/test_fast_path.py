@@ -118,6 +118,44 @@ def test_the_fused_path_takes_the_common_frames_itself(monkeypatch):
     assert (r.kid, r.seq, r.msg) == (KID, 7, {"type": "fill", "fill": 73, "temp": -3, "batt": None})
 
 
+@pytest.mark.parametrize("msg", [
+    {"type": "fill", "fill": 100, "temp": -40, "batt": 0xD8},           # 18 d8: a tag-head value as data
+    {"type": "heartbeat", "uptime": 0xC2C3, "heap": 0xDB, "boots": 0xC2, "status": 0xDA, "fw": 0xD9C2,
+     "batt": None, "dropped": 0xC3},
+    {"type": "hello", "role": 2, "fw": 10203, "caps": 0xD8D9, "nonce": b"\xc2\xc3\xd8\xd9\xda\xdb\x00\x01"},
+    {"type": "nack", "ref": 0xDBDBDBDB, "code": 3, "field": "\u00d8\u00c2"}])
+def test_data_bytes_that_look_like_tags_stay_on_the_fused_path(monkeypatch, msg):
+    """Values whose bytes are 0xc2/0xc3/0xd8-0xdb are common (a battery level of 216, a nonce):
+    only the byte at an item's head can be a tag, so these frames are opened without a fallback."""
+    mac = cose.Mac(KEY)
+    env = cose.seal(mac, cose.UP, KID, 7, messages.encode(msg))
+
+    def portable(*a, **k):
+        raise AssertionError("portable path used")
+
+    monkeypatch.setattr(codec, "open_envelope", portable)
+    monkeypatch.setattr(messages, "decode", portable)
+    assert fast.open_envelope(env, cose.UP, lambda k: mac, lambda k: ReplayWindow()).msg == msg
+
+
+@pytest.mark.parametrize("payload_hex", [
+    "8410c243010000f6f6",          # fill 65536 as a bignum: as long as its shortest form (out of range anyway)
+    "82 08 c2 43 010000".replace(" ", ""),              # ack ref 65536 as a bignum, 5 bytes like 1a00010000
+    "82 08 d8 02 46 010000000000".replace(" ", ""),     # ack ref 2**40 under a long tag head: 9 bytes like 1b...
+    "82 08 1a 00000005".replace(" ", ""),               # ack ref 5 with a 4-byte head
+    "82 08 05 00".replace(" ", ""),                     # a trailing byte
+    "9f 08 05 ff".replace(" ", ""),                     # an indefinite-length array
+    "82 18 08 05".replace(" ", ""),                     # the type code with a longer head
+    "83 07 05 00".replace(" ", "")[:6],                 # an array shorter than its head says
+])
+def test_non_deterministic_payloads_are_refused_as_the_portable_path_refuses_them(payload_hex):
+    mac = cose.Mac(KEY)
+    env = cose.seal(mac, cose.UP, KID, 9, bytes.fromhex(payload_hex))
+    portable, fused = _both(env, cose.UP, lambda k: mac)
+    assert portable == fused
+    assert fused[0][0] == "err"
+
+
 def test_a_forged_frame_moves_no_window():
     mac = cose.Mac(KEY)
     env = bytearray(cose.seal(mac, cose.UP, KID, 5, messages.encode({"type": "ack", "ref": 1})))
