@@ -74,7 +74,7 @@ def _edits_sys_path(node) -> bool:
 
 # The one exception: a board drops its boot-only modules from sys.modules so that their bytecode
 # leaves the ESP32's heap (issue 10; docs/firmware.md#footprint). Not an import-path edit.
-UNLOAD = ("firmware/common/runtime.py", "forget")
+UNLOAD = ("firmware/common/__init__.py", "forget")
 
 
 def _tree_without_unload(p):

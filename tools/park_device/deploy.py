@@ -51,14 +51,9 @@ def deploy(ui, port: str | None, role: str, *, timeout: float = 10.0, force: boo
            restart: bool = True, fw_root=None, serial_number: str | None = None) -> tuple[str, dict]:
     check_role(role)
     cross = mpy_cross_version()
-    with ui.progress("compile", 1) as bar:
-        def tick(i, n, name):
-            bar.total = n
-            bar.set(i, name)
-        arts = build(role, fw_root=fw_root, progress=tick)
-
     with Board.open(port, timeout=timeout, serial_number=serial_number) as b:
         info = b.info()
+        # the board's answers first: an mpy-cross of another release may not even parse today's sources
         check_mpy(info["mpy"], cross, where=b.port)
         cfg = info.get("config") or {}
         have_role = cfg.get("role")
@@ -66,6 +61,11 @@ def deploy(ui, port: str | None, role: str, *, timeout: float = 10.0, force: boo
             raise WrongRole(f"the board is provisioned as {cfg.get('id', '?')} ({have_role}), not {role}",
                             where=b.port, hint=f"deploy --role {have_role}, or re-purpose it with --force "
                                                "and provision it again")
+        with ui.progress("compile", 1) as bar:
+            def tick(i, n, name):
+                bar.total = n
+                bar.set(i, name)
+            arts = build(role, fw_root=fw_root, progress=tick)
         on_board = b.hashes([a.dest for a in arts])
         todo, same = plan(arts, on_board)
 
