@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -283,12 +284,19 @@ class Daemon:
             tasks.append(asyncio.create_task(self.control.run(), name="control"))
             tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
             tasks.append(asyncio.create_task(self.updates.run(), name="updates"))
+            # Start-up's objects (modules, functions, types, the device table) leave the cyclic
+            # collector's view: under load a full collection over them took 10-60 ms, which a
+            # pre-light waited out (docs/benchmarks.md, overload). Garbage first, so none is frozen.
+            gc.collect()
+            gc.freeze()
             self.ready.set()
             log.info("park-gateway up: %d links, %d devices, api %s", len(self.links), len(self.sessions.devices),
                      cfg.api_socket)
             try:
                 await self._stop.wait()
             finally:
+                gc.unfreeze()  # a daemon inside a longer-lived process (the tests) leaves nothing frozen
+                self.inventory.flush()
                 if self.pressure is not None:
                     self.pressure.stop()
                 for lk in self.links:

@@ -20,6 +20,7 @@ log = logging.getLogger("park.link")
 
 MAX_BACKLOG = 256 * 1024
 READ_SIZE = 2048  # ~55 frames a read of a shared stream: other links' frames wait for at most that much work
+BUSY_READ_SIZE = 512  # while the gateway sheds (its loop runs late): ~14 frames, so a pre-light waits less
 # a device that lost power leaves a half-open connection: probe after 60 s quiet, give up after 3 x 10 s
 KEEPALIVE = (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 3))
 
@@ -44,16 +45,18 @@ class TcpLink(Link):
         self._writer = writer
         self._up()
         try:
+            size = READ_SIZE
             while True:
-                data = await reader.read(READ_SIZE)
+                data = await reader.read(size)
                 if not data:
                     return
                 self.feed(data)
                 p = self.pressure
                 if p is not None and p.paused:
                     await p.wait_open()  # unread bytes stay in the kernel; its window slows the sender
-                elif len(data) == READ_SIZE:
+                elif len(data) == size:
                     await asyncio.sleep(0)  # more may be buffered: let other links and the uplink run first
+                size = BUSY_READ_SIZE if p is not None and p.shedding else READ_SIZE
         finally:
             self._writer = None
             writer.close()

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import gc
 import logging
 import marshal
 import os
@@ -343,6 +344,8 @@ async def _child() -> None:
     feed = _Feed(send)
     link = _ChildLink(init["config"], feed, send)
     link.start()
+    gc.collect()
+    gc.freeze()  # as the gateway does once it is up (gateway/daemon.py): no full collection over start-up's objects
     while True:
         msg = await _read(reader)
         if msg is None:

@@ -132,9 +132,14 @@ async def test_what_the_gateway_publishes_matches_the_contract(mosquitto, subscr
             want = {"park/stadtpark/gateway/devices", "park/gateway/gw-test/status",
                     "homeassistant/sensor/stadtpark_k001/occupied/config",
                     "park/stadtpark/device/l002/event/lamp_fault", "park/stadtpark/device/c001/event/collection_needed"}
+            def versions():  # the hellos' firmware reaches the inventory within gateway.inventory.SETTLE_S
+                inv = [json.loads(m.payload) for m in seen.messages if m.topic == "park/stadtpark/gateway/devices"]
+                return [x["fw"] for x in inv[-1]["devices"]] if inv else []
+
             await until(lambda: want <= topics() and sum(t.endswith("/cmd/res") for t in topics()) >= 2
-                        and len([m for m in seen.messages if m.topic.endswith("/cmd/res")]) >= 6, 20,
-                        lambda: "messages; got %s" % sorted(topics()))
+                        and len([m for m in seen.messages if m.topic.endswith("/cmd/res")]) >= 6
+                        and versions() == ["1.0.0"] * 4, 20,
+                        lambda: "messages; got %s, inventory %s" % (sorted(topics()), versions()))
         await until(lambda: any(json.loads(m.payload).get("state") == "offline" for m in seen.messages
                                 if m.topic == "park/gateway/gw-test/status"), 10, "the offline status")
     finally:

@@ -33,7 +33,7 @@ async def _retained(mosquitto, subscriber_factory) -> dict[str, bytes]:
     while n != len(s.messages):  # they come right after the SUBACK, in one burst
         n = len(s.messages)
         await asyncio.sleep(0.5)
-    assert all(m.retain for m in s.messages)
+    assert all(m.retain for m in s.messages), [(m.topic, m.payload[:80]) for m in s.messages if not m.retain]
     return {m.topic: m.payload for m in s.messages}
 
 
@@ -79,6 +79,13 @@ async def test_home_assistant_finds_each_device_and_loses_the_removed_ones(mosqu
                                "fw": 10000, "batt": 185, "dropped": 0})
             devs["k001"].send({"type": "locker", "open": 0, "locked": 15, "occupied": 5, "pending": 0})
             await live.until(lambda: _topics(ENTITIES) <= {m.topic for m in live.messages}, 15, "discovery")
+            # the hellos' firmware versions come in one republication a moment later (gateway.inventory.SETTLE_S)
+            def versioned(t):
+                last = [m.payload for m in live.messages if m.topic == t][-1]
+                return "sw_version" in json.loads(last)["device"]
+
+            await live.until(lambda: all(versioned(t) for t in _topics(ENTITIES)), 15,
+                             "discovery with firmware versions")
             await park.until(lambda: len(park.on("/telemetry")) >= 5 and park.on("/gateway/gw-test/status"), 15,
                              "telemetry")
             configs = await _retained(mosquitto, subscriber_factory)

@@ -51,3 +51,43 @@ def test_a_hello_republishes_only_when_it_brings_another_firmware(monkeypatch):
     devices["n001"] = dev("n001", "stadtpark")  # a device the documents do not know yet
     inv.on_event({"kind": "hello", "device": "n001", "fw": None})
     assert len(built) == 3 and [d["id"] for d in up.sent[-1][2]["devices"]][-1] == "n001"
+
+
+def test_hellos_with_new_firmware_share_one_publication_in_the_event_loop():
+    """After a rollout every device says hello with a new version: one rebuild for the burst, not one each."""
+    import asyncio
+
+    devices = {"l%03d" % i: dev("l%03d" % i, "stadtpark", 100) for i in range(50)}
+    up = Uplink()
+    inv = inventory.Inventory(up, devices, "gw1", "0.1.0", ["stadtpark"])
+
+    async def burst():
+        inv.publish()
+        for d in devices.values():
+            d.fw = 101
+            inv.on_event({"kind": "hello", "device": d.id, "fw": 101})
+        assert len(up.sent) == 1  # not yet: the burst settles first
+        await asyncio.sleep(inventory.SETTLE_S + 0.2)
+
+    asyncio.run(burst())
+    assert len(up.sent) == 2
+    assert {d["fw"] for d in up.sent[-1][2]["devices"]} == {"0.1.1"}
+
+
+def test_a_stopping_daemon_publishes_what_a_settling_burst_changed():
+    import asyncio
+
+    devices = {"l001": dev("l001", "stadtpark", 100)}
+    up = Uplink()
+    inv = inventory.Inventory(up, devices, "gw1", "0.1.0", ["stadtpark"])
+
+    async def stop_early():
+        inv.publish()
+        inv.flush()
+        assert len(up.sent) == 1  # nothing pending: nothing sent
+        devices["l001"].fw = 102
+        inv.on_event({"kind": "hello", "device": "l001", "fw": 102})
+        inv.flush()
+
+    asyncio.run(stop_early())
+    assert len(up.sent) == 2 and up.sent[-1][2]["devices"][0]["fw"] == "0.1.2"
