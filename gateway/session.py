@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import functools
 import logging
 import time
 from typing import Callable
@@ -40,6 +39,7 @@ from gateway.seams import LinkPort, Out, Stage
 
 __all__ = ["Sessions", "Counters", "CommandFailed", "QueueFull", "DeviceSession"]
 
+ACK_SLICE = 32
 log = logging.getLogger("park.session")
 
 UP = cose.UP
@@ -96,6 +96,9 @@ class Sessions:
         self._window_for = self.table.window_for
         self.by_id = self.table.by_id
         self.by_kid = self.table.by_kid
+        self._waiting: dict[asyncio.Future, list] = {}  # a commit's future -> the (session, ack) it holds back
+        self._due: collections.deque = collections.deque()  # acks whose events are durable, not yet sent
+        self._sending = False
 
     @property
     def devices(self):
@@ -241,14 +244,41 @@ class Sessions:
                 self.faults.record("control", e, s.id, msg["type"])
             if self._listeners:
                 self._emit({"kind": "event", "device": s.id, "site": s.site, "msg": msg})
-        fut.add_done_callback(functools.partial(self._ack_durable, s, ack))
+        self._ack_when_stored(s, ack, fut)
 
-    def _ack_durable(self, s: DeviceSession, ack: dict, f: asyncio.Future) -> None:
+    def _ack_when_stored(self, s: DeviceSession, ack: dict, fut: asyncio.Future) -> None:
+        """One callback per commit, however many events it holds (not one per event)."""
+        waiting = self._waiting.get(fut)
+        if waiting is None:
+            waiting = self._waiting[fut] = []
+            fut.add_done_callback(self._stored)
+        waiting.append((s, ack))
+
+    def _stored(self, f: asyncio.Future) -> None:
+        """A commit ended: its events' acks are due, or, if it failed, none is sent."""
+        waiting = self._waiting.pop(f, [])
         if f.cancelled() or f.exception() is not None:
-            self.counters["event_not_stored"] += 1  # no ack: the device retransmits, and it is stored then
-            log.error("event from %s not stored, not acked: %s", s.id, f.exception() if not f.cancelled() else "cancelled")
+            why = f.exception() if not f.cancelled() else "cancelled"
+            for s, _ in waiting:
+                self.counters["event_not_stored"] += 1  # no ack: the device retransmits, and it is stored then
+                log.error("event from %s not stored, not acked: %s", s.id, why)
             return
-        s.send(ack)
+        self._due.extend(waiting)
+        if not self._sending:
+            self._sending = True
+            self._send_acks()
+
+    def _send_acks(self) -> None:
+        """ACK_SLICE acks at a time, the rest after the loop has looked at the links again: one group
+        commit under load holds hundreds, and a pre-light must not wait for all of them."""
+        due = self._due
+        for _ in range(min(ACK_SLICE, len(due))):
+            s, ack = due.popleft()
+            s.send(ack)
+        if due:
+            asyncio.get_running_loop().call_soon(self._send_acks)
+        else:
+            self._sending = False
 
     def _telemetry(self, s: DeviceSession, msg: dict, now: float) -> None:
         t = msg["type"]

@@ -223,3 +223,39 @@ async def test_replayed_old_hello_changes_no_session_state(tmp_path):
         assert r["result"] == "ok" and dev.commands[-1]["level"] == 42
     await link.close()
     await other.close()
+
+
+async def test_acks_held_by_one_commit_go_out_in_slices_with_the_links_read_in_between():
+    """A group commit under load holds hundreds of events: their acks are sent ACK_SLICE at a time, so
+    a motion frame read meanwhile waits for one slice, not for all of them (docs/benchmarks.md, overload)."""
+    import collections
+
+    from gateway.session import ACK_SLICE, Counters, Sessions
+
+    ss = object.__new__(Sessions)  # only the ack path: no registry, no links
+    ss.counters, ss._waiting, ss._due, ss._sending = Counters(), {}, collections.deque(), False
+    sent, between = [], []
+
+    class Dev:
+        id = "k001"
+
+        def send(self, msg):
+            sent.append(msg["ref"])
+
+    loop = asyncio.get_running_loop()
+    commit = loop.create_future()
+    for ref in range(5 * ACK_SLICE + 3):
+        ss._ack_when_stored(Dev(), {"type": "ack", "ref": ref}, commit)
+    assert list(ss._waiting) == [commit] and len(commit._callbacks) == 1  # one callback per commit
+    commit.set_result(None)
+    for _ in range(8):
+        await asyncio.sleep(0)
+        between.append(len(sent))
+    assert sent == list(range(5 * ACK_SLICE + 3))  # all, in order
+    assert between[:6] == [ACK_SLICE * k for k in range(1, 6)] + [5 * ACK_SLICE + 3]
+
+    failed = loop.create_future()
+    ss._ack_when_stored(Dev(), {"type": "ack", "ref": 999}, failed)
+    failed.set_exception(OSError("disk full"))
+    await asyncio.sleep(0)
+    assert 999 not in sent and ss.counters["event_not_stored"] == 1  # never acked when not stored
