@@ -240,18 +240,18 @@ class Board:
                 t.close()
 
     def _enter(self, soft_reset: bool) -> None:
-        """Enter the raw REPL and prove it with one round trip (retried once: a board still
-        printing its boot banner can swallow the first prompt)."""
+        """Enter the raw REPL and prove it with one round trip (retried once, each try bounded by
+        the timeout: a board still booting or printing its banner can swallow the first prompt)."""
         buf = io.StringIO()
         try:
             with contextlib.redirect_stdout(buf):
                 for attempt in (1, 2):
-                    self.t.enter_raw_repl(soft_reset=soft_reset and attempt == 1, timeout_overall=self.timeout)
                     try:
+                        self.t.enter_raw_repl(soft_reset=soft_reset and attempt == 1, timeout_overall=self.timeout)
                         out, err = self.t.exec_raw("print('pd-ok')", timeout=min(self.timeout, 5))
                         if out.strip() == b"pd-ok":
                             return
-                    except TransportError:
+                    except TransportError:  # the prompt or the echo was lost in what the board printed
                         if attempt == 2:
                             raise
                 raise TransportError("the raw REPL did not echo a test command")
