@@ -274,7 +274,10 @@ class Sessions:
         due = self._due
         for _ in range(min(ACK_SLICE, len(due))):
             s, ack = due.popleft()
-            s.send(ack)
+            try:
+                s.send(ack)
+            except Exception as e:  # noqa: BLE001 - one ack lost (the device retransmits), never the ones after it
+                self.faults.record("session", e, s.id, "ack")
         if due:
             asyncio.get_running_loop().call_soon(self._send_acks)
         else:

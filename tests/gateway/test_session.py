@@ -259,3 +259,36 @@ async def test_acks_held_by_one_commit_go_out_in_slices_with_the_links_read_in_b
     failed.set_exception(OSError("disk full"))
     await asyncio.sleep(0)
     assert 999 not in sent and ss.counters["event_not_stored"] == 1  # never acked when not stored
+
+
+async def test_an_ack_that_cannot_be_sent_does_not_hold_back_the_ones_after_it():
+    import collections
+
+    from gateway.events import EventBus
+    from gateway.session import Counters, Sessions
+
+    ss = object.__new__(Sessions)
+    ss.counters, ss._waiting, ss._due, ss._sending = Counters(), {}, collections.deque(), False
+    ss.faults = EventBus().faults
+    sent = []
+
+    class Dev:
+        def __init__(self, did, broken=False):
+            self.id, self.broken = did, broken
+
+        def send(self, msg):
+            if self.broken:
+                raise OSError("the downlink ceiling could not be stored")
+            sent.append((self.id, msg["ref"]))
+
+    commit = asyncio.get_running_loop().create_future()
+    ss._ack_when_stored(Dev("k001", broken=True), {"type": "ack", "ref": 1}, commit)
+    ss._ack_when_stored(Dev("k002"), {"type": "ack", "ref": 2}, commit)
+    commit.set_result(None)
+    await asyncio.sleep(0)
+    later = asyncio.get_running_loop().create_future()
+    ss._ack_when_stored(Dev("k003"), {"type": "ack", "ref": 3}, later)
+    later.set_result(None)
+    await asyncio.sleep(0)
+    assert sent == [("k002", 2), ("k003", 3)] and not ss._sending
+    assert ss.faults.counts["session_OSError"] == 1
