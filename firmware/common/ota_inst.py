@@ -1,6 +1,6 @@
 """Software updates, the commit (SPEC 10): check the staged image's header and every file,
 write the files into the other slot and switch to it (kind 0), or boot the written OTA
-partition next (kind 1). On the heap only from an accepted update_commit to the reboot (or the
+partition next (kind 1, through common.ota_part). On the heap only from an accepted update_commit to the reboot (or the
 refusal). Each function takes common.ota_state's Updater."""
 
 import hashlib
@@ -201,25 +201,12 @@ def install(u):
     u.discard()
 
 
-def switch_runtime(u):
-    """Kind 1: boot the written partition next (the bootloader rolls it back unless it is confirmed)."""
-    part = u._part
-    if part is None:
-        raise OSError(19)
-    p = dict(u.ptr)
-    p.update({"img": part.info()[4], "uid": u.st["uid"], "st": _US_TRIAL, "why": _UR_NONE,
-              "rep": 0, "rfw": u.st["fw"]})
-    boot_module().write(p)
-    u.ptr = p
-    part.set_boot()
-    u.discard()
-
-
 async def run(rt, u):
     """The task an accepted commit starts: verify, install, report, reboot into the trial."""
     try:
         if u.st["kind"] == _UK_RUNTIME:
-            switch_runtime(u)
+            from common import ota_part
+            ota_part.switch(u)
         else:
             for _ in verify(u):
                 await asyncio.sleep_ms(INSTALL_PAUSE_MS)

@@ -1,6 +1,6 @@
 """Software updates into an OTA partition (SPEC 10, kind 1: a MicroPython image, behind
-CAP_OTA_IMAGE): the partition's side of receiving, loaded only for such an update, so an app
-update never holds it. Each function takes common.ota_state's Updater."""
+CAP_OTA_IMAGE): the partition's side of receiving and of the switch, loaded only for such an
+update, so an app update never holds it. Each function takes common.ota_state's Updater."""
 
 try:
     from micropython import const
@@ -8,9 +8,10 @@ except ImportError:  # CPython
     def const(x):
         return x
 
-from common.ota_state import STAGE
+from common.ota import STAGE, boot_module
 from common.store import write_json
 
+_US_TRIAL = const(3)
 _UR_NONE = const(0)
 _UR_DOWNGRADE = const(3)
 _UR_SPACE = const(6)
@@ -76,3 +77,17 @@ def digest(u, h):
         h.update(blk if left >= PART_BLOCK else blk[:left])
         left -= PART_BLOCK
         i += 1
+
+
+def switch(u):
+    """Kind 1: boot the written partition next (the bootloader rolls it back unless it is confirmed)."""
+    part = u._part
+    if part is None:
+        raise OSError(19)
+    p = dict(u.ptr)
+    p.update({"img": part.info()[4], "uid": u.st["uid"], "st": _US_TRIAL, "why": _UR_NONE,
+              "rep": 0, "rfw": u.st["fw"]})
+    boot_module().write(p)
+    u.ptr = p
+    part.set_boot()
+    u.discard()
