@@ -24,8 +24,8 @@ except ImportError:
 
 try:
     from micropython import const
-except ImportError:  # CPython
-    def const(x):
+except ImportError:  # CPython (unit tests)
+    def const(x):  # type: ignore[misc]  # the stub's const is generic
         return x
 
 from common import forget
@@ -111,11 +111,13 @@ def command(rt, m):
         nack, r = ota_rx.chunk(u, m)
     elif t == "update_offer" or t == "update_abort":
         from common import ota_offer
-        if t == "update_offer":
-            nack, r = None, ota_offer.offer(u, m, rt.fw)
-        else:
-            nack, r = ota_offer.abort(u, m)
-        forget("common.ota_offer")
+        try:
+            if t == "update_offer":
+                nack, r = None, ota_offer.offer(u, m, rt.fw)
+            else:
+                nack, r = ota_offer.abort(u, m)
+        finally:
+            forget("common.ota_offer")
     else:
         nack, r = (_E_UNKNOWN_TYPE, ""), None
     if not u.st or u.st.get("ok"):
@@ -126,8 +128,8 @@ def command(rt, m):
 
 def idle():
     """Nothing in progress (no offer being received or staged, no install): the runtime may drop
-    this module from the heap; the next update_* message or the trial's join loads the state
-    from flash again."""
+    this module and ota_state from the heap; the next update_* message or the trial's welcome
+    loads the state from flash again."""
     u = _upd
     return u is None or not (u.st or u.installing)
 

@@ -14,8 +14,8 @@ except ImportError:
 
 try:
     from micropython import const
-except ImportError:  # CPython
-    def const(x):
+except ImportError:  # CPython (unit tests)
+    def const(x):  # type: ignore[misc]  # the stub's const is generic
         return x
 
 from protocol.errors import CborError
@@ -113,9 +113,9 @@ def _files(u, root=None):
                     if not n:
                         raise CborError("image shorter than its header says")
                     c = b if n == k else b[:n]
-                    if out is None:
+                    if h is not None:
                         h.update(c)
-                    else:
+                    elif out is not None:
                         out.write(c)
                     left -= n
             finally:

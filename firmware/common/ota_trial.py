@@ -4,8 +4,8 @@ boot's start and that welcome's step (common.ota.started, joined)."""
 
 try:
     from micropython import const
-except ImportError:  # CPython
-    def const(x):
+except ImportError:  # CPython (unit tests)
+    def const(x):  # type: ignore[misc]  # the stub's const is generic
         return x
 
 import os
@@ -79,19 +79,25 @@ def started(rt):
         rt._reboot_at = clock.ticks_add(clock.ticks_ms(), TRIAL_MS)  # the runtime's planned reboot
 
 
+def _holder(rt, p):
+    """The update's Updater when one is loaded or something is staged (bytes a power cut left
+    after the switch: confirm discards them), else the pointer alone."""
+    from common import ota
+    if ota._upd is not None:
+        return ota._upd
+    try:
+        os.stat(STAGE)
+    except OSError:
+        return _Pointer(p)
+    return ota._updater(rt)
+
+
 def joined(rt):
     from common import ota
-    u = ota._upd
-    p = u.ptr if u is not None else (boot_pointer() or {})
+    p = ota._upd.ptr if ota._upd is not None else (boot_pointer() or {})
     if not p.get("uid") or not (p.get("try") or p.get("img") or p.get("rep")):
         return  # no trial to confirm, no outcome to report
-    if u is None:
-        try:
-            os.stat(STAGE)
-        except OSError:
-            u = _Pointer(p)
-        else:
-            u = ota._updater(rt)  # bytes a power cut left staged after the switch: confirm discards them
+    u = _holder(rt, p)
     r = confirm(u, rt.app is not None and not rt.safe and rt.checks_ok)
     if r is False:
         rt.log("trial of update %d failed its check: rolling back" % u.ptr["uid"], keep=True)
