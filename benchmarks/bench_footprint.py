@@ -25,12 +25,14 @@ of it): the board refuses only live data past it, so "exceeded 0 times" is the p
     python -m benchmarks.bench_footprint                  # a day each (24 h bin, 4 h mains), .mpy
     python -m benchmarks.bench_footprint --hours 2 --only container_sensor --src py
     python -m benchmarks.bench_footprint --imports        # heap and import time per module
+    python -m benchmarks.bench_footprint --boot           # live heap after boot on a chip, per role
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import re
 import subprocess
 import sys
 import tempfile
@@ -209,14 +211,15 @@ SIM_MODULES = {"ble": ("machine", "bluetooth"), "wifi": ("machine", "network", "
 
 def sim_overhead(work: Path, radio: str = "wifi") -> int:
     """Heap the virtual board's own Python layer holds that a chip does not: `machine` and the
-    radio's modules (`bluetooth`, or `network` and `socket`: C on an ESP32, sim/vmachine here),
-    the virtual clock and the boot helper. Measured as a board's live heap after importing them
-    minus a plain VM's after the same built-ins. A board with a heap budget subtracts the same
-    (measured by itself), so its budget is the chip's figure."""
+    radio's modules (`bluetooth`, or `network` and `socket`: C on an ESP32), the virtual clock and
+    the boot helper. Measured as a board's live heap after importing them minus a plain VM's after
+    the same built-ins, less the growth of the interned-name pools' arrays: a firmware interns more
+    names than these modules, so a chip allocates the same pools for the firmware's own (qstr_pools).
+    A board with a budget subtracts the same (measured by itself), so its budget is the chip's figure."""
     from sim import mpvm, vboard
-    probe = ("import gc, asyncio, json\n" + _LIVE + "async def _probe():\n"
+    probe = ("import gc, asyncio, json, micropython\n" + _LIVE + "async def _probe():\n"
              + "".join("    __import__(%r)\n" % m for m in SIM_MODULES[radio])
-             + "    print('@@', await _live())\nasyncio.run(_probe())\n")
+             + "    n = await _live()\n    micropython.qstr_info()\n    print('@@', n)\nasyncio.run(_probe())\n")
     img = work / f"probe-img-{radio}"
     img.mkdir(parents=True, exist_ok=True)
     (img / "main.py").write_text(probe)
@@ -224,10 +227,23 @@ def sim_overhead(work: Path, radio: str = "wifi") -> int:
                              record_wdt_feeds=False, heap_budget=None) as b:
         b.advance(100)  # virtual time: the probe's await returns
         line = b.wait_log(r"^@@ \d+", timeout=60)
+        pools = qstr_pools(b.log())
     board = int(line.split()[1])
-    r = mpvm.run(code="import gc, asyncio, json\n" + _LIVE + "print(await _live())\n")
+    r = mpvm.run(code="import gc, asyncio, json, micropython\n" + _LIVE + "print(await _live())\nmicropython.qstr_info()\n")
     r.check()
-    return board - int(r.stdout.split()[-1])
+    plain = int(r.stdout.split("\n")[0])
+    return board - plain - (pools - qstr_pools(r.stdout.splitlines()))
+
+
+def qstr_pools(lines) -> int:
+    """Bytes of the qstr pools' arrays in a `micropython.qstr_info()` line (its total minus the text).
+    The pools double (20, 40, ... 640 entries of 7 bytes): what a board allocates depends on how
+    many names it interns, not on whose they are."""
+    for ln in lines:
+        m = re.search(r"n_str_data_bytes=(\d+), n_total_bytes=(\d+)", ln)
+        if m:
+            return int(m.group(2)) - int(m.group(1))
+    raise SystemExit("micropython.qstr_info() printed no pool figures")
 
 
 _BOOT_PROBE = """import gc, asyncio
@@ -474,6 +490,26 @@ def run_day(role: str, hours: float, src: str, heap_mode: str, work: Path, enfor
             "uplink": {t: up.count(t) for t in sorted(set(up))}, "seconds": round(time.monotonic() - t0, 1)}
 
 
+def boot_table(roles, src: str, out: Path | None) -> int:
+    """Live heap after boot on a chip (boot_live less sim_overhead) per role, against its budget."""
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="footprint-boot-") as d:
+        overheads = {radio: sim_overhead(Path(d), radio) for radio in sorted({RADIO[r] for r in roles})}
+        for role in roles:
+            from sim import vboard
+            budget = vboard.esp32_heap_budget(RADIO[role])
+            live = boot_live(role, src, Path(d)) - overheads[RADIO[role]]
+            goal = int(budget * (1 - HEADROOM))
+            rows.append({"role": role, "radio": RADIO[role], "budget": budget, "chip_boot_live": live, "goal": goal})
+            verdict = "meets" if live <= goal else f"misses by {(live - goal) / 1024:.1f} KiB"
+            print(f"{role:17s} live after boot on a chip {live / 1024:5.1f} KiB of {budget / 1024:.1f} KiB "
+                  f"({RADIO[role]} active): {1 - live / budget:.0%} free; goal <= {goal / 1024:.1f} KiB {verdict}",
+                  flush=True)
+    if out:
+        out.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--hours", type=float, default=None,
@@ -490,6 +526,8 @@ def main(argv=None) -> int:
                          "leaves the 25 %% headroom free all day")
     ap.add_argument("--vm-artifact", action="store_true",
                     help="also measure what a plain WebAssembly-port await keeps on the heap")
+    ap.add_argument("--boot", action="store_true",
+                    help="only each role's live heap after boot on a chip against its budget and the 25 %% goal, no day")
     ap.add_argument("--imports", action="store_true",
                     help="only the per-module import table (heap held and VM import time per module), no day")
     a = ap.parse_args(argv)
@@ -501,6 +539,8 @@ def main(argv=None) -> int:
         if a.json:
             a.json.write_text(json.dumps(tables, indent=1))
         return 0
+    if a.boot:
+        return boot_table(a.only or ROLES, a.src, a.json)
     results = []
     with tempfile.TemporaryDirectory(prefix="footprint-") as d:
         overheads = {radio: sim_overhead(Path(d), radio) for radio in sorted({RADIO[r] for r in a.only or ROLES})}
