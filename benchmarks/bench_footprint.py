@@ -49,6 +49,9 @@ GOAL = 40 * 1024
 ROLES = ("container_sensor", "light_pole", "locker")
 RADIO = {"container_sensor": "ble", "light_pole": "wifi", "locker": "wifi"}  # each role's radio in the park
 HEADROOM = 0.25  # of the budget still free at the day's peak (issue 10)
+UNBOUNDED = 1 << 30
+"""A budget never reached: the board loads the radio's modules before the firmware, as a board
+with a budget does, so sim_overhead subtracts what the board holds."""
 
 
 def mpy_cross() -> str:
@@ -256,19 +259,34 @@ asyncio.run(_probe())
 """
 
 
-def boot_live(role: str, src: str, work: Path) -> int:
+# Each role's link in the park: no UART wired, the radio's transport loaded (Wi-Fi to a gateway
+# address nobody answers: the station joins and the TCP connect is retried with backoff)
+PARK_LINK = {"ble": {"kind": "ble", "uart": -1},
+             "wifi": {"kind": "wifi", "uart": -1, "ssid": "stadtpark", "psk": "bench-only-passphrase",
+                      "host": "127.0.0.1", "port": 9, "backoff_max": 4}}
+
+
+def boot_live(role: str, src: str, work: Path, park_link: bool = False) -> int:
     """Live heap of a booted firmware (modules imported, Runtime and App built and started, the
     boot-only modules dropped: /main.py up to its loop), collected after a return to the event loop, on a virtual board: the
-    figure the heap budget bounds, before the simulator's own heap is subtracted."""
+    figure the heap budget bounds, before the simulator's own heap is subtracted. park_link: over the
+    role's radio (PARK_LINK), not the bench's UART."""
     from sim import vboard
     day = DAYS[role]()
-    img = fw.deploy_tree(work / f"{role}-boot-img", role, day.kid, day.pins, day.app, day.rt, mpy=False)
+    link = PARK_LINK[RADIO[role]] if park_link else None
+    tag = "-radio" if park_link else ""
+    img = fw.deploy_tree(work / f"{role}-boot-img{tag}", role, day.kid, day.pins, day.app, day.rt, link=link, mpy=False)
     day.prepare(img)
     if src == "mpy":
         compile_tree(img)
-    (img / "main.py").write_text(_BOOT_PROBE)
-    with vboard.VirtualBoard(deploy_dir=img, flash_dir=work / f"{role}-boot-flash", start_time=START, heap_budget=None,
-                             console_pty=False, record_wdt_feeds=False, name=day.kid, **day.board_kw) as b:
+    # the radio's modules first, whatever the link: sim_overhead subtracts them (C on a chip, loaded
+    # with the radio stack), so a board over its UART must hold them too
+    (img / "main.py").write_text("".join("import %s\n" % m for m in SIM_MODULES[RADIO[role]]) + _BOOT_PROBE)
+    kw = dict(day.board_kw)
+    if link and link["kind"] == "wifi":
+        kw["wifi"] = {"ssid": link["ssid"], "psk": link["psk"]}
+    with vboard.VirtualBoard(deploy_dir=img, flash_dir=work / f"{role}-boot-flash{tag}", start_time=START,
+                             heap_budget=None, console_pty=False, record_wdt_feeds=False, name=day.kid, **kw) as b:
         day.setup(b)
         b.advance(500)
         line = b.wait_log(r"^@@ \d+ True", timeout=60)
@@ -464,7 +482,7 @@ def run_day(role: str, hours: float, src: str, heap_mode: str, work: Path, enfor
     t0 = time.monotonic()
     with vboard.VirtualBoard(deploy_dir=img, flash_dir=work / f"{role}-flash", start_time=START,
                              heap_mode=heap_mode, record_wdt_feeds=False, console_pty=False,
-                             name=day.kid, heap_budget=int(vboard.esp32_heap_budget(RADIO[role]) * enforce) if enforce else None,
+                             name=day.kid, heap_budget=int(vboard.esp32_heap_budget(RADIO[role]) * enforce) if enforce else UNBOUNDED,
                              **day.board_kw) as b:
         day.setup(b)
         p = fw.Peer(b, day.kid.encode(), welcome_time=None, hb=3600)
@@ -498,13 +516,16 @@ def boot_table(roles, src: str, out: Path | None) -> int:
         for role in roles:
             from sim import vboard
             budget = vboard.esp32_heap_budget(RADIO[role])
-            live = boot_live(role, src, Path(d)) - overheads[RADIO[role]]
             goal = int(budget * (1 - HEADROOM))
-            rows.append({"role": role, "radio": RADIO[role], "budget": budget, "chip_boot_live": live, "goal": goal})
-            verdict = "meets" if live <= goal else f"misses by {(live - goal) / 1024:.1f} KiB"
-            print(f"{role:17s} live after boot on a chip {live / 1024:5.1f} KiB of {budget / 1024:.1f} KiB "
-                  f"({RADIO[role]} active): {1 - live / budget:.0%} free; goal <= {goal / 1024:.1f} KiB {verdict}",
-                  flush=True)
+            row = {"role": role, "radio": RADIO[role], "budget": budget, "goal": goal}
+            for key, park, how in (("chip_boot_live", False, "over the bench's UART"),
+                                   ("chip_boot_live_radio", True, f"over its {RADIO[role]} link")):
+                live = row[key] = boot_live(role, src, Path(d), park) - overheads[RADIO[role]]
+                verdict = "meets" if live <= goal else f"misses by {(live - goal) / 1024:.1f} KiB"
+                print(f"{role:17s} live after boot on a chip {how:22s} {live / 1024:5.1f} KiB of "
+                      f"{budget / 1024:.1f} KiB ({RADIO[role]} active): {1 - live / budget:.0%} free; "
+                      f"goal <= {goal / 1024:.1f} KiB {verdict}", flush=True)
+            rows.append(row)
     if out:
         out.write_text(json.dumps(rows, indent=1))
     return 0
