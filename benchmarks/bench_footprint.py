@@ -25,12 +25,16 @@ of it): the board refuses only live data past it, so "exceeded 0 times" is the p
     python -m benchmarks.bench_footprint                  # a day each (24 h bin, 4 h mains), .mpy
     python -m benchmarks.bench_footprint --hours 2 --only container_sensor --src py
     python -m benchmarks.bench_footprint --imports        # heap and import time per module
+    python -m benchmarks.bench_footprint --boot           # live heap after boot on a chip, per role
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import os
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -47,6 +51,9 @@ GOAL = 40 * 1024
 ROLES = ("container_sensor", "light_pole", "locker")
 RADIO = {"container_sensor": "ble", "light_pole": "wifi", "locker": "wifi"}  # each role's radio in the park
 HEADROOM = 0.25  # of the budget still free at the day's peak (issue 10)
+UNBOUNDED = 1 << 30
+"""A budget never reached: the board loads the radio's modules before the firmware, as a board
+with a budget does, so sim_overhead subtracts what the board holds."""
 
 
 def mpy_cross() -> str:
@@ -68,6 +75,21 @@ def compile_tree(img: Path) -> int:
         total += out.stat().st_size
         py.unlink()
     return total
+
+
+def place_code(img: Path, src: str) -> None:
+    """The firmware's packages as `src` says: "mpy" compiled, "py" sources, "frozen" none on the file
+    system (the board's VM has them frozen in: use_frozen_vm), so nothing falls back to /lib."""
+    if src == "mpy":
+        compile_tree(img)
+    elif src == "frozen":
+        shutil.rmtree(img / "lib")
+
+
+def use_frozen_vm(vms: Path, role: str) -> None:
+    """Boards started from here on run the role's frozen VM (sim.mpvm.frozen builds it)."""
+    from sim.mpvm import frozen
+    os.environ["PARK_VBOARD_VM"] = str(frozen.vm_for(vms, role))
 
 
 def mpy_sizes(role: str) -> dict:
@@ -209,14 +231,15 @@ SIM_MODULES = {"ble": ("machine", "bluetooth"), "wifi": ("machine", "network", "
 
 def sim_overhead(work: Path, radio: str = "wifi") -> int:
     """Heap the virtual board's own Python layer holds that a chip does not: `machine` and the
-    radio's modules (`bluetooth`, or `network` and `socket`: C on an ESP32, sim/vmachine here),
-    the virtual clock and the boot helper. Measured as a board's live heap after importing them
-    minus a plain VM's after the same built-ins. A board with a heap budget subtracts the same
-    (measured by itself), so its budget is the chip's figure."""
+    radio's modules (`bluetooth`, or `network` and `socket`: C on an ESP32), the virtual clock and
+    the boot helper. Measured as a board's live heap after importing them minus a plain VM's after
+    the same built-ins, less the growth of the interned-name pools' arrays: a firmware interns more
+    names than these modules, so a chip allocates the same pools for the firmware's own (qstr_pools).
+    A board with a budget subtracts the same (measured by itself), so its budget is the chip's figure."""
     from sim import mpvm, vboard
-    probe = ("import gc, asyncio, json\n" + _LIVE + "async def _probe():\n"
+    probe = ("import gc, asyncio, json, micropython\n" + _LIVE + "async def _probe():\n"
              + "".join("    __import__(%r)\n" % m for m in SIM_MODULES[radio])
-             + "    print('@@', await _live())\nasyncio.run(_probe())\n")
+             + "    n = await _live()\n    micropython.qstr_info()\n    print('@@', n)\nasyncio.run(_probe())\n")
     img = work / f"probe-img-{radio}"
     img.mkdir(parents=True, exist_ok=True)
     (img / "main.py").write_text(probe)
@@ -224,10 +247,23 @@ def sim_overhead(work: Path, radio: str = "wifi") -> int:
                              record_wdt_feeds=False, heap_budget=None) as b:
         b.advance(100)  # virtual time: the probe's await returns
         line = b.wait_log(r"^@@ \d+", timeout=60)
+        pools = qstr_pools(b.log())
     board = int(line.split()[1])
-    r = mpvm.run(code="import gc, asyncio, json\n" + _LIVE + "print(await _live())\n")
+    r = mpvm.run(code="import gc, asyncio, json, micropython\n" + _LIVE + "print(await _live())\nmicropython.qstr_info()\n")
     r.check()
-    return board - int(r.stdout.split()[-1])
+    plain = int(r.stdout.split("\n")[0])
+    return board - plain - (pools - qstr_pools(r.stdout.splitlines()))
+
+
+def qstr_pools(lines) -> int:
+    """Bytes of the qstr pools' arrays in a `micropython.qstr_info()` line (its total minus the text).
+    The pools double (20, 40, ... 640 entries of 7 bytes): what a board allocates depends on how
+    many names it interns, not on whose they are."""
+    for ln in lines:
+        m = re.search(r"n_str_data_bytes=(\d+), n_total_bytes=(\d+)", ln)
+        if m:
+            return int(m.group(2)) - int(m.group(1))
+    raise SystemExit("micropython.qstr_info() printed no pool figures")
 
 
 _BOOT_PROBE = """import gc, asyncio
@@ -240,19 +276,33 @@ asyncio.run(_probe())
 """
 
 
-def boot_live(role: str, src: str, work: Path) -> int:
+# Each role's link in the park: no UART wired, the radio's transport loaded (Wi-Fi to a gateway
+# address nobody answers: the station joins and the TCP connect is retried with backoff)
+PARK_LINK = {"ble": {"kind": "ble", "uart": -1},
+             "wifi": {"kind": "wifi", "uart": -1, "ssid": "stadtpark", "psk": "bench-only-passphrase",
+                      "host": "127.0.0.1", "port": 9, "backoff_max": 4}}
+
+
+def boot_live(role: str, src: str, work: Path, park_link: bool = False) -> int:
     """Live heap of a booted firmware (modules imported, Runtime and App built and started, the
     boot-only modules dropped: /main.py up to its loop), collected after a return to the event loop, on a virtual board: the
-    figure the heap budget bounds, before the simulator's own heap is subtracted."""
+    figure the heap budget bounds, before the simulator's own heap is subtracted. park_link: over the
+    role's radio (PARK_LINK), not the bench's UART."""
     from sim import vboard
     day = DAYS[role]()
-    img = fw.deploy_tree(work / f"{role}-boot-img", role, day.kid, day.pins, day.app, day.rt, mpy=False)
+    link = PARK_LINK[RADIO[role]] if park_link else None
+    tag = "-radio" if park_link else ""
+    img = fw.deploy_tree(work / f"{role}-boot-img{tag}", role, day.kid, day.pins, day.app, day.rt, link=link, mpy=False)
     day.prepare(img)
-    if src == "mpy":
-        compile_tree(img)
-    (img / "main.py").write_text(_BOOT_PROBE)
-    with vboard.VirtualBoard(deploy_dir=img, flash_dir=work / f"{role}-boot-flash", start_time=START, heap_budget=None,
-                             console_pty=False, record_wdt_feeds=False, name=day.kid, **day.board_kw) as b:
+    place_code(img, src)
+    # the radio's modules first, whatever the link: sim_overhead subtracts them (C on a chip, loaded
+    # with the radio stack), so a board over its UART must hold them too
+    (img / "main.py").write_text("".join("import %s\n" % m for m in SIM_MODULES[RADIO[role]]) + _BOOT_PROBE)
+    kw = dict(day.board_kw)
+    if link and link["kind"] == "wifi":
+        kw["wifi"] = {"ssid": link["ssid"], "psk": link["psk"]}
+    with vboard.VirtualBoard(deploy_dir=img, flash_dir=work / f"{role}-boot-flash{tag}", start_time=START,
+                             heap_budget=None, console_pty=False, record_wdt_feeds=False, name=day.kid, **kw) as b:
         day.setup(b)
         b.advance(500)
         line = b.wait_log(r"^@@ \d+ True", timeout=60)
@@ -443,12 +493,11 @@ def run_day(role: str, hours: float, src: str, heap_mode: str, work: Path, enfor
     day.w = Windows()
     img = fw.deploy_tree(work / f"{role}-img", role, day.kid, day.pins, day.app, day.rt, mpy=False)
     day.prepare(img)
-    if src == "mpy":
-        compile_tree(img)
+    place_code(img, src)
     t0 = time.monotonic()
     with vboard.VirtualBoard(deploy_dir=img, flash_dir=work / f"{role}-flash", start_time=START,
                              heap_mode=heap_mode, record_wdt_feeds=False, console_pty=False,
-                             name=day.kid, heap_budget=int(vboard.esp32_heap_budget(RADIO[role]) * enforce) if enforce else None,
+                             name=day.kid, heap_budget=int(vboard.esp32_heap_budget(RADIO[role]) * enforce) if enforce else UNBOUNDED,
                              **day.board_kw) as b:
         day.setup(b)
         p = fw.Peer(b, day.kid.encode(), welcome_time=None, hb=3600)
@@ -474,6 +523,32 @@ def run_day(role: str, hours: float, src: str, heap_mode: str, work: Path, enfor
             "uplink": {t: up.count(t) for t in sorted(set(up))}, "seconds": round(time.monotonic() - t0, 1)}
 
 
+def boot_table(roles, src: str, out: Path | None, vms: Path | None = None) -> int:
+    """Live heap after boot on a chip (boot_live less sim_overhead) per role, against its budget."""
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="footprint-boot-") as d:
+        overheads = {radio: sim_overhead(Path(d), radio) for radio in sorted({RADIO[r] for r in roles})} if not vms else {}
+        for role in roles:
+            from sim import vboard
+            if vms:  # each role's own VM: the simulator's share measured on it
+                use_frozen_vm(vms, role)
+                overheads[RADIO[role]] = sim_overhead(Path(d) / role, RADIO[role])
+            budget = vboard.esp32_heap_budget(RADIO[role])
+            goal = int(budget * (1 - HEADROOM))
+            row = {"role": role, "radio": RADIO[role], "budget": budget, "goal": goal, "src": src}
+            for key, park, how in (("chip_boot_live", False, "over the bench's UART"),
+                                   ("chip_boot_live_radio", True, f"over its {RADIO[role]} link")):
+                live = row[key] = boot_live(role, src, Path(d), park) - overheads[RADIO[role]]
+                verdict = "meets" if live <= goal else f"misses by {(live - goal) / 1024:.1f} KiB"
+                print(f"{role:17s} live after boot on a chip {how:22s} {live / 1024:5.1f} KiB of "
+                      f"{budget / 1024:.1f} KiB ({RADIO[role]} active): {1 - live / budget:.0%} free; "
+                      f"goal <= {goal / 1024:.1f} KiB {verdict}", flush=True)
+            rows.append(row)
+    if out:
+        out.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--hours", type=float, default=None,
@@ -481,6 +556,8 @@ def main(argv=None) -> int:
                          "4 for mains devices, whose 20 ms loop makes a real-time day take ~30 min of CPU here)")
     ap.add_argument("--only", choices=ROLES, action="append")
     ap.add_argument("--src", choices=("mpy", "py"), default="mpy")
+    ap.add_argument("--vm", type=Path, help="run each role on its VM with the firmware frozen in (built by "
+                    "`python -m sim.mpvm.frozen --out DIR`): the custom image's figures; implies --src frozen")
     ap.add_argument("--heap", choices=("live", "alloc"), default="alloc")
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--enforce", action="store_const", const=1.0, default=0,
@@ -490,9 +567,13 @@ def main(argv=None) -> int:
                          "leaves the 25 %% headroom free all day")
     ap.add_argument("--vm-artifact", action="store_true",
                     help="also measure what a plain WebAssembly-port await keeps on the heap")
+    ap.add_argument("--boot", action="store_true",
+                    help="only each role's live heap after boot on a chip against its budget and the 25 %% goal, no day")
     ap.add_argument("--imports", action="store_true",
                     help="only the per-module import table (heap held and VM import time per module), no day")
     a = ap.parse_args(argv)
+    if a.vm:
+        a.src = "frozen"
     if a.imports:
         tables = {}
         for role in a.only or ROLES:
@@ -501,18 +582,25 @@ def main(argv=None) -> int:
         if a.json:
             a.json.write_text(json.dumps(tables, indent=1))
         return 0
+    if a.boot:
+        return boot_table(a.only or ROLES, a.src, a.json, a.vm)
     results = []
     with tempfile.TemporaryDirectory(prefix="footprint-") as d:
-        overheads = {radio: sim_overhead(Path(d), radio) for radio in sorted({RADIO[r] for r in a.only or ROLES})}
+        overheads = {} if a.vm else {radio: sim_overhead(Path(d), radio) for radio in sorted({RADIO[r] for r in a.only or ROLES})}
         for radio, overhead in overheads.items():
             print(f"simulator's own heap with {radio} (virtual machine and radio modules, clock, boot helper; "
                   f"none on a chip): {overhead / 1024:.1f} KiB, subtracted for the chip figures", flush=True)
         for role in a.only or ROLES:
+            if a.vm:  # the role's frozen VM: the simulator's share measured on it
+                use_frozen_vm(a.vm, role)
+                overheads[RADIO[role]] = sim_overhead(Path(d) / role, RADIO[role])
+                print(f"{role} on its frozen VM ({os.environ['PARK_VBOARD_VM']}): simulator's own heap "
+                      f"{overheads[RADIO[role]] / 1024:.1f} KiB", flush=True)
             overhead = overheads[RADIO[role]]
             hours = a.hours if a.hours is not None else (24 if role == "container_sensor" else 4)
             r = run_day(role, hours, a.src, a.heap, Path(d), a.enforce, overhead)
             r["mpy"] = mpy_sizes(role)
-            r["import"] = import_cost(role, a.src)
+            r["import"] = import_cost(role, a.src) if a.src != "frozen" else 0  # frozen: no module on the heap
             r["boot_live"] = boot_live(role, a.src, Path(d))
             r["chip_boot_live"] = r["boot_live"] - overhead
             results.append(r)
