@@ -70,8 +70,8 @@ def offer(uid: int, img: bytes, fw: int, **kw) -> dict:
 def board(tmp_path, name="flash", rt=None, **kw):
     from sim import vboard
     img = deploy_tree(tmp_path / f"img-{name}", "light_pole", KID.decode(), PINS, APP, dict({"stable_s": 5}, **(rt or {})))
-    # this pole with 12 chunks in flight holds 89.0-89.6 KB live at its first chunks and ~94 KB while it
-    # checks and installs (2026-11-30, common.ota split per phase; 95.2 KB at the first chunks before):
+    # this pole with 12 chunks in flight holds 91.5 KB live at its first chunks and ~4 KiB more while it
+    # checks and installs (2026-11-30, common.ota split per phase; 99.1 KB at the first chunks before):
     # past its Wi-Fi budget (89,000 B), so these boards run without one until the idle heap leaves room
     # (docs/firmware.md#footprint; the gateway-paced rollouts of test_update_vboard.py run under it)
     kw.setdefault("heap_budget", None)
