@@ -47,10 +47,10 @@ trial boot spent); otaboot switches back after TRIAL_BOOTS of them."""
 def boot_module():
     """otaboot: main.py's when this board booted through it (already on the heap), else the
     package's (common.runtime drops it with this module)."""
-    m = sys.modules.get("otaboot")
-    if m is None:
-        from common import otaboot as m
-    return m
+    if "otaboot" in sys.modules:
+        return sys.modules["otaboot"]
+    from common import otaboot
+    return otaboot
 
 
 def boot_pointer():
@@ -102,7 +102,7 @@ def command(rt, m):
         nack = ota_inst.commit(u, m)
         if nack is None:
             u.installing = True
-            asyncio.create_task(ota_inst.run(rt, u))
+            asyncio.create_task(installing(rt, u, ota_inst.run(rt, u)))
         else:
             forget("common.ota_inst")
         return nack
@@ -124,6 +124,23 @@ def command(rt, m):
         forget("common.ota_rx", "common.ota_part")  # nothing being received: that code leaves the heap
     _after(rt, r)
     return nack
+
+
+async def installing(rt, u, run):
+    """The install task (common.ota_inst.run). Anything but a flash error there (reported by run
+    itself), a MemoryError above all, ends as it would in the main loop: the fault reported and a
+    reset in normal mode; in safe mode the board goes on. The boot pointer is written last, so the
+    reset boots the version the board has (as after a power cut) and nothing stays 'installing'."""
+    try:
+        await run
+    except Exception as e:
+        u.installing = False
+        forget("common.ota_inst")
+        from common import runtime
+        if isinstance(e, MemoryError):
+            runtime._out_of_memory(rt, e)
+        else:
+            runtime.failed("update install", e, rt.safe)
 
 
 def idle():

@@ -323,3 +323,85 @@ def test_a_cut_trial_still_counts_its_boots_and_rolls_back():
     r = ota_trial.confirm(ota_state.Updater(ROLE), True)
     assert r == (2, codes.US_ROLLED_BACK, 0, codes.UR_TRIAL)
     assert otaboot.read()["rep"] == 0
+
+
+class _Boot:
+    fast = 0
+
+    def _save(self):
+        pass
+
+
+class _Session:
+    def persist_events(self):
+        pass
+
+
+class _Dev:
+    role = "light_pole"
+
+
+class _Rt:
+    """What common.runtime's out-of-memory path reads of a Runtime."""
+
+    def __init__(self, safe):
+        self.safe, self.app, self.app_cls, self.dev = safe, None, None, _Dev()
+        self.boot, self.session, self._rtc = _Boot(), _Session(), {"safe_boots": 3}
+        self.logs, self.events = [], []
+
+    def log(self, text, keep=False):
+        self.logs.append(text)
+
+    def event(self, msg, durable=False, on_ack=None):
+        self.events.append(msg)
+
+    def send(self, msg):
+        self.events.append(msg)
+
+
+def _drive(coro):
+    try:
+        while True:
+            coro.send(None)
+    except StopIteration:
+        pass
+
+
+def test_an_install_that_runs_out_of_memory_resets_and_is_not_left_installing():
+    """A MemoryError while the files are written (the heap of a pole during an update is tight)
+    ends as in the main loop: the fault reported and a reset in normal mode, the board goes on in
+    safe mode; never an install task dead with `installing` still set, refusing every update."""
+    import machine
+    from common import ota
+    wipe()
+    update(1, 1, image_of(1))
+    assert boot(1) == 1
+    real = ota_inst.install
+
+    def out_of_memory(u):
+        yield "first file"
+        raise MemoryError("memory allocation failed, allocating 4096 bytes")
+
+    for safe in (False, True):
+        u = ota_state.Updater(ROLE)
+        img = image_of(2)
+        ota_offer.offer(u, offer(2, img, 2), 0)
+        off = 0
+        while off < len(img):
+            ota_rx.chunk(u, {"uid": 2, "off": off, "data": img[off:off + codes.UPD_CHUNK_MAX]})
+            off += codes.UPD_CHUNK_MAX
+        assert ota_inst.commit(u, {"uid": 2}) is None
+        u.installing = True
+        rt = _Rt(safe)
+        ota_inst.install = out_of_memory
+        try:
+            _drive(ota.installing(rt, u, ota_inst.run(rt, u)))
+            reset = False
+        except machine.Reset:
+            reset = True
+        finally:
+            ota_inst.install = real
+        assert u.installing is False
+        assert reset is (not safe), (safe, rt.logs)
+        assert [e["code"] for e in rt.events if e.get("type") == "fault"] == [codes.F_MEMORY]
+        assert boot(1, 2) == 1  # the pointer was not switched: the old version runs
