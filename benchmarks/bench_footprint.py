@@ -226,19 +226,21 @@ def print_import_table(role: str, src: str, rows: list) -> None:
         print(f"  {r['module']:28s} {r['heap']:7d} B {r['us'] / 1000:7.2f} ms")
 
 
-SIM_MODULES = {"ble": ("machine", "bluetooth"), "wifi": ("machine", "network", "socket")}
+SIM_MODULES = ("machine", "network", "socket", "bluetooth")
+"""What a board with a budget imports before the firmware (_vboard_boot.install), whatever its radio:
+sim_overhead measures the same set, and the boards measured here load it too, so it cancels exactly."""
 
 
 def sim_overhead(work: Path, radio: str = "wifi") -> int:
     """Heap the virtual board's own Python layer holds that a chip does not: `machine` and the
-    radio's modules (`bluetooth`, or `network` and `socket`: C on an ESP32), the virtual clock and
-    the boot helper. Measured as a board's live heap after importing them minus a plain VM's after
+    radios' modules (`network`, `socket`, `bluetooth`: C on an ESP32), the virtual clock and the
+    boot helper (`radio` only names the probe's files). Measured as a board's live heap after importing them minus a plain VM's after
     the same built-ins, less the growth of the interned-name pools' arrays: a firmware interns more
     names than these modules, so a chip allocates the same pools for the firmware's own (qstr_pools).
     A board with a budget subtracts the same (measured by itself), so its budget is the chip's figure."""
     from sim import mpvm, vboard
     probe = ("import gc, asyncio, json, micropython\n" + _LIVE + "async def _probe():\n"
-             + "".join("    __import__(%r)\n" % m for m in SIM_MODULES[radio])
+             + "".join("    __import__(%r)\n" % m for m in SIM_MODULES)
              + "    n = await _live()\n    micropython.qstr_info()\n    print('@@', n)\nasyncio.run(_probe())\n")
     img = work / f"probe-img-{radio}"
     img.mkdir(parents=True, exist_ok=True)
@@ -297,7 +299,7 @@ def boot_live(role: str, src: str, work: Path, park_link: bool = False) -> int:
     place_code(img, src)
     # the radio's modules first, whatever the link: sim_overhead subtracts them (C on a chip, loaded
     # with the radio stack), so a board over its UART must hold them too
-    (img / "main.py").write_text("".join("import %s\n" % m for m in SIM_MODULES[RADIO[role]]) + _BOOT_PROBE)
+    (img / "main.py").write_text("".join("import %s\n" % m for m in SIM_MODULES) + _BOOT_PROBE)
     kw = dict(day.board_kw)
     if link and link["kind"] == "wifi":
         kw["wifi"] = {"ssid": link["ssid"], "psk": link["psk"]}
