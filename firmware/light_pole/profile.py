@@ -3,7 +3,7 @@
 One Profile is live at a time; a light_profile command builds a new one and
 swaps it in only if every field is valid, so a refused command changes nothing.
 """
-from protocol import rules
+from protocol.rules import LIGHT_BASE, LIGHT_FADE_DOWN_MS, LIGHT_FADE_UP_MS, LIGHT_FULL, LIGHT_HOLD_S, LIGHT_MAX
 from protocol.codes import E_BAD_VALUE
 
 from common.errors import CommandError
@@ -39,8 +39,8 @@ def windows(v, field="curfew"):
 class Profile:
     """Levels in percent, hold in s, fades in ms; curfew: ((start_min, end_min, max), ...) local time."""
 
-    def __init__(self, base=rules.LIGHT_BASE, full=rules.LIGHT_FULL, hold=rules.LIGHT_HOLD_S,
-                 fade_up=rules.LIGHT_FADE_UP_MS, fade_down=rules.LIGHT_FADE_DOWN_MS, max=rules.LIGHT_MAX, curfew=()):
+    def __init__(self, base=LIGHT_BASE, full=LIGHT_FULL, hold=LIGHT_HOLD_S,
+                 fade_up=LIGHT_FADE_UP_MS, fade_down=LIGHT_FADE_DOWN_MS, max=LIGHT_MAX, curfew=()):
         self.base = base
         self.full = full
         self.hold = hold

@@ -47,9 +47,10 @@ BOARD_JS = HERE / "board.mjs"
 REPO = HERE.parent.parent
 VMACHINE_DIR = HERE.parent / "vmachine"
 
-# An ESP32 without PSRAM, stock MicroPython 1.27: the Python heap starts as one 64,000-byte
-# area and grows on demand (MICROPY_GC_SPLIT_HEAP_AUTO) out of the ESP-IDF heap, which the
-# radio stacks share. gc.mem_free() reports about 134 KB at boot (micropython issue 18859;
+# An ESP32 without PSRAM, stock MicroPython 1.27: the Python heap starts as one area (56 KiB on
+# the classic ESP32, 64 KiB on later chips: ports/esp32/mpconfigport.h) and grows on demand
+# (MICROPY_GC_SPLIT_HEAP_AUTO) out of the ESP-IDF heap, which the radio stacks share; gc.mem_free()
+# adds the IDF heap's largest free block (py/modgc.c). It reports about 134 KB at boot (micropython issue 18859;
 # 110-114 KB on older releases, issues 5554 and 7043). Activating a radio takes its stack's
 # memory from the same RAM: about 45 KB for the Wi-Fi station (arduino-esp32 issue 8033:
 # 45,656 B for WIFI_STA) and about 32 KB for NimBLE (Moddable issue 640). The budget of a

@@ -49,6 +49,13 @@ def mpy_cross_version() -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2) or 0)
 
 
+def source_name(dest: str) -> str:
+    """The file name a module's .mpy carries for tracebacks: its place under /lib, as a .py
+    ("/lib/common/hal.mpy" -> "common/hal.py"). Fixed, so the bytes do not depend on the checkout
+    path, and short: a board interns it at import and keeps it for as long as it runs."""
+    return dest[len("/lib/"):-4] + ".py"
+
+
 def sources(role: str, fw_root: Path | None = None, proto_root: Path | None = None) -> list[tuple[Path, str, bool]]:
     """(source, board path, compile?) for everything the role's manifest lists: packages in manifest
     order, then the entry scripts."""
@@ -71,8 +78,7 @@ def build(role: str, fw_root: Path | None = None, proto_root: Path | None = None
                 arts.append(Artifact(dest, src.read_bytes(), shown))
             else:
                 out = Path(tmp, f"{i}.mpy")
-                # -s fixes the name in tracebacks (and keeps the bytes independent of the checkout path)
-                cp = subprocess.run([exe, "-s", dest[len("/lib/"):-4] + ".py", "-o", str(out), str(src)],
+                cp = subprocess.run([exe, "-s", source_name(dest), "-o", str(out), str(src)],
                                     capture_output=True, text=True, timeout=60)
                 if cp.returncode != 0:
                     raise BuildFailed(f"mpy-cross refused {shown}: {cp.stderr.strip() or cp.stdout.strip()}",
