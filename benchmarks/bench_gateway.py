@@ -30,7 +30,10 @@ loopback TCP:
   overload    capacity from a throughput run, then 0.5x and --overload-factor (1.6) times it, alternated
               twice, with walkers timing pre-lights: pre-light p50/p99, door events acked of sent (each
               sent once), gateway RSS against the careful pipeline's over a burst of as many frames, and
-              the backpressure counters (pauses, seconds paused, telemetry shed).
+              the backpressure counters (pauses, seconds paused, telemetry shed). The bulk frames are
+              built before the timed window and the poles run in their own process (pole_child), so
+              the generator's loop is not in the figure (--overload-generator inline: the old way).
+              BENCH_LOOPTIMER=FILE times every loop callback of the gateway (gateway_child).
 
 Figures are written into docs/gateway.md by hand; re-run to check them.
 """
