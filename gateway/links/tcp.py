@@ -57,8 +57,6 @@ class TcpLink(Link):
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._transport = transport
-        self._buf, self._pos = b"", 0
         self._up()
         p = self.pressure
         if p is not None:
@@ -154,6 +152,9 @@ class _Stream(asyncio.Protocol):
     def __init__(self, link: TcpLink, loop: asyncio.AbstractEventLoop):
         self.link = link
         self.closed = loop.create_future()
+
+    def connection_made(self, transport) -> None:
+        self.link._transport = transport  # before any data_received
 
     def data_received(self, data: bytes) -> None:
         self.link._received(data)
