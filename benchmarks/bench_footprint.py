@@ -32,7 +32,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -73,6 +75,21 @@ def compile_tree(img: Path) -> int:
         total += out.stat().st_size
         py.unlink()
     return total
+
+
+def place_code(img: Path, src: str) -> None:
+    """The firmware's packages as `src` says: "mpy" compiled, "py" sources, "frozen" none on the file
+    system (the board's VM has them frozen in: use_frozen_vm), so nothing falls back to /lib."""
+    if src == "mpy":
+        compile_tree(img)
+    elif src == "frozen":
+        shutil.rmtree(img / "lib")
+
+
+def use_frozen_vm(vms: Path, role: str) -> None:
+    """Boards started from here on run the role's frozen VM (sim.mpvm.frozen builds it)."""
+    from sim.mpvm import frozen
+    os.environ["PARK_VBOARD_VM"] = str(frozen.vm_for(vms, role))
 
 
 def mpy_sizes(role: str) -> dict:
@@ -277,8 +294,7 @@ def boot_live(role: str, src: str, work: Path, park_link: bool = False) -> int:
     tag = "-radio" if park_link else ""
     img = fw.deploy_tree(work / f"{role}-boot-img{tag}", role, day.kid, day.pins, day.app, day.rt, link=link, mpy=False)
     day.prepare(img)
-    if src == "mpy":
-        compile_tree(img)
+    place_code(img, src)
     # the radio's modules first, whatever the link: sim_overhead subtracts them (C on a chip, loaded
     # with the radio stack), so a board over its UART must hold them too
     (img / "main.py").write_text("".join("import %s\n" % m for m in SIM_MODULES[RADIO[role]]) + _BOOT_PROBE)
@@ -477,8 +493,7 @@ def run_day(role: str, hours: float, src: str, heap_mode: str, work: Path, enfor
     day.w = Windows()
     img = fw.deploy_tree(work / f"{role}-img", role, day.kid, day.pins, day.app, day.rt, mpy=False)
     day.prepare(img)
-    if src == "mpy":
-        compile_tree(img)
+    place_code(img, src)
     t0 = time.monotonic()
     with vboard.VirtualBoard(deploy_dir=img, flash_dir=work / f"{role}-flash", start_time=START,
                              heap_mode=heap_mode, record_wdt_feeds=False, console_pty=False,
@@ -508,16 +523,19 @@ def run_day(role: str, hours: float, src: str, heap_mode: str, work: Path, enfor
             "uplink": {t: up.count(t) for t in sorted(set(up))}, "seconds": round(time.monotonic() - t0, 1)}
 
 
-def boot_table(roles, src: str, out: Path | None) -> int:
+def boot_table(roles, src: str, out: Path | None, vms: Path | None = None) -> int:
     """Live heap after boot on a chip (boot_live less sim_overhead) per role, against its budget."""
     rows = []
     with tempfile.TemporaryDirectory(prefix="footprint-boot-") as d:
-        overheads = {radio: sim_overhead(Path(d), radio) for radio in sorted({RADIO[r] for r in roles})}
+        overheads = {radio: sim_overhead(Path(d), radio) for radio in sorted({RADIO[r] for r in roles})} if not vms else {}
         for role in roles:
             from sim import vboard
+            if vms:  # each role's own VM: the simulator's share measured on it
+                use_frozen_vm(vms, role)
+                overheads[RADIO[role]] = sim_overhead(Path(d) / role, RADIO[role])
             budget = vboard.esp32_heap_budget(RADIO[role])
             goal = int(budget * (1 - HEADROOM))
-            row = {"role": role, "radio": RADIO[role], "budget": budget, "goal": goal}
+            row = {"role": role, "radio": RADIO[role], "budget": budget, "goal": goal, "src": src}
             for key, park, how in (("chip_boot_live", False, "over the bench's UART"),
                                    ("chip_boot_live_radio", True, f"over its {RADIO[role]} link")):
                 live = row[key] = boot_live(role, src, Path(d), park) - overheads[RADIO[role]]
@@ -538,6 +556,8 @@ def main(argv=None) -> int:
                          "4 for mains devices, whose 20 ms loop makes a real-time day take ~30 min of CPU here)")
     ap.add_argument("--only", choices=ROLES, action="append")
     ap.add_argument("--src", choices=("mpy", "py"), default="mpy")
+    ap.add_argument("--vm", type=Path, help="run each role on its VM with the firmware frozen in (built by "
+                    "`python -m sim.mpvm.frozen --out DIR`): the custom image's figures; implies --src frozen")
     ap.add_argument("--heap", choices=("live", "alloc"), default="alloc")
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--enforce", action="store_const", const=1.0, default=0,
@@ -552,6 +572,8 @@ def main(argv=None) -> int:
     ap.add_argument("--imports", action="store_true",
                     help="only the per-module import table (heap held and VM import time per module), no day")
     a = ap.parse_args(argv)
+    if a.vm:
+        a.src = "frozen"
     if a.imports:
         tables = {}
         for role in a.only or ROLES:
@@ -561,19 +583,24 @@ def main(argv=None) -> int:
             a.json.write_text(json.dumps(tables, indent=1))
         return 0
     if a.boot:
-        return boot_table(a.only or ROLES, a.src, a.json)
+        return boot_table(a.only or ROLES, a.src, a.json, a.vm)
     results = []
     with tempfile.TemporaryDirectory(prefix="footprint-") as d:
-        overheads = {radio: sim_overhead(Path(d), radio) for radio in sorted({RADIO[r] for r in a.only or ROLES})}
+        overheads = {} if a.vm else {radio: sim_overhead(Path(d), radio) for radio in sorted({RADIO[r] for r in a.only or ROLES})}
         for radio, overhead in overheads.items():
             print(f"simulator's own heap with {radio} (virtual machine and radio modules, clock, boot helper; "
                   f"none on a chip): {overhead / 1024:.1f} KiB, subtracted for the chip figures", flush=True)
         for role in a.only or ROLES:
+            if a.vm:  # the role's frozen VM: the simulator's share measured on it
+                use_frozen_vm(a.vm, role)
+                overheads[RADIO[role]] = sim_overhead(Path(d) / role, RADIO[role])
+                print(f"{role} on its frozen VM ({os.environ['PARK_VBOARD_VM']}): simulator's own heap "
+                      f"{overheads[RADIO[role]] / 1024:.1f} KiB", flush=True)
             overhead = overheads[RADIO[role]]
             hours = a.hours if a.hours is not None else (24 if role == "container_sensor" else 4)
             r = run_day(role, hours, a.src, a.heap, Path(d), a.enforce, overhead)
             r["mpy"] = mpy_sizes(role)
-            r["import"] = import_cost(role, a.src)
+            r["import"] = import_cost(role, a.src) if a.src != "frozen" else 0  # frozen: no module on the heap
             r["boot_live"] = boot_live(role, a.src, Path(d))
             r["chip_boot_live"] = r["boot_live"] - overhead
             results.append(r)

@@ -8,10 +8,13 @@ with protocol.bundle.build_image from the same files at a new version. The board
 mode "live" (a collection before each sample). Reported, as a chip would hold them (the
 simulator's own Python, its `machine`, `esp32` and clock, subtracted: bench_footprint's
 sim_overhead): the live heap before the update, the peak while chunks arrive, the peak from
-the commit to the reboot, the peak of the new version's first minute, and what the update adds
-to the idle heap, against the budget. The WebAssembly port keeps a step's garbage alive until
-it returns to the JavaScript event loop, so a sample can count garbage of the step that
-preceded it: the peaks are upper bounds. --enforce runs with the budget (MemoryError past it).
+the commit to the reboot, the peak of the new version's first minute and of its next boot's
+(nothing to confirm: the yardstick for the first), and what the update adds to the idle heap,
+against the budget. The WebAssembly port keeps a step's garbage alive until it returns to the
+JavaScript event loop, so a sample can count garbage of the step that preceded it: the peaks
+are upper bounds. What each phase itself holds is measured apart (phase_costs): the same .mpy
+files in a plain VM, each figure taken after a return to the event loop, so only live data
+counts. --enforce runs with the budget (MemoryError past it).
 
     python -m benchmarks.bench_update_device
     python -m benchmarks.bench_update_device --json /tmp/update-heap.json
@@ -69,10 +72,11 @@ def run(work: Path, a_window: int = 1, enforce: bool = False) -> dict:
     out = {"role": ROLE, "radio": RADIO, "budget": budget, "image_bytes": len(img), "files": len(files),
            "window": a_window}
     t0 = time.monotonic()
-    from benchmarks.bench_footprint import sim_overhead
+    from benchmarks.bench_footprint import UNBOUNDED, sim_overhead  # UNBOUNDED: the radio's modules loaded, as subtracted
     out["sim_overhead"] = sim_overhead(work)
+    out["phases"] = phase_costs(work, img, len(files))
     with vboard.VirtualBoard(deploy_dir=tree, flash_dir=work / "flash", name="l001", console_pty=False,
-                             heap_mode="live", heap_budget=budget if enforce else None,
+                             heap_mode="live", heap_budget=budget if enforce else UNBOUNDED,
                              record_wdt_feeds=False) as b:
         p = testbed.Peer(b, KID)
         try:
@@ -118,6 +122,11 @@ def run(work: Path, a_window: int = 1, enforce: bool = False) -> dict:
             out["new_version_peak"] = b.gc_high_water()
             out["new_fw"] = p.of("hello")[-1]["fw"]
             out["valid"] = any(m["state"] == codes.US_VALID for m in p.of("update"))
+            b.reset_gc_high_water()
+            b.reset()  # the same version again, nothing to confirm: the yardstick for the trial's first minute
+            p.connect()
+            p.run(60_000, step=500)
+            out["normal_boot_peak"] = b.gc_high_water()
             out["memory_errors"] = len(b.events("heap_budget"))
             if not out["valid"]:
                 out["log"] = b.log()[-30:]
@@ -125,6 +134,102 @@ def run(work: Path, a_window: int = 1, enforce: bool = False) -> dict:
             p.close()
     out["seconds"] = round(time.monotonic() - t0, 1)
     return out
+
+
+# What each phase holds, measured in a plain MicroPython VM on the same .mpy files: the pole's boot
+# modules imported first, then the update driven through common.ota's phases. Every figure is the
+# live heap after a return to the event loop (bench_footprint's _LIVE) minus the same before the
+# update: what a chip's collector would find, without the WebAssembly port's garbage of the step.
+_PHASES = """
+import gc, sys, machine, asyncio, json, hashlib
+import common.start, common.runtime, light_pole.app
+from common import forget
+IMG = "/vm/img.bin"
+with open(IMG, "rb") as f:
+    f.seek(0, 2)
+    N = f.tell()
+async def mark(what):
+    print("@@", what, await _live() - base)
+def offer():
+    f = open(IMG, "rb")
+    h = hashlib.sha256()
+    b = bytearray(512)
+    while True:
+        n = f.readinto(b)
+        if not n:
+            break
+        h.update(b[:n])
+    f.close()
+    return {"type": "update_offer", "uid": 1, "kind": 0, "role": ROLE, "fw": FW, "mpy": sys.implementation._mpy & 0xFF,
+            "size": N, "sha": h.digest()}
+m = offer()
+def chunk(off, f):
+    f.seek(off)
+    return {"type": "update_chunk", "uid": 1, "off": off, "data": f.read(CHUNK)}
+base = await _live()
+from common import ota, ota_state
+u = ota_state.Updater(ROLE)
+await mark("state")
+from common import ota_offer
+r = ota_offer.offer(u, m, 0)
+forget("common.ota_offer")
+del ota_offer
+from common import ota_rx
+await mark("receiving")
+off = 0
+f = open(IMG, "rb")
+while off < N:
+    if off >= N // 2 and off - CHUNK < N // 2:
+        await mark("chunks")
+    nack, r = ota_rx.chunk(u, chunk(off, f))
+    assert nack is None, nack
+    off += CHUNK
+f.close()
+await mark("staged")
+forget("common.ota_rx")
+del ota_rx, r
+await mark("staged_idle")
+from common import ota_inst
+g = ota_inst.verify(u)
+for i in range(FILES // 2):
+    next(g)
+await mark("verify")
+for _ in g:
+    pass
+assert u.why == 0, u.why
+g = ota_inst.install(u)
+for i in range(FILES // 2):
+    next(g)
+await mark("install")
+for _ in g:
+    pass
+await mark("switched")
+forget("common.ota_inst", "common.ota_state", "common.ota", "common.otaboot")
+del u, g, ota, ota_state, ota_inst
+await mark("dropped")
+from common import ota, ota_trial
+r = ota_trial.confirm(ota_trial._Pointer(ota.boot_pointer()), True)
+assert r[1] == 4, r
+await mark("confirmed")
+forget("common.ota_trial", "common.ota", "common.otaboot")
+del ota, ota_trial, r
+await mark("end")
+"""
+
+
+def phase_costs(work: Path, img: bytes, files: int) -> dict:
+    """What each phase of an update holds (see _PHASES), in bytes, from a plain VM."""
+    from benchmarks.bench_footprint import _LIVE, compile_tree
+    from sim import mpvm
+    tree = testbed.deploy_tree(work / "phases", ROLE, KID.decode(), {}, mpy=False)
+    compile_tree(tree)
+    (work / "img.bin").write_bytes(img)
+    code = (_LIVE + f"ROLE = {codes.ROLE_LIGHT_POLE}\nFW = 10001\nCHUNK = {codes.UPD_CHUNK_MAX}\n"
+            f"FILES = {files}\n" + _PHASES)
+    r = mpvm.run(code=code, mounts={tree / "lib": "/lib", ROOT / "sim" / "fake_machine.py": "/vm/machine.py",
+                                    work / "img.bin": "/vm/img.bin"}, paths=["/vm", "/lib"], timeout=300)
+    r.check()
+    return {ln.split()[1]: int(ln.split()[2]) for ln in r.stdout.splitlines() if ln.startswith("@@ ")}
 
 
 def main(argv=None) -> int:
@@ -138,7 +243,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="update-heap-") as d:
         r = run(Path(d), a.window, a.enforce)
     kb = lambda n: f"{(n - r['sim_overhead']) / 1024:.1f} KiB"  # noqa: E731
-    for k in ("before", "transfer_peak", "commit_peak", "new_version_peak"):
+    for k in ("before", "transfer_peak", "commit_peak", "new_version_peak", "normal_boot_peak"):
         r[k + "_chip"] = r[k] - r["sim_overhead"]
     r["update_adds"] = max(r["transfer_peak"], r["commit_peak"]) - r["before"]
     print(f"{r['role']} (budget with {r['radio']}: {r['budget'] / 1024:.1f} KiB): image {r['image_bytes']} B, "
@@ -148,8 +253,16 @@ def main(argv=None) -> int:
     print(f"  peak while chunks arrive      {kb(r['transfer_peak'])}")
     print(f"  peak commit -> reboot         {kb(r['commit_peak'])}")
     print(f"  peak, new version's 1st min   {kb(r['new_version_peak'])}  (fw {r['new_fw']}, valid {r['valid']})")
+    print(f"  peak, its next boot's 1st min {kb(r['normal_boot_peak'])}  (nothing to confirm)")
     print(f"  the update adds               {r['update_adds'] / 1024:.1f} KiB")
     print(f"  MemoryErrors past the budget  {r['memory_errors']}   ({r['seconds']} s)")
+    ph = r["phases"]
+    print("what the update holds, live after a return to the event loop (plain VM, the same .mpy files):")
+    for k, what in (("state", "the state (common.ota, ota_state)"), ("chunks", "while chunks arrive (+ ota_rx)"),
+                    ("staged_idle", "staged, waiting for the commit"), ("verify", "checking the files (ota_inst)"),
+                    ("install", "writing them into the slot"), ("switched", "switched, before the reboot"),
+                    ("dropped", "after it all left (qstrs)"), ("confirmed", "the trial's confirmation")):
+        print(f"  {what:<36}{ph[k] / 1024:5.1f} KiB")
     if "log" in r:
         print("\n".join(r["log"]))
     if a.json:

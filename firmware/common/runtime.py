@@ -147,12 +147,11 @@ class Runtime:
     def ota(self, what, *args):
         """common.ota's `what`(rt, *args); the module leaves the heap again unless an update is under way."""
         from common import ota
-        forget("protocol.codes")  # ota took the codes it needs
         try:
             return getattr(ota, what)(self, *args)
         finally:
             if ota.idle():
-                forget("common.ota", "common.otaboot")
+                forget("common.ota", "common.ota_state", "common.ota_rx", "common.otaboot")
 
     def _hb_left(self):
         v = self.retained.get("_hb")

@@ -11,10 +11,12 @@
 import { Worker, isMainThread, parentPort, workerData } from "node:worker_threads";
 import fs from "node:fs";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
+import { fileURLToPath, pathToFileURL } from "node:url";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
-const PKG = "@micropython/micropython-webassembly-pyscript";
+// PARK_VBOARD_VM: another build of the same port, as for the virtual boards (sim/mpvm/frozen.py)
+const PKG = process.env.PARK_VBOARD_VM ? pathToFileURL(process.env.PARK_VBOARD_VM).href
+  : "@micropython/micropython-webassembly-pyscript";
 
 function usage(msg) {
   process.stderr.write(`mpvm runner: ${msg}\n` +
@@ -117,7 +119,7 @@ async function workerMain() {
 
 function main() {
   const o = parseArgs(process.argv.slice(2));
-  const pkgDir = path.join(HERE, "node_modules", ...PKG.split("/"));
+  const pkgDir = process.env.PARK_VBOARD_VM || path.join(HERE, "node_modules", ...PKG.split("/"));
   if (!fs.existsSync(pkgDir)) {
     process.stderr.write(`mpvm runner: ${PKG} is not installed in ${HERE}/node_modules; run ./dev setup\n`);
     process.exit(3);

@@ -16,8 +16,10 @@ import { pathToFileURL } from "node:url";
 
 const W = workerData;
 // the npm package is installed once, in sim/mpvm (./dev setup runs npm ci there)
-const PKG = pathToFileURL(path.join(path.dirname(new URL(import.meta.url).pathname), "..", "mpvm",
-  "node_modules", "@micropython", "micropython-webassembly-pyscript", "micropython.mjs")).href;
+// PARK_VBOARD_VM: another build of the same port (micropython.mjs beside its .wasm), e.g. one with the
+// firmware frozen in (benchmarks/frozen_vm.sh): its '.frozen' comes before /lib on the import path
+const PKG = pathToFileURL(process.env.PARK_VBOARD_VM || path.join(path.dirname(new URL(import.meta.url).pathname), "..",
+  "mpvm", "node_modules", "@micropython", "micropython-webassembly-pyscript", "micropython.mjs")).href;
 
 // asyncio in the wasm port schedules its run loop with js.setTimeout(fn, 0), which Node
 // clamps to >= 1 ms. Map zero delays to setImmediate so stepping a virtual day is fast.

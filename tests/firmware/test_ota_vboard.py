@@ -70,9 +70,10 @@ def offer(uid: int, img: bytes, fw: int, **kw) -> dict:
 def board(tmp_path, name="flash", rt=None, **kw):
     from sim import vboard
     img = deploy_tree(tmp_path / f"img-{name}", "light_pole", KID.decode(), PINS, APP, dict({"stable_s": 5}, **(rt or {})))
-    # the update path holds up to ~100 KiB on a pole (bench_update_device, 2026-11-30: 99.8 KiB while
-    # chunks arrive): past its Wi-Fi budget (89,000 B), so these boards run without one until it fits
-    # (docs/firmware.md#footprint)
+    # this pole with 12 chunks in flight holds 91.5 KB live at its first chunks and ~4 KiB more while it
+    # checks and installs (2026-11-30, common.ota split per phase; 99.1 KB at the first chunks before):
+    # past its Wi-Fi budget (89,000 B), so these boards run without one until the idle heap leaves room
+    # (docs/firmware.md#footprint; the gateway-paced rollouts of test_update_vboard.py run under it)
     kw.setdefault("heap_budget", None)
     with vboard.VirtualBoard(deploy_dir=img, flash_dir=tmp_path / name, name="l001", console_pty=False, **kw) as b:
         p = Peer(b, KID)

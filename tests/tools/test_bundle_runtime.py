@@ -177,10 +177,9 @@ async def _runtime_rollout(tmp_path, capsys, ota: bool):
     rc, doc, err = runtime(capsys, key, image, tmp_path / "mp.bundle")
     assert rc == 0, doc
     dkey = secrets.token_bytes(32)
-    # heap_budget None: the update path (up to ~100 KiB, bench_update_device) is past a pole's heap budget
-    # (89,000 B) today, as in tests/firmware/test_ota_vboard.py
+    # under the pole's Wi-Fi heap budget (89,000 B): a runtime image goes through common.ota_rx and ota_part
     b = vboard.VirtualBoard(realtime=True, flash_dir=_pole_flash(tmp_path / "l001", dkey, ota), name="l001",
-                            console_pty=False, heap_budget=None)
+                            console_pty=False)
     b.start()
     try:
         b.set_adc(LAMP_CS, uv=HEALTHY_LAMP_UV)
@@ -202,6 +201,7 @@ async def _runtime_rollout(tmp_path, capsys, ota: bool):
             plan = await d.update(plan)
             await gw.until(lambda: d.updates.status(plan["rollout"])["state"] in ("done", "halted"), 400,
                            lambda: "the rollout: %s" % d.updates.status(plan["rollout"]))
+            assert not b.events("heap_budget"), b.events("heap_budget")  # no MemoryError on the way
             return (d.updates.status(plan["rollout"]), json.loads(b.read_flash("/_esp32/otadata.json")),
                     b.read_flash("/_esp32/ota_1.bin")[:image.stat().st_size] == image.read_bytes())
     finally:

@@ -1,8 +1,9 @@
 # Power cuts during software updates, run inside genuine MicroPython by tests/firmware/test_ota_powercut.py.
 #
-# The unmodified common.ota and otaboot run against a file layer that cuts the power at the
-# K-th flash write (an open for writing, a write, a rename, a remove, a mkdir, a rmdir); the
-# write it cuts leaves a random prefix of its bytes on flash, like a torn page. After each cut
+# The unmodified common.ota (its state ota_state, its phases ota_offer, ota_rx, ota_inst,
+# ota_trial) and otaboot run against a file layer that cuts the power at the K-th flash write
+# (an open for writing, a write, a rename, a remove, a mkdir, a rmdir); the write it cuts leaves
+# a random prefix of its bytes on flash, like a torn page. After each cut
 # the board boots again (otaboot.boot) and must run the old or the new version, complete,
 # never a mix and never nothing; then the update is finished from what is on flash.
 import builtins
@@ -15,7 +16,7 @@ import sys
 import otaboot
 from protocol import cbor, codes
 
-from common import ota
+from common import ota_inst, ota_offer, ota_rx, ota_state, ota_trial
 
 ROLE = codes.ROLE_LIGHT_POLE
 MPY = sys.implementation._mpy & 0xFF
@@ -170,25 +171,24 @@ def _slot_is(slot, v):
 
 def update(uid, v, img):
     """One update from wherever the flash stands: offer, chunks, commit, install, trial boot, confirm."""
-    u = ota.Updater(ROLE)
-    r = u.offer(offer(uid, img, v), 0)
+    u = ota_state.Updater(ROLE)
+    r = ota_offer.offer(u, offer(uid, img, v), 0)
     assert r[1] in (codes.US_RECEIVING, codes.US_STAGED, codes.US_TRIAL, codes.US_VALID), r
     if r[1] in (codes.US_RECEIVING, codes.US_STAGED):
         off = r[2] if r[1] == codes.US_RECEIVING else len(img)
         while off < len(img):
-            nack, _ = u.chunk({"uid": uid, "off": off, "data": img[off:off + codes.UPD_CHUNK_MAX]})
+            nack, _ = ota_rx.chunk(u, {"uid": uid, "off": off, "data": img[off:off + codes.UPD_CHUNK_MAX]})
             assert nack is None, nack
             off = min(off + codes.UPD_CHUNK_MAX, len(img))
         assert u.st is not None and u.st.get("ok"), "not staged"
         FLASH.commit_at = FLASH.ops
-        assert u.commit({"uid": uid}) is None
-        assert u.check() == codes.UR_NONE
-        for _ in u.install():
+        assert ota_inst.commit(u, {"uid": uid}) is None
+        assert ota_inst.check(u) == codes.UR_NONE
+        for _ in ota_inst.install(u):
             pass
     os.chdir("/")
     otaboot.boot()
-    u = ota.Updater(ROLE)
-    u.confirm(True)
+    ota_trial.confirm(ota_state.Updater(ROLE), True)
 
 
 def finish(uid, v, img):
@@ -196,7 +196,7 @@ def finish(uid, v, img):
     for _ in range(4):
         got = boot(v - 1, v)
         if got == v:
-            ota.Updater(ROLE).confirm(True)
+            ota_trial.confirm(ota_state.Updater(ROLE), True)
             if otaboot.read()["st"] == codes.US_VALID:
                 return boot(v - 1, v)
             continue
@@ -207,7 +207,7 @@ def finish(uid, v, img):
 def wipe():
     os.chdir("/")
     for d in ("s1", "s2", "ota"):
-        ota.rmtree("/" + d)
+        ota_inst.rmtree("/" + d)
 
 
 def test_two_hundred_power_cuts_end_on_the_old_or_the_new_version():
@@ -253,10 +253,10 @@ def test_two_hundred_power_cuts_end_on_the_old_or_the_new_version():
 
 
 def _stage(u, uid, img, v):
-    u.offer(offer(uid, img, v), 0)
+    ota_offer.offer(u, offer(uid, img, v), 0)
     off = 0
     while off < len(img):
-        u.chunk({"uid": uid, "off": off, "data": img[off:off + codes.UPD_CHUNK_MAX]})
+        ota_rx.chunk(u, {"uid": uid, "off": off, "data": img[off:off + codes.UPD_CHUNK_MAX]})
         off += codes.UPD_CHUNK_MAX
     return u.report(uid)
 
@@ -279,12 +279,12 @@ def test_malformed_images_are_refused_at_commit_and_discarded():
 
     for i, img in enumerate((b"\x00\x04\xff\xff\xff\xff" + body, b"\xff\xff" + good[2:], with_header(bad_fw),
                              with_header(files_swapped), with_header(evil_path), with_header(hdr, b"tail"))):
-        u = ota.Updater(ROLE)
+        u = ota_state.Updater(ROLE)
         assert _stage(u, 50 + i, img, 5)[1] == codes.US_STAGED, i
-        assert u.commit({"uid": 50 + i}) is None
-        assert u.check() == codes.UR_IMAGE, (i, u.why)
-        assert u.refuse() == (50 + i, codes.US_REFUSED, 0, codes.UR_IMAGE)
-        for p in (ota.STAGE, ota.IMAGE):
+        assert ota_inst.commit(u, {"uid": 50 + i}) is None
+        assert ota_inst.check(u) == codes.UR_IMAGE, (i, u.why)
+        assert ota_inst.refuse(u) == (50 + i, codes.US_REFUSED, 0, codes.UR_IMAGE)
+        for p in (ota_state.STAGE, ota_state.IMAGE):
             try:
                 os.stat(p)
                 raise AssertionError("%s left behind (case %d)" % (p, i))
@@ -304,22 +304,104 @@ def test_a_cut_trial_still_counts_its_boots_and_rolls_back():
     wipe()
     update(1, 1, image_of(1))
     assert boot(1) == 1
-    u = ota.Updater(ROLE)
+    u = ota_state.Updater(ROLE)
     img = image_of(2)
-    u.offer(offer(2, img, 2), 0)
+    ota_offer.offer(u, offer(2, img, 2), 0)
     off = 0
     while off < len(img):
-        u.chunk({"uid": 2, "off": off, "data": img[off:off + codes.UPD_CHUNK_MAX]})
+        ota_rx.chunk(u, {"uid": 2, "off": off, "data": img[off:off + codes.UPD_CHUNK_MAX]})
         off += codes.UPD_CHUNK_MAX
-    assert u.commit({"uid": 2}) is None and u.check() == codes.UR_NONE
-    for _ in u.install():
+    assert ota_inst.commit(u, {"uid": 2}) is None and ota_inst.check(u) == codes.UR_NONE
+    for _ in ota_inst.install(u):
         pass
-    busy = ota.Updater(ROLE).offer(offer(3, image_of(3), 3), 0)
+    busy = ota_offer.offer(ota_state.Updater(ROLE), offer(3, image_of(3), 3), 0)
     assert busy == (3, codes.US_REFUSED, 0, codes.UR_BUSY)  # no new offer while a trial runs
     assert [boot(1, 2) for _ in range(otaboot.TRIAL_BOOTS)] == [2] * otaboot.TRIAL_BOOTS
     assert boot(1, 2) == 1
     p = otaboot.read()
     assert (p["st"], p["why"], p["rep"], p["slot"]) == (codes.US_ROLLED_BACK, codes.UR_TRIAL, 1, "s1")
-    r = ota.Updater(ROLE).confirm(True)
+    r = ota_trial.confirm(ota_state.Updater(ROLE), True)
     assert r == (2, codes.US_ROLLED_BACK, 0, codes.UR_TRIAL)
     assert otaboot.read()["rep"] == 0
+
+
+class _Boot:
+    fast = 0
+
+    def _save(self):
+        pass
+
+
+class _Session:
+    def persist_events(self):
+        pass
+
+
+class _Dev:
+    role = "light_pole"
+
+
+class _Rt:
+    """What common.runtime's out-of-memory path reads of a Runtime."""
+
+    def __init__(self, safe):
+        self.safe, self.app, self.app_cls, self.dev = safe, None, None, _Dev()
+        self.boot, self.session, self._rtc = _Boot(), _Session(), {"safe_boots": 3}
+        self.logs, self.events = [], []
+
+    def log(self, text, keep=False):
+        self.logs.append(text)
+
+    def event(self, msg, durable=False, on_ack=None):
+        self.events.append(msg)
+
+    def send(self, msg):
+        self.events.append(msg)
+
+
+def _drive(coro):
+    try:
+        while True:
+            coro.send(None)
+    except StopIteration:
+        pass
+
+
+def test_an_install_that_runs_out_of_memory_resets_and_is_not_left_installing():
+    """A MemoryError while the files are written (the heap of a pole during an update is tight)
+    ends as in the main loop: the fault reported and a reset in normal mode, the board goes on in
+    safe mode; never an install task dead with `installing` still set, refusing every update."""
+    import machine
+    from common import ota
+    wipe()
+    update(1, 1, image_of(1))
+    assert boot(1) == 1
+    real = ota_inst.install
+
+    def out_of_memory(u):
+        yield "first file"
+        raise MemoryError("memory allocation failed, allocating 4096 bytes")
+
+    for safe in (False, True):
+        u = ota_state.Updater(ROLE)
+        img = image_of(2)
+        ota_offer.offer(u, offer(2, img, 2), 0)
+        off = 0
+        while off < len(img):
+            ota_rx.chunk(u, {"uid": 2, "off": off, "data": img[off:off + codes.UPD_CHUNK_MAX]})
+            off += codes.UPD_CHUNK_MAX
+        assert ota_inst.commit(u, {"uid": 2}) is None
+        u.installing = True
+        rt = _Rt(safe)
+        ota_inst.install = out_of_memory
+        try:
+            _drive(ota.installing(rt, u, ota_inst.run(rt, u)))
+            reset = False
+        except machine.Reset:
+            reset = True
+        finally:
+            ota_inst.install = real
+        assert u.installing is False
+        assert reset is (not safe), (safe, rt.logs)
+        assert [e["code"] for e in rt.events if e.get("type") == "fault"] == [codes.F_MEMORY]
+        assert boot(1, 2) == 1  # the pointer was not switched: the old version runs
