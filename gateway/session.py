@@ -39,7 +39,7 @@ from gateway.seams import LinkPort, Out, Stage
 
 __all__ = ["Sessions", "Counters", "CommandFailed", "QueueFull", "DeviceSession"]
 
-ACK_SLICE = 32
+ACK_SLICE = 8  # ~1 ms of acks on a loaded 2-core VM: what a pre-light may wait for
 log = logging.getLogger("park.session")
 
 UP = cose.UP

@@ -21,11 +21,22 @@ log = logging.getLogger("park.link")
 MAX_BACKLOG = 256 * 1024
 READ_SIZE = 2048  # ~55 frames a read of a shared stream: other links' frames wait for at most that much work
 BUSY_READ_SIZE = 512  # while the gateway sheds (its loop runs late): ~14 frames, so a pre-light waits less
+POLL_S = 0.005
 # a device that lost power leaves a half-open connection: probe after 60 s quiet, give up after 3 x 10 s
 KEEPALIVE = (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 3))
 
 
 class TcpLink(Link):
+    """One byte stream carrying many devices: what it reads is served a slice at a time.
+
+    An asyncio.Protocol: a read with no backlog before it is served at once, in the loop's
+    I/O callback (a pole's motion frame is not left waiting for a task step); a read larger
+    than a slice (READ_SIZE, BUSY_READ_SIZE while the gateway sheds) keeps its rest as the
+    link's backlog, the transport stops reading (the kernel holds what follows, its window
+    slows the sender) and the next slice runs after the loop has polled again and served
+    the links that became readable: a flooded stream costs another link at most one slice.
+    """
+
     kind = "tcp"
 
     def __init__(self, name, url, on_envelope, on_error, reconnect_max=30.0):
@@ -35,47 +46,128 @@ class TcpLink(Link):
             raise ValueError("link %s: %r is not tcp://HOST:PORT" % (name, url))
         self.url = url
         self.host, self.port = u.hostname, u.port
-        self._writer: asyncio.StreamWriter | None = None
+        self._transport: asyncio.Transport | None = None
+        self._buf = b""  # read, not yet served: self._buf[self._pos:]
+        self._pos = 0
+        self._next: asyncio.TimerHandle | None = None
 
     async def _session(self) -> None:
-        reader, writer = await asyncio.open_connection(self.host, self.port)
-        sock = writer.get_extra_info("socket")
+        loop = asyncio.get_running_loop()
+        transport, stream = await loop.create_connection(lambda: _Stream(self, loop), self.host, self.port)
+        sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._writer = writer
         self._up()
+        p = self.pressure
+        if p is not None:
+            p.attach(self)  # paused at once while the gateway is over its mark
         try:
-            size = READ_SIZE
-            while True:
-                data = await reader.read(size)
-                if not data:
-                    return
-                self.feed(data)
-                p = self.pressure
-                if p is not None and p.paused:
-                    await p.wait_open()  # unread bytes stay in the kernel; its window slows the sender
-                elif len(data) == size:
-                    await asyncio.sleep(0)  # more may be buffered: let other links and the uplink run first
-                size = BUSY_READ_SIZE if p is not None and p.shedding else READ_SIZE
+            try:
+                await stream.closed
+            finally:
+                while self.backlog:
+                    await asyncio.sleep(POLL_S)  # what the peer sent before it closed is served first
         finally:
-            self._writer = None
-            writer.close()
+            if p is not None:
+                p.detach(self)
+            if self._next is not None:
+                self._next.cancel()
+                self._next = None
+            self._transport = None
+            self._buf, self._pos = b"", 0
+            transport.close()
+
+    @property
+    def backlog(self) -> int:
+        """Bytes read and not yet served."""
+        return len(self._buf) - self._pos
+
+    def _received(self, data: bytes) -> None:
+        if self._pos < len(self._buf):
+            self._buf = self._buf[self._pos:] + data  # only when a read raced a pause: rare
+        else:
+            self._buf = data
+        self._pos = 0
+        if self._next is None:
+            self._serve()
+
+    def _serve(self) -> None:
+        """One slice of the backlog; the rest after the loop's next poll (a timer due now runs after the I/O)."""
+        self._next = None
+        t = self._transport
+        if t is None:
+            return
+        p = self.pressure
+        if p is None or not p.paused:
+            size = BUSY_READ_SIZE if p is not None and p.shedding else READ_SIZE
+            end = self._pos + size
+            chunk = self._buf[self._pos:end] if self._pos or end < len(self._buf) else self._buf
+            self._pos = min(end, len(self._buf))
+            self.feed(chunk)  # feed() asks the pressure, which may pause this link
+        if self._transport is not t:
+            return  # the stream ended inside feed
+        more = self._pos < len(self._buf)
+        if not more:
+            self._buf, self._pos = b"", 0
+        if more or (p is not None and p.paused):
+            if t.is_reading():
+                t.pause_reading()
+            if more and not (p is not None and p.paused):
+                loop = asyncio.get_running_loop()
+                self._next = loop.call_at(loop.time(), self._serve)
+        elif not t.is_reading() and not t.is_closing():
+            t.resume_reading()
+
+    def pause_reading(self) -> None:
+        """Backpressure: nothing more is served or read until resume_reading()."""
+        t = self._transport
+        if t is not None and not t.is_closing() and t.is_reading():
+            t.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._transport is not None and self._next is None:
+            loop = asyncio.get_running_loop()
+            self._next = loop.call_at(loop.time(), self._serve)  # the backlog first, then the transport
 
     def write(self, frame: bytes) -> None:
-        w = self._writer
-        if w is None or w.is_closing():
+        t = self._transport
+        if t is None or t.is_closing():
             self.counters["tx_dropped"] += 1
             return
-        if w.transport.get_write_buffer_size() > MAX_BACKLOG:
+        if t.get_write_buffer_size() > MAX_BACKLOG:
             self.counters["tx_dropped"] += 1  # the peer stopped reading: do not grow without bound
             return
-        w.write(frame)
+        t.write(frame)
         self.counters["tx_frames"] += 1
 
     def info(self) -> dict:
         d = super().info()
         d["url"] = self.url
         return d
+
+
+class _Stream(asyncio.Protocol):
+    """TcpLink's transport callbacks."""
+
+    def __init__(self, link: TcpLink, loop: asyncio.AbstractEventLoop):
+        self.link = link
+        self.closed = loop.create_future()
+
+    def connection_made(self, transport) -> None:
+        self.link._transport = transport  # before any data_received
+
+    def data_received(self, data: bytes) -> None:
+        self.link._received(data)
+
+    def eof_received(self) -> bool:
+        return False  # close: the peer is gone
+
+    def connection_lost(self, exc) -> None:
+        if not self.closed.done():
+            if exc is None:
+                self.closed.set_result(None)
+            else:
+                self.closed.set_exception(exc)
 
 
 class Connection(asyncio.Protocol):
