@@ -485,3 +485,54 @@ def test_without_a_budget_the_heap_grows_like_a_pc(tmp_path):
         b.advance(1000)
         assert not any("MemoryError" in ln for ln in b.log())
         assert b.events("fw_heap_budget") == []
+
+
+def test_the_name_pools_cost_what_the_model_says_at_every_size():
+    """bench_footprint.pool_bytes (and the worker's poolBytes) is what MicroPython allocates for n
+    interned names: checked against qstr_info in the VM across the pool boundaries (620, 1260)."""
+    from benchmarks.bench_footprint import pool_bytes, qstr_info
+    for n in (0, 300, 700, 1300):
+        r = mpvm.run(code="import micropython\nfor i in range(%d):\n    getattr(int, 'zq%%d' %% i, None)\n"
+                          "micropython.qstr_info()\n" % n)
+        r.check()
+        names, arrays = qstr_info(r.stdout.splitlines())
+        assert names >= n and arrays == pool_bytes(names), (n, names, arrays)
+    assert pool_bytes(620) < pool_bytes(621) and pool_bytes(1260) < pool_bytes(1261)
+
+
+NAMES = textwrap.dedent("""
+    import asyncio, gc, _vboard_boot
+    o = type("O", (), {})()
+    for i in range(900):            # a firmware's worth of names: with the simulator's, past 1,260
+        setattr(o, "zq%d" % i, None)
+    del o
+    hoard = [bytearray(10000) for _ in range(6)]
+
+    async def main():
+        await asyncio.sleep_ms(10)
+        print("held", _vboard_boot._base)
+
+    asyncio.run(main())
+""")
+
+
+def test_the_budget_counts_the_name_pools_a_chip_would_allocate(tmp_path):
+    """A program with ~900 names of its own on a board whose simulator adds ~390: the board holds a
+    seventh pool (9 KiB of arrays) that a chip with the program's names alone never allocates. A
+    budget between the two figures holds: the worker's heap_recheck counts the pools for the
+    program's names (before, the board refused it)."""
+    (tmp_path / "names.py").write_text(NAMES)
+    with VirtualBoard(firmware_files={"main.py": tmp_path / "names.py"}, flash_dir=tmp_path / "a", start_time=T0,
+                      heap_budget=vboard.esp32_heap_budget("wifi")) as b:
+        b.advance(200)
+        base = int(b.wait_log(r"^held \d+").split()[1])
+        board = b.live_heap() - base            # what the board holds of the program's, all pools included
+        assert not b.events("fw_heap_budget")
+    budget = board - 4500                     # less than the board's figure, more than a chip's (-9 KiB)
+    assert budget >= 64 * 1024, board
+    with VirtualBoard(firmware_files={"main.py": tmp_path / "names.py"}, flash_dir=tmp_path / "b", start_time=T0,
+                      heap_budget=budget) as b:
+        b.advance(200)
+        b.wait_log(r"^held \d+")
+        b.advance(200)
+        assert b.events("fw_heap_budget") == []

@@ -549,6 +549,13 @@ class VirtualBoard:
     def reset_gc_high_water(self) -> None:
         self._call("reset_heap_peak")
 
+    def live_heap(self) -> int:
+        """gc.mem_alloc() after a collection made by the worker between the firmware's turns: the
+        live data as a chip's collector would find it. A collection made from Python finds more: the
+        WebAssembly port keeps the running step's garbage, and the entries of its proxy tables for
+        every object handed to JavaScript, alive until JavaScript finalizes them."""
+        return self._call("live_heap")["live"]
+
     # ------------------------------------------------------------------ observations
     def events(self, type: str | Iterable[str] | None = None) -> list[dict]:
         """Recorded events (boot, reset, deepsleep, pulse, wdt_start, wdt_feed, fw_crash, ...)."""

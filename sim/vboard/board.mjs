@@ -344,6 +344,10 @@ async function handle(c) {
     }
     case "reset_heap_peak": st.heapPeak = 0; if (worker) { try { await toWorker({ cmd: "state" }, 2000); } catch (e) { /* */ } } st.heapPeak = 0; tellWorker({ cmd: "reset_heap_peak" }); return {};
     case "sync_flash": if (worker && st.state === "running") { await toWorker({ cmd: "sync_flash" }, 5000); } return {};
+    case "live_heap": {
+      if (!worker || st.state !== "running") throw new Error(`board is ${st.state}`);
+      return await toWorker({ cmd: "live_heap" }, 5000);
+    }
     case "power_cycle": await powerCycle(c.off_ms || 0, "power"); return { now_ms: st.now };
     case "reset": {
       if (st.state === "running") {

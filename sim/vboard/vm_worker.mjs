@@ -84,7 +84,7 @@ function flushOut() {
   if (conBuf.length) { post({ t: "console", b: Buffer.from(conBuf) }); conBuf = []; }
 }
 function sched() { if (!flushSched) { flushSched = true; setImmediate(flushOut); } }
-let captured = null;          // text of a measurement the worker runs itself (qstrPoolBytes), not console output
+let captured = null;          // text of a measurement the worker runs itself (qstrInfo), not console output
 function onStdout(u8) {
   if (dead) return;
   if (captured !== null) { captured += dec.decode(Buffer.from(u8)); return; }
@@ -100,14 +100,23 @@ function onStdout(u8) {
   if (conBuf.length > 4096) flushOut(); else sched();
 }
 
-/** Bytes of the interned-name pools' arrays (micropython.qstr_info: total minus the names' text). */
-function qstrPoolBytes() {
+/** Names interned at run time and the bytes of their pools' arrays (micropython.qstr_info). */
+function qstrInfo() {
   captured = "";
   try { mp.runPython("import micropython\nmicropython.qstr_info()"); } finally { var out = captured; captured = null; }
-  const m = /n_str_data_bytes=(\d+), n_total_bytes=(\d+)/.exec(out);
+  const m = /n_qstr=(\d+), n_str_data_bytes=(\d+), n_total_bytes=(\d+)/.exec(out);
   if (!m) throw new Error("qstr_info gave no pool figures: " + out);
-  return Number(m[2]) - Number(m[1]);
+  return { names: Number(m[1]), arrays: Number(m[3]) - Number(m[2]) };
 }
+
+/** The arrays MicroPython 1.27 allocates for n names: pools of 20, 40, 80, ... entries of 7 bytes
+ *  and a 24-byte header, in 16-byte blocks (py/qstr.c; benchmarks/bench_footprint.pool_bytes). */
+function poolBytes(n) {
+  let total = 0, alloc = 20, held = 0;
+  while (held < n) { total += Math.ceil((7 * alloc + 24) / 16) * 16; held += alloc; alloc *= 2; }
+  return total;
+}
+let simNames = 0;             // names the simulator's own modules interned (a chip interns the firmware's only)
 
 // ---------------------------------------------------------------------------- clock
 function addTimer(at, resolve) {
@@ -242,7 +251,15 @@ const API = {
   set_waker(fn) { waker = fn; },
   // _vboard_boot's heap guard found the budget exceeded inside a task step: measure again from
   // the event loop (a zero timeout, so settle() waits for it)
-  heap_recheck() { setTimeout(() => { if (!dead && heapCheck) heapCheck(); }, 0); },
+  // the pools' arrays as a chip would have them for the firmware's names alone: the simulator's
+  // names can take a board past a pool the chip never allocates (a locker: 9 KiB)
+  heap_recheck() {
+    setTimeout(() => {
+      if (dead || !heapCheck) return;
+      const q = qstrInfo();
+      heapCheck(q.arrays - poolBytes(q.names - simNames));
+    }, 0);
+  },
   sleep_at(n, ms, heap) {
     // vclock's sleepers: call waker(n) at the deadline (see vclock.py for why not a promise)
     sampleHeap(heap);
@@ -522,6 +539,14 @@ async function onMessage(m) {
       }
       case "sync_flash": syncFlash(); break;
       case "reset_heap_peak": heapPeak = 0; break;
+      case "live_heap": {
+        // collected from here, between Python's turns: no Python frame and no call from Python into
+        // JavaScript is in flight, so neither keeps garbage or proxy-table entries alive
+        const g = mp.pyimport("gc");
+        g.collect();
+        post({ t: "reply", id: m.id, result: { live: g.mem_alloc() } });
+        return;
+      }
       case "state": post({ t: "reply", id: m.id, result: { pins: Object.assign({}, pinOut), pwm, pin_modes: pinMode, heap_peak: heapPeak, now_ms: nowV() } }); return;
       case "shutdown": {
         let d = null; try { d = flashDiff(false); } catch (e) { /* keep last */ }
@@ -566,7 +591,8 @@ sys.path[:] = ['/_vmachine', '', '.frozen', '/lib']`);
   const gcmod = mp.pyimport("gc");
   gcmod.collect();
   const vmHeap = gcmod.mem_alloc();
-  const vmPools = qstrPoolBytes();
+  const vmQstr = qstrInfo();
+  const vmPools = vmQstr.arrays;
   mp.runPython(`import _vboard_boot
 _vboard_boot.install(${W.patch_time ? "True" : "False"}, ${JSON.stringify(W.heap_mode)}, ${W.heap_budget ? W.heap_budget : "None"})`);
   const bootmod = mp.pyimport("_vboard_boot");
@@ -575,7 +601,9 @@ _vboard_boot.install(${W.patch_time ? "True" : "False"}, ${JSON.stringify(W.heap
     // its names' text is the simulator's, but not the pool arrays that grew to hold them: a
     // firmware interns more names than the simulator (~800 against ~350), so a chip allocates
     // the same pools for the firmware's own (docs/virtual-boards.md, heap budget)
-    bootmod.sim_heap(gcmod.mem_alloc() - vmHeap - (qstrPoolBytes() - vmPools));
+    const q = qstrInfo();
+    simNames = q.names - vmQstr.names;
+    bootmod.sim_heap(gcmod.mem_alloc() - vmHeap - (q.arrays - vmPools));
     heapCheck = bootmod._recheck;
   }
   memAlloc = bootmod.mem_sample;

@@ -41,13 +41,14 @@ def _heap_guard():
         _vb.heap_recheck()
 
 
-def _recheck():
+def _recheck(pools=0):
     """Called by the worker from the JavaScript event loop (a fresh stack) after _heap_guard
-    asked: the live data as a chip's collector would find it."""
+    asked: the live data as a chip's collector would find it. pools: bytes of name-pool arrays
+    the board holds and a chip with the firmware's names alone would not."""
     global _pending, _asked, _over
     _asked = False
     gc.collect()
-    used = gc.mem_alloc() - _base
+    used = gc.mem_alloc() - _base - pools
     if used <= _budget:
         return
     _pending = used
