@@ -249,11 +249,12 @@ def sim_overhead(work: Path, radio: str = "wifi") -> int:
                              record_wdt_feeds=False, heap_budget=None) as b:
         b.advance(100)  # virtual time: the probe's await returns
         line = b.wait_log(r"^@@ \d+", timeout=60)
-        pools = qstr_pools(b.log())
+        names, pools = qstr_info(b.log())
     board = int(line.split()[1])
     r = mpvm.run(code="import gc, asyncio, json, micropython\n" + _LIVE + "print(await _live())\nmicropython.qstr_info()\n")
     r.check()
     plain = int(r.stdout.split("\n")[0])
+    SIM_QSTRS[radio] = names - qstr_info(r.stdout.splitlines())[0]
     return board - plain - (pools - qstr_pools(r.stdout.splitlines()))
 
 
@@ -261,11 +262,33 @@ def qstr_pools(lines) -> int:
     """Bytes of the qstr pools' arrays in a `micropython.qstr_info()` line (its total minus the text).
     The pools double (20, 40, ... 640 entries of 7 bytes): what a board allocates depends on how
     many names it interns, not on whose they are."""
+    return qstr_info(lines)[1]
+
+
+def qstr_info(lines) -> tuple[int, int]:
+    """(names interned at run time, bytes of their pools' arrays) from `micropython.qstr_info()`."""
     for ln in lines:
-        m = re.search(r"n_str_data_bytes=(\d+), n_total_bytes=(\d+)", ln)
+        m = re.search(r"n_qstr=(\d+), n_str_data_bytes=(\d+), n_total_bytes=(\d+)", ln)
         if m:
-            return int(m.group(2)) - int(m.group(1))
+            return int(m.group(1)), int(m.group(3)) - int(m.group(2))
     raise SystemExit("micropython.qstr_info() printed no pool figures")
+
+
+def pool_bytes(n: int) -> int:
+    """What MicroPython 1.27 allocates for the arrays of n names interned at run time: pools of 20,
+    40, 80, ... entries (the first twice the ROM pool's 10), each 7 bytes an entry and a 24-byte
+    header, in 16-byte heap blocks (py/qstr.c; matches qstr_info on the boards: 4,496 B for five
+    pools, 9,008 B for six)."""
+    total, alloc, held = 0, 20, 0
+    while held < n:
+        total += -(-(7 * alloc + 24) // 16) * 16
+        held += alloc
+        alloc *= 2
+    return total
+
+
+SIM_QSTRS: dict[str, int] = {}
+"""Names the simulator's modules intern (sim_overhead measures them): a chip interns the firmware's only."""
 
 
 _BOOT_PROBE = """import gc, asyncio
@@ -273,7 +296,9 @@ from common import start
 rt = start.main()
 del start
 """ + _LIVE + """async def _probe():
-    print('@@', await _live(), rt is not None and rt.app is not None)
+    n = await _live()
+    __import__('micropython').qstr_info()
+    print('@@', n, rt is not None and rt.app is not None)
 asyncio.run(_probe())
 """
 
@@ -287,8 +312,9 @@ PARK_LINK = {"ble": {"kind": "ble", "uart": -1},
 
 def boot_live(role: str, src: str, work: Path, park_link: bool = False) -> int:
     """Live heap of a booted firmware (modules imported, Runtime and App built and started, the
-    boot-only modules dropped: /main.py up to its loop), collected after a return to the event loop, on a virtual board: the
-    figure the heap budget bounds, before the simulator's own heap is subtracted. park_link: over the
+    boot-only modules dropped: /main.py up to its loop), collected by the board's worker between
+    the firmware's turns (VirtualBoard.live_heap), on a virtual board: the figure the heap budget
+    bounds, before the simulator's own heap is subtracted. park_link: over the
     role's radio (PARK_LINK), not the bench's UART."""
     from sim import vboard
     day = DAYS[role]()
@@ -307,8 +333,14 @@ def boot_live(role: str, src: str, work: Path, park_link: bool = False) -> int:
                              heap_budget=None, console_pty=False, record_wdt_feeds=False, name=day.kid, **kw) as b:
         day.setup(b)
         b.advance(500)
-        line = b.wait_log(r"^@@ \d+ True", timeout=60)
-    return int(line.split()[1])
+        b.wait_log(r"^@@ \d+ True", timeout=60)
+        live = b.live_heap()
+        names, pools = qstr_info(b.log())
+    if RADIO[role] not in SIM_QSTRS:
+        return live
+    # the arrays a chip allocates for the firmware's own names, not the board's for all of them
+    # (the simulator's names can take a board past a pool a chip never needs: a locker, 9 KiB)
+    return live - pools + pool_bytes(names - SIM_QSTRS[RADIO[role]])
 
 
 def await_retention(n: int = 2000) -> float:
