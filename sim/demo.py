@@ -196,10 +196,6 @@ class VirtualPark:
                 extra = {"ultrasonic": {"trig": TRIG, "echo": ECHO}, "distance_mm": FILL_MM[did]}
             elif role == "locker":
                 app = {"occupancy": True}
-                # a 4-compartment locker over Wi-Fi holds 84.3 KiB on a chip after boot, 3 % of its
-                # 89,000 B ESP32 budget free, and a gateway's traffic takes it past (docs/firmware.md#footprint,
-                # issue 10): under it the demo's locker runs out of memory into safe mode, so it runs without one
-                extra = {"heap_budget": None}
             bk = secrets.token_bytes(32) if role == "locker" else None
             link = radio_link(role, self.psk) if self.links == "radio" else None
             if link is not None and link["kind"] == "wifi":

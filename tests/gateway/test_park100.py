@@ -141,8 +141,6 @@ async def test_real_firmware_of_each_kind_beside_the_crowd(tmp_path):
         for did, role in REAL.items():
             extra = {"ultrasonic": {"trig": TRIG, "echo": ECHO}, "distance_mm": 900} if role == "container_sensor" \
                 else {}
-            if role == "locker":  # the template's 4 compartments: 82 KiB live after boot of an 89,000 B budget and
-                extra["heap_budget"] = None  # 95 KiB in its first seconds (docs/firmware.md#footprint): a chip runs out
             b = vboard.VirtualBoard(realtime=True, flash_dir=flash(tmp_path / did, did, role, keys[did]), name=did,
                                     console_pty=False, **extra)
             b.start()
@@ -169,6 +167,7 @@ async def test_real_firmware_of_each_kind_beside_the_crowd(tmp_path):
             r = await d.command("l061", {"type": "light_set", "level": 80, "hold": 10}, queue_for=20)
             assert r["result"] == "ok"
             assert radio.peak <= 5 and d.links[0].info()["authenticated"] == 70
+            assert not any(b.events("fw_heap_budget") for b in boards.values())  # each under its ESP32 budget
             for dev in wired.values():
                 await dev.link.close()
     finally:
@@ -211,8 +210,6 @@ async def test_real_firmware_of_each_kind_over_its_radio_beside_the_crowd(tmp_pa
                 else:
                     doc["link"].update(kind="wifi", uart=-1, ssid="park", psk=psk, host="10.0.0.1", port=7000)
                     extra = {"wifi": {"ssid": "park", "psk": psk, "gateway": ("127.0.0.1", wifi.port)}}
-                if role == "locker":  # 4 compartments over Wi-Fi: 84.3 KiB after boot of an 89,000 B budget, past
-                    extra["heap_budget"] = None  # it with a gateway's traffic (docs/firmware.md#footprint); a chip runs out
                 (dst / "config.json").write_text(json.dumps(doc))
                 b = vboard.VirtualBoard(realtime=True, flash_dir=dst, name=did, console_pty=False, **extra)
                 await asyncio.to_thread(b.start)
