@@ -204,6 +204,18 @@ def finish(uid, v, img):
     return running(v - 1, v)
 
 
+def staged(uid, v):
+    """An Updater holding version v's image, offered and received whole (not committed)."""
+    u = ota_state.Updater(ROLE)
+    img = image_of(v)
+    ota_offer.offer(u, offer(uid, img, v), 0)
+    off = 0
+    while off < len(img):
+        ota_rx.chunk(u, {"uid": uid, "off": off, "data": img[off:off + codes.UPD_CHUNK_MAX]})
+        off += codes.UPD_CHUNK_MAX
+    return u
+
+
 def wipe():
     os.chdir("/")
     for d in ("s1", "s2", "ota"):
@@ -304,13 +316,7 @@ def test_a_cut_trial_still_counts_its_boots_and_rolls_back():
     wipe()
     update(1, 1, image_of(1))
     assert boot(1) == 1
-    u = ota_state.Updater(ROLE)
-    img = image_of(2)
-    ota_offer.offer(u, offer(2, img, 2), 0)
-    off = 0
-    while off < len(img):
-        ota_rx.chunk(u, {"uid": 2, "off": off, "data": img[off:off + codes.UPD_CHUNK_MAX]})
-        off += codes.UPD_CHUNK_MAX
+    u = staged(2, 2)
     assert ota_inst.commit(u, {"uid": 2}) is None and ota_inst.check(u) == codes.UR_NONE
     for _ in ota_inst.install(u):
         pass
@@ -383,13 +389,7 @@ def test_an_install_that_runs_out_of_memory_resets_and_is_not_left_installing():
         raise MemoryError("memory allocation failed, allocating 4096 bytes")
 
     for safe in (False, True):
-        u = ota_state.Updater(ROLE)
-        img = image_of(2)
-        ota_offer.offer(u, offer(2, img, 2), 0)
-        off = 0
-        while off < len(img):
-            ota_rx.chunk(u, {"uid": 2, "off": off, "data": img[off:off + codes.UPD_CHUNK_MAX]})
-            off += codes.UPD_CHUNK_MAX
+        u = staged(2, 2)
         assert ota_inst.commit(u, {"uid": 2}) is None
         u.installing = True
         rt = _Rt(safe)
