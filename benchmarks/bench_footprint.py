@@ -236,7 +236,7 @@ def sim_overhead(work: Path, radio: str = "wifi") -> int:
     radios' modules (`network`, `socket`, `bluetooth`: C on an ESP32), the virtual clock and the
     boot helper (`radio` only names the probe's files). Measured as a board's live heap after importing them minus a plain VM's after
     the same built-ins, less the growth of the interned-name pools' arrays: a firmware interns more
-    names than these modules, so a chip allocates the same pools for the firmware's own (qstr_pools).
+    names than these modules, so a chip allocates the same pools for the firmware's own (pool_bytes).
     A board with a budget subtracts the same (measured by itself), so its budget is the chip's figure."""
     from sim import mpvm, vboard
     probe = ("import gc, asyncio, json, micropython\n" + _LIVE + "async def _probe():\n"
@@ -255,14 +255,7 @@ def sim_overhead(work: Path, radio: str = "wifi") -> int:
     r.check()
     plain = int(r.stdout.split("\n")[0])
     SIM_QSTRS[radio] = names - qstr_info(r.stdout.splitlines())[0]
-    return board - plain - (pools - qstr_pools(r.stdout.splitlines()))
-
-
-def qstr_pools(lines) -> int:
-    """Bytes of the qstr pools' arrays in a `micropython.qstr_info()` line (its total minus the text).
-    The pools double (20, 40, ... 640 entries of 7 bytes): what a board allocates depends on how
-    many names it interns, not on whose they are."""
-    return qstr_info(lines)[1]
+    return board - plain - (pools - qstr_info(r.stdout.splitlines())[1])
 
 
 def qstr_info(lines) -> tuple[int, int]:

@@ -378,6 +378,25 @@ async def throughput(port: int, n: int) -> dict:
             await gw.stop()
 
 
+def prelight_timer(g: "Generator", sent: dict, lat: list):
+    """A generator's downlink callback: a pre-light's latency from its motion (sent[kid] -> lat, in s),
+    and an ack for every command, as a device would."""
+    def on_down(env: bytes) -> None:
+        t = time.perf_counter()
+        e = cose.parse(env)
+        d = g.devices.get(e.kid)
+        if d is None:
+            return
+        msg = messages.decode(e.payload, cose.DOWN)
+        if msg["type"] == "prelight":
+            t0 = sent.pop(e.kid, None)
+            if t0 is not None:
+                lat.append(t - t0)
+        if msg["type"] not in ("ack", "nack", "welcome", "resync"):
+            g.write(d.frame({"type": "ack", "ref": e.seq}))
+    return on_down
+
+
 async def latency(port: int, seconds: float, background: int, web: str = "") -> dict:
     pairs = 50
     poles = [Device("l%03d" % i, "light_pole") for i in range(2 * pairs)]
@@ -391,23 +410,8 @@ async def latency(port: int, seconds: float, background: int, web: str = "") -> 
         await gw.start()
         sent: dict[bytes, float] = {}
         lat: list[float] = []
-        by_kid = gen.devices
 
-        def on_down(env: bytes) -> None:
-            t = time.perf_counter()
-            e = cose.parse(env)
-            d = by_kid.get(e.kid)
-            if d is None:
-                return
-            msg = messages.decode(e.payload, cose.DOWN)
-            if msg["type"] == "prelight":
-                t0 = sent.pop(e.kid, None)
-                if t0 is not None:
-                    lat.append(t - t0)
-            if msg["type"] not in ("ack", "nack", "welcome", "resync"):
-                gen.write(d.frame({"type": "ack", "ref": e.seq}))
-
-        gen.on_down = on_down
+        gen.on_down = prelight_timer(gen, sent, lat)
         try:
             await asyncio.wait_for(gen.connected.wait(), 20)
             gen.hello_all()
@@ -470,21 +474,7 @@ async def walk(g: "Generator", poles: list["Device"], pairs: int, seconds: float
     lat: list[float] = []
     late: list[float] = []
 
-    def on_down(env: bytes) -> None:
-        t = time.perf_counter()
-        e = cose.parse(env)
-        d = g.devices.get(e.kid)
-        if d is None:
-            return
-        msg = messages.decode(e.payload, cose.DOWN)
-        if msg["type"] == "prelight":
-            t0 = sent.pop(e.kid, None)
-            if t0 is not None:
-                lat.append(t - t0)
-        if msg["type"] not in ("ack", "nack", "welcome", "resync"):
-            g.write(d.frame({"type": "ack", "ref": e.seq}))
-
-    g.on_down = on_down
+    g.on_down = prelight_timer(g, sent, lat)
     motions = pole_frames(poles, pairs, int(seconds / 0.05) + 2)
     loop = asyncio.get_running_loop()
     stop = loop.time() + seconds
