@@ -653,6 +653,7 @@ async def overload(port: int, seconds: float, rate: int, generator: str = "split
                     "motions": w["motions"], "prelights_timed": len(w["lat_ms"]), "p50_ms": statistics.median(ms),
                     "p99_ms": _pctl(ms, 0.99), "max_ms": ms[-1], "walker_late_p99_ms": _pctl(w["late_ms"], 0.99),
                     "rss_max_kb": max(rss), "rss_kb": rss, "pauses": bp.get("pauses"), "paused_s": bp.get("paused_s"),
+                    "read_through": bp.get("read_through"), "over_allowance": bp.get("over_allowance"),
                     "telemetry_shed": (st_end["backpressure"] or {}).get("telemetry_shed"),
                     "outbox_depth_end": st_end["backbone"]["outbox_depth"]}
         finally:
@@ -1046,11 +1047,11 @@ def main() -> None:
         for r in o["runs"]:
             print("  x%.1f: %d frames/s offered, %.0f read; pre-light p50 %.2f ms p99 %.2f ms max %.1f ms (%d; "
                   "walker's loop late p99 %.2f ms); doors acked %d/%d; RSS max %d kB (x%.2f careful); paused %s "
-                  "times, %s s; telemetry shed %s; CPU %.1f us/frame"
+                  "times, %s s (poles' frames read through %s, over allowance %s); telemetry shed %s; CPU %.1f us/frame"
                   % (r["factor"], r["rate"], r["received_per_s"], r["p50_ms"], r["p99_ms"], r["max_ms"],
                      r["prelights_timed"], r["walker_late_p99_ms"], r["doors_acked"], r["doors_sent"],
                      r["rss_max_kb"], r["rss_max_kb"] / o["careful_rss_max_kb"], r["pauses"], r["paused_s"],
-                     r["telemetry_shed"], r["cpu_us_per_frame"]))
+                     r["read_through"], r["over_allowance"], r["telemetry_shed"], r["cpu_us_per_frame"]))
     if "soak" in res:
         s = res["soak"]
         print("soak: %ds at %d frames/s: RSS %d kB after warm-up -> %d kB at the end (max %d kB), growth %+d kB"

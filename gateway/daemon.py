@@ -186,6 +186,14 @@ def _pressure(cfg: config_mod.SessionConfig, backlog, unsent=None) -> Backpressu
                         unsent=unsent)
 
 
+def _role_of(by_kid):
+    """The backpressure's view of the registry: an authenticated kid's role decides its link's class."""
+    def role_of(kid: bytes) -> str | None:
+        s = by_kid.get(kid)
+        return s.role if s is not None else None
+    return role_of
+
+
 class Stages:
     """Two stages in a row (seams.Stage): the update service sees update reports, the control loops the rest."""
 
@@ -261,6 +269,8 @@ class Daemon:
             self.uplink = uplink
             self.pressure = _pressure(cfg.session, getattr(uplink, "backlog", None), getattr(uplink, "unsent", None))
             parts = Parts(cfg, self.registry, self.writer, uplink, pressure=self.pressure)
+            if self.pressure is not None:
+                self.pressure.role_of = _role_of(parts.table.by_kid)  # poles' and lockers' links read through
             self.out = parts.out
             self.events, self.control, self.sessions = parts.events, parts.control, parts.sessions
             self.updates = parts.updates

@@ -52,17 +52,24 @@ class Link:
         self.backoff = Backoff(reconnect_max)
         self._stopping = False
         self.pressure = None  # gateway.links.pressure.Backpressure, set by make_link: stop reading while it says so
+        self.kids: set[bytes] = set()  # devices the sessions authenticated on this connection (its pressure class)
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes) -> bool:
+        """Deframe and hand on; False once the backpressure says this link stops reading."""
         self.counters["rx_bytes"] += len(data)
+        n = 0
         for env, err in self.deframer.feed(data):
+            n += 1
             if err is None:
                 self.counters["rx_frames"] += 1
-                self._on_envelope(self, env)
+                kid = self._on_envelope(self, env)
+                if kid:
+                    self.kids.add(kid)
             else:
                 self._on_error(self, err)
         if self.pressure is not None:
-            self.pressure.check()
+            return self.pressure.check(self, n, len(data))
+        return True
 
     def write(self, frame: bytes) -> None:
         raise NotImplementedError
@@ -94,6 +101,7 @@ class Link:
         self.connected = True
         self.connects += 1
         self.deframer.reset()
+        self.kids.clear()  # a new connection: its devices authenticate again
         log.info("link %s up", self.name)
 
     def _down(self) -> None:

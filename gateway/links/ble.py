@@ -157,10 +157,21 @@ class BlePort:
         self.seen = 0.0  # loop time of the last advertisement
         self.last_io = 0.0
         self.mtu = DEFAULT_MTU
+        self.kids: set[bytes] = set()  # what the sessions authenticated on this connection
+        self.spent = 0  # the backpressure pause (its number) in which it read past its allowance
 
     @property
     def reachable(self) -> bool:
         return self.client is not None
+
+    def pause_reading(self) -> None:
+        """Backpressure: a pole or locker connected through a pause read past its allowance (or is not one):
+        its connection ends, and it waits for the pause's end like the others."""
+        self.spent = self.pool.pressure.pauses
+        self.ready.set()
+
+    def resume_reading(self) -> None:
+        pass
 
     def write(self, frame: bytes) -> None:
         if len(self.out) >= self.pool.queue:
@@ -175,15 +186,20 @@ class BlePort:
         pool = self.pool
         pool.counters["rx_bytes"] += len(data)
         self.last_io = asyncio.get_running_loop().time()
+        n = 0
         for env, err in self.deframer.feed(data):
+            n += 1
             if err is not None:
                 pool._on_error(self, err)
                 continue
             pool.counters["rx_frames"] += 1
-            if not pool._on_envelope(self, env):
+            kid = pool._on_envelope(self, env)
+            if kid:
+                self.kids.add(kid)
+            else:
                 pool.counters["stranger_frames"] += 1
         if pool.pressure is not None:
-            pool.pressure.check()
+            pool.pressure.check(self, n, len(data))  # a connection from before the pause reads on, as it did
 
 
 class BlePool(Link):
@@ -261,9 +277,13 @@ class BlePool(Link):
         scanner = backend.BleakScanner(detection_callback=self._seen, **kw)
         await scanner.start()
         self._up()
+        if self.pressure is not None:
+            self.pressure.attach(self)  # its resume_reading wakes the connector for the devices it held
         try:
             await self._connector(backend, wake)
         finally:
+            if self.pressure is not None:
+                self.pressure.detach(self)
             for t in list(self.active.values()):
                 t.cancel()
             await asyncio.gather(*self.active.values(), return_exceptions=True)
@@ -277,19 +297,41 @@ class BlePool(Link):
         while True:
             await wake.wait()
             wake.clear()
-            if self.pressure is not None and self.pressure.paused:
-                self.counters["backpressure_waits"] += 1
-                await self.pressure.wait_open()  # backpressure: serve no new device until the gateway caught up
+            p = self.pressure
+            paused = p is not None and p.paused
             now = asyncio.get_running_loop().time()
-            while self._wanted and len(self.active) < self.limit:
-                did = next(iter(self._wanted))
-                del self._wanted[did]
+            held = 0
+            for did in list(self._wanted):  # oldest first
+                if len(self.active) >= self.limit:
+                    break
                 port = self.ports[did]
+                if paused and not self._reads_through(p, did, port):
+                    held += 1  # it keeps its place until the pause ends (resume_reading wakes this loop)
+                    continue
+                del self._wanted[did]
                 if now - port.seen > self.advert_ttl:
                     self.counters["advert_expired"] += 1  # it went back to sleep before a slot was free
                     continue
+                if paused:
+                    p.open_lane(port)
+                    self.counters["backpressure_read_through"] += 1
                 self.active[did] = asyncio.create_task(self._serve(backend, port, port.seen),
                                                        name="ble-%s" % did)
+            if held:
+                self.counters["backpressure_waits"] += 1
+
+    def _reads_through(self, p, did: str, port: BlePort) -> bool:
+        """During a pause only a pole or locker (the registry's role of the id it advertises) is connected, and
+        not again once it read past its allowance in this pause."""
+        s = self.devices.get(did)
+        return s is not None and p.latency_role(s.role) and port.spent != p.pauses
+
+    def pause_reading(self) -> None:
+        """Backpressure: the connector holds every other device's place (see _connector)."""
+
+    def resume_reading(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
 
     async def _serve(self, backend, port: BlePort, advert_at: float) -> None:
         loop = asyncio.get_running_loop()
@@ -309,6 +351,7 @@ class BlePool(Link):
                 await acquire()
             port.mtu = getattr(client, "mtu_size", DEFAULT_MTU) or DEFAULT_MTU
             port.deframer.reset()
+            port.kids.clear()
             await client.start_notify(TX_CHAR, lambda _ch, data: port.feed(bytes(data)))
             try:
                 await client.write_gatt_char(RX_CHAR, READY, response=False)  # SPEC 2: subscribed, send
@@ -350,7 +393,11 @@ class BlePool(Link):
     async def _exchange(self, client, port: BlePort, lost: asyncio.Future, t0: float) -> str:
         """Write what is queued, read what comes; returns why the connection ends."""
         loop = asyncio.get_running_loop()
+        p = self.pressure
         while not lost.done():
+            if p is not None and p.paused and port.spent == p.pauses:
+                self.counters["over_allowance"] += 1
+                return "past its allowance in a backpressure pause"
             while port.out:
                 frame = port.out.popleft()
                 for part in chunks(frame, port.mtu):

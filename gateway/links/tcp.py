@@ -98,21 +98,22 @@ class TcpLink(Link):
         if t is None:
             return
         p = self.pressure
-        if p is None or not p.paused:
+        go = p is None or p.may_read(self)  # paused: only a latency link within its allowance reads on
+        if go:
             size = BUSY_READ_SIZE if p is not None and p.shedding else READ_SIZE
             end = self._pos + size
             chunk = self._buf[self._pos:end] if self._pos or end < len(self._buf) else self._buf
             self._pos = min(end, len(self._buf))
-            self.feed(chunk)  # feed() asks the pressure, which may pause this link
+            go = self.feed(chunk)  # feed() asks the pressure, which may pause this link
         if self._transport is not t:
             return  # the stream ended inside feed
         more = self._pos < len(self._buf)
         if not more:
             self._buf, self._pos = b"", 0
-        if more or (p is not None and p.paused):
+        if more or not go:
             if t.is_reading():
                 t.pause_reading()
-            if more and not (p is not None and p.paused):
+            if more and go:
                 loop = asyncio.get_running_loop()
                 self._next = loop.call_at(loop.time(), self._serve)
         elif not t.is_reading() and not t.is_closing():
@@ -214,7 +215,9 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         srv = self.server
         srv.counters["rx_bytes"] += len(data)
+        n = 0
         for env, err in self.deframer.feed(data):
+            n += 1
             if err is not None:
                 srv._on_error(self, err)
                 continue
@@ -226,7 +229,7 @@ class Connection(asyncio.Protocol):
             elif not self.kids:
                 srv.counters["stranger_frames"] += 1  # dropped by the sessions; counted here per connection kind
         if srv.pressure is not None:
-            srv.pressure.check()
+            srv.pressure.check(self, n, len(data))
 
     def pause_reading(self) -> None:
         t = self.transport

@@ -1,7 +1,8 @@
-"""issue 13 item 1: ingress backpressure. The mechanism, not timings: links stop reading above the
+"""issue 13 item 1: ingress backpressure. The mechanism, not timings: bulk links stop reading above the
 high-water mark and read again below the low one (nothing they did not read is lost: it waits in
 the kernel), telemetry for the backbone is coalesced to the newest per device while shedding,
 events are acked only once durable and never shed, and pre-lights are still sent while shedding.
+Links of poles and lockers read through a pause within an allowance: test_links_readthrough.py.
 
 The gateway's backlog is stood in for by a number the test sets (the real one is
 Uplink.backlog(): messages not yet committed, or waiting in memory for a connected broker).
@@ -46,6 +47,7 @@ async def test_tcp_server_stops_reading_above_the_mark_and_resumes_below_it():
     level = [0]
     srv = TcpServerLink("wifi", ("127.0.0.1", 0), sink.on_envelope, sink.on_frame_error)
     srv.pressure = p = _pressure(level)
+    p.role_of = lambda kid: "container_sensor"  # bulk devices: a pole's or a locker's link would read on
     task = asyncio.create_task(srv.run())
     try:
         await until(lambda: srv.connected and srv.port, what="listening")
@@ -64,7 +66,8 @@ async def test_tcp_server_stops_reading_above_the_mark_and_resumes_below_it():
         await until(lambda: len(srv.conns) == 2, what="second connection")
         await asyncio.sleep(0.3)
         assert len(sink.envelopes) == 6  # unread: in the kernel's buffers, the window pushes back
-        assert all(not c.transport.is_reading() for c in srv.conns)
+        assert all(not c.transport.is_reading() for c in srv.conns)  # every bulk (or new) connection stops
+        assert p.info()["reading_through"] == 0
         level[0] = 3  # below high but above low: still paused (hysteresis)
         await asyncio.sleep(0.1)
         assert p.paused and len(sink.envelopes) == 6
@@ -211,7 +214,7 @@ async def test_the_daemon_under_pressure_acks_events_only_when_durable_and_still
         await until(lambda: d.out.shed >= 9, what="telemetry coalesced")
         assert d.sessions.by_id["c001"].state["fill"]["fill"] == 20  # the loops saw every message
 
-        level[0] = p.high + 1  # second stage: nothing is read
+        level[0] = p.high + 1  # second stage: this link carries a bin too (bulk), so nothing is read
         poles[0].send({"type": "light", "level": 1, "state": 0, "ambient": 0, "lamp_ma": 0})
         await until(lambda: p.paused, what="paused")
         ack = poles[0].event_nowait({"type": "motion", "count": 2})
