@@ -177,8 +177,9 @@ class Parts:
 
 
 def _pressure(cfg: config_mod.SessionConfig, backlog, unsent=None) -> Backpressure | None:
-    """[session] backpressure: links stop at that backlog and read again below a quarter of it; telemetry
-    is coalesced from half of it (shed_telemetry). None without a backlog to watch or with 0."""
+    """[session] backpressure: bulk links stop at that backlog (poles' and lockers' read on within an allowance)
+    and read again below a quarter of it; telemetry is coalesced from half of it (shed_telemetry). None
+    without a backlog to watch or with 0."""
     high = cfg.backpressure
     if backlog is None or not high:
         return None

@@ -395,9 +395,6 @@ class BlePool(Link):
         loop = asyncio.get_running_loop()
         p = self.pressure
         while not lost.done():
-            if p is not None and p.paused and port.spent == p.pauses:
-                self.counters["over_allowance"] += 1
-                return "past its allowance in a backpressure pause"
             while port.out:
                 frame = port.out.popleft()
                 for part in chunks(frame, port.mtu):
@@ -405,6 +402,9 @@ class BlePool(Link):
                 self.counters["tx_frames"] += 1
                 port.last_io = loop.time()
             port.ready.clear()
+            if p is not None and p.paused and port.spent == p.pauses:  # after the clear: pause_reading sets it
+                self.counters["over_allowance"] += 1
+                return "past its allowance in a backpressure pause"
             now = loop.time()
             if now - t0 >= self.hold_s:
                 self.counters["hold_expired"] += 1

@@ -13,7 +13,7 @@ from gwharness import connected, load, provision, running, sim, until, write_con
 from protocol import framing
 from gateway.links import Backpressure, TcpLink, TcpServerLink
 from sim.devsim import SimLink
-from sim.fakeble import BlePeer, FakeBleRadio
+from sim.fakeble import BlePeer, FakeBleRadio, park_advertisement
 
 ROLES = {b"l001": "light_pole", b"k001": "locker", b"c001": "container_sensor"}
 
@@ -260,3 +260,30 @@ async def test_ble_pool_connects_a_pole_through_a_pause_and_a_bin_keeps_its_plac
         level[0] = 0
         await asyncio.wait_for(bin_wake, 10)
         assert d.sessions.by_id["c001"].state["fill"]["fill"] == 40
+
+
+async def test_ble_pole_past_its_allowance_is_disconnected_and_not_connected_again_in_that_pause(tmp_path):
+    from test_links_radio import pool_cfg
+
+    cfg = pool_cfg(tmp_path, idle_s=5)  # held while the test talks, not ended as served
+    keys = provision(cfg, [("l001", "light_pole")])
+    radio = FakeBleRadio(max_connections=5, interval_ms=10, adv_interval_ms=20)
+    pole = BlePeer(sim("l001", keys, "light_pole"), "AA:00:00:00:00:01")
+    radio.add(pole.periph)
+    async with running(cfg, ble_factory=radio) as d:
+        pool = d.links[0]
+        p = d.pressure
+        p.rate, p.burst = 0.001, 2  # two frames, (almost) no refill
+        level = [p.high + 1]
+        p.level = lambda: level[0]
+        assert not p.check() and p.paused
+        pole.periph.advertisement = park_advertisement("l001", True)
+        await until(lambda: radio.connects == 1, what="connected through the pause")
+        await pole.dev.hello()
+        for i in range(5):
+            pole.dev.send({"type": "light", "level": i, "state": 0, "ambient": 0, "lamp_ma": 0})
+        await until(lambda: pool.counters["over_allowance"] == 1, what="disconnected past its allowance")
+        await asyncio.sleep(0.3)  # it still advertises "data waiting"
+        assert radio.connects == 1 and "l001" in pool._wanted
+        level[0] = 0
+        await until(lambda: radio.connects == 2, what="connected again after the pause")
