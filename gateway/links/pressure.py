@@ -11,7 +11,7 @@ stages, with hysteresis:
   control loops still see every message, and events are never shed;
 - paused, with the level above `high`: every bulk link stops reading. TCP and serial leave
   the bytes in the kernel, whose window pushes back on the sender; the TCP server also stops
-  reading new connections; the BLE pool connects no new device of theirs. Devices retransmit
+  reading new connections; the BLE pool connects no new bulk device. Devices retransmit
   the events nobody acked. Latency-class links read on, each within an allowance (below).
 
 Latency class: a link (a TCP connection, a stream, a serial port) whose authenticated devices
@@ -107,7 +107,6 @@ class Backpressure:
         self.paused_s = 0.0
         self._paused_at = 0.0
         self._readers: set[Reader] = set()
-        self._open: asyncio.Event | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._relief: list[Callable[[], None]] = []
         self.role_of = role_of  # the registry's role of an authenticated kid (the daemon's device table)
@@ -219,19 +218,10 @@ class Backpressure:
         r.pause_reading()
         return False
 
-    async def wait_open(self) -> None:
-        """Return once reading is allowed (at once when it is)."""
-        while self.paused:
-            if self._open is None:
-                self._open = asyncio.Event()
-            await self._open.wait()
-
     def _pause(self, lvl: int) -> None:
         self.paused = True
         self.pauses += 1
         self._paused_at = time.monotonic()
-        if self._open is not None:
-            self._open.clear()
         for r in list(self._readers):
             if not self._admit(r):
                 r.pause_reading()
@@ -253,8 +243,6 @@ class Backpressure:
             self.paused = False
             self._lanes.clear()
             self.paused_s += time.monotonic() - self._paused_at
-            if self._open is not None:
-                self._open.set()
             for r in list(self._readers):
                 r.resume_reading()
         if self.shedding:
