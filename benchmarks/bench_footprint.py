@@ -539,7 +539,7 @@ def run_day(role: str, hours: float, src: str, heap_mode: str, work: Path, enfor
             st = b.state()
             up = [m["type"] for s, m in p.up]
             crashes = b.events("fw_crash")
-            over = b.events("fw_heap_budget")
+            over = b.heap_refusals()
         finally:
             p.close()
     return {"role": role, "src": src, "heap_mode": heap_mode, "hours": hours, "boot_peak": boot, "peak": peak,

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Device heap during a software update (issue 11): the peak Python heap of a light pole on a
-virtual board while it takes an app image (offer, chunks, commit, install into the other slot)
-and boots the new version, against the ESP32 heap budget with its radio (Wi-Fi).
+virtual board (--role locker: a two-compartment locker) while it takes an app image (offer, chunks, commit, install into the other slot)
+and boots the new version, against the ESP32 heap budget with its radio (Wi-Fi). The pole talks
+over its park link, the firmware's Wi-Fi transport on the virtual radio to a test peer on
+loopback (--link uart: the bench's cable, without the transport's heap).
 
 The firmware is what `park-device deploy` writes (.mpy from mpy-cross); the image is built
 with protocol.bundle.build_image from the same files at a new version. The board runs in heap
@@ -18,6 +20,7 @@ counts. --enforce runs with the budget (MemoryError past it).
 
     python -m benchmarks.bench_update_device
     python -m benchmarks.bench_update_device --json /tmp/update-heap.json
+    python -m benchmarks.bench_update_device --enforce [--link uart] [--squeeze KIB]
 """
 from __future__ import annotations
 
@@ -29,63 +32,84 @@ import tempfile
 import time
 from pathlib import Path
 
-from protocol import codes
+from protocol import codes, messages
 from protocol.bundle import ImageHeader, build_image
 from sim import testbed
 
 ROOT = Path(__file__).resolve().parents[1]
-ROLE = "light_pole"
-KID = b"l001"
-PINS = {"lamp": 25, "motion": 27, "ambient": 34}
+# per role: its id, pins, app config, and the line of its app.py that holds FW (the bench's new version)
+DEVICES = {
+    "light_pole": (b"l001", {"lamp": 25, "motion": 27, "ambient": 34}, {"base": 20}, "    FW = 10000  # 1.0.0"),
+    "locker": (b"k001", {"lock1": 12, "door1": 13, "lock2": 14, "door2": 15, "reader": {"uart": 2, "tx": 17, "rx": 16}},
+               {"comps": 2, "open_max_s": 120}, "\nFW = 10000\n"),
+}
 RADIO = "wifi"
+WIFI = {"kind": "wifi", "uart": -1, "ssid": "stadtpark", "psk": "bench-only-passphrase", "host": "10.0.0.1",
+        "port": 4710, "backoff_max": 1}  # the virtual radio's gateway address, mapped to the peer's loopback port
 
 
-def artifacts(work: Path, fw: int | None) -> dict[str, bytes]:
-    """light_pole as park-device deploy builds it, at version fw (None: as in the tree)."""
+def artifacts(work: Path, fw: int | None, role: str) -> dict[str, bytes]:
+    """The role's firmware as park-device deploy builds it, at version fw (None: as in the tree)."""
     from park_device.build import build
     src = work / f"fw-{fw}"
     shutil.copytree(ROOT / "firmware", src, ignore=shutil.ignore_patterns("__pycache__"))
     if fw is not None:
-        app = src / ROLE / "app.py"
-        app.write_text(app.read_text().replace("    FW = 10000  # 1.0.0", f"    FW = {fw}"))
-    return {a.dest: a.data for a in build(ROLE, fw_root=src, proto_root=ROOT / "protocol")}
+        app = src / role / "app.py"
+        line = DEVICES[role][3]
+        text = app.read_text()
+        assert line in text, f"{app}: no {line.strip()!r} to set the version"
+        app.write_text(text.replace(line, line.replace("10000", str(fw)).replace("  # 1.0.0", ""), 1))
+    return {a.dest: a.data for a in build(role, fw_root=src, proto_root=ROOT / "protocol")}
 
 
-def run(work: Path, a_window: int = 1, enforce: bool = False) -> dict:
+def run(work: Path, a_window: int = 1, enforce: bool = False, link: str = "wifi", squeeze: int = 0,
+        role: str = "light_pole") -> dict:
+    """link "wifi": the pole's park link (the firmware's Wi-Fi transport over the virtual radio to a
+    TCP peer on loopback); "uart": the bench's cable. squeeze: bytes taken off the enforced budget
+    (the update's margin: it completes with that much less heap)."""
     from sim import vboard
-    old = artifacts(work, None)
-    new = artifacts(work, 10001)
+    kid, pins, app, _ = DEVICES[role]
+    role_id = messages.ROLE_IDS[role]
+    old = artifacts(work, None, role)
+    new = artifacts(work, 10001, role)
     files = {d[len("/lib/"):]: b for d, b in new.items() if d.startswith("/lib/")}
-    img = build_image(ImageHeader(codes.ROLE_LIGHT_POLE, 10001, 6, 12000, 1, 0, [(p, 0, b"") for p in sorted(files)]),
+    img = build_image(ImageHeader(role_id, 10001, 6, 12000, 1, 0, [(p, 0, b"") for p in sorted(files)]),
                       files)
     tree = work / "img"
     for dest, data in old.items():
         f = tree / dest.lstrip("/")
         f.parent.mkdir(parents=True, exist_ok=True)
         f.write_bytes(data)
-    cfg = {"id": KID.decode(), "site": "stadtpark", "role": ROLE,
-           "link": {"uart": 1, "baud": 115200, "tx": 17, "rx": 16, "hello_max": 2},
-           "rt": {"wdt_ms": 8000}, "pins": PINS, "app": {"base": 20}}
+    port = testbed.TcpServerPort() if link == "wifi" else None
+    if port is not None:
+        lcfg = WIFI
+    else:
+        lcfg = {"uart": 1, "baud": 115200, "tx": 17, "rx": 16}
+    cfg = {"id": kid.decode(), "site": "stadtpark", "role": role, "link": dict(lcfg, hello_max=2),
+           "rt": {"wdt_ms": 8000}, "pins": pins, "app": app}
     (tree / "config.json").write_text(json.dumps(cfg))
     (tree / "key.bin").write_bytes(testbed.KEY)
+    if role == "locker":
+        (tree / "booking.key").write_bytes(bytes(range(100, 132)))  # the city's booking key (a bench value)
     budget = vboard.esp32_heap_budget(RADIO)
-    out = {"role": ROLE, "radio": RADIO, "budget": budget, "image_bytes": len(img), "files": len(files),
-           "window": a_window}
+    out = {"role": role, "radio": RADIO, "link": link, "budget": budget, "squeeze": squeeze,
+           "image_bytes": len(img), "files": len(files), "window": a_window}
     t0 = time.monotonic()
     from benchmarks.bench_footprint import UNBOUNDED, sim_overhead  # UNBOUNDED: the radio's modules loaded, as subtracted
     out["sim_overhead"] = sim_overhead(work)
-    out["phases"] = phase_costs(work, img, len(files))
-    with vboard.VirtualBoard(deploy_dir=tree, flash_dir=work / "flash", name="l001", console_pty=False,
-                             heap_mode="live", heap_budget=budget if enforce else UNBOUNDED,
-                             record_wdt_feeds=False) as b:
-        p = testbed.Peer(b, KID)
+    out["phases"] = phase_costs(work, img, len(files), role)
+    with vboard.VirtualBoard(deploy_dir=tree, flash_dir=work / "flash", name=kid.decode(), console_pty=False,
+                             heap_mode="live", heap_budget=budget - squeeze if enforce else UNBOUNDED,
+                             record_wdt_feeds=False,
+                             wifi={"ssid": WIFI["ssid"], "psk": WIFI["psk"], "gateway": port.address} if port else None) as b:
+        p = testbed.Peer(b, kid, port=port)
         try:
             p.connect()
             p.run(5000)
             out["before"] = b.gc_high_water()
             b.reset_gc_high_water()
             uid = 1
-            p.command({"type": "update_offer", "uid": uid, "kind": codes.UK_APP, "role": codes.ROLE_LIGHT_POLE,
+            p.command({"type": "update_offer", "uid": uid, "kind": codes.UK_APP, "role": role_id,
                        "fw": 10001, "mpy": 6, "size": len(img), "sha": hashlib.sha256(img).digest()})
             off = 0
             while off < len(img):
@@ -98,8 +122,9 @@ def run(work: Path, a_window: int = 1, enforce: bool = False) -> dict:
                     off += codes.UPD_CHUNK_MAX
                 spent = 0
                 while not all(s in p.replies for s in seqs):
-                    if spent > 10_000 or b.events("heap_budget"):
-                        raise SystemExit("chunks at %d not answered: %s" % (off, "\n".join(b.log()[-8:])))
+                    if spent > 10_000 or b.heap_refusals():
+                        raise SystemExit("chunks at %d not answered (MemoryErrors %s): %s"
+                                         % (off, b.heap_refusals(), "\n".join(b.log()[-8:])))
                     p.run(20, 20)
                     spent += 20
             p.run(200)
@@ -127,7 +152,8 @@ def run(work: Path, a_window: int = 1, enforce: bool = False) -> dict:
             p.connect()
             p.run(60_000, step=500)
             out["normal_boot_peak"] = b.gc_high_water()
-            out["memory_errors"] = len(b.events("heap_budget"))
+            out["refusals"] = b.heap_refusals()  # one per boot at most: the first MemoryError of each
+            out["memory_errors"] = len(out["refusals"])
             if not out["valid"]:
                 out["log"] = b.log()[-30:]
         finally:
@@ -142,7 +168,8 @@ def run(work: Path, a_window: int = 1, enforce: bool = False) -> dict:
 # update: what a chip's collector would find, without the WebAssembly port's garbage of the step.
 _PHASES = """
 import gc, sys, machine, asyncio, json, hashlib
-import common.start, common.runtime, light_pole.app
+import common.start, common.runtime
+__import__(ROLE_NAME + ".app")
 from common import forget
 IMG = "/vm/img.bin"
 with open(IMG, "rb") as f:
@@ -217,14 +244,14 @@ await mark("end")
 """
 
 
-def phase_costs(work: Path, img: bytes, files: int) -> dict:
+def phase_costs(work: Path, img: bytes, files: int, role: str = "light_pole") -> dict:
     """What each phase of an update holds (see _PHASES), in bytes, from a plain VM."""
     from benchmarks.bench_footprint import _LIVE, compile_tree
     from sim import mpvm
-    tree = testbed.deploy_tree(work / "phases", ROLE, KID.decode(), {}, mpy=False)
+    tree = testbed.deploy_tree(work / "phases", role, DEVICES[role][0].decode(), {}, mpy=False)
     compile_tree(tree)
     (work / "img.bin").write_bytes(img)
-    code = (_LIVE + f"ROLE = {codes.ROLE_LIGHT_POLE}\nFW = 10001\nCHUNK = {codes.UPD_CHUNK_MAX}\n"
+    code = (_LIVE + f"ROLE = {messages.ROLE_IDS[role]}\nROLE_NAME = {role!r}\nFW = 10001\nCHUNK = {codes.UPD_CHUNK_MAX}\n"
             f"FILES = {files}\n" + _PHASES)
     r = mpvm.run(code=code, mounts={tree / "lib": "/lib", ROOT / "sim" / "fake_machine.py": "/vm/machine.py",
                                     work / "img.bin": "/vm/img.bin"}, paths=["/vm", "/lib"], timeout=300)
@@ -239,14 +266,21 @@ def main(argv=None) -> int:
                     help="chunks sent before waiting for their acks (default 1: one chunk per link poll, the "
                          "pace a serial link's 256-byte UART buffer on an ESP32 allows)")
     ap.add_argument("--enforce", action="store_true", help="run with the ESP32 heap budget (MemoryError past it)")
+    ap.add_argument("--role", choices=sorted(DEVICES), default="light_pole")
+    ap.add_argument("--link", choices=("wifi", "uart"), default="wifi",
+                    help="the pole's park link (default) or the bench's UART")
+    ap.add_argument("--squeeze", type=float, default=0, metavar="KIB",
+                    help="with --enforce: take this much off the budget (the update's margin)")
     a = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="update-heap-") as d:
-        r = run(Path(d), a.window, a.enforce)
+        r = run(Path(d), a.window, a.enforce, a.link, int(a.squeeze * 1024), a.role)
     kb = lambda n: f"{(n - r['sim_overhead']) / 1024:.1f} KiB"  # noqa: E731
     for k in ("before", "transfer_peak", "commit_peak", "new_version_peak", "normal_boot_peak"):
         r[k + "_chip"] = r[k] - r["sim_overhead"]
     r["update_adds"] = max(r["transfer_peak"], r["commit_peak"]) - r["before"]
-    print(f"{r['role']} (budget with {r['radio']}: {r['budget'] / 1024:.1f} KiB): image {r['image_bytes']} B, "
+    print(f"{r['role']} over {r['link']} (budget with {r['radio']}: {r['budget'] / 1024:.1f} KiB"
+          f"{', %.1f KiB taken off' % (r['squeeze'] / 1024) if a.enforce and r['squeeze'] else ''}): "
+          f"image {r['image_bytes']} B, "
           f"{r['files']} files, {r['window']} chunk(s) in flight; simulator's own heap "
           f"{r['sim_overhead'] / 1024:.1f} KiB subtracted")
     print(f"  live heap before the update   {kb(r['before'])}")
@@ -255,7 +289,9 @@ def main(argv=None) -> int:
     print(f"  peak, new version's 1st min   {kb(r['new_version_peak'])}  (fw {r['new_fw']}, valid {r['valid']})")
     print(f"  peak, its next boot's 1st min {kb(r['normal_boot_peak'])}  (nothing to confirm)")
     print(f"  the update adds               {r['update_adds'] / 1024:.1f} KiB")
-    print(f"  MemoryErrors past the budget  {r['memory_errors']}   ({r['seconds']} s)")
+    print(f"  boots with a MemoryError      {r['memory_errors']}   ({r['seconds']} s)" + "".join(
+        f"\n    at {e['t_ms'] / 1000:.1f} s: {e['used']} B live, budget {e['budget']} B "
+        f"({(e['used'] - e['budget']) / 1024:+.1f} KiB)" for e in r["refusals"]))
     ph = r["phases"]
     print("what the update holds, live after a return to the event loop (plain VM, the same .mpy files):")
     for k, what in (("state", "the state (common.ota, ota_state)"), ("chunks", "while chunks arrive (+ ota_rx)"),

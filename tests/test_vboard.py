@@ -435,7 +435,7 @@ def test_heap_budget_raises_memoryerror_in_the_firmware_as_on_the_chip(tmp_path)
         kb = int(line.split()[2])
         # close to the budget (the simulator's own machine/clock modules are not counted: C on a chip)
         assert budget // 1000 - 24 <= kb <= budget // 1000 + 24, line
-        (ev,) = b.events("fw_heap_budget")
+        (ev,) = b.heap_refusals()
         assert budget < ev["used"] <= budget + 4200 and ev["budget"] == budget
         assert b.events("fw_crash") == []       # the firmware's own handler caught it
 
@@ -484,7 +484,7 @@ def test_without_a_budget_the_heap_grows_like_a_pc(tmp_path):
     with VirtualBoard(firmware_files={"main.py": tmp_path / "hog.py"}, flash_dir=tmp_path / "b", start_time=T0) as b:
         b.advance(1000)
         assert not any("MemoryError" in ln for ln in b.log())
-        assert b.events("fw_heap_budget") == []
+        assert b.heap_refusals() == []
 
 
 def test_the_name_pools_cost_what_the_model_says_at_every_size():
@@ -527,7 +527,7 @@ def test_the_budget_counts_the_name_pools_a_chip_would_allocate(tmp_path):
         b.advance(200)
         base = int(b.wait_log(r"^held \d+").split()[1])
         board = b.live_heap() - base            # what the board holds of the program's, all pools included
-        assert not b.events("fw_heap_budget")
+        assert not b.heap_refusals()
     budget = board - 4500                     # less than the board's figure, more than a chip's (-9 KiB)
     assert budget >= 64 * 1024, board
     with VirtualBoard(firmware_files={"main.py": tmp_path / "names.py"}, flash_dir=tmp_path / "b", start_time=T0,
@@ -535,4 +535,4 @@ def test_the_budget_counts_the_name_pools_a_chip_would_allocate(tmp_path):
         b.advance(200)
         b.wait_log(r"^held \d+")
         b.advance(200)
-        assert b.events("fw_heap_budget") == []
+        assert b.heap_refusals() == []

@@ -38,7 +38,7 @@ from sim.mpvm import MpvmUnavailable
 __all__ = [
     "VirtualBoard", "VboardError", "BoardStartError", "PortBusyError", "BoardHungError",
     "BoardNotRunning", "MpvmUnavailable", "RESET_CAUSES", "VMACHINE_DIR", "ESP32_FREE_HEAP",
-    "RADIO_HEAP_COST", "ROLE_RADIO", "esp32_heap_budget", "role_heap_budget",
+    "RADIO_HEAP_COST", "ROLE_RADIO", "HEAP_REFUSAL", "esp32_heap_budget", "role_heap_budget",
     "PWRON_RESET", "HARD_RESET", "WDT_RESET", "DEEPSLEEP_RESET", "SOFT_RESET",
 ]
 
@@ -58,6 +58,10 @@ VMACHINE_DIR = HERE.parent / "vmachine"
 # firmware gets MemoryError at its next await, as the chip would have refused an allocation.
 ESP32_FREE_HEAP = 134_000
 RADIO_HEAP_COST = {None: 0, "serial": 0, "ble": 32_000, "wifi": 45_000}
+
+
+HEAP_REFUSAL = "fw_heap_budget"
+"""The event a board records when it refuses an allocation past its heap budget (sim/vmachine/_vboard_boot.py)."""
 
 
 def esp32_heap_budget(radio: str | None = None) -> int:
@@ -562,6 +566,11 @@ class VirtualBoard:
         types = {type} if isinstance(type, str) else (set(type) if type else None)
         with self._lock:
             return [e for e in self._events if types is None or e["type"] in types]
+
+    def heap_refusals(self) -> list[dict]:
+        """The board's MemoryErrors past its heap budget ({"used", "budget"} each; the firmware's
+        `fw_heap_budget` event: one per boot, at the first refusal)."""
+        return self.events(HEAP_REFUSAL)
 
     def clear_events(self) -> None:
         with self._lock:

@@ -256,7 +256,7 @@ def test_runs_under_its_esp32_budget_by_default(tmp_path):
     with board(tmp_path) as (b, p):
         assert b.heap_budget == vboard.esp32_heap_budget("ble")  # the bin's radio: NimBLE active
         p.run(WAKE)
-        assert p.of("fill") and not b.events("fw_heap_budget")
+        assert p.of("fill") and not b.heap_refusals()
 
 
 def test_a_heap_too_small_is_a_fault_report_and_safe_mode_not_a_hang(tmp_path):
@@ -267,7 +267,7 @@ def test_a_heap_too_small_is_a_fault_report_and_safe_mode_not_a_hang(tmp_path):
     (with the qstr pools charged to the firmware, docs/virtual-boards.md)."""
     with board(tmp_path, heap_budget=78_000, mpy=False) as (b, p):
         p.run(6000)
-        assert b.events("fw_heap_budget")
+        assert b.heap_refusals()
         assert b.boots == 2                                        # one reset, straight into safe mode
         faults = [f["code"] for f in p.of("fault")]
         assert codes.F_MEMORY in faults and codes.F_SAFE_MODE in faults

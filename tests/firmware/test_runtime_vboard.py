@@ -233,7 +233,7 @@ def test_out_of_memory_is_a_fault_report_and_a_reboot_into_safe_mode(tmp_path):
         p.connect()
         b.set_pin(HOG, 1)                                         # each step keeps 2 KB more
         p.run(6000)
-        (over,) = b.events("fw_heap_budget")
+        (over,) = b.heap_refusals()
         assert over["used"] > over["budget"] == b.heap_budget
         assert b.boots == 2                                       # one reset, straight into safe mode
         assert p.of("heartbeat")[-1]["status"] & messages.ST_SAFE_MODE

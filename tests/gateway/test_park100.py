@@ -167,7 +167,7 @@ async def test_real_firmware_of_each_kind_beside_the_crowd(tmp_path):
             r = await d.command("l061", {"type": "light_set", "level": 80, "hold": 10}, queue_for=20)
             assert r["result"] == "ok"
             assert radio.peak <= 5 and d.links[0].info()["authenticated"] == 70
-            assert not any(b.events("fw_heap_budget") for b in boards.values())  # each under its ESP32 budget
+            assert not any(b.heap_refusals() for b in boards.values())  # each under its ESP32 budget
             for dev in wired.values():
                 await dev.link.close()
     finally:
@@ -231,7 +231,7 @@ async def test_real_firmware_of_each_kind_over_its_radio_beside_the_crowd(tmp_pa
             await until(lambda: boards["c032"].events("deepsleep"), timeout=30, what="the bin asleep")
             assert radio.peak <= 5 and wifi.info()["authenticated"] == 72
             assert not any(b.events("fw_crash") for b in boards.values())
-            assert not any(b.events("fw_heap_budget") for b in boards.values())  # each under its ESP32 budget
+            assert not any(b.heap_refusals() for b in boards.values())  # each under its ESP32 budget
             for dev in wired.values():
                 await dev.link.close()
         finally:
