@@ -268,7 +268,8 @@ class Gateway:
 def gateway_child(out: str, argv: list[str]) -> int:
     """`park-gateway ARGV` with every event-loop callback timed; at exit appends one JSON line to `out`: how
     many callbacks ran, a histogram of their durations, and the callbacks that took 2 ms or more by name
-    (what a motion frame can wait behind). BENCH_SWITCH sets sys.setswitchinterval (s) for the A/B of the GIL."""
+    (what a motion frame can wait behind: count, total, longest, and the loop thread's CPU in them, so wall
+    time the thread did not run shows). BENCH_SWITCH sets sys.setswitchinterval (s) for the A/B of the GIL."""
     import atexit
     from asyncio import events
 
@@ -282,8 +283,10 @@ def gateway_child(out: str, argv: list[str]) -> int:
     run = events.Handle._run
     clock = time.perf_counter
 
+    cpu = time.thread_time
+
     def timed(self):
-        t = clock()
+        t, c = clock(), cpu()
         run(self)
         ms = 1000 * (clock() - t)
         i = 0
@@ -297,15 +300,16 @@ def gateway_child(out: str, argv: list[str]) -> int:
                 name = "task " + getattr(cb.get_coro(), "__qualname__", "?")
             elif getattr(cb, "__self__", None) is not None and hasattr(cb.__self__, "get_coro"):
                 name = "task " + getattr(cb.__self__.get_coro(), "__qualname__", "?")
-            e = slow.setdefault(name, [0, 0.0, 0.0])
+            e = slow.setdefault(name, [0, 0.0, 0.0, 0.0])
             e[0] += 1
             e[1] += ms
             e[2] = max(e[2], ms)
+            e[3] += 1000 * (cpu() - c)
 
     def dump():
         with open(out, "a") as f:
             f.write(json.dumps({"switch_s": sys.getswitchinterval(), "edges_ms": edges, "hist": hist,
-                                "slow": {k: [v[0], round(v[1], 1), round(v[2], 1)]
+                                "slow": {k: [v[0], round(v[1], 1), round(v[2], 1), round(v[3], 1)]
                                          for k, v in sorted(slow.items(), key=lambda kv: -kv[1][1])[:15]}}) + "\n")
 
     events.Handle._run = timed
