@@ -399,5 +399,6 @@ def test_a_sleeping_bin_resumes_after_its_deep_sleep(tmp_path):
             p.run(3000, step=100)
             assert p.of("hello") and b.events("boot")[-1]["cause"] == "deepsleep"
             assert (71, codes.US_RECEIVING, 10 * codes.UPD_CHUNK_MAX, 0) in updates(p), ([m["type"] for s, m in p.up], b.log()[-15:])
+            assert b.heap_refusals() == []  # under the bin's BLE budget
         finally:
             p.close()
