@@ -233,8 +233,8 @@ sim_overhead measures the same set, and the boards measured here load it too, so
 
 def sim_overhead(work: Path, radio: str = "wifi") -> int:
     """Heap the virtual board's own Python layer holds that a chip does not: `machine` and the
-    radios' modules (`network`, `socket`, `bluetooth`: C on an ESP32), the virtual clock and the
-    boot helper (`radio` only names the probe's files). Measured as a board's live heap after importing them minus a plain VM's after
+    radios' modules (`network`, `socket`, `bluetooth`: C on an ESP32), asyncio (asyncio_cost), the
+    virtual clock and the boot helper (`radio` only names the probe's files). Measured as a board's live heap after importing them minus a plain VM's after
     the same built-ins, less the growth of the interned-name pools' arrays: a firmware interns more
     names than these modules, so a chip allocates the same pools for the firmware's own (pool_bytes).
     A board with a budget subtracts the same (measured by itself), so its budget is the chip's figure."""
@@ -255,7 +255,18 @@ def sim_overhead(work: Path, radio: str = "wifi") -> int:
     r.check()
     plain = int(r.stdout.split("\n")[0])
     SIM_QSTRS[radio] = names - qstr_info(r.stdout.splitlines())[0]
-    return board - plain - (pools - qstr_info(r.stdout.splitlines())[1])
+    return board - plain - (pools - qstr_info(r.stdout.splitlines())[1]) + asyncio_cost()
+
+
+def asyncio_cost() -> int:
+    """Heap that importing asyncio takes in the VM (its classes and module dicts; its code is frozen
+    in both images): the WebAssembly port's loop is an asyncio task (common.clock), a chip's
+    firmware never imports it, so it is the simulator's share (the plain VM above imports it too)."""
+    from sim import mpvm
+    r = mpvm.run(code="import gc\ngc.collect()\na = gc.mem_alloc()\nimport asyncio, asyncio.core\n"
+                      "gc.collect()\nprint(gc.mem_alloc() - a)\n")
+    r.check()
+    return int(r.stdout.split()[-1])
 
 
 def qstr_info(lines) -> tuple[int, int]:

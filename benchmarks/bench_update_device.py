@@ -48,7 +48,7 @@ WIFI = {"kind": "wifi", "uart": -1, "ssid": "stadtpark", "psk": "bench-only-pass
         "port": 4710, "backoff_max": 1}  # the virtual radio's gateway address, mapped to the peer's loopback port
 
 
-def artifacts(work: Path, fw: int | None, role: str) -> dict[str, bytes]:
+def artifacts(work: Path, fw: int | None, role: str = "light_pole") -> dict[str, bytes]:
     """The role's firmware as park-device deploy builds it, at version fw (None: as in the tree)."""
     from park_device.build import build
     src = work / f"fw-{fw}"

@@ -461,9 +461,10 @@ def _pool_arrays(text: str) -> int:
 
 
 def test_the_simulators_names_are_not_counted_but_the_pools_they_grew_are(tmp_path):
-    """The budget leaves out the simulator's own modules (C on a chip), but not the qstr pools'
-    arrays their ~350 names made grow: a firmware interns more names than that, so a chip
-    allocates the same pools for the firmware's own (docs/virtual-boards.md)."""
+    """The budget leaves out the simulator's own modules (C on a chip) and asyncio (this port's
+    scheduler: a chip's firmware never imports it), but not the qstr pools' arrays their ~350
+    names made grow: a firmware interns more names than that, so a chip allocates the same pools
+    for the firmware's own (docs/virtual-boards.md)."""
     (tmp_path / "pools.py").write_text(POOLS)
     with VirtualBoard(firmware_files={"main.py": tmp_path / "pools.py"}, flash_dir=tmp_path / "a", start_time=T0,
                       heap_budget=vboard.esp32_heap_budget("wifi")) as b:
@@ -475,7 +476,12 @@ def test_the_simulators_names_are_not_counted_but_the_pools_they_grew_are(tmp_pa
     plain.check()
     grown = pools - _pool_arrays(plain.stdout)
     assert grown > 3000                                   # the simulator's names took pools a plain VM has not
-    sim_heap = int(live) - int(plain.stdout.split()[0])   # what the simulator's modules hold, pools included
+    aio = mpvm.run(code="import gc\ngc.collect()\na = gc.mem_alloc()\nimport asyncio, asyncio.core\ngc.collect()\n"
+                        "print(gc.mem_alloc() - a)\n")
+    aio.check()
+    assert int(aio.stdout.split()[-1]) > 2000             # asyncio's classes and module dicts
+    # what the simulator's modules hold, pools included, and asyncio (the plain VM imported it too)
+    sim_heap = int(live) - int(plain.stdout.split()[0]) + int(aio.stdout.split()[-1])
     assert abs(int(base) - (sim_heap - grown)) < 1500, (base, sim_heap, grown)  # main.py's own few objects
 
 

@@ -25,6 +25,11 @@ class Device:
         self.app = app
 
 
+SETUP_ONLY = ("common.config", "protocol.rules", "protocol.codes")
+"""What building and configuring an App loads and its service never needs: forgotten after the
+boot (common.start.main), a config change (Runtime._config) and an App's restart (common.ota_inst)."""
+
+
 def forget(*names):
     """Drop modules from sys.modules and their package, so that once nothing else refers to
     them the collector gets their code back (boot-only and rare paths; docs/firmware.md#footprint)."""

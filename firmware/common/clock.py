@@ -1,17 +1,15 @@
-"""Time for the runtime: monotonic ticks, cooperative sleep, and wall time in the RTC.
+"""Time for the runtime: monotonic ticks, its loop's sleep, and wall time in the RTC.
 
-Virtual boards replace this module with one of the same names driven by a
-virtual clock (sim/vmachine); device code imports only these names.
+On a chip the loop is driven here (run, sleep_ms) without asyncio. On the WebAssembly port
+of a virtual board there is no blocking sleep, so the loop is an asyncio task, and the board
+puts time.ticks_* and asyncio.sleep_ms on its virtual clock (sim/vmachine); device code
+imports only these names.
 Wall time lives in the RTC so it survives deep sleep; it counts as valid only
 from 2024 on (an RTC after power loss reads 2000-01-01).
 """
 
+import sys
 import time
-
-try:
-    import asyncio
-except ImportError:  # MicroPython before 1.21
-    import uasyncio as asyncio  # type: ignore[no-redef]
 
 import machine
 
@@ -26,9 +24,36 @@ ticks_diff = time.ticks_diff
 ticks_add = time.ticks_add
 
 
-async def sleep_ms(ms):
-    """Yield to the scheduler for ms milliseconds (the main loop's only wait)."""
-    await asyncio.sleep_ms(ms)
+def _sleep(ms):
+    """`await sleep_ms(ms)` on a chip: yields ms to _drive, which sleeps."""
+    yield ms
+
+
+def _drive(main):
+    """Run the coroutine `main` (the runtime's loop, common.runtime.serve) on a chip: it yields
+    the ms to sleep at each `await sleep_ms`; returns when it ends. No asyncio on the heap (4.3 KiB
+    of classes and module dicts on the chip's, though its code is frozen in the image)."""
+    try:
+        while True:
+            time.sleep_ms(main.send(None))
+    except StopIteration:
+        pass
+
+
+if sys.platform == "webassembly":  # no blocking sleep there: its JavaScript event loop drives asyncio
+    import asyncio
+
+    async def sleep_ms(ms):
+        """Yield to the scheduler for ms milliseconds (the main loop's only wait)."""
+        await asyncio.sleep_ms(ms)
+
+    def run(main):
+        """Start the coroutine `main` on the JavaScript event loop: asyncio.run as a virtual board
+        provides it (returns at once, a crash recorded), else a task."""
+        getattr(asyncio, "run", asyncio.create_task)(main)
+else:
+    sleep_ms = _sleep
+    run = _drive
 
 
 def _r():

@@ -18,11 +18,6 @@ partition. See docs/firmware.md, Updates.
 import sys
 
 try:
-    import asyncio
-except ImportError:
-    import uasyncio as asyncio  # type: ignore[no-redef]
-
-try:
     from micropython import const
 except ImportError:  # CPython (unit tests)
     def const(x):  # type: ignore[misc]  # the stub's const is generic
@@ -102,7 +97,7 @@ def command(rt, m):
         nack = ota_inst.commit(u, m)
         if nack is None:
             u.installing = True
-            asyncio.create_task(installing(rt, u, ota_inst.run(rt, u)))
+            rt.job = installing(rt, u, ota_inst.run(rt, u))
         else:
             forget("common.ota_inst")
         return nack
@@ -126,13 +121,14 @@ def command(rt, m):
     return nack
 
 
-async def installing(rt, u, run):
-    """The install task (common.ota_inst.run). Anything but a flash error there (reported by run
-    itself), a MemoryError above all, ends as it would in the main loop: the fault reported and a
-    reset in normal mode; in safe mode the board goes on. The boot pointer is written last, so the
-    reset boots the version the board has (as after a power cut) and nothing stays 'installing'."""
+def installing(rt, u, run):
+    """The install (common.ota_inst.run), the runtime's job: a generator the loop advances a file
+    at a time. Anything but a flash error there (reported by run itself), a MemoryError above all,
+    ends as it would in the main loop: the fault reported and a reset in normal mode; in safe mode
+    the board goes on. The boot pointer is written last, so the reset boots the version the board
+    has (as after a power cut) and nothing stays 'installing'."""
     try:
-        await run
+        yield from run
     except Exception as e:
         u.installing = False
         forget("common.ota_inst")

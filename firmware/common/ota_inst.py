@@ -8,11 +8,6 @@ import os
 import sys
 
 try:
-    import asyncio
-except ImportError:
-    import uasyncio as asyncio  # type: ignore[no-redef]
-
-try:
     from micropython import const
 except ImportError:  # CPython (unit tests)
     def const(x):  # type: ignore[misc]  # the stub's const is generic
@@ -20,7 +15,7 @@ except ImportError:  # CPython (unit tests)
 
 from protocol.errors import CborError
 
-from common import forget
+from common import SETUP_ONLY, forget
 from common.ota import boot_module, msg
 from common.ota_state import IMAGE, mpy_version
 
@@ -39,8 +34,6 @@ _UR_IMAGE = const(8)
 _UR_FLASH = const(13)
 
 SLOTS = ("s1", "s2")
-INSTALL_PAUSE_MS = 5
-"""Pause after each file written into the slot: the main loop polls the link and feeds the watchdog."""
 MAX_PATH = 64
 
 
@@ -201,24 +194,31 @@ def install(u):
     u.discard()
 
 
-async def run(rt, u):
-    """The task an accepted commit starts: verify, install, report, reboot into the trial."""
+def run(rt, u):
+    """What an accepted commit starts (the runtime's job, common.ota.installing): verify, install,
+    report, reboot into the trial. Yields after each file, so the main loop polls the link and
+    feeds the watchdog in between. An app image is checked and installed with the App set aside
+    (_aside); a refusal or a flash error starts it again."""
+    aside = False
     try:
         if u.st["kind"] == _UK_RUNTIME:
             from common import ota_part
             ota_part.switch(u)
         else:
-            for _ in verify(u):
-                await asyncio.sleep_ms(INSTALL_PAUSE_MS)
+            aside = _aside(rt)
+            if aside:
+                rt.log("update %d: checking and installing with the App set aside" % u.st["uid"])
+            yield from verify(u)
             if u.why:
                 r = refuse(u)
                 u.installing = False
                 forget("common.ota_inst")
                 rt.log("update %d: refused at commit, reason %d" % (r[0], r[3]))
                 rt.send(msg(r))
+                if aside:
+                    _resume(rt)
                 return
-            for _ in install(u):
-                await asyncio.sleep_ms(INSTALL_PAUSE_MS)
+            yield from install(u)
     except OSError as e:
         uid = u.st["uid"] if u.st else 0
         rt.log("update %d: install failed: %r" % (uid, e), keep=True)
@@ -226,10 +226,44 @@ async def run(rt, u):
         u.installing = False
         forget("common.ota_inst")
         rt.send(msg((uid, _US_REFUSED, 0, _UR_FLASH)))
+        if aside:
+            _resume(rt)
         return
     rt.log("update %d: switched, rebooting into the trial" % u.ptr["uid"], keep=True)
     rt.send(msg(u.report(u.ptr["uid"])))
     rt.reboot()
+
+
+def _aside(rt):
+    """Take the role's App and its code off the heap for the check and the install, which need
+    ~10 KiB more than a board in service holds and end in a reboot into the trial: a mains device
+    over Wi-Fi would not fit both (docs/firmware.md, Updates). App.stop(), where an App has one,
+    leaves its hardware safe first (a lamp keeps its level, no lock coil stays energised); the
+    session keeps the events the App queued, without the App's callbacks. False: no App to set aside."""
+    app = rt.app
+    if app is None:
+        return False
+    rt.app = None
+    rt.app_cls = None
+    stop = getattr(app, "stop", None)
+    if stop is not None:
+        stop()
+    for e in rt.session.events:
+        e[5] = None  # an on_ack would keep the App alive; what it tracked is on flash (an audit ring)
+    del app, stop
+    role = rt.dev.role
+    forget(*[n for n in sys.modules if n == role or n.startswith(role + ".")])
+    return True
+
+
+def _resume(rt):
+    """The App again after _aside when no reboot follows (an image refused at its commit, a flash
+    error): imported and started as at boot."""
+    rt.app_cls = __import__(rt.dev.role + ".app", None, None, ["App"]).App
+    rt.app = rt.app_cls(rt)
+    rt.app.start(rt.safe)
+    forget(*SETUP_ONLY)
+    rt.log("the App runs again")
 
 
 class _Header:

@@ -10,15 +10,10 @@ import gc
 import json
 import sys
 
-try:
-    import asyncio
-except ImportError:
-    import uasyncio as asyncio  # type: ignore[no-redef]
-
 from protocol.codes import (E_BAD_VALUE, E_INTERNAL, E_NOT_READY, F_MEMORY, ST_CAUSE_MASK,  # noqa: F401
                             ST_LINK_ONLY, ST_SAFE_MODE, ST_TIME_VALID)  # (E_INTERNAL, F_MEMORY: common.rare's)
 
-from common import VERSION, clock, forget, hal
+from common import SETUP_ONLY, VERSION, clock, forget, hal
 from common.bootcount import BootCount
 from common.errors import CommandError, ConfigError
 from common.link import Link
@@ -28,6 +23,8 @@ BATT_MIN_MV = 1000
 """Below this a battery reading is no reading: an ESP32 browns out near 2.5 V."""
 MAX_APP_ERRORS = 3
 """Consecutive failed app steps after which the watchdog is starved (-> reset)."""
+JOB_PAUSE_MS = 5
+"""Longest wait between two items of Runtime.job (the link is polled and the watchdog fed in between)."""
 
 
 class Runtime:
@@ -70,6 +67,7 @@ class Runtime:
         self._batt = None
         self._gc_mark = 0
         self.wdt = None
+        self.job = None  # a generator the loop advances one item a turn (an update's install: common.ota)
         from common import start  # boot only: the code leaves the heap with common.start
         start.init_runtime(self, key, transport, count_boot, boot)
 
@@ -190,6 +188,12 @@ class Runtime:
                 self._app_due = clock.ticks_add(now, 1000)
                 if self.safe:
                     self.app = None
+        if self.job is not None:
+            try:
+                next(self.job)
+                wait = min(wait, JOB_PAUSE_MS)
+            except StopIteration:
+                self.job = None
         self.steps += 1
         self.healthy = self.app_errors < MAX_APP_ERRORS
         if self.app is not None:
@@ -312,7 +316,7 @@ class Runtime:
             from common import rare
             return rare.config(self, values)
         finally:
-            forget("common.rare", "common.config", "protocol.rules", "protocol.codes")  # a rare path: its code leaves the heap again
+            forget("common.rare", *SETUP_ONLY)  # a rare path: its code leaves the heap again
 
     async def run(self):
         while True:
@@ -364,15 +368,11 @@ def _out_of_memory(rt, e):
 
 
 def serve(rt):
-    """Run a started Runtime's loop (from /main.py, after common.start.main): asyncio.run where it
-    exists; on the WebAssembly port the JavaScript event loop drives the task."""
+    """Run a started Runtime's loop (from /main.py, after common.start.main): common.clock.run
+    drives it (on a chip without asyncio; on the WebAssembly port as a task of its event loop)."""
     if rt is None:
         return
-    run = getattr(asyncio, "run", None)
-    if run is not None:
-        run(_serve(rt))
-    else:
-        asyncio.create_task(_serve(rt))
+    clock.run(_serve(rt))
 
 
 def _save_retained(store, d):

@@ -20,7 +20,7 @@ import sys
 from protocol.codes import CAP_OTA_IMAGE, F_CONFIG, F_SAFE_MODE
 from protocol.messages import ROLE_IDS
 
-from common import clock, forget, hal
+from common import SETUP_ONLY, clock, forget, hal
 from common.bootcount import BootCount
 from common.errors import ConfigError, ProvisionError, RoleMissing
 from common.link import open_link
@@ -122,7 +122,7 @@ def main():
     """Entry point for /main.py: boot, forget the boot-only modules; the Runtime (None if the
     board cannot run) for common.runtime.serve, which /main.py calls after dropping this module."""
     rt = _boot()
-    forget("common.start", "common.config", "protocol.rules", "protocol.codes")
+    forget("common.start", *SETUP_ONLY)
     return rt
 
 

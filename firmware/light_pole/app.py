@@ -144,6 +144,12 @@ class App:
         finally:
             forget("light_pole.setup")
 
+    def stop(self):
+        """Before the App leaves the heap (an update's install): the lamp keeps its level, the
+        motion input lets go of its IRQ."""
+        if self.motion is not None:
+            self.motion.close()
+
     def step(self, now):
         try:
             return self._step(now)

@@ -113,6 +113,11 @@ class App:
         finally:
             forget("locker.setup")
 
+    def stop(self):
+        """Before the App leaves the heap (an update's install): no lock coil stays energised."""
+        for c in self.comps:
+            c.lock.off()
+
     def _arm(self, ms, off):
         """Hardware one-shot that de-energises the coil even if the main loop hangs."""
         t = self._timer

@@ -583,16 +583,20 @@ async function boot() {
     FS.writeFile(p, b);
   }
   flashSeen = flashScan();
-  // bring-up: import asyncio before the virtual time patch so its run loop keeps real ticks
-  mp.runPython(`import sys, gc, asyncio, asyncio.core
+  mp.runPython(`import sys, gc
 sys.path[:] = ['/_vmachine', '', '.frozen', '/lib']`);
-  // the simulator's own heap (boot helper, clock, machine and radio modules: C on a chip) is
-  // measured with collections made from here, where no Python frame keeps garbage alive
+  // the simulator's own heap (asyncio, boot helper, clock, machine and radio modules: C on a
+  // chip, or not there at all) is measured with collections made from here, where no Python
+  // frame keeps garbage alive
   const gcmod = mp.pyimport("gc");
   gcmod.collect();
   const vmHeap = gcmod.mem_alloc();
   const vmQstr = qstrInfo();
   const vmPools = vmQstr.arrays;
+  // asyncio: this port has no blocking sleep, so the firmware's loop is an asyncio task here
+  // (common.clock), where a chip's firmware never imports it; imported before the virtual time
+  // patch so its run loop keeps real ticks
+  mp.runPython(`import asyncio, asyncio.core`);
   mp.runPython(`import _vboard_boot
 _vboard_boot.install(${W.patch_time ? "True" : "False"}, ${JSON.stringify(W.heap_mode)}, ${W.heap_budget ? W.heap_budget : "None"})`);
   const bootmod = mp.pyimport("_vboard_boot");

@@ -450,3 +450,15 @@ def test_compartment_added_by_config_with_its_door_open_raises_no_tamper():
     a.on_config(config.validate(app.SCHEMA, {"comps": 3}, base=rt.cfg))
     _run(rt, a, 200)
     assert _drain(rt, a) == [("door", 3, True, False)]
+
+
+def test_stop_leaves_no_coil_energised():
+    """Before an update's install sets the App aside (common.ota_inst), stop() ends a pulse that
+    is under way: a coil held on would burn out, and no loop is left to end it."""
+    rt, a = _setup()
+    a.on_command({"type": "unlock", "comp": 2, "req": 78, "reason": "support"})
+    a.step(rt.ms)
+    assert rt.hal.pins["lock2"].value() == 1 and a.comps[1].lock.energised
+    a.stop()
+    assert [rt.hal.pins[n].value() for n in ("lock1", "lock2")] == [0, 0]
+    assert not any(c.lock.energised for c in a.comps)

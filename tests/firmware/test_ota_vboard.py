@@ -70,15 +70,12 @@ def offer(uid: int, img: bytes, fw: int, **kw) -> dict:
 def board(tmp_path, name="flash", rt=None, **kw):
     from sim import vboard
     img = deploy_tree(tmp_path / f"img-{name}", "light_pole", KID.decode(), PINS, APP, dict({"stable_s": 5}, **(rt or {})))
-    # this pole with 12 chunks in flight holds 91.5 KB live at its first chunks and ~4 KiB more while it
-    # checks and installs (2026-11-30, common.ota split per phase; 99.1 KB at the first chunks before):
-    # past its Wi-Fi budget (89,000 B), so these boards run without one until the idle heap leaves room
-    # (docs/firmware.md#footprint; the gateway-paced rollouts of test_update_vboard.py run under it)
-    kw.setdefault("heap_budget", None)
+    # under the pole's Wi-Fi budget (89,000 B), with 12 chunks in flight: no allocation refused
     with vboard.VirtualBoard(deploy_dir=img, flash_dir=tmp_path / name, name="l001", console_pty=False, **kw) as b:
         p = Peer(b, KID)
         try:
             yield b, p
+            assert b.heap_refusals() == []
         finally:
             p.close()
 
@@ -141,6 +138,9 @@ def test_offer_chunks_commit_trial_valid(tmp_path):
         assert r["type"] == "ack"
         p.run(3000)
         assert b.boots == 2  # rebooted into the trial
+        log = b.log()
+        aside = log.index("update 7: checking and installing with the App set aside")
+        assert aside < log.index("update 7: switched, rebooting into the trial")
         p.connect()
         p.run(500)
         assert hello_fws(p) == [10101]  # the new version joined
@@ -239,6 +239,12 @@ def test_refusals_leave_the_device_unchanged(tmp_path):
             r, u = ask(p, {"type": "update_commit", "uid": uid}, ms=1000)  # checked file by file after the ack
             assert r["type"] == "ack" and u == (uid, codes.US_REFUSED, 0, why)
             unchanged(b, before)
+            # checked with the App set aside, which runs again: it takes role commands
+            log = b.log()
+            refused = log.index("update %d: refused at commit, reason %d" % (uid, why))
+            assert log[refused - 1] == "update %d: checking and installing with the App set aside" % uid
+            assert "the App runs again" in log[refused:]
+            assert p.command({"type": "prelight", "level": 50, "hold": 10, "hops": 1})["type"] == "ack"
         p.run(2000)
         assert hello_fws(p) == [OLD_FW] and b.boots == 1
 
@@ -393,5 +399,6 @@ def test_a_sleeping_bin_resumes_after_its_deep_sleep(tmp_path):
             p.run(3000, step=100)
             assert p.of("hello") and b.events("boot")[-1]["cause"] == "deepsleep"
             assert (71, codes.US_RECEIVING, 10 * codes.UPD_CHUNK_MAX, 0) in updates(p), ([m["type"] for s, m in p.up], b.log()[-15:])
+            assert b.heap_refusals() == []  # under the bin's BLE budget
         finally:
             p.close()

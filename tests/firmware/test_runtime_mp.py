@@ -21,4 +21,4 @@ def test_runtime_behaviour_in_micropython():
         ROOT / "protocol": "/lib/protocol", ROOT / "firmware" / "common": "/lib/common",
         ROOT / "sim" / "fake_machine.py": "/lib/machine.py", HERE / "harness.py": "/lib/harness.py"},
         paths=["/lib"], timeout=120)
-    rep.assert_all_passed(min_tests=17)
+    rep.assert_all_passed(min_tests=18)

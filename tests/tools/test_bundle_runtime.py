@@ -177,11 +177,9 @@ async def _runtime_rollout(tmp_path, capsys, ota: bool):
     rc, doc, err = runtime(capsys, key, image, tmp_path / "mp.bundle")
     assert rc == 0, doc
     dkey = secrets.token_bytes(32)
-    # without the heap budget: this pole (its template's config) takes a runtime image through common.ota_rx
-    # and ota_part about 0.1 KiB past its Wi-Fi budget (89,000 B) over this UART (issue 11, docs/benchmarks.md);
-    # the heap's figures are bench_update_device's, the rollout's flow is this test's
+    # under the pole's Wi-Fi heap budget (89,000 B): a runtime image goes through common.ota_rx and ota_part
     b = vboard.VirtualBoard(realtime=True, flash_dir=_pole_flash(tmp_path / "l001", dkey, ota), name="l001",
-                            console_pty=False, heap_budget=None)
+                            console_pty=False)
     b.start()
     try:
         b.set_adc(LAMP_CS, uv=HEALTHY_LAMP_UV)
@@ -203,6 +201,7 @@ async def _runtime_rollout(tmp_path, capsys, ota: bool):
             plan = await d.update(plan)
             await gw.until(lambda: d.updates.status(plan["rollout"])["state"] in ("done", "halted"), 400,
                            lambda: "the rollout: %s" % d.updates.status(plan["rollout"]))
+            assert b.heap_refusals() == []  # no MemoryError on the way
             return (d.updates.status(plan["rollout"]), json.loads(b.read_flash("/_esp32/otadata.json")),
                     b.read_flash("/_esp32/ota_1.bin")[:image.stat().st_size] == image.read_bytes())
     finally:

@@ -361,3 +361,21 @@ def test_selftest_for_technicians_counts_no_boot_and_sends_nothing():
     from common.store import Store
     assert Store().get("boot")["n"] == boots
     assert len(b.uart.tx) == sent
+
+
+def test_a_chip_drives_its_loop_without_asyncio():
+    """common.clock on a chip (this VM takes the WebAssembly port's asyncio branch, so the chip's
+    functions are called by name): run sleeps the ms each `await sleep_ms` yields, in order, and
+    returns when the loop ends."""
+    import time
+    seen = []
+
+    async def loop():
+        for ms in (0, 40, 0):
+            seen.append(ms)
+            await clock._sleep(ms)
+        return "ended"
+
+    t0 = time.ticks_ms()
+    assert clock._drive(loop()) is None
+    assert seen == [0, 40, 0] and time.ticks_diff(time.ticks_ms(), t0) >= 40
