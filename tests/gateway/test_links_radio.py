@@ -247,7 +247,8 @@ async def test_ble_pool_device_lost_mid_connection(tmp_path):
     async with running(cfg, ble_factory=radio) as d:
         pool = d.links[0]
         peer.periph.advertisement = park_advertisement("c001", True)
-        await until(lambda: radio.connections, what="connected")
+        # in the exchange: subscribed and READY written (a drop before that is a failed connect)
+        await until(lambda: pool.counters["connects"], what="connected")
         peer.periph.available = False
         peer.periph.drop()  # out of range in the middle of the exchange
         await until(lambda: not pool.active, what="slot freed")
