@@ -29,6 +29,8 @@ from common import forget
 # (tests/firmware/test_ota_codes.py holds them equal to protocol.codes)
 _E_UNKNOWN_TYPE = const(2)
 _E_BUSY = const(6)
+_E_NOT_READY = const(7)
+_UK_APP = const(0)
 _US_REFUSED = const(6)
 _UR_BUSY = const(10)
 
@@ -93,13 +95,10 @@ def command(rt, m):
             return None
         return (_E_BUSY, "uid")
     if t == "update_commit":
-        from common import ota_inst
-        nack = ota_inst.commit(u, m)
+        nack = commit(u, m)
         if nack is None:
             u.installing = True
-            rt.job = installing(rt, u, ota_inst.run(rt, u))
-        else:
-            forget("common.ota_inst")
+            rt.job = installing(rt, u)
         return nack
     if t == "update_chunk":
         from common import ota_rx
@@ -121,14 +120,27 @@ def command(rt, m):
     return nack
 
 
-def installing(rt, u, run):
-    """The install (common.ota_inst.run), the runtime's job: a generator the loop advances a file
-    at a time. Anything but a flash error there (reported by run itself), a MemoryError above all,
-    ends as it would in the main loop: the fault reported and a reset in normal mode; in safe mode
-    the board goes on. The boot pointer is written last, so the reset boots the version the board
-    has (as after a power cut) and nothing stays 'installing'."""
+def commit(u, m):
+    """A commit for the staged image: None (ack; the caller starts installing) or a nack."""
+    st = u.st
+    if not st or st["uid"] != m["uid"] or not st.get("ok") or u.trial:
+        return (_E_NOT_READY, "uid")
+    return None
+
+
+def installing(rt, u):
+    """The commit's work (common.ota_inst.run), the runtime's job: a generator the loop advances a
+    file at a time. An app image is checked and installed with the App set aside, before
+    common.ota_inst is even imported: on a chip an allocation fails where it happens, and the App
+    and that code together do not fit a locker over Wi-Fi. Anything but a flash error there
+    (reported by run itself), a MemoryError above all, ends as it would in the main loop: the
+    fault reported and a reset in normal mode; in safe mode the board goes on. The boot pointer is
+    written last, so the reset boots the version the board has (as after a power cut) and nothing
+    stays 'installing'."""
     try:
-        yield from run
+        aside = _aside(rt, u) if u.st["kind"] == _UK_APP else False
+        from common import ota_inst
+        yield from ota_inst.run(rt, u, aside)
     except Exception as e:
         u.installing = False
         forget("common.ota_inst")
@@ -137,6 +149,30 @@ def installing(rt, u, run):
             runtime._out_of_memory(rt, e)
         else:
             runtime.failed("update install", e, rt.safe)
+
+
+def _aside(rt, u):
+    """Take the role's App and its code off the heap for the check and the install, which need
+    ~10 KiB more than a board in service holds and end in a reboot into the trial: a mains device
+    over Wi-Fi would not fit both (docs/firmware.md, Updates). App.stop(), where an App has one,
+    leaves its hardware safe first (a lamp keeps its level, no lock coil stays energised); the
+    session keeps the events the App queued, without the App's callbacks (common.ota_inst._resume
+    starts the App again after a refusal). False: no App to set aside."""
+    app = rt.app
+    if app is None:
+        return False
+    rt.app = None
+    rt.app_cls = None
+    stop = getattr(app, "stop", None)
+    if stop is not None:
+        stop()
+    for e in rt.session.events:
+        e[5] = None  # an on_ack would keep the App alive; what it tracked is on flash (an audit ring)
+    del app, stop
+    role = rt.dev.role
+    forget(*[n for n in sys.modules if n == role or n.startswith(role + ".")])
+    rt.log("update %d: checking and installing with the App set aside" % u.st["uid"])
+    return True
 
 
 def idle():

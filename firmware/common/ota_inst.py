@@ -20,7 +20,6 @@ from common.ota import boot_module, msg
 from common.ota_state import IMAGE, mpy_version
 
 # SPEC 5.2 and 10 numbers (tests/firmware/test_ota_codes.py holds them equal to protocol.codes)
-_E_NOT_READY = const(7)
 _UK_RUNTIME = const(1)
 _US_TRIAL = const(3)
 _US_REFUSED = const(6)
@@ -157,14 +156,6 @@ def check(u):
     return u.why
 
 
-def commit(u, m):
-    """A commit for the staged image: None (ack; the caller starts run) or a nack."""
-    st = u.st
-    if not st or st["uid"] != m["uid"] or not st.get("ok") or u.trial:
-        return (_E_NOT_READY, "uid")
-    return None
-
-
 def refuse(u):
     """The staged image does not fit (u.why): discard it; the report."""
     uid = u.st["uid"]
@@ -194,20 +185,16 @@ def install(u):
     u.discard()
 
 
-def run(rt, u):
+def run(rt, u, aside=False):
     """What an accepted commit starts (the runtime's job, common.ota.installing): verify, install,
     report, reboot into the trial. Yields after each file, so the main loop polls the link and
-    feeds the watchdog in between. An app image is checked and installed with the App set aside
-    (_aside); a refusal or a flash error starts it again."""
-    aside = False
+    feeds the watchdog in between. aside: the App was set aside for it (common.ota._aside), so a
+    refusal or a flash error starts it again."""
     try:
         if u.st["kind"] == _UK_RUNTIME:
             from common import ota_part
             ota_part.switch(u)
         else:
-            aside = _aside(rt)
-            if aside:
-                rt.log("update %d: checking and installing with the App set aside" % u.st["uid"])
             yield from verify(u)
             if u.why:
                 r = refuse(u)
@@ -232,28 +219,6 @@ def run(rt, u):
     rt.log("update %d: switched, rebooting into the trial" % u.ptr["uid"], keep=True)
     rt.send(msg(u.report(u.ptr["uid"])))
     rt.reboot()
-
-
-def _aside(rt):
-    """Take the role's App and its code off the heap for the check and the install, which need
-    ~10 KiB more than a board in service holds and end in a reboot into the trial: a mains device
-    over Wi-Fi would not fit both (docs/firmware.md, Updates). App.stop(), where an App has one,
-    leaves its hardware safe first (a lamp keeps its level, no lock coil stays energised); the
-    session keeps the events the App queued, without the App's callbacks. False: no App to set aside."""
-    app = rt.app
-    if app is None:
-        return False
-    rt.app = None
-    rt.app_cls = None
-    stop = getattr(app, "stop", None)
-    if stop is not None:
-        stop()
-    for e in rt.session.events:
-        e[5] = None  # an on_ack would keep the App alive; what it tracked is on flash (an audit ring)
-    del app, stop
-    role = rt.dev.role
-    forget(*[n for n in sys.modules if n == role or n.startswith(role + ".")])
-    return True
 
 
 def _resume(rt):

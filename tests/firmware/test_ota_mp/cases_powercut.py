@@ -16,7 +16,7 @@ import sys
 import otaboot
 from protocol import cbor, codes
 
-from common import ota_inst, ota_offer, ota_rx, ota_state, ota_trial
+from common import ota, ota_inst, ota_offer, ota_rx, ota_state, ota_trial
 
 ROLE = codes.ROLE_LIGHT_POLE
 MPY = sys.implementation._mpy & 0xFF
@@ -182,7 +182,7 @@ def update(uid, v, img):
             off = min(off + codes.UPD_CHUNK_MAX, len(img))
         assert u.st is not None and u.st.get("ok"), "not staged"
         FLASH.commit_at = FLASH.ops
-        assert ota_inst.commit(u, {"uid": uid}) is None
+        assert ota.commit(u, {"uid": uid}) is None
         assert ota_inst.check(u) == codes.UR_NONE
         for _ in ota_inst.install(u):
             pass
@@ -293,7 +293,7 @@ def test_malformed_images_are_refused_at_commit_and_discarded():
                              with_header(files_swapped), with_header(evil_path), with_header(hdr, b"tail"))):
         u = ota_state.Updater(ROLE)
         assert _stage(u, 50 + i, img, 5)[1] == codes.US_STAGED, i
-        assert ota_inst.commit(u, {"uid": 50 + i}) is None
+        assert ota.commit(u, {"uid": 50 + i}) is None
         assert ota_inst.check(u) == codes.UR_IMAGE, (i, u.why)
         assert ota_inst.refuse(u) == (50 + i, codes.US_REFUSED, 0, codes.UR_IMAGE)
         for p in (ota_state.STAGE, ota_state.IMAGE):
@@ -317,7 +317,7 @@ def test_a_cut_trial_still_counts_its_boots_and_rolls_back():
     update(1, 1, image_of(1))
     assert boot(1) == 1
     u = staged(2, 2)
-    assert ota_inst.commit(u, {"uid": 2}) is None and ota_inst.check(u) == codes.UR_NONE
+    assert ota.commit(u, {"uid": 2}) is None and ota_inst.check(u) == codes.UR_NONE
     for _ in ota_inst.install(u):
         pass
     busy = ota_offer.offer(ota_state.Updater(ROLE), offer(3, image_of(3), 3), 0)
@@ -339,6 +339,8 @@ class _Boot:
 
 
 class _Session:
+    events = ()
+
     def persist_events(self):
         pass
 
@@ -390,18 +392,51 @@ def test_an_install_that_runs_out_of_memory_resets_and_is_not_left_installing():
 
     for safe in (False, True):
         u = staged(2, 2)
-        assert ota_inst.commit(u, {"uid": 2}) is None
+        assert ota.commit(u, {"uid": 2}) is None
         u.installing = True
         rt = _Rt(safe)
-        ota_inst.install = out_of_memory
+        from common import ota_inst as inst  # the module installing() imports (the last round forgot it)
+        inst.install = out_of_memory
         try:
-            _drive(ota.installing(rt, u, ota_inst.run(rt, u)))
+            _drive(ota.installing(rt, u))
             reset = False
         except machine.Reset:
             reset = True
         finally:
-            ota_inst.install = real
+            inst.install = real
         assert u.installing is False
         assert reset is (not safe), (safe, rt.logs)
         assert [e["code"] for e in rt.events if e.get("type") == "fault"] == [codes.F_MEMORY]
         assert boot(1, 2) == 1  # the pointer was not switched: the old version runs
+
+
+class _App:
+    seen = None
+
+    def stop(self):
+        import sys
+        self.seen = "common.ota_inst" in sys.modules
+
+
+def test_the_app_leaves_the_heap_before_the_install_code_loads():
+    """On a chip an allocation fails where it happens: the App and common.ota_inst together do not
+    fit a locker over Wi-Fi, so the App is set aside (its stop() called, its code forgotten) before
+    that module is imported."""
+    import sys
+    from common import forget
+    wipe()
+    update(1, 1, image_of(1))
+    assert boot(1) == 1
+    u = staged(2, 2)
+    assert ota.commit(u, {"uid": 2}) is None
+    u.installing = True
+    rt = _Rt(False)
+    app = rt.app = _App()
+    rt.app_cls = _App
+    forget("common.ota_inst")
+    job = ota.installing(rt, u)
+    next(job)  # the first file checked
+    assert app.seen is False and rt.app is None and rt.app_cls is None
+    assert "common.ota_inst" in sys.modules
+    assert rt.logs == ["update 2: checking and installing with the App set aside"]
+    job.close()
