@@ -42,9 +42,21 @@ listen = "127.0.0.1:0"
 
 [sites.stadtpark]
 latitude = 0.0
-longitude = 0.0
+longitude = {longitude}
 timezone = "UTC"
+
+[sites.stadtpark.lighting]
+base = 20
 """
+
+
+def _midnight_longitude() -> float:
+    """Where it is local solar midnight now: the gateway's lighting loop (real clock, sun position)
+    then always sends the profile of a dark site, base 20 and full 100, as the poles' own config
+    says, whatever the hour the test runs (at lon 0 it sent day or night levels by the hour)."""
+    import time
+    h = time.gmtime().tm_hour + time.gmtime().tm_min / 60
+    return round(((-h * 15 + 180) % 360) - 180, 1)
 
 
 @contextlib.asynccontextmanager
@@ -53,7 +65,7 @@ async def gateway(tmp_path, devices, **kw):
     from gateway.daemon import Daemon
     from gateway.registry import Registry
     state = tmp_path / "state"
-    cfg = parse(CONFIG.format(state=state), "gateway.toml")
+    cfg = parse(CONFIG.format(state=state, longitude=_midnight_longitude()), "gateway.toml")
     os.makedirs(cfg.state_dir, mode=0o700, exist_ok=True)
     with Registry(cfg.registry_path) as reg:
         for did, role in devices:
