@@ -9,6 +9,7 @@ are delivered while the gateway's backlog is over its mark.
 import asyncio
 
 from gwharness import connected, load, provision, running, sim, until, write_config
+from test_links_priority import Peer
 
 from protocol import framing
 from gateway.links import Backpressure, TcpLink, TcpServerLink
@@ -153,17 +154,6 @@ async def test_connections_of_unknown_devices_pause_while_a_poles_reads_on():
             w.close()
     finally:
         await _stop(srv, task)
-
-
-class Peer:
-    async def start(self):
-        self.writer = asyncio.get_running_loop().create_future()
-        self.server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        return "tcp://127.0.0.1:%d" % self.server.sockets[0].getsockname()[1]
-
-    async def _accept(self, r, w):
-        self.writer.set_result(w)
-        await r.read()
 
 
 async def test_a_stream_of_poles_reads_through_and_a_stream_with_a_bin_on_it_does_not():
