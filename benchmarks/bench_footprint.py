@@ -241,7 +241,7 @@ def sim_overhead(work: Path, radio: str = "wifi") -> int:
     from sim import mpvm, vboard
     probe = ("import gc, asyncio, json, micropython\n" + _LIVE + "async def _probe():\n"
              + "".join("    __import__(%r)\n" % m for m in SIM_MODULES)
-             + "    n = await _live()\n    micropython.qstr_info()\n    print('@@', n)\nasyncio.run(_probe())\n")
+             + "    n = await _live()\n    micropython.qstr_info(1)\n    print('@@', n)\nasyncio.run(_probe())\n")
     img = work / f"probe-img-{radio}"
     img.mkdir(parents=True, exist_ok=True)
     (img / "main.py").write_text(probe)
@@ -250,6 +250,7 @@ def sim_overhead(work: Path, radio: str = "wifi") -> int:
         b.advance(100)  # virtual time: the probe's await returns
         line = b.wait_log(r"^@@ \d+", timeout=60)
         names, pools = qstr_info(b.log())
+        SIM_NAMES[radio] = set(interned(b.log()))
     board = int(line.split()[1])
     r = mpvm.run(code="import gc, asyncio, json, micropython\n" + _LIVE + "print(await _live())\nmicropython.qstr_info()\n")
     r.check()
@@ -278,6 +279,11 @@ def qstr_info(lines) -> tuple[int, int]:
     raise SystemExit("micropython.qstr_info() printed no pool figures")
 
 
+def interned(lines) -> list[str]:
+    """The names `micropython.qstr_info(1)` lists, in the order they were interned."""
+    return [ln[2:-1] for ln in lines if ln.startswith("Q(") and ln.endswith(")")]
+
+
 def pool_bytes(n: int) -> int:
     """What MicroPython 1.27 allocates for the arrays of n names interned at run time: pools of 20,
     40, 80, ... entries (the first twice the ROM pool's 10), each 7 bytes an entry and a 24-byte
@@ -291,7 +297,20 @@ def pool_bytes(n: int) -> int:
     return total
 
 
+def last_pool(n: int) -> tuple[int, int, int]:
+    """(pools n names take, names the pools before the last hold, bytes of the last): a name past a
+    pool's end allocates one twice the size, so a firmware that stays in fewer pools saves the last."""
+    k, alloc, held, before = 0, 20, 0, 0
+    while held < n:
+        before, held, alloc, k = held, held + alloc, alloc * 2, k + 1
+    return k, before, pool_bytes(n) - pool_bytes(before)
+
+
 SIM_QSTRS: dict[str, int] = {}
+SIM_NAMES: dict[str, set] = {}
+BOOT_NAMES: dict[tuple[str, bool], tuple[int, list]] = {}
+"""Per (role, over its park radio): how many names the firmware interned by the end of boot_live
+(the count pool_bytes takes), and which (those the simulator's modules interned too left out)."""
 """Names the simulator's modules intern (sim_overhead measures them): a chip interns the firmware's only."""
 
 
@@ -301,7 +320,7 @@ rt = start.main()
 del start
 """ + _LIVE + """async def _probe():
     n = await _live()
-    __import__('micropython').qstr_info()
+    __import__('micropython').qstr_info(1)
     print('@@', n, rt is not None and rt.app is not None)
 asyncio.run(_probe())
 """
@@ -340,8 +359,10 @@ def boot_live(role: str, src: str, work: Path, park_link: bool = False) -> int:
         b.wait_log(r"^@@ \d+ True", timeout=60)
         live = b.live_heap()
         names, pools = qstr_info(b.log())
+        own = [n for n in interned(b.log()) if n not in SIM_NAMES.get(RADIO[role], ())]
     if RADIO[role] not in SIM_QSTRS:
         return live
+    BOOT_NAMES[(role, park_link)] = (names - SIM_QSTRS[RADIO[role]], own)
     # the arrays a chip allocates for the firmware's own names, not the board's for all of them
     # (the simulator's names can take a board past a pool a chip never needs: a locker, 9 KiB)
     return live - pools + pool_bytes(names - SIM_QSTRS[RADIO[role]])
@@ -561,7 +582,7 @@ def run_day(role: str, hours: float, src: str, heap_mode: str, work: Path, enfor
             "uplink": {t: up.count(t) for t in sorted(set(up))}, "seconds": round(time.monotonic() - t0, 1)}
 
 
-def boot_table(roles, src: str, out: Path | None, vms: Path | None = None) -> int:
+def boot_table(roles, src: str, out: Path | None, vms: Path | None = None, names_dir: Path | None = None) -> int:
     """Live heap after boot on a chip (boot_live less sim_overhead) per role, against its budget."""
     rows = []
     with tempfile.TemporaryDirectory(prefix="footprint-boot-") as d:
@@ -581,6 +602,15 @@ def boot_table(roles, src: str, out: Path | None, vms: Path | None = None) -> in
                 print(f"{role:17s} live after boot on a chip {how:22s} {live / 1024:5.1f} KiB of "
                       f"{budget / 1024:.1f} KiB ({RADIO[role]} active): {1 - live / budget:.0%} free; "
                       f"goal <= {goal / 1024:.1f} KiB {verdict}", flush=True)
+                if (role, park) in BOOT_NAMES:
+                    n, own = BOOT_NAMES[(role, park)]
+                    row[key + "_names"] = n
+                    if names_dir:
+                        names_dir.mkdir(parents=True, exist_ok=True)
+                        (names_dir / f"{role}{'-radio' if park else ''}.names").write_text("\n".join(own) + "\n")
+                    k, before, last = last_pool(n)
+                    print(f"{'':17s} {n} names interned in {k} pools ({pool_bytes(n)} B): {n - before} past the "
+                          f"{before} of the first {k - 1}, whose pool costs {last} B", flush=True)
             rows.append(row)
     if out:
         out.write_text(json.dumps(rows, indent=1))
@@ -605,6 +635,8 @@ def main(argv=None) -> int:
                          "leaves the 25 %% headroom free all day")
     ap.add_argument("--vm-artifact", action="store_true",
                     help="also measure what a plain WebAssembly-port await keeps on the heap")
+    ap.add_argument("--names", type=Path, metavar="DIR", help="with --boot: write the names each firmware "
+                    "interns (ROLE[-radio].names, in order; the simulator's own left out) to DIR")
     ap.add_argument("--boot", action="store_true",
                     help="only each role's live heap after boot on a chip against its budget and the 25 %% goal, no day")
     ap.add_argument("--imports", action="store_true",
@@ -621,7 +653,7 @@ def main(argv=None) -> int:
             a.json.write_text(json.dumps(tables, indent=1))
         return 0
     if a.boot:
-        return boot_table(a.only or ROLES, a.src, a.json, a.vm)
+        return boot_table(a.only or ROLES, a.src, a.json, a.vm, a.names)
     results = []
     with tempfile.TemporaryDirectory(prefix="footprint-") as d:
         overheads = {} if a.vm else {radio: sim_overhead(Path(d), radio) for radio in sorted({RADIO[r] for r in a.only or ROLES})}
