@@ -6,7 +6,10 @@ defines it, so a board that imported protocol.codes would intern every name it d
 long as it runs, and hold one global per imported name in each importer: 112 names and about
 3 KiB on a pole. The build does what a cross-module const() would: in each module it compiles,
 every use of such a name becomes its value and the import goes, so a board never imports the
-definitions. Lines stay where they were (tracebacks of a `--lines` build point at the source).
+definitions. A definitions module the firmware still imports for its functions (protocol.rules)
+loses the folded definitions too; one it no longer imports (protocol.codes) stays whole, for a
+script at the console. Lines stay where they were (tracebacks of a `--lines` build point at the
+source).
 
 What cannot be folded safely is refused with BuildFailed naming the file and the name: a name
 rebound or used as a parameter, `import protocol.codes`, a star import, and a module that
@@ -58,12 +61,13 @@ def _evaluate(node: ast.expr, names: dict[str, int], path: Path) -> int:
     return v
 
 
-def fold(text: str, module: str, consts: dict[str, dict[str, int]], shown: str) -> tuple[str, set[str]]:
+def fold(text: str, module: str, consts: dict[str, dict[str, int]], shown: str,
+         drop: bool = False) -> tuple[str, set[str]]:
     """The module's source with every folded name replaced by its value, and the names the module
-    no longer binds (what it imported from CONST_MODULES, or defines if it is one of them: its
-    definitions go too, as nothing on the board reads them any more)."""
+    no longer binds (what it imported from CONST_MODULES; with drop, a CONST_MODULE's own
+    definitions go too, its uses of them folded)."""
     tree = ast.parse(text, shown)
-    direct: dict[str, int] = dict(consts.get(module, {}))  # local name -> value
+    direct: dict[str, int] = dict(consts.get(module, {})) if drop else {}  # local name -> value
     aliases: dict[str, str] = {}     # local name of a const module -> module (from protocol import codes)
     edits: list[tuple[int, int, int, int, str]] = []
     defined = set()
@@ -118,6 +122,18 @@ def fold(text: str, module: str, consts: dict[str, dict[str, int]], shown: str) 
     return _apply(text, edits), set(direct)
 
 
+def _imports(text: str, shown: str) -> set[str]:
+    """The modules a source imports (`from a.b import c` counts a.b and a.b.c)."""
+    out = set()
+    for node in ast.walk(ast.parse(text, shown)):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            out.add(node.module)
+            out.update(f"{node.module}.{a.name}" for a in node.names)
+    return out
+
+
 def _only_folded(tree: ast.AST, alias: str, defs: dict[str, int]) -> bool:
     """Whether every use of a const module's local name is an attribute it folds."""
     parents = {}
@@ -168,7 +184,12 @@ def fold_modules(sources: dict[str, tuple[str, str]], consts: dict[str, dict[str
     every such use is listed in one BuildFailed."""
     folded, gone = {}, {}
     for mod, (text, shown) in sources.items():
-        folded[mod], gone[mod] = fold(text, mod, consts, shown)
+        if mod not in consts:
+            folded[mod], gone[mod] = fold(text, mod, consts, shown)
+    used = set().union(*(_imports(folded[m], sources[m][1]) for m in folded))
+    for mod, (text, shown) in sources.items():
+        if mod in consts:
+            folded[mod], gone[mod] = fold(text, mod, consts, shown, drop=mod in used)
     bad: list[tuple[str, str]] = []
     for mod, (text, shown) in sources.items():
         tree = ast.parse(text, shown)
