@@ -15,20 +15,21 @@ from protocol.errors import CborError
 MAX_DEPTH = 6
 
 
-def _head(out, major, n):
+def _head(out, m, n):
+    m <<= 5
     if n < 24:
-        out.append((major << 5) | n)
+        out.append(m | n)
     elif n < 0x100:
-        out.append((major << 5) | 24)
+        out.append(m | 24)
         out.append(n)
     elif n < 0x10000:
-        out.append((major << 5) | 25)
+        out.append(m | 25)
         out.extend(n.to_bytes(2, "big"))
     elif n < 0x100000000:
-        out.append((major << 5) | 26)
+        out.append(m | 26)
         out.extend(n.to_bytes(4, "big"))
     elif n < 0x10000000000000000:
-        out.append((major << 5) | 27)
+        out.append(m | 27)
         out.extend(n.to_bytes(8, "big"))
     else:
         raise CborError("integer too large for CBOR")
@@ -63,7 +64,7 @@ def _enc(out, v):
             kb = bytearray()
             _enc(kb, k)
             items.append((bytes(kb), v[k]))
-        items.sort(key=_first)
+        items.sort(key=lambda x: (len(x[0]), x[0]))
         _head(out, 5, len(items))
         for kb, x in items:
             out.extend(kb)
@@ -72,44 +73,14 @@ def _enc(out, v):
         raise CborError("cannot encode " + type(v).__name__)
 
 
-def _first(item):
-    return (len(item[0]), item[0])
-
-
 def dumps(v):
     out = bytearray()
     _enc(out, v)
     return bytes(out)
 
 
-def _arg(buf, i, ai, end):
-    """Read the argument of a head whose additional info is `ai`; returns (value, next index)."""
-    if ai < 24:
-        return ai, i
-    if ai == 24:
-        n = 1
-    elif ai == 25:
-        n = 2
-    elif ai == 26:
-        n = 4
-    elif ai == 27:
-        n = 8
-    elif ai == 31:
-        raise CborError("indefinite length at offset %d" % (i - 1))
-    else:
-        raise CborError("reserved additional info %d at offset %d" % (ai, i - 1))
-    if i + n > end:
-        raise CborError("truncated head at offset %d" % (i - 1))
-    v = int.from_bytes(bytes(buf[i : i + n]), "big")
-    if v < _MIN_FOR_WIDTH[n]:
-        raise CborError("non-shortest head at offset %d" % (i - 1))
-    return v, i + n
-
-
-_MIN_FOR_WIDTH = {1: 24, 2: 0x100, 4: 0x10000, 8: 0x100000000}
-
-
-def _dec(buf, i, end, depth):
+def _dec(buf, i, end, d):
+    """Decode the item at buf[i] nested d deep; returns (value, next index)."""
     if i >= end:
         raise CborError("truncated at offset %d" % i)
     ib = buf[i]
@@ -127,7 +98,27 @@ def _dec(buf, i, end, depth):
         if 25 <= ai <= 27:
             raise CborError("float at offset %d (not used by this protocol)" % start)
         raise CborError("simple value %d at offset %d" % (ai, start))
-    n, i = _arg(buf, i, ai, end)
+    if ai < 24:
+        n = ai
+    else:
+        if ai == 24:
+            w = 1
+        elif ai == 25:
+            w = 2
+        elif ai == 26:
+            w = 4
+        elif ai == 27:
+            w = 8
+        elif ai == 31:
+            raise CborError("indefinite length at offset %d" % start)
+        else:
+            raise CborError("reserved additional info %d at offset %d" % (ai, start))
+        if i + w > end:
+            raise CborError("truncated head at offset %d" % start)
+        n = int.from_bytes(bytes(buf[i : i + w]), "big")
+        if n < (24 if w == 1 else 1 << (4 * w)):
+            raise CborError("non-shortest head at offset %d" % start)
+        i += w
     if major == 0:
         return n, i
     if major == 1:
@@ -144,14 +135,14 @@ def _dec(buf, i, end, depth):
             raise CborError("invalid UTF-8 at offset %d" % start)
     if major == 6:
         raise CborError("tag at offset %d (tags are not used by this protocol)" % start)
-    if depth >= MAX_DEPTH:
+    if d >= MAX_DEPTH:
         raise CborError("nesting deeper than %d at offset %d" % (MAX_DEPTH, start))
     if major == 4:
         if n > end - i:
             raise CborError("array of %d items at offset %d exceeds the %d bytes left" % (n, start, end - i))
         out = []
         for _ in range(n):
-            v, i = _dec(buf, i, end, depth + 1)
+            v, i = _dec(buf, i, end, d + 1)
             out.append(v)
         return out, i
     # major 5: map
@@ -161,7 +152,7 @@ def _dec(buf, i, end, depth):
     prev = b""
     for _ in range(n):
         ks = i
-        k, i = _dec(buf, i, end, depth + 1)
+        k, i = _dec(buf, i, end, d + 1)
         tk = type(k)
         if tk is not int and tk is not str:
             raise CborError("map key of type %s at offset %d" % (tk.__name__, ks))
@@ -169,7 +160,7 @@ def _dec(buf, i, end, depth):
         if len(kb) < len(prev) or (len(kb) == len(prev) and kb <= prev):
             raise CborError("map key at offset %d is duplicate or out of order" % ks)
         prev = kb
-        v, i = _dec(buf, i, end, depth + 1)
+        v, i = _dec(buf, i, end, d + 1)
         out[k] = v
     return out, i
 

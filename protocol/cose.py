@@ -12,18 +12,24 @@ never over a re-encoding.
 import hashlib
 import sys
 
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):
+        return x
+
 from protocol import cbor
 from protocol.codes import DOWN, MAX_KID, UP  # noqa: F401  (cose.UP/DOWN: the direction in external_aad)
 from protocol.errors import EnvelopeError, TagError
 
-VERSION = 1
-
-ALG_HMAC_256_64 = 4
-PROTECTED = b"\xa1\x01\x04"
-TAG_LEN = 8
-MAX_SEQ = 0xFFFFFFFF
-
-_MAC0_PREFIX = b"\x84\x64MAC0\x43" + PROTECTED
+# Private consts are folded where used and never interned on a device; the host's public names
+# for them (TAG_LEN, MAX_SEQ, PROTECTED, ...) come from protocol.cose_host.
+_ALG_HMAC_256_64 = const(4)
+_PROTECTED = const(b"\xa1\x01\x04")
+_TAG_LEN = const(8)
+_MAX_SEQ = const(0xFFFFFFFF)
+_MAC0_PREFIX = const(b"\x84\x64MAC0\x43\xa1\x01\x04")
+_LEAD = const(b"\x84\x43\xa1\x01\x04\xa2\x04")
 
 
 def _bhead(n):
@@ -36,7 +42,7 @@ def _bhead(n):
 
 def piv_bytes(seq):
     """Partial IV: the sequence number big-endian without leading zeros (0 is one zero byte)."""
-    if seq < 0 or seq > MAX_SEQ:
+    if seq < 0 or seq > _MAX_SEQ:
         raise EnvelopeError("sequence number %d out of range" % seq)
     n = 1
     while seq >> (8 * n):
@@ -46,22 +52,15 @@ def piv_bytes(seq):
 
 def external_aad(direction, kid, seq):
     """CBOR [version, direction, kid, piv]: what binds the unprotected header to the tag."""
-    return _aad(direction, kid, piv_bytes(seq))
-
-
-def _aad(direction, kid, piv):
-    # The deterministic CBOR of [1, direction, kid, piv], written out: this runs per frame.
+    piv = piv_bytes(seq)
+    # the deterministic CBOR of [1, direction, kid, piv], written out
     return b"\x84\x01" + (b"\x01" if direction else b"\x00") + _bhead(len(kid)) + kid + _bhead(len(piv)) + piv
-
-
-def mac_structure(aad, payload):
-    return _MAC0_PREFIX + _bhead(len(aad)) + aad + _bhead(len(payload)) + payload
 
 
 def ct_equal(a, b):
     """Compare two tags in time that does not depend on where they differ.
 
-    MicroPython has no hmac.compare_digest; CPython's (in C) replaces this below.
+    MicroPython has no hmac.compare_digest; CPython's (in C) replaces this (protocol.cose_host).
     """
     if len(a) != len(b):
         return False
@@ -75,7 +74,7 @@ class Mac:
     """HMAC-SHA256 truncated to 64 bits for one key (RFC 2104 built on hashlib.sha256).
 
     MicroPython has no hmac module and no sha256.copy(): a device hashes the padded
-    key per message. CPython's Mac (below) copies hash states instead.
+    key per message. CPython's Mac (protocol.cose_host) copies hash states instead.
     """
 
     def __init__(self, key):
@@ -100,55 +99,11 @@ class Mac:
         o.update(h.digest())
         return o.digest()
 
-    def tag(self, direction, kid, seq, payload):
-        return self.digest(mac_structure(external_aad(direction, kid, seq), payload))[:TAG_LEN]
-
     def tag_piv(self, direction, kid, piv, payload):
         # [ "MAC0", protected, bstr([1, dir, kid, piv]), payload ] with every head written out
         return self.digest(b"".join((_MAC0_PREFIX, _bhead(5 + len(kid) + len(piv)),
                                      b"\x84\x01\x01" if direction else b"\x84\x01\x00", _bhead(len(kid)), kid,
-                                     _bhead(len(piv)), piv, _bhead(len(payload)), payload)))[:TAG_LEN]
-
-
-if sys.implementation.name == "cpython":  # a device never builds these: its heap holds only the portable Mac
-    from hmac import compare_digest as ct_equal  # noqa: F811
-
-    _HEADS = [bytes((0x40 | n,)) for n in range(24)]
-
-    class Mac(Mac):  # noqa: F811
-        """The same Mac with the padded key states hashed once and copied per message, which
-        doubles throughput; the state after key pad and MAC structure lead is kept per
-        (direction, kid, Partial IV length)."""
-
-        def __init__(self, key):
-            super().__init__(key)
-            self._inner = hashlib.sha256(self._ik)
-            self._outer = hashlib.sha256(self._ok)
-            self._lead = {}
-
-        def digest(self, msg):
-            h = self._inner.copy()
-            h.update(msg)
-            o = self._outer.copy()
-            o.update(h.digest())
-            return o.digest()
-
-        def tag_piv(self, direction, kid, piv, payload):
-            k = len(kid)
-            p = len(piv)
-            key = (direction, kid, p)
-            h = self._lead.get(key)
-            if h is None:
-                h = self._inner.copy()
-                h.update(b"".join((_MAC0_PREFIX, _HEADS[5 + k + p], b"\x84\x01\x01" if direction else b"\x84\x01\x00",
-                                   _HEADS[k], kid, _HEADS[p])))
-                if len(self._lead) < 32:
-                    self._lead[key] = h
-            h = h.copy()
-            h.update(piv + _bhead(len(payload)) + payload)
-            o = self._outer.copy()
-            o.update(h.digest())
-            return o.digest()[:TAG_LEN]
+                                     _bhead(len(piv)), piv, _bhead(len(payload)), payload)))[:_TAG_LEN]
 
 
 def seal(mac, direction, kid, seq, payload):
@@ -156,9 +111,9 @@ def seal(mac, direction, kid, seq, payload):
     if not 1 <= len(kid) <= MAX_KID:
         raise EnvelopeError("kid must be 1 to %d bytes" % MAX_KID)
     piv = piv_bytes(seq)
-    t = mac.tag(direction, kid, seq, payload)
+    t = mac.tag_piv(direction, kid, piv, payload)
     return (
-        b"\x84\x43" + PROTECTED + b"\xa2\x04" + _bhead(len(kid)) + kid + b"\x06" + _bhead(len(piv)) + piv
+        b"\x84\x43" + _PROTECTED + b"\xa2\x04" + _bhead(len(kid)) + kid + b"\x06" + _bhead(len(piv)) + piv
         + _bhead(len(payload)) + payload + b"\x48" + t
     )
 
@@ -182,56 +137,44 @@ class Envelope:
             raise TagError("tag does not verify for kid %r" % (self.kid,))
 
 
-_LEAD = b"\x84\x43\xa1\x01\x04\xa2\x04"
-
-
-def _canonical(env):
-    """Slice an envelope laid out exactly as seal() writes it; None if it is laid out otherwise.
-
-    This is the hot path in both VMs: no CBOR decoder, no allocation but the fields.
-    """
-    n = len(env)
-    if n < 18 or env[:7] != _LEAD:
-        return None
-    k = env[7] - 0x40
-    i = 8 + k
-    if not 1 <= k <= MAX_KID or env[i] != 0x06:
-        return None
-    p = env[i + 1] - 0x40
-    if not 1 <= p <= 4:
-        return None
-    j = i + 2 + p
-    piv = env[i + 2 : j]
-    if (p > 1 and piv[0] == 0) or j >= n:
-        return None
-    h = env[j]
-    if h < 0x58:
-        m = h - 0x40
-        j += 1
-    elif h == 0x58 and j + 1 < n and env[j + 1] >= 24:
-        m = env[j + 1]
-        j += 2
-    else:
-        return None
-    if m < 0 or j + m + 9 != n or env[j + m] != 0x48:
-        return None
-    return Envelope(env[8:i], piv, env[j : j + m], env[j + m + 1 :])
-
-
 def parse(envelope):
     """Check the envelope's structure and return an Envelope; no key needed yet.
 
-    Only the deterministic layout is accepted. Anything else is decoded with the
-    strict CBOR decoder just to say precisely what is wrong.
+    Only the deterministic layout is accepted, sliced as seal() writes it: the hot path in both
+    VMs, no CBOR decoder, no allocation but the fields. Anything else is decoded with the strict
+    CBOR decoder just to say precisely what is wrong.
     """
-    e = _canonical(envelope)
-    if e is not None:
-        return e
+    env = envelope
+    n = len(env)
+    while n >= 18 and env[:7] == _LEAD:  # one pass: each break means "not the deterministic layout"
+        k = env[7] - 0x40
+        i = 8 + k
+        if not 1 <= k <= MAX_KID or env[i] != 0x06:
+            break
+        p = env[i + 1] - 0x40
+        if not 1 <= p <= 4:
+            break
+        j = i + 2 + p
+        piv = env[i + 2 : j]
+        if (p > 1 and piv[0] == 0) or j >= n:
+            break
+        h = env[j]
+        if h < 0x58:
+            m = h - 0x40
+            j += 1
+        elif h == 0x58 and j + 1 < n and env[j + 1] >= 24:
+            m = env[j + 1]
+            j += 2
+        else:
+            break
+        if m < 0 or j + m + 9 != n or env[j + m] != 0x48:
+            break
+        return Envelope(env[8:i], piv, env[j : j + m], env[j + m + 1 :])
     v = cbor.loads(envelope)
     if type(v) is not list or len(v) != 4:
         raise EnvelopeError("not a COSE_Mac0 array of 4")
     prot, unprot, payload, tag = v
-    if type(prot) is not bytes or prot != PROTECTED:
+    if type(prot) is not bytes or prot != _PROTECTED:
         raise EnvelopeError("protected header must be {1: 4} (HMAC 256/64)")
     if type(unprot) is not dict or len(unprot) != 2 or 4 not in unprot or 6 not in unprot:
         raise EnvelopeError("unprotected header must hold exactly kid (4) and Partial IV (6)")
@@ -243,6 +186,10 @@ def parse(envelope):
         raise EnvelopeError("Partial IV must be 1 to 4 bytes without leading zeros")
     if type(payload) is not bytes:
         raise EnvelopeError("payload must be a bstr")
-    if type(tag) is not bytes or len(tag) != TAG_LEN:
-        raise EnvelopeError("tag must be %d bytes" % TAG_LEN)
+    if type(tag) is not bytes or len(tag) != _TAG_LEN:
+        raise EnvelopeError("tag must be %d bytes" % _TAG_LEN)
     raise EnvelopeError("envelope is not in the deterministic layout")
+
+
+if sys.implementation.name != "micropython":  # a device never loads the host's faster Mac nor its names
+    from protocol.cose_host import *  # noqa: E402,F401,F403

@@ -208,7 +208,7 @@ def _other(name, kind, lo, hi, x, payload, pos):
     tx = type(x)
     if (tx is bytes and kind == _Y) or (tx is str and kind == _T):
         try:
-            messages._check(name, "", kind, lo, hi, x)
+            messages._check(name, ("", kind, lo, hi), x)
         except Exception:  # noqa: BLE001 - the portable path names it
             return -1
         m = 0x40 if tx is bytes else 0x60
@@ -220,7 +220,7 @@ def _other(name, kind, lo, hi, x, payload, pos):
                 return pos + size + a
     if tx is list and kind == _W:
         try:
-            messages._check(name, "", kind, lo, hi, x)
+            messages._check(name, ("", kind, lo, hi), x)
             n = _shortest_len(x, 1)
         except Exception:  # noqa: BLE001
             return -1

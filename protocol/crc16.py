@@ -6,12 +6,18 @@ building it at import cost every wake from deep sleep milliseconds and ~9 KB of 
 """
 
 try:
-    from binascii import crc_hqx as _hqx
-except ImportError:
-    _hqx = None
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):
+        return x
 
-if _hqx is None:
-    _TABLE = (
+try:
+    from binascii import crc_hqx
+except ImportError:
+    crc_hqx = None
+
+if crc_hqx is None:
+    _TABLE = const(
     b"\x00\x00\x10\x21\x20\x42\x30\x63\x40\x84\x50\xa5\x60\xc6\x70\xe7\x81\x08\x91\x29\xa1\x4a\xb1\x6b"
     b"\xc1\x8c\xd1\xad\xe1\xce\xf1\xef\x12\x31\x02\x10\x32\x73\x22\x52\x52\xb5\x42\x94\x72\xf7\x62\xd6"
     b"\x93\x39\x83\x18\xb3\x7b\xa3\x5a\xd3\xbd\xc3\x9c\xf3\xff\xe3\xde\x24\x62\x34\x43\x04\x20\x14\x01"
@@ -45,4 +51,4 @@ if _hqx is None:
 else:
 
     def crc16(data, crc=0xFFFF):
-        return _hqx(data, crc)
+        return crc_hqx(data, crc)

@@ -54,9 +54,9 @@ class Deframer:
     delimiters cannot grow memory.
     """
 
-    def __init__(self, max_frame=MAX_FRAME):
-        self._buf = bytearray(max_frame)
-        self._max = max_frame
+    def __init__(self, n=MAX_FRAME):
+        self._buf = bytearray(n)
+        self._max = n
         self._n = 0
         self._overflow = 0
 

@@ -23,33 +23,30 @@ from protocol.errors import CborError, SchemaError, UnknownTypeError
 
 BOTH = const(2)
 
-# Field kinds.
-U = const(0)  # unsigned int in [lo, hi]
-I = const(1)  # int in [lo, hi]
-N = const(2)  # int in [lo, hi] or None (null: "not measured", never a fake 0)
-B = const(3)  # bool
-T = const(4)  # text of at most hi UTF-8 bytes
-Y = const(5)  # bytes, lo..hi long
-W = const(6)  # curfew windows: at most hi entries [start_min, end_min, max_level]
-C = const(7)  # config map: at most hi entries, text key (<= 12 bytes) -> int | text (<= 32) | bool
+# Field kinds: private consts, folded where used (the host's public U, I, ... come from
+# protocol.messages_host).
+_U = const(0)  # unsigned int in [lo, hi]
+_I = const(1)  # int in [lo, hi]
+_N = const(2)  # int in [lo, hi] or None (null: "not measured", never a fake 0)
+_B = const(3)  # bool
+_T = const(4)  # text of at most hi UTF-8 bytes
+_Y = const(5)  # bytes, lo..hi long
+_W = const(6)  # curfew windows: at most hi entries [start_min, end_min, max_level]
+_C = const(7)  # config map: at most hi entries, text key (<= 12 bytes) -> int | text (<= 32) | bool
 
-U32 = 0xFFFFFFFF
+_U32 = const(0xFFFFFFFF)
 NACK_FIELD_MAX = const(11)
 """A nack names its field in at most 11 bytes (longer names are cut), so a nack fits UP_PAYLOAD_MAX."""
-U40 = (1 << 40) - 1
-I32 = 0x7FFFFFFF
+_U40 = const((1 << 40) - 1)
+_I32 = const(0x7FFFFFFF)
 
-# the role names a config's "role" and a firmware package carry
+# the role names a config's "role" and a firmware package carry (ROLES, the reverse, is host-only)
 ROLE_IDS = {"container_sensor": ROLE_CONTAINER_SENSOR, "light_pole": ROLE_LIGHT_POLE, "locker": ROLE_LOCKER}
-ROLES = {}
-for _r in ROLE_IDS:
-    ROLES[ROLE_IDS[_r]] = _r
-del _r
 
-UP_PAYLOAD_MAX = const(20)
-"""Largest uplink payload: with an 8-byte id and a sequence number below 2**24 the envelope
-is at most 51 bytes, a LoRaWAN EU868 DR0 payload (SPEC 3, Size). Every legal uplink message
-fits; encode() refuses anything larger."""
+_UP_PAYLOAD_MAX = const(20)
+"""Largest uplink payload (UP_PAYLOAD_MAX on a host): with an 8-byte id and a sequence number below
+2**24 the envelope is at most 51 bytes, a LoRaWAN EU868 DR0 payload (SPEC 3, Size). Every legal
+uplink message fits; encode() refuses anything larger."""
 
 # The schemas, compact: a device holds them as one bytes constant, a list and a tuple, not as ~140
 # tuples built at import. Per message: code, direction, name index, field count; per field: name
@@ -67,8 +64,8 @@ _NAMES = [
     'reason', 'values', 'delay', 'uid', 'off', 'kind', 'mpy', 'size', 'sha', 'data',
 ]
 _BOUNDS = (
-    -I32 - 1, -0x10000, -40, 0, 1, 3, 4, 8, NACK_FIELD_MAX, 15, 16, 23, 32, 100, 125, UPD_CHUNK_MAX, 255, 3600,
-    60000, 0xFFFF, 86400, 600000, 999999, UPD_SIZE_MAX - 1, UPD_SIZE_MAX, I32, U32, U40,
+    -_I32 - 1, -0x10000, -40, 0, 1, 3, 4, 8, NACK_FIELD_MAX, 15, 16, 23, 32, 100, 125, UPD_CHUNK_MAX, 255, 3600,
+    60000, 0xFFFF, 86400, 600000, 999999, UPD_SIZE_MAX - 1, UPD_SIZE_MAX, _I32, _U32, _U40,
 )
 _S = (
     # 1 hello UP: role U 1..3, fw U 0..999999, caps U 0..65535, nonce Y 8..8
@@ -131,23 +128,7 @@ _S = (
     b"\xb5\x01\x19\x01\x47\x00\x04\x1a"
 )
 
-# Events the gateway must acknowledge (the device retransmits them until it does).
-ACKED_UP = ("hello", "motion", "door", "alarm", "fault", "access")
-
-
 _MAX_TEXT = const(32)
-
-
-def _at(code):
-    """Offset of message `code`'s entry in _S, or -1."""
-    t = _S
-    o = 0
-    n = len(t)
-    while o < n:
-        if t[o] == code:
-            return o
-        o += 4 + 4 * t[o + 3]
-    return -1
 
 
 def _code(name):
@@ -165,69 +146,70 @@ def _code(name):
 def _schema(code):
     """(name, direction, ((field, kind, lo, hi), ...)) of message `code`, or None: built per call on a
     device (a few short-lived tuples instead of the whole table held for good); a host reads SCHEMAS."""
-    o = _at(code)
-    if o < 0:
-        return None
     t = _S
-    return (_NAMES[t[o + 2]], t[o + 1], tuple(
-        (_NAMES[t[p]], t[p + 1], _BOUNDS[t[p + 2]], _BOUNDS[t[p + 3]]) for p in range(o + 4, o + 4 + 4 * t[o + 3], 4)))
+    o = 0
+    n = len(t)
+    while o < n:
+        if t[o] == code:
+            return (_NAMES[t[o + 2]], t[o + 1], tuple(
+                (_NAMES[t[p]], t[p + 1], _BOUNDS[t[p + 2]], _BOUNDS[t[p + 3]])
+                for p in range(o + 4, o + 4 + 4 * t[o + 3], 4)))
+        o += 4 + 4 * t[o + 3]
+    return None
 
 
-def _bad(name, field, why):
-    return SchemaError("%s.%s %s" % (name, field, why), field)
+def _bad(name, field, s):
+    return SchemaError("%s.%s %s" % (name, field, s), field)
 
 
-def _check(name, fname, kind, lo, hi, v):
+def _check(name, f, v):
+    """Raise SchemaError unless v is a legal value for field f = (field, kind, lo, hi) of message `name`."""
+    field, kind, lo, hi = f
     tv = type(v)
-    if kind == U or kind == I or (kind == N and v is not None):
+    if kind == _U or kind == _I or (kind == _N and v is not None):
         if tv is not int:
-            raise _bad(name, fname, "must be an integer")
+            raise _bad(name, field, "must be an integer")
         if v < lo or v > hi:
-            raise _bad(name, fname, "%d out of range %d..%d" % (v, lo, hi))
-    elif kind == B:
+            raise _bad(name, field, "%d out of range %d..%d" % (v, lo, hi))
+    elif kind == _B:
         if tv is not bool:
-            raise _bad(name, fname, "must be a bool")
-    elif kind == T:
+            raise _bad(name, field, "must be a bool")
+    elif kind == _T:
         if tv is not str:
-            raise _bad(name, fname, "must be text")
+            raise _bad(name, field, "must be text")
         if len(v.encode("utf-8")) > hi:
-            raise _bad(name, fname, "longer than %d bytes" % hi)
-    elif kind == Y:
+            raise _bad(name, field, "longer than %d bytes" % hi)
+    elif kind == _Y:
         if tv is not bytes:
-            raise _bad(name, fname, "must be bytes")
+            raise _bad(name, field, "must be bytes")
         if not lo <= len(v) <= hi:
-            raise _bad(name, fname, "must be %d..%d bytes" % (lo, hi))
-    elif kind == W:
+            raise _bad(name, field, "must be %d..%d bytes" % (lo, hi))
+    elif kind == _W:
         if tv is not list or len(v) > hi:
-            raise _bad(name, fname, "must be a list of at most %d windows" % hi)
+            raise _bad(name, field, "must be a list of at most %d windows" % hi)
         for w in v:
             if type(w) is not list or len(w) != 3:
-                raise _bad(name, fname, "window must be [start_min, end_min, max_level]")
+                raise _bad(name, field, "window must be [start_min, end_min, max_level]")
             for j in range(3):
                 x = w[j]
                 if type(x) is not int or x < 0 or x > (100 if j == 2 else 1439):
-                    raise _bad(name, fname, "window value out of range")
-    elif kind == C:
+                    raise _bad(name, field, "window value out of range")
+    elif kind == _C:
         if tv is not dict or len(v) > hi:
-            raise _bad(name, fname, "must be a map of at most %d entries" % hi)
+            raise _bad(name, field, "must be a map of at most %d entries" % hi)
         for k in v:
             if type(k) is not str or not 0 < len(k) <= MAX_CONFIG_KEY:
-                raise _bad(name, fname, "keys must be text of 1..%d bytes" % MAX_CONFIG_KEY)
+                raise _bad(name, field, "keys must be text of 1..%d bytes" % MAX_CONFIG_KEY)
             x = v[k]
             tx = type(x)
             if tx is str:
                 if len(x) > _MAX_TEXT:
                     raise _bad(name, k, "text longer than %d" % _MAX_TEXT)
             elif tx is int:
-                if x < -I32 - 1 or x > U32:
+                if x < -_I32 - 1 or x > _U32:
                     raise _bad(name, k, "integer out of range")
             elif tx is not bool:
                 raise _bad(name, k, "must be int, text or bool")
-
-
-def _lists(v):
-    """JSON gives tuples back as lists already; make curfew windows plain lists."""
-    return [list(w) for w in v]
 
 
 def encode(msg):
@@ -241,29 +223,22 @@ def encode(msg):
     _, d, fields = _schema(code)
     if len(msg) != len(fields) + 1:
         for k in msg:
-            if k != "type" and not _has(fields, k):
+            if k != "type" and not any(f[0] == k for f in fields):
                 raise _bad(name, k, "is not a field of this message")
     out = [code]
-    for fname, kind, lo, hi in fields:
-        if fname not in msg:
-            raise _bad(name, fname, "is missing")
-        v = msg[fname]
-        if kind == W and type(v) in (list, tuple):
-            v = _lists(v)
-        _check(name, fname, kind, lo, hi, v)
+    for f in fields:
+        if f[0] not in msg:
+            raise _bad(name, f[0], "is missing")
+        v = msg[f[0]]
+        if f[1] == _W and type(v) in (list, tuple):
+            v = [list(w) for w in v]  # JSON gives tuples back as lists already; make windows plain lists
+        _check(name, f, v)
         out.append(v)
     payload = cbor.dumps(out)
-    if len(payload) > UP_PAYLOAD_MAX and d != DOWN:
+    if len(payload) > _UP_PAYLOAD_MAX and d != DOWN:
         raise SchemaError("%s payload of %d bytes exceeds the uplink limit of %d" % (name, len(payload),
-                                                                                       UP_PAYLOAD_MAX), "type")
+                                                                                       _UP_PAYLOAD_MAX), "type")
     return payload
-
-
-def _has(fields, k):
-    for f in fields:
-        if f[0] == k:
-            return True
-    return False
 
 
 def decode(payload, direction=None, loads=None):
@@ -293,12 +268,12 @@ def from_list(v, direction=None):
         raise SchemaError("%s has %d fields, expected %d" % (name, len(v) - 1, len(fields)))
     msg = {"type": name}
     i = 1
-    for fname, kind, lo, hi in fields:
+    for f in fields:
         x = v[i]
         i += 1
-        if kind > I or type(x) is not int or x < lo or x > hi:
-            _check(name, fname, kind, lo, hi, x)
-        msg[fname] = x
+        if f[1] > _I or type(x) is not int or x < f[2] or x > f[3]:
+            _check(name, f, x)
+        msg[f[0]] = x
     return msg
 
 
@@ -309,16 +284,5 @@ def direction_of(name):
     return _schema(code)[1]
 
 
-if sys.implementation.name != "micropython":
-    SCHEMAS = {}
-    """The contract on a host as {code: (name, direction, ((field, kind, lo, hi), ...))}, derived
-    once from _S; lookups read it instead of the table (a device looks up one message at a time)."""
-    _o = 0
-    while _o < len(_S):
-        SCHEMAS[_S[_o]] = _schema(_S[_o])
-        _o += 4 + 4 * _S[_o + 3]
-    TYPES = {}
-    for _c in SCHEMAS:
-        TYPES[SCHEMAS[_c][0]] = _c
-    _schema = SCHEMAS.get
-    _code = TYPES.get
+if sys.implementation.name != "micropython":  # a device never interns the host's tables and names
+    from protocol.messages_host import *  # noqa: E402,F401,F403

@@ -63,9 +63,9 @@ class SeqCounter:
         self._ceiling = self.next
         self._persist(self.next + k)
 
-    def _persist(self, ceiling):
-        self._store(ceiling)
-        self._ceiling = ceiling
+    def _persist(self, n):
+        self._store(n)
+        self._ceiling = n
 
     def take(self):
         n = self.next

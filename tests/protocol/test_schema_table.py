@@ -56,3 +56,14 @@ def test_the_table_holds_every_message_once_and_nothing_else():
     assert o == len(t)
     assert sorted(seen) == sorted(set(seen)) == sorted(messages.SCHEMAS)
     assert len(set(messages.TYPES)) == len(messages.SCHEMAS)
+
+
+def test_the_host_names_match_the_device_private_consts():
+    """messages_host and cose_host give a host the names a device keeps as private const()s; same values."""
+    from protocol import cose
+    assert (messages.U, messages.I, messages.N, messages.B, messages.T, messages.Y, messages.W, messages.C) == \
+        tuple(range(8))
+    assert (messages.U32, messages.U40, messages.I32, messages.UP_PAYLOAD_MAX) == (2**32 - 1, 2**40 - 1, 2**31 - 1, 20)
+    assert (cose.TAG_LEN, cose.MAX_SEQ, cose.PROTECTED, cose.ALG_HMAC_256_64) == (8, 0xFFFFFFFF, b"\xa1\x01\x04", 4)
+    assert cose._MAC0_PREFIX == b"\x84\x64MAC0\x43" + cose.PROTECTED and cose._LEAD == b"\x84\x43" + cose.PROTECTED + b"\xa2\x04"
+    assert messages.ROLES == {v: k for k, v in messages.ROLE_IDS.items()}
