@@ -4,6 +4,8 @@ Removes every 0x00 from a frame body so 0x00 can delimit frames. Overhead is one
 byte per started 254 bytes. On CPython the `cobs` C extension is used when present.
 """
 
+import sys
+
 from protocol.errors import CobsError
 
 
@@ -59,19 +61,5 @@ def decode(data):
     return bytes(out)
 
 
-try:
-    import sys
-
-    if sys.implementation.name == "cpython":
-        from cobs import cobs as _c
-
-        def _fast_decode(data):
-            try:
-                return _c.decode(data)
-            except _c.DecodeError as e:
-                raise CobsError(str(e))
-
-        encode = _c.encode  # noqa: F811
-        decode = _fast_decode  # noqa: F811
-except ImportError:
-    pass
+if sys.implementation.name != "micropython":  # the C extension where installed; a device interns none of it
+    from protocol.cobs_host import *  # noqa: E402,F401,F403

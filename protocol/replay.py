@@ -60,17 +60,14 @@ class SeqCounter:
         self.k = k
         c = load()
         self.next = c if c is not None else 0
-        self._ceiling = self.next
-        self._persist(self.next + k)
-
-    def _persist(self, n):
-        self._store(n)
-        self._ceiling = n
+        self._ceiling = self.next + k
+        store(self._ceiling)
 
     def take(self):
         n = self.next
         if n >= self._ceiling:
-            self._persist(n + self.k)
+            self._store(n + self.k)
+            self._ceiling = n + self.k
         self.next = n + 1
         return n
 
@@ -78,4 +75,5 @@ class SeqCounter:
         """Continue at >= floor (a resync from the gateway); persisted at once."""
         if floor > self.next:
             self.next = floor
-        self._persist(self.next + self.k)
+        self._store(self.next + self.k)
+        self._ceiling = self.next + self.k

@@ -65,5 +65,6 @@ def test_the_host_names_match_the_device_private_consts():
         tuple(range(8))
     assert (messages.U32, messages.U40, messages.I32, messages.UP_PAYLOAD_MAX) == (2**32 - 1, 2**40 - 1, 2**31 - 1, 20)
     assert (cose.TAG_LEN, cose.MAX_SEQ, cose.PROTECTED, cose.ALG_HMAC_256_64) == (8, 0xFFFFFFFF, b"\xa1\x01\x04", 4)
-    assert cose._MAC0_PREFIX == b"\x84\x64MAC0\x43" + cose.PROTECTED and cose._LEAD == b"\x84\x43" + cose.PROTECTED + b"\xa2\x04"
+    assert cose._MAC0_PREFIX == b"\x84\x64MAC0\x43" + cose.PROTECTED
+    assert cose._LEAD == b"\x84\x43" + cose.PROTECTED + b"\xa2\x04"
     assert messages.ROLES == {v: k for k, v in messages.ROLE_IDS.items()}
