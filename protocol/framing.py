@@ -70,19 +70,17 @@ class Deframer:
         while start < end:
             z = data.find(b"\x00", start)
             if z < 0:
-                self._hold(data, start, end)
-                return
-            if self._n == 0 and self._overflow == 0:
-                if z > start:
-                    if z - start < self._max:
-                        try:
-                            yield decode_frame(data[start:z]), None
-                        except FrameError as e:
-                            yield None, e
-                    else:
-                        yield None, OversizeError("%d bytes without a delimiter exceed %d" % (z - start + 1, self._max))
-            else:
-                self._hold(data, start, z)
+                z = end  # no delimiter yet: hold the rest
+            if z == end or self._n or self._overflow:
+                k = z - start  # held up to MAX_FRAME - 1 bytes in all; beyond that only counted
+                n = self._n
+                if self._overflow or n + k > self._max - 1:
+                    self._overflow += k
+                else:
+                    self._buf[n : n + k] = data[start:z]
+                    self._n = n + k
+                if z == end:
+                    return
                 n = self._n
                 over = self._overflow
                 self._n = 0
@@ -94,16 +92,15 @@ class Deframer:
                         yield decode_frame(bytes(self._buf[:n])), None
                     except FrameError as e:
                         yield None, e
+            elif z > start:
+                if z - start < self._max:
+                    try:
+                        yield decode_frame(data[start:z]), None
+                    except FrameError as e:
+                        yield None, e
+                else:
+                    yield None, OversizeError("%d bytes without a delimiter exceed %d" % (z - start + 1, self._max))
             start = z + 1
-
-    def _hold(self, data, start, end):
-        k = end - start
-        n = self._n
-        if self._overflow or n + k > self._max - 1:
-            self._overflow += k
-            return
-        self._buf[n : n + k] = data[start:end]
-        self._n = n + k
 
     @property
     def pending(self):

@@ -159,7 +159,7 @@ def _schema(code):
 
 
 def _bad(name, field, s):
-    return SchemaError("%s.%s %s" % (name, field, s), field)
+    return SchemaError(name + "." + field + " " + s, field)
 
 
 def _check(name, f, v):
