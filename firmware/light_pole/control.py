@@ -27,39 +27,31 @@ class Controller:
         self.fader = Fader(0)
         self.state = LS_DAY
         self.safe = False
-        self._full_until = now
-        self._full = False
-        self._pre_level = 0
-        self._pre_until = now
-        self._pre = False
-        self._man_level = 0
-        self._man_until = now
-        self._man = False
-        self._man_timed = False
+        self._full = None  # presence: ticks its hold ends
+        self._pre = None  # prelight: (level, ticks it ends)
+        self._man = None  # light_set: (level, ticks it ends, or None until changed)
 
     # -- inputs from commands -------------------------------------------------------
-    def set_manual(self, level, hold_s, now):
-        """light_set: for hold_s seconds, or with 0 until changed (another light_set, a
+    def set_manual(self, level, hold, now):
+        """light_set: for hold seconds, or with 0 until changed (another light_set, a
         light_profile, autonomy or a reboot: it is not persisted)."""
-        self._man_level = level
-        self._man = True
-        self._man_timed = hold_s > 0
-        self._man_until = ticks_add(now, hold_s * 1000)
+        self._man = (level, ticks_add(now, hold * 1000) if hold > 0 else None)
 
-    def prelight(self, level, hold_s, now):
-        if self._pre and ticks_diff(self._pre_until, now) > 0 and self._pre_level > level:
-            level = self._pre_level
-        self._pre_level = level
-        self._pre = hold_s > 0
-        self._pre_until = ticks_add(now, hold_s * 1000)
+    def prelight(self, level, hold, now):
+        p = self._pre
+        if p is not None and ticks_diff(p[1], now) > 0 and p[0] > level:
+            level = p[0]
+        self._pre = (level, ticks_add(now, hold * 1000)) if hold > 0 else None
 
     def clear_manual(self):
-        self._man = False
+        self._man = None
 
     def overridden(self, now):
         """A gateway decision (light_set, prelight) is in force."""
-        return (self._man and (not self._man_timed or ticks_diff(self._man_until, now) > 0)) or \
-            (self._pre and ticks_diff(self._pre_until, now) > 0)
+        m = self._man
+        p = self._pre
+        return (m is not None and (m[1] is None or ticks_diff(m[1], now) > 0)) or \
+            (p is not None and ticks_diff(p[1], now) > 0)
 
     # -- the step -------------------------------------------------------------------
     def update(self, now, night, present, autonomous=False, minute=None):
@@ -70,37 +62,38 @@ class Controller:
         p = self.profile
         if night is None:
             night = True
-        if self._man and self._man_timed and ticks_diff(self._man_until, now) <= 0:
-            self._man = False
-        if self._pre and ticks_diff(self._pre_until, now) <= 0:
-            self._pre = False
+        m = self._man
+        if m is not None and m[1] is not None and ticks_diff(m[1], now) <= 0:
+            m = self._man = None
+        pre = self._pre
+        if pre is not None and ticks_diff(pre[1], now) <= 0:
+            pre = self._pre = None
         if present:
-            self._full = True
-            self._full_until = ticks_add(now, p.hold * 1000)
-        elif self._full and ticks_diff(self._full_until, now) <= 0:
-            self._full = False
+            self._full = ticks_add(now, p.hold * 1000)
+        elif self._full is not None and ticks_diff(self._full, now) <= 0:
+            self._full = None
 
         if self.safe:
             lvl = max(p.base, self.safe_level) if night else 0
             state = LS_SAFE
         elif autonomous and night:
-            self._man = False
-            self._pre = False
+            self._man = None
+            self._pre = None
             floor = max(p.base, self.safe_level)
-            lvl = max(floor, p.full) if self._full else floor
+            lvl = max(floor, p.full) if self._full is not None else floor
             lvl = max(min(lvl, p.cap(minute)), floor)
             state = LS_AUTONOMOUS
         else:
             if night:
                 lvl, state = p.base, LS_BASE
-                if self._pre and self._pre_level > lvl:
-                    lvl, state = self._pre_level, LS_PRELIGHT
-                if self._full and p.full >= lvl:
+                if pre is not None and pre[0] > lvl:
+                    lvl, state = pre[0], LS_PRELIGHT
+                if self._full is not None and p.full >= lvl:
                     lvl, state = p.full, LS_FULL
             else:
                 lvl, state = 0, LS_DAY
-            if self._man:
-                lvl = self._man_level
+            if m is not None:
+                lvl = m[0]
                 state = LS_FULL if lvl > p.base else (LS_BASE if lvl else LS_DAY)
             if lvl > p.max:
                 lvl = p.max

@@ -17,8 +17,7 @@ class DayNight:
         self.light_above = light_above
         self.dwell_ms = dwell_ms
         self.night = None  # unknown until the first reading
-        self._since = 0
-        self._leaving = False
+        self._since = None  # ticks the reading went to the other side, or None while it stays
 
     def feed(self, raw, now):
         """Take one reading; return the (possibly new) night flag."""
@@ -27,11 +26,10 @@ class DayNight:
             return self.night
         other = raw > self.light_above if self.night else raw < self.dark_below
         if not other:
-            self._leaving = False
-        elif not self._leaving:
-            self._leaving = True
+            self._since = None
+        elif self._since is None:
             self._since = now
         elif ticks_diff(now, self._since) >= self.dwell_ms:
             self.night = not self.night
-            self._leaving = False
+            self._since = None
         return self.night

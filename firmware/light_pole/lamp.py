@@ -9,6 +9,12 @@ lamp is reported per episode, not per sample.
 """
 from common.ticks import ticks_diff
 
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):  # type: ignore[misc]  # the stub's const is generic
+        return x
+
 OK = 0
 OPEN = 1    # too little current for the duty
 SHORT = 2   # too much current
@@ -16,34 +22,22 @@ STUCK = 3   # current while commanded off
 
 KIND_NAMES = ("ok", "open", "short", "stuck_on")
 
+_MIN_MA = const(30)  # below this a lamp cannot be told from sensor noise
+
 
 class LampMonitor:
-    def __init__(self, nominal_ma, settle_ms=2000, confirm=3, min_check_ma=30):
+    def __init__(self, nominal_ma, settle_ms=2000, confirm=3):
         self.nominal_ma = nominal_ma
         self.settle_ms = settle_ms
         self.confirm = confirm
-        self.min_check_ma = min_check_ma
         self.faulty = False
         self.kind = OK
         self._duty = -1
         self._since = 0
-        self._bad = 0
-        self._good = 0
+        self._bad = 0  # samples in a row that contradict `faulty`
 
-    def classify(self, duty, ma):
-        exp = self.nominal_ma * duty // 65535
-        if duty == 0:
-            return STUCK if ma > self.nominal_ma // 10 + self.min_check_ma else OK
-        if exp < self.min_check_ma:
-            return OK  # too dim to tell a lamp from sensor noise
-        if ma * 2 < exp:
-            return OPEN
-        if ma * 2 > exp * 3 + 2 * self.min_check_ma:
-            return SHORT
-        return OK
-
-    def feed(self, duty, ma, now):
-        """One sample; returns the fault kind when a fault is newly confirmed, else OK."""
+    def feed(self, duty, value, now):
+        """One sample (value: mA); returns the fault kind when a fault is newly confirmed, else OK."""
         if self.nominal_ma <= 0:
             return OK
         if duty != self._duty:
@@ -52,19 +46,23 @@ class LampMonitor:
             return OK
         if ticks_diff(now, self._since) < self.settle_ms:
             return OK
-        k = self.classify(duty, ma)
-        if k == OK:
+        exp = self.nominal_ma * duty // 65535
+        k = OK
+        if duty == 0:
+            if value > self.nominal_ma // 10 + _MIN_MA:
+                k = STUCK
+        elif exp >= _MIN_MA:
+            if value * 2 < exp:
+                k = OPEN
+            elif value * 2 > exp * 3 + 2 * _MIN_MA:
+                k = SHORT
+        if (k != OK) != self.faulty:
+            self._bad += 1
+            if self._bad >= self.confirm:
+                self._bad = 0
+                self.faulty = k != OK
+                self.kind = k
+                return k
+        else:
             self._bad = 0
-            if self.faulty:
-                self._good += 1
-                if self._good >= self.confirm:
-                    self.faulty = False
-                    self.kind = OK
-            return OK
-        self._good = 0
-        self._bad += 1
-        if self._bad >= self.confirm and not self.faulty:
-            self.faulty = True
-            self.kind = k
-            return k
         return OK

@@ -27,16 +27,13 @@ def days_from_civil(y, m, d):
     return era * 146097 + doe - 719468
 
 
-def _last_sunday(y, m):
-    """Days since epoch of the last Sunday of month m (m is March or October: 31 days)."""
-    d = days_from_civil(y, m, 31)
-    return d - (d + 4) % 7  # 1970-01-01 was a Thursday: (days + 4) % 7 == 0 on Sundays
-
-
 def eu_summer(unix):
     """True between 01:00 UTC on the last Sunday of March and of October."""
     y = civil(unix // 86400)[0]
-    return _last_sunday(y, 3) * 86400 + 3600 <= unix < _last_sunday(y, 10) * 86400 + 3600
+    a = days_from_civil(y, 3, 31)
+    b = days_from_civil(y, 10, 31)
+    # the last Sunday of each (both months have 31 days); 1970-01-01 was a Thursday: (days + 4) % 7 == 0 on Sundays
+    return (a - (a + 4) % 7) * 86400 + 3600 <= unix < (b - (b + 4) % 7) * 86400 + 3600
 
 
 def local_minute(unix, tz_min=60, eu_dst=True):

@@ -17,7 +17,7 @@ class Motion:
         self._edge = 0
         self._pending = True  # sample the initial level on the first poll
         self.present = False
-        self.since = 0  # ticks when the debounced level last changed
+        self._since = 0  # ticks when the debounced level last changed
         self.count = 0  # debounced detections (rising), wraps never matter: only deltas are used
         self._cb = self._irq  # bind once: a bound method is an allocation
         pin.irq(handler=self._cb, trigger=pin.IRQ_RISING | pin.IRQ_FALLING)
@@ -39,14 +39,14 @@ class Motion:
         if v == self.present:
             return False
         self.present = v
-        self.since = now
+        self._since = now
         if v:
             self.count += 1
         return v
 
     def high_ms(self, now):
         """How long the sensor has been continuously active (0 when idle)."""
-        return ticks_diff(now, self.since) if self.present else 0
+        return ticks_diff(now, self._since) if self.present else 0
 
     def wait_ms(self, now):
         """How long until poll() has something to decide (for the main loop's sleep)."""

@@ -8,7 +8,13 @@ from protocol.codes import E_BAD_VALUE
 
 from common.errors import CommandError
 
-MAX_WINDOWS = 4
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):  # type: ignore[misc]  # the stub's const is generic
+        return x
+
+_MAX_WINDOWS = const(4)
 
 
 def _int(msg, name, lo, hi):
@@ -20,8 +26,8 @@ def _int(msg, name, lo, hi):
 
 def windows(v, field="curfew"):
     """Validated curfew windows as a tuple of (start_min, end_min, max_level)."""
-    if type(v) not in (list, tuple) or len(v) > MAX_WINDOWS:
-        raise CommandError(E_BAD_VALUE, field, "at most %d windows" % MAX_WINDOWS)
+    if type(v) not in (list, tuple) or len(v) > _MAX_WINDOWS:
+        raise CommandError(E_BAD_VALUE, field, "at most %d windows" % _MAX_WINDOWS)
     out = []
     for w in v:
         if type(w) not in (list, tuple) or len(w) != 3:

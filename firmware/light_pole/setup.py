@@ -8,13 +8,12 @@ light_pole.app imports this module when one of them runs and forgets it after
 from common.errors import CommandError, ConfigError
 
 from light_pole import control, curve, lamp
-from light_pole.app import _NO_LAMP, F_CONFIG, PROFILE_KEY  # not protocol.codes: it left the heap after boot
+from light_pole.app import F_CONFIG, const  # not protocol.codes: it left the heap after boot
 from light_pole.daynight import DayNight
 from light_pole.motion import Motion
 from light_pole.profile import Profile, windows
-from light_pole.sun import SunClock
 
-PROFILE_KEYS = ("base", "full", "hold", "fade_up", "fade_down", "max", "curfew")
+_PROFILE_KEY = const("profile")
 
 
 def parse_curfew(s):
@@ -71,7 +70,7 @@ def configure(app, c, old):
     if _changed(old, c, ("dark_below", "light_above", "dn_dwell_s")):
         app.dn = DayNight(c["dark_below"], c["light_above"], c["dn_dwell_s"] * 1000)
     if _changed(old, c, ("lat", "lon", "dusk_off", "dawn_off")):
-        app.sun = SunClock(c["lat"] / 100, c["lon"] / 100, c["dusk_off"], c["dawn_off"])
+        app.sun = None  # the sun's times for the new place at the next use
     if _changed(old, c, ("lamp_ma",)):
         app.monitor = lamp.LampMonitor(c["lamp_ma"])
 
@@ -90,12 +89,13 @@ def on_config(app, values):
         configure(app, old, values)
         raise
     app.ctl.safe_level = values["safe"]
-    if _changed(old, values, PROFILE_KEYS):
+    if _changed(old, values, ("base", "full", "hold", "fade_up", "fade_down", "max", "curfew")):
         app.ctl.profile = _config_profile(app)
-        app.rt.store.delete(PROFILE_KEY)  # the operator's config is the profile again
+        app.rt.store.delete(_PROFILE_KEY)  # the operator's config is the profile again
     if app.motion is not None:
         app.motion.debounce_ms = values["debounce_ms"]
-    app.pwm.freq(values["pwm_hz"])
+    if app.pwm is not None:
+        app.pwm.freq(values["pwm_hz"])
 
 
 def start(app, safe):
@@ -117,7 +117,7 @@ def start(app, safe):
         except Exception as e:
             rt.log("light: no current sense (%r)" % (e,), keep=True)
     if not safe:
-        stored = rt.store.get(PROFILE_KEY)
+        stored = rt.store.get(_PROFILE_KEY)
         if type(stored) is dict:
             try:
                 app.ctl.profile = Profile.from_msg(stored)
@@ -140,11 +140,11 @@ def profile(app, msg):
     p = Profile.from_msg(msg)
     app.ctl.profile = p
     app.ctl.clear_manual()
-    app.rt.store.put(PROFILE_KEY, p.to_msg())
+    app.rt.store.put(_PROFILE_KEY, p.to_msg())
 
 
 def selftest(app):
-    out = [("lamp", app.pwm is not _NO_LAMP, "pwm duty %d" % app._duty)]
+    out = [("lamp", app.pwm is not None, "pwm duty %d" % app._duty)]
     out.append(("ambient", app.ambient is not None, "raw %d" % app.raw_ambient))
     out.append(("motion", (app.motion is not None or app.ctl.safe) and not app.stuck,
                 "stuck" if app.stuck else ("present" if app.motion is not None and app.motion.present

@@ -3,19 +3,17 @@
 With valid time the pole switches by the sun, not by its light sensor (which
 can be dirty, shaded or lit by a neighbour). NOAA's low-precision formulae:
 within a couple of minutes at German latitudes. Runs once a day, so floats are
-fine here.
+fine here; light_pole.app imports this module for that and forgets it again.
 """
 import math
 
-_ZENITH = math.cos(math.radians(90.833))  # refraction + solar disc
 
-
-def sun_times(days, lat, lon):
-    """(sunrise, sunset) in minutes after 00:00 UTC of `days` since 1970-01-01.
+def sun_times(day, lat, lon):
+    """(sunrise, sunset) in minutes after 00:00 UTC of `day` (days since 1970-01-01).
 
     Returns (None, None) for polar day, (-1, -1) for polar night.
     """
-    n = days - 10957.5 + 0.0008  # days since J2000.0 (noon)
+    n = day - 10957.5 + 0.0008  # days since J2000.0 (noon)
     m = (357.5291 + 0.98560028 * n) % 360.0
     mr = math.radians(m)
     c = 1.9148 * math.sin(mr) + 0.02 * math.sin(2 * mr) + 0.0003 * math.sin(3 * mr)
@@ -24,7 +22,8 @@ def sun_times(days, lat, lon):
     sin_d = math.sin(lam) * math.sin(math.radians(23.44))
     cos_d = math.cos(math.asin(sin_d))
     la = math.radians(lat)
-    cos_h = (_ZENITH - math.sin(la) * sin_d) / (math.cos(la) * cos_d)
+    # the zenith at 90.833 degrees: refraction + solar disc
+    cos_h = (math.cos(math.radians(90.833)) - math.sin(la) * sin_d) / (math.cos(la) * cos_d)
     if cos_h < -1.0:
         return None, None
     if cos_h > 1.0:
@@ -33,28 +32,29 @@ def sun_times(days, lat, lon):
     return int(transit - h + 0.5), int(transit + h + 0.5)
 
 
+def window(day, lat, lon, dusk_off=0, dawn_off=0):
+    """(day, dawn, dusk): the minutes after 00:00 UTC of `day` between which it is day, offsets
+    added (polar day: always day, polar night: never)."""
+    r, s = sun_times(day, lat, lon)
+    if r is None:
+        return day, -2000, 4000
+    if r == -1:
+        return day, 4000, -2000
+    return day, r + dawn_off, s + dusk_off
+
+
 class SunClock:
-    """night(unix) with offsets; caches one day's times (recomputed when the UTC day changes)."""
+    """night(unix) with offsets; caches one day's window (recomputed when the UTC day changes)."""
 
     def __init__(self, lat, lon, dusk_off=0, dawn_off=0):
         self.lat = lat
         self.lon = lon
         self.dusk_off = dusk_off
         self.dawn_off = dawn_off
-        self._day = -1
-        self._rise = 0
-        self._set = 0
+        self.sun = None
 
     def night(self, unix):
-        day = unix // 86400
-        if day != self._day:
-            r, s = sun_times(day, self.lat, self.lon)
-            self._day = day
-            if r is None:
-                self._rise, self._set = -2000, 4000
-            elif r == -1:
-                self._rise, self._set = 4000, -2000
-            else:
-                self._rise, self._set = r + self.dawn_off, s + self.dusk_off
-        minute = (unix % 86400) // 60
-        return not (self._rise <= minute < self._set)
+        s = self.sun
+        if s is None or s[0] != unix // 86400:
+            s = self.sun = window(unix // 86400, self.lat, self.lon, self.dusk_off, self.dawn_off)
+        return not (s[1] <= unix % 86400 // 60 < s[2])
