@@ -18,8 +18,7 @@ from common.errors import CommandError
 from common import forget
 
 from light_pole import control, curve, lamp
-from light_pole.daynight import DayNight
-from light_pole.localtime import local_minute
+from light_pole.control import local_minute
 from common.ticks import ticks_add, ticks_diff
 
 try:
@@ -93,7 +92,7 @@ class App:
     # set by light_pole.setup (configure, init)
     cfg: "dict"
     curfew: "tuple"
-    dn: "DayNight"
+    dn: "control.DayNight"
     sun: "tuple | None"  # (UTC day, dawn, dusk minute) from light_pole.sun, or None: recomputed at its next use
     monitor: "lamp.LampMonitor"
     ctl: "control.Controller"

@@ -1,19 +1,183 @@
-"""The lamp state machine: what level the lamp should have now, and how to get there.
+"""The pole's pure logic (no pins): local time, day/night from the ambient sensor, the dimming
+profile and the lamp state machine. One module, not four: each module a board loads costs its
+names and its own objects (docs/firmware.md#footprint).
 
-Pure logic (no pins): inputs are night, presence, autonomy and the local
-minute; the output is a Fader target. Priority, highest first:
+Local time: curfew windows are set in local time ("dim from 23:00"), the clock is UTC: a fixed
+offset plus the EU summer-time rule, integer arithmetic only, independent of the port's epoch and
+of time.gmtime.
+
+Day/night: dark below `dark_below`, light above `light_above` (raw read_u16 counts, a brighter sky
+reads higher); in between nothing changes. A change needs the new side to hold for `dwell_ms`, so
+headlights or a torch never switch a pole off at night. The very first reading decides at once:
+after a reboot at night the lamp must not wait a minute in the dark.
+
+The profile (base/full levels, hold, fades, max level, curfew windows): one Profile is live at a
+time; a light_profile command builds a new one and swaps it in only if every field is valid, so a
+refused command changes nothing.
+
+The state machine: inputs are night, presence, autonomy and the local minute; the output is a
+Fader target. Priority, highest first:
   manual (light_set, bounded by its hold) > presence (full, then hold) >
   prelight (from the gateway's light wave) > base at night > off by day,
 then capped by the profile max and curfew windows. In autonomy (no gateway)
 and safe mode the floor at night is the safe level, whatever caps say: a pole
 nobody can reach errs on the side of light.
 """
-from protocol.codes import (LS_AUTONOMOUS, LS_BASE, LS_CURFEW, LS_DAY, LS_FADING, LS_FULL, LS_PRELIGHT,
-                            LS_SAFE)
+from protocol.rules import LIGHT_BASE, LIGHT_FADE_DOWN_MS, LIGHT_FADE_UP_MS, LIGHT_FULL, LIGHT_HOLD_S, LIGHT_MAX
+from protocol.codes import (E_BAD_VALUE, LS_AUTONOMOUS, LS_BASE, LS_CURFEW, LS_DAY, LS_FADING, LS_FULL,
+                            LS_PRELIGHT, LS_SAFE)
 
+from common.errors import CommandError
 from light_pole.curve import Fader
 from common.ticks import ticks_add, ticks_diff
 
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):  # type: ignore[misc]  # the stub's const is generic
+        return x
+
+_MAX_WINDOWS = const(4)
+
+
+# -- local time ------------------------------------------------------------------------------------
+def civil(days):
+    """(year, month, day) for days since 1970-01-01 (H. Hinnant's algorithm)."""
+    z = days + 719468
+    era = z // 146097
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    d = doy - (153 * mp + 2) // 5 + 1
+    m = mp + 3 if mp < 10 else mp - 9
+    return yoe + era * 400 + (1 if m <= 2 else 0), m, d
+
+
+def days_from_civil(y, m, d):
+    y -= 1 if m <= 2 else 0
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
+def eu_summer(unix):
+    """True between 01:00 UTC on the last Sunday of March and of October."""
+    y = civil(unix // 86400)[0]
+    a = days_from_civil(y, 3, 31)
+    b = days_from_civil(y, 10, 31)
+    # the last Sunday of each (both months have 31 days); 1970-01-01 was a Thursday: (days + 4) % 7 == 0 on Sundays
+    return (a - (a + 4) % 7) * 86400 + 3600 <= unix < (b - (b + 4) % 7) * 86400 + 3600
+
+
+def local_minute(unix, tz_min=60, eu_dst=True):
+    """Minute of the local day (0..1439)."""
+    off = tz_min + (60 if eu_dst and eu_summer(unix) else 0)
+    return ((unix + off * 60) // 60) % 1440
+
+
+# -- day/night -------------------------------------------------------------------------------------
+class DayNight:
+    def __init__(self, dark_below, light_above, dwell_ms):
+        if not 0 <= dark_below < light_above <= 65535:
+            raise ValueError("need 0 <= dark_below < light_above <= 65535")
+        self.dark_below = dark_below
+        self.light_above = light_above
+        self.dwell_ms = dwell_ms
+        self.night = None  # unknown until the first reading
+        self._since = None  # ticks the reading went to the other side, or None while it stays
+
+    def feed(self, raw, now):
+        """Take one reading; return the (possibly new) night flag."""
+        if self.night is None:
+            self.night = raw < (self.dark_below + self.light_above) // 2
+            return self.night
+        other = raw > self.light_above if self.night else raw < self.dark_below
+        if not other:
+            self._since = None
+        elif self._since is None:
+            self._since = now
+        elif ticks_diff(now, self._since) >= self.dwell_ms:
+            self.night = not self.night
+            self._since = None
+        return self.night
+
+
+# -- the profile -----------------------------------------------------------------------------------
+def _int(msg, name, lo, hi):
+    v = msg.get(name)
+    if type(v) is not int or v < lo or v > hi:
+        raise CommandError(E_BAD_VALUE, name, "%s must be an integer %d..%d" % (name, lo, hi))
+    return v
+
+
+def windows(v, field="curfew"):
+    """Validated curfew windows as a tuple of (start_min, end_min, max_level)."""
+    if type(v) not in (list, tuple) or len(v) > _MAX_WINDOWS:
+        raise CommandError(E_BAD_VALUE, field, "at most %d windows" % _MAX_WINDOWS)
+    out = []
+    for w in v:
+        if type(w) not in (list, tuple) or len(w) != 3:
+            raise CommandError(E_BAD_VALUE, field, "window must be [start_min, end_min, max_level]")
+        s, e, m = w[0], w[1], w[2]
+        for x, hi in ((s, 1439), (e, 1439), (m, 100)):
+            if type(x) is not int or x < 0 or x > hi:
+                raise CommandError(E_BAD_VALUE, field, "window value out of range")
+        if s == e:
+            raise CommandError(E_BAD_VALUE, field, "window start equals end")
+        out.append((s, e, m))
+    return tuple(out)
+
+
+class Profile:
+    """Levels in percent, hold in s, fades in ms; curfew: ((start_min, end_min, max), ...) local time."""
+
+    def __init__(self, base=LIGHT_BASE, full=LIGHT_FULL, hold=LIGHT_HOLD_S,
+                 fade_up=LIGHT_FADE_UP_MS, fade_down=LIGHT_FADE_DOWN_MS, max=LIGHT_MAX, curfew=()):
+        self.base = base
+        self.full = full
+        self.hold = hold
+        self.fade_up = fade_up
+        self.fade_down = fade_down
+        self.max = max
+        self.curfew = curfew
+
+    @classmethod
+    def from_msg(cls, msg):
+        """Build from a light_profile message (or a config dict with the same names)."""
+        base = _int(msg, "base", 0, 100)
+        full = _int(msg, "full", 1, 100)
+        if full < base:
+            raise CommandError(E_BAD_VALUE, "full", "full level below base level")
+        p = cls(base, full, _int(msg, "hold", 0, 3600), _int(msg, "fade_up", 0, 60000),
+                _int(msg, "fade_down", 0, 600000), _int(msg, "max", 1, 100),
+                windows(msg.get("curfew", ())))
+        return p
+
+    def to_msg(self):
+        return {"type": "light_profile", "base": self.base, "full": self.full, "hold": self.hold,
+                "fade_up": self.fade_up, "fade_down": self.fade_down, "max": self.max,
+                "curfew": [list(w) for w in self.curfew]}
+
+    def cap(self, minute):
+        """Highest level allowed now: the profile max, lowered by every curfew window covering `minute`.
+
+        minute is the local minute of day, or None without valid time (then no curfew:
+        a pole that does not know the time errs on the side of light).
+        """
+        c = self.max
+        if minute is None:
+            return c
+        for s, e, m in self.curfew:
+            if (s <= minute < e) if s < e else (minute >= s or minute < e):
+                if m < c:
+                    c = m
+        return c
+
+
+# -- the state machine -----------------------------------------------------------------------------
 # The telemetry state (SPEC 5, light): LS_DAY lamp off; LS_BASE night, nobody around; LS_FULL
 # presence or its hold, also a light_set above base; LS_FADING after the hold; LS_PRELIGHT lit
 # ahead of a walker; LS_AUTONOMOUS night with the gateway silent (own motion logic above the

@@ -9,9 +9,8 @@ from common.errors import CommandError, ConfigError
 
 from light_pole import control, curve, lamp
 from light_pole.app import F_CONFIG, const  # not protocol.codes: it left the heap after boot
-from light_pole.daynight import DayNight
+from light_pole.control import DayNight, Profile, windows
 from light_pole.motion import Motion
-from light_pole.profile import Profile, windows
 
 _PROFILE_KEY = const("profile")
 
