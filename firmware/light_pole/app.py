@@ -17,7 +17,7 @@ from common.config import BOOL, CHOICE, INT, STR
 from common.errors import CommandError
 from common import forget
 
-from light_pole import control, curve, lamp
+from light_pole import control, curve
 from light_pole.control import local_minute
 from common.ticks import ticks_add, ticks_diff
 
@@ -94,7 +94,7 @@ class App:
     curfew: "tuple"
     dn: "control.DayNight"
     sun: "tuple | None"  # (UTC day, dawn, dusk minute) from light_pole.sun, or None: recomputed at its next use
-    monitor: "lamp.LampMonitor"
+    monitor: "control.LampMonitor"
     ctl: "control.Controller"
 
     def __init__(self, rt):
@@ -256,8 +256,8 @@ class App:
                 return
             self.lamp_ma = (d // 1000) * c["cs_ma_v"] // 1000
             d = self.monitor.feed(self._duty, self.lamp_ma, now)
-            if d != lamp.OK:
-                rt.log("light: lamp fault %s at %d mA (duty %d)" % (lamp.KIND_NAMES[d], self.lamp_ma, self._duty),
+            if d != control.OK:
+                rt.log("light: lamp fault %s at %d mA (duty %d)" % (control.KIND_NAMES[d], self.lamp_ma, self._duty),
                        keep=True)
                 rt.event({"type": "fault", "code": F_LAMP, "value": self.lamp_ma}, durable=True)
 

@@ -1,6 +1,7 @@
-"""The pole's pure logic (no pins): local time, day/night from the ambient sensor, the dimming
-profile and the lamp state machine. One module, not four: each module a board loads costs its
-names and its own objects (docs/firmware.md#footprint).
+"""The pole's logic, on pins and ADC values the App hands in: local time, day/night from the
+ambient sensor, the presence input, the dimming profile, the lamp state machine and the lamp
+fault check. One module, not six: each module a board loads costs its names and its own objects
+(docs/firmware.md#footprint).
 
 Local time: curfew windows are set in local time ("dim from 23:00"), the clock is UTC: a fixed
 offset plus the EU summer-time rule, integer arithmetic only, independent of the port's epoch and
@@ -10,6 +11,11 @@ Day/night: dark below `dark_below`, light above `light_above` (raw read_u16 coun
 reads higher); in between nothing changes. A change needs the new side to hold for `dwell_ms`, so
 headlights or a torch never switch a pole off at night. The very first reading decides at once:
 after a reboot at night the lamp must not wait a minute in the dark.
+
+Presence (PIR or radar; active high, or low with active=0): the pin interrupt only stamps the
+time of the latest edge (no allocation, safe as a hard IRQ). poll() accepts a new level once it
+has been stable for `debounce_ms`, so contact bounce and RF spikes never count as a walker, and a
+sensor that stays high keeps `present` true for as long as it does.
 
 The profile (base/full levels, hold, fades, max level, curfew windows): one Profile is live at a
 time; a light_profile command builds a new one and swaps it in only if every field is valid, so a
@@ -38,6 +44,7 @@ except ImportError:  # CPython
         return x
 
 _MAX_WINDOWS = const(4)
+_MIN_MA = const(30)  # lamp current below this cannot be told from sensor noise
 
 
 # -- local time ------------------------------------------------------------------------------------
@@ -105,14 +112,58 @@ class DayNight:
         return self.night
 
 
+# -- presence --------------------------------------------------------------------------------------
+class Motion:
+    def __init__(self, pin, ticks_ms, debounce_ms=50, active=1):
+        self._pin = pin
+        self._active = active
+        self._ticks = ticks_ms
+        self.debounce_ms = debounce_ms
+        self._edge = 0
+        self._pending = True  # sample the initial level on the first poll
+        self.present = False
+        self._since = 0  # ticks when the debounced level last changed
+        self.count = 0  # debounced detections (rising), wraps never matter: only deltas are used
+        pin.irq(handler=self._irq, trigger=pin.IRQ_RISING | pin.IRQ_FALLING)  # bound once, here
+
+    def _irq(self, _pin):
+        self._edge = self._ticks()
+        self._pending = True
+
+    def poll(self, now):
+        """Return True exactly once per debounced rising edge."""
+        e = self._edge
+        if not self._pending or ticks_diff(now, e) < self.debounce_ms:
+            return False
+        self._pending = False
+        if self._edge != e:  # an edge came in just now: it gets its own debounce time
+            self._pending = True
+            return False
+        v = self._pin.value() == self._active
+        if v == self.present:
+            return False
+        self.present = v
+        self._since = now
+        if v:
+            self.count += 1
+        return v
+
+    def high_ms(self, now):
+        """How long the sensor has been continuously active (0 when idle)."""
+        return ticks_diff(now, self._since) if self.present else 0
+
+    def wait_ms(self, now):
+        """How long until poll() has something to decide (for the main loop's sleep)."""
+        if not self._pending:
+            return -1
+        d = self.debounce_ms - ticks_diff(now, self._edge)
+        return d if d > 0 else 0
+
+    def close(self):
+        self._pin.irq(handler=None)
+
+
 # -- the profile -----------------------------------------------------------------------------------
-def _int(msg, name, lo, hi):
-    v = msg.get(name)
-    if type(v) is not int or v < lo or v > hi:
-        raise CommandError(E_BAD_VALUE, name, "%s must be an integer %d..%d" % (name, lo, hi))
-    return v
-
-
 def windows(v, field="curfew"):
     """Validated curfew windows as a tuple of (start_min, end_min, max_level)."""
     if type(v) not in (list, tuple) or len(v) > _MAX_WINDOWS:
@@ -147,14 +198,18 @@ class Profile:
     @classmethod
     def from_msg(cls, msg):
         """Build from a light_profile message (or a config dict with the same names)."""
-        base = _int(msg, "base", 0, 100)
-        full = _int(msg, "full", 1, 100)
+        def get(name, lo, hi):
+            v = msg.get(name)
+            if type(v) is not int or v < lo or v > hi:
+                raise CommandError(E_BAD_VALUE, name, "%s must be an integer %d..%d" % (name, lo, hi))
+            return v
+
+        base = get("base", 0, 100)
+        full = get("full", 1, 100)
         if full < base:
             raise CommandError(E_BAD_VALUE, "full", "full level below base level")
-        p = cls(base, full, _int(msg, "hold", 0, 3600), _int(msg, "fade_up", 0, 60000),
-                _int(msg, "fade_down", 0, 600000), _int(msg, "max", 1, 100),
-                windows(msg.get("curfew", ())))
-        return p
+        return cls(base, full, get("hold", 0, 3600), get("fade_up", 0, 60000), get("fade_down", 0, 600000),
+                   get("max", 1, 100), windows(msg.get("curfew", ())))
 
     def to_msg(self):
         return {"type": "light_profile", "base": self.base, "full": self.full, "hold": self.hold,
@@ -276,3 +331,61 @@ class Controller:
     def level(self, now):
         """Current lamp level in centi-percent (follows the fade)."""
         return self.fader.value(now)
+
+
+# -- the lamp fault check --------------------------------------------------------------------------
+# An LED driver dimmed by PWM draws current roughly in proportion to the duty. After a level has
+# been steady for `settle_ms`, each sample is compared with nominal_ma * duty: far too little is
+# an open string or dead driver, far too much a short, current with the lamp off a driver stuck
+# on. `confirm` bad samples in a row raise a fault once; as many good ones clear it, so a flaky
+# lamp is reported per episode, not per sample.
+OK = 0
+OPEN = 1    # too little current for the duty
+SHORT = 2   # too much current
+STUCK = 3   # current while commanded off
+
+KIND_NAMES = ("ok", "open", "short", "stuck_on")
+
+
+
+class LampMonitor:
+    def __init__(self, nominal_ma, settle_ms=2000, confirm=3):
+        self.nominal_ma = nominal_ma
+        self.settle_ms = settle_ms
+        self.confirm = confirm
+        self.faulty = False
+        self.kind = OK
+        self._duty = -1
+        self._since = 0
+        self._bad = 0  # samples in a row that contradict `faulty`
+
+    def feed(self, duty, value, now):
+        """One sample (value: mA); returns the fault kind when a fault is newly confirmed, else OK."""
+        if self.nominal_ma <= 0:
+            return OK
+        if duty != self._duty:
+            self._duty = duty
+            self._since = now
+            return OK
+        if ticks_diff(now, self._since) < self.settle_ms:
+            return OK
+        exp = self.nominal_ma * duty // 65535
+        k = OK
+        if duty == 0:
+            if value > self.nominal_ma // 10 + _MIN_MA:
+                k = STUCK
+        elif exp >= _MIN_MA:
+            if value * 2 < exp:
+                k = OPEN
+            elif value * 2 > exp * 3 + 2 * _MIN_MA:
+                k = SHORT
+        if (k != OK) != self.faulty:
+            self._bad += 1
+            if self._bad >= self.confirm:
+                self._bad = 0
+                self.faulty = k != OK
+                self.kind = k
+                return k
+        else:
+            self._bad = 0
+        return OK

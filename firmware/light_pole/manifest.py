@@ -11,8 +11,6 @@ package(
         "app.py",
         "control.py",
         "curve.py",
-        "lamp.py",
-        "motion.py",
         "setup.py",
         "sun.py",
     ),

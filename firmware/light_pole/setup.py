@@ -7,10 +7,9 @@ light_pole.app imports this module when one of them runs and forgets it after
 """
 from common.errors import CommandError, ConfigError
 
-from light_pole import control, curve, lamp
+from light_pole import control, curve
 from light_pole.app import F_CONFIG, const  # not protocol.codes: it left the heap after boot
-from light_pole.control import DayNight, Profile, windows
-from light_pole.motion import Motion
+from light_pole.control import DayNight, LampMonitor, Motion, Profile, windows
 
 _PROFILE_KEY = const("profile")
 
@@ -45,20 +44,20 @@ def init(app):
     """The App's config (or the schema defaults when it is inconsistent) and its controller."""
     rt = app.rt
     try:
-        configure(app, rt.cfg, None)
+        p = configure(app, rt.cfg, None)
     except ConfigError as e:
         # per-field valid but inconsistent (the runtime checks fields only): run on the
         # defaults rather than crash-loop with the lamp dark, and say so
         rt.log("light: config refused (%s): defaults" % (e,), keep=True)
         rt.event({"type": "fault", "code": F_CONFIG, "value": 0}, durable=True)
         from common.config import defaults  # at boot, before common.start drops the module
-        configure(app, defaults(app.SCHEMA), None)
-    app.ctl = control.Controller(_config_profile(app), app.cfg["safe"])
+        p = configure(app, defaults(app.SCHEMA), None)
+    app.ctl = control.Controller(p, app.cfg["safe"])
 
 
 def configure(app, c, old):
     """Check and apply a whole config; parts whose settings did not change keep their state
-    (a day/night decision in its dwell, a reported lamp fault)."""
+    (a day/night decision in its dwell, a reported lamp fault). Returns the config's profile."""
     if c["light_above"] <= c["dark_below"]:
         raise ConfigError("light_above", "must be above dark_below")
     if c["full"] < c["base"]:
@@ -71,25 +70,21 @@ def configure(app, c, old):
     if _changed(old, c, ("lat", "lon", "dusk_off", "dawn_off")):
         app.sun = None  # the sun's times for the new place at the next use
     if _changed(old, c, ("lamp_ma",)):
-        app.monitor = lamp.LampMonitor(c["lamp_ma"])
-
-
-def _config_profile(app):
-    c = app.cfg
-    return Profile(c["base"], c["full"], c["hold"], c["fade_up"], c["fade_down"], c["max"], app.curfew)
+        app.monitor = LampMonitor(c["lamp_ma"])
+    return Profile(c["base"], c["full"], c["hold"], c["fade_up"], c["fade_down"], c["max"], curfew)
 
 
 def on_config(app, values):
     """A config command (already range-checked): cross-checks, then applied at once."""
     old = app.cfg
     try:
-        configure(app, values, old)
+        p = configure(app, values, old)
     except Exception:
         configure(app, old, values)
         raise
     app.ctl.safe_level = values["safe"]
     if _changed(old, values, ("base", "full", "hold", "fade_up", "fade_down", "max", "curfew")):
-        app.ctl.profile = _config_profile(app)
+        app.ctl.profile = p
         app.rt.store.delete(_PROFILE_KEY)  # the operator's config is the profile again
     if app.motion is not None:
         app.motion.debounce_ms = values["debounce_ms"]
