@@ -257,8 +257,8 @@ class App:
             self.lamp_ma = (d // 1000) * c["cs_ma_v"] // 1000
             d = self.monitor.feed(self._duty, self.lamp_ma, now)
             if d != control.OK:
-                rt.log("light: lamp fault %s at %d mA (duty %d)" % (control.KIND_NAMES[d], self.lamp_ma, self._duty),
-                       keep=True)
+                rt.log("light: lamp fault %d (1 open, 2 short, 3 on while off) at %d mA (duty %d)"
+                       % (d, self.lamp_ma, self._duty), keep=True)
                 rt.event({"type": "fault", "code": F_LAMP, "value": self.lamp_ma}, durable=True)
 
     def autonomous(self, now):

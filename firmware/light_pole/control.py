@@ -240,7 +240,7 @@ class Profile:
 
 
 class Controller:
-    def __init__(self, profile, safe_level=30, now=0):
+    def __init__(self, profile, safe_level=30):
         self.profile = profile
         self.safe_level = safe_level
         self.fader = Fader(0)
@@ -343,8 +343,6 @@ OK = 0
 OPEN = 1    # too little current for the duty
 SHORT = 2   # too much current
 STUCK = 3   # current while commanded off
-
-KIND_NAMES = ("ok", "open", "short", "stuck_on")
 
 
 

@@ -139,10 +139,10 @@ def profile(app, msg):
 
 def selftest(app):
     out = [("lamp", app.pwm is not None, "pwm duty %d" % app._duty)]
-    out.append(("ambient", app.ambient is not None, "raw %d" % app.raw_ambient))
+    out.append(("ambient", app.ambient is not None, "raw %d of 65535" % app.raw_ambient))
     out.append(("motion", (app.motion is not None or app.ctl.safe) and not app.stuck,
                 "stuck" if app.stuck else ("present" if app.motion is not None and app.motion.present
                                            else "idle")))
     if app.cs is not None:
-        out.append(("lamp_cs", not app.monitor.faulty, "%d mA" % app.lamp_ma))
+        out.append(("lamp_cs", not app.monitor.faulty, "%d mA measured" % app.lamp_ma))
     return out
