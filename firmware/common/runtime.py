@@ -10,8 +10,8 @@ import gc
 import json
 import sys
 
-from protocol.codes import (E_BAD_VALUE, E_INTERNAL, E_NOT_READY, F_MEMORY, ST_CAUSE_MASK,  # noqa: F401
-                            ST_LINK_ONLY, ST_SAFE_MODE, ST_TIME_VALID)  # (E_INTERNAL, F_MEMORY: common.rare's)
+from protocol.codes import (CAUSE_DEEPSLEEP, E_BAD_VALUE, E_NOT_READY, ST_CAUSE_MASK, ST_LINK_ONLY, ST_SAFE_MODE,
+                            ST_TIME_VALID)
 
 from common import SETUP_ONLY, VERSION, clock, forget, hal
 from common.bootcount import BootCount
@@ -160,7 +160,7 @@ class Runtime:
             self.log("welcome time %d not valid; keeping RTC" % msg["time"])
         if self._welcome_ms is None:
             self.log("joined the gateway (heartbeat every %d s)" % msg["hb"])
-            if self.cause != hal.CAUSE_DEEPSLEEP:
+            if self.cause != CAUSE_DEEPSLEEP:
                 self._hb_due = now  # first welcome after a reset: report diagnostics at once
             if self._ota:
                 self.ota("joined")

@@ -11,7 +11,7 @@ import json
 import os
 
 from protocol import codec, cose, framing
-from protocol.codes import E_INTERNAL, E_MALFORMED, E_UNKNOWN_TYPE
+from protocol.codes import DOWN, E_INTERNAL, E_MALFORMED, E_UNKNOWN_TYPE, UP
 from protocol.errors import ProtocolError, ReplayError, UnknownTypeError
 from protocol.messages import NACK_FIELD_MAX
 from protocol.replay import ReplayWindow, SeqCounter
@@ -81,7 +81,7 @@ class Session:
     def send(self, msg):
         """Send one message now; returns its sequence number."""
         seq = self.seq.take()
-        self._t.write(codec.pack(self._mac, cose.UP, self.kid, seq, msg))
+        self._t.write(codec.pack(self._mac, UP, self.kid, seq, msg))
         return seq
 
     def event(self, msg, now, durable=False, on_ack=None):
@@ -167,7 +167,7 @@ class Session:
             msg["eid"] = seq
             if e[4]:
                 self._persist()
-        self._t.write(codec.pack(self._mac, cose.UP, self.kid, seq, msg))
+        self._t.write(codec.pack(self._mac, UP, self.kid, seq, msg))
         e[1].append(seq)
         if len(e[1]) > 8:
             e[1].pop(0)
@@ -182,7 +182,7 @@ class Session:
 
     def _frame(self, env, now):
         try:
-            r = codec.open_envelope(env, cose.DOWN, self._mac_for, self._window_for)
+            r = codec.open_envelope(env, DOWN, self._mac_for, self._window_for)
         except ProtocolError as e:
             seq = getattr(e, "seq", None)
             if seq is None or isinstance(e, ReplayError):

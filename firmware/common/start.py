@@ -17,7 +17,7 @@ import json
 import os
 import sys
 
-from protocol.codes import CAP_OTA_IMAGE, F_CONFIG, F_SAFE_MODE
+from protocol.codes import CAP_OTA_IMAGE, CAUSE_DEEPSLEEP, F_CONFIG, F_SAFE_MODE
 from protocol.messages import ROLE_IDS
 
 from common import SETUP_ONLY, clock, forget, hal
@@ -158,7 +158,7 @@ def init_runtime(rt, key, transport, count_boot, boot):
                % (dev.link["kind"], rt.link.fault[1]), keep=True)
         rt._faults.append(rt.link.fault)
     rt.session = Session(dev.kid, key, rt.link, store, hello, dev.link, rt._command, rt._welcomed)
-    rt.retained = _load_retained(store) if rt.cause == hal.CAUSE_DEEPSLEEP else {}
+    rt.retained = _load_retained(store) if rt.cause == CAUSE_DEEPSLEEP else {}
 
 
 def start_runtime(rt):
@@ -178,7 +178,7 @@ def start_runtime(rt):
             raise
         rt.app = None  # safe mode and still failing: link only
     try:
-        tests = rt.app.selftest() if rt.app and rt.cause != hal.CAUSE_DEEPSLEEP else ()
+        tests = rt.app.selftest() if rt.app and rt.cause != CAUSE_DEEPSLEEP else ()
         for name, ok, detail in tests:
             if not ok:
                 rt.checks_ok = False
@@ -188,7 +188,7 @@ def start_runtime(rt):
         rt._crash("selftest", e)
     now = clock.ticks_ms()
     rt._app_due = now
-    if rt.cause == hal.CAUSE_DEEPSLEEP:
+    if rt.cause == CAUSE_DEEPSLEEP:
         left = rt._hb_left()
         rt._hb_due = clock.ticks_add(now, left)
         if rt.session.events or left <= 0:

@@ -8,7 +8,9 @@ light_pole.app imports this module when one of them runs and forgets it after
 from common.errors import CommandError, ConfigError
 
 from light_pole import control, curve
-from light_pole.app import F_CONFIG, const  # not protocol.codes: it left the heap after boot
+from protocol.codes import F_CONFIG
+
+from light_pole.app import const
 from light_pole.control import DayNight, LampMonitor, Motion, Profile, windows
 
 _PROFILE_KEY = const("profile")
