@@ -93,7 +93,7 @@ class App:
     cfg: "dict"
     curfew: "tuple"
     dn: "control.DayNight"
-    sun: "tuple | None"  # (UTC day, dawn, dusk minute) from light_pole.sun, or None: recomputed at its next use
+    sun: "tuple | None"  # (UTC day, dawn, dusk minute) from setup.sun, or None: recomputed at its next use
     monitor: "control.LampMonitor"
     ctl: "control.Controller"
 
@@ -102,14 +102,14 @@ class App:
         self.pwm = None  # made in start(); until then writes go nowhere
         self.motion = None
         self.ambient = None
-        self.cs = None
+        self.lamp_cs = None
         self.errors = 0
-        self.raw_ambient = 0
+        self.raw = 0
         self.lamp_ma = 0
         self._duty = -1
         self.night = None
         self.minute = None
-        self._slow_due = 0
+        self._due = 0
         self.count = 0  # motion detections not reported yet
         self._sent = None  # ticks of the last motion event (or of its skip while the gateway was away); None: none sent
         self.motion_unreported = 0
@@ -170,7 +170,7 @@ class App:
                 else:
                     self._sent = now
                     rt.event({"type": "motion", "count": n if n < 255 else 255})
-            if ticks_diff(now, self._slow_due) >= 0:
+            if ticks_diff(now, self._due) >= 0:
                 self._slow(now)
             ctl.update(now, self.night, present, self.autonomous(now), self.minute)
             self._output(now)
@@ -219,14 +219,14 @@ class App:
 
     # -- once a second: ambient, clock, current sense -------------------------------------
     def _slow(self, now):
-        self._slow_due = ticks_add(now, _SLOW_MS)
+        self._due = ticks_add(now, _SLOW_MS)
         rt = self.rt
         c = self.cfg
         night = None
         if self.ambient is not None:
             try:
-                self.raw_ambient = self.ambient.read_u16()
-                night = self.dn.feed(self.raw_ambient, now)
+                self.raw = self.ambient.read_u16()
+                night = self.dn.feed(self.raw, now)
             except Exception as e:
                 rt.log("light: ambient read failed: %r" % (e,))
         unix = rt.now()
@@ -236,21 +236,16 @@ class App:
                 s = self.sun
                 d = unix // 86400
                 if s is None or s[0] != d:
-                    # the sun's arithmetic once a UTC day: its module leaves the heap again
-                    from light_pole import sun
-                    try:
-                        s = self.sun = sun.window(d, c["lat"] / 100, c["lon"] / 100, c["dusk_off"], c["dawn_off"])
-                    finally:
-                        forget("light_pole.sun")
+                    s = self.sun = _setup("sun", self, d)  # the sun's arithmetic once a UTC day, with the rare paths
                 night = not (s[1] <= unix % 86400 // 60 < s[2])
         else:
             self.minute = None
             if c["daynight"] == "clock":
                 night = None  # no valid time: unknown counts as night
         self.night = night
-        if self.cs is not None:
+        if self.lamp_cs is not None:
             try:
-                d = self.cs.read_uv()
+                d = self.lamp_cs.read_uv()
             except Exception as e:  # a broken sense input must not take the lamp into a crash loop
                 rt.log("light: current sense read failed: %r" % (e,))
                 return
@@ -318,7 +313,7 @@ class App:
     # -- reporting ------------------------------------------------------------------------
     def telemetry(self):
         return {"type": "light", "level": (self.ctl.level(self.rt.ticks_ms()) + 50) // 100,
-                "state": self.ctl.state, "ambient": self.raw_ambient, "lamp_ma": min(self.lamp_ma, 0xFFFF)}
+                "state": self.ctl.state, "ambient": self.raw, "lamp_ma": min(self.lamp_ma, 0xFFFF)}
 
     def selftest(self):
         return _setup("selftest", self)

@@ -12,7 +12,6 @@ package(
         "control.py",
         "curve.py",
         "setup.py",
-        "sun.py",
     ),
     base_path="..",
 )
