@@ -10,7 +10,7 @@ anything else can fail, and a failing step leaves it there (then re-raises so
 the runtime counts the fault and, if it persists, reboots into safe mode).
 """
 from protocol.rules import LIGHT_BASE, LIGHT_FADE_DOWN_MS, LIGHT_FADE_UP_MS, LIGHT_FULL, LIGHT_HOLD_S, LIGHT_MAX
-from protocol.codes import (CAP_CURRENT_SENSE, CAP_LIGHT_SENSOR, CAP_PIR, E_BAD_VALUE, E_NOT_SUPPORTED, F_CONFIG,
+from protocol.codes import (CAP_CURRENT_SENSE, CAP_LIGHT_SENSOR, CAP_PIR, E_BAD_VALUE, E_NOT_SUPPORTED,
                             F_LAMP, F_SENSOR_STUCK, LS_AUTONOMOUS, LS_BASE, LS_DAY)
 
 from common.config import BOOL, CHOICE, INT, STR
