@@ -51,6 +51,16 @@ SCHEMA = {
 }
 
 
+def setup(fn, *a):
+    """locker.setup's fn: boot, config and self-test code, forgotten again after each use."""
+    try:
+        from locker import setup as m
+
+        return getattr(m, fn)(*a)
+    finally:
+        forget("locker.setup")
+
+
 def _bits(comps, k):
     """Bitmap (bit n-1 for compartment n) of the doors open (k 0), the compartments locked (1) or occupied (2)."""
     b = 0
@@ -77,42 +87,31 @@ class App:
         return c
 
     # set by locker.setup (annotations only: MicroPython compiles none of them)
+    safe: bool
+    comps: list
     audit: "audit.AuditLog"
     reqs: "usedids.RecentReqs"
     used: "usedids.UsedIds"
     lockout: "access.Lockout"
     access: "access.Access"
     _reader: "reader.ReaderParser | None"
+    _inflight: list  # [audit seq, msg handed to rt.event, eid saved, answered]
+    _lost_seen: int  # audit.lost when last reported
+    _occ_sent: int  # the occupancy bitmap last sent
+    _tele_at: "int | None"  # when that was
+    _lockout_told: bool  # the current lockout's first refusal is recorded
+    refused_quietly: int  # refusals not recorded while locked out
 
     def __init__(self, rt):
         """Flash state and the token decision (no pins yet: those are start()'s)."""
         self.rt = rt
-        self.safe = False
-        self.comps = []  # type: list
-        self._reader = None
-        self._inflight = []  # type: list  # [audit seq, msg handed to rt.event, eid saved, answered]
-        self._lost_seen = 0
         self._timer = None
-        self._occ_sent = 0
-        self._tele_at = None
-        self._lockout_told = False
-        self.refused_quietly = 0
-        try:
-            from locker import setup  # boot, config and self-test code, forgotten after each use
-
-            setup.init(self)
-        finally:
-            forget("locker.setup")
+        setup("init", self)
 
     # -- life cycle --
 
     def start(self, safe):
-        try:
-            from locker import setup
-
-            setup.start(self, safe)
-        finally:
-            forget("locker.setup")
+        setup("start", self, safe)
 
     def stop(self):
         """Before the App leaves the heap (an update's install): no lock coil stays energised."""
@@ -250,12 +249,7 @@ class App:
     # -- config, telemetry, selftest --
 
     def on_config(self, values):
-        try:
-            from locker import setup
-
-            setup.on_config(self, values)
-        finally:
-            forget("locker.setup")
+        setup("on_config", self, values)
 
     def telemetry(self):
         cs = self.comps
@@ -264,10 +258,5 @@ class App:
                 "occupied": self._occ_sent, "pending": min(len(self.audit.pending()), 0xFFFF)}
 
     def selftest(self):
-        try:
-            from locker import setup
-
-            return setup.selftest(self)
-        finally:
-            forget("locker.setup")
+        return setup("selftest", self)
 

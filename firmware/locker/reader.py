@@ -34,13 +34,32 @@ class ReaderParser:
         return self.feed(self.uart.read(n) or b"") if n else ()
 
     def feed(self, data):
-        """Consume bytes; return a list of (comp, raw token) or (comp, None) for a malformed line."""
+        """Consume bytes; return a list of (comp, raw token) or (comp or 0, None) for a malformed line."""
         out = []
         for b in data:
             if b == 10:
-                if self._buf:
-                    out.append(_line(bytes(self._buf)))
+                buf = self._buf
                 self._buf = bytearray()
+                if not buf:  # an empty line, or the end of an overlong one
+                    continue
+                line = bytes(buf).strip()
+                sp = line.find(b" ")
+                comp = 0
+                raw = None
+                if sp > 0:
+                    for ch in line[:sp]:
+                        if ch < 48 or ch > 57 or comp > 99:
+                            comp = -1
+                            break
+                        comp = comp * 10 + ch - 48
+                    if comp < 0:
+                        comp = 0
+                    else:
+                        try:
+                            raw = binascii.a2b_base64(line[sp + 1:]) or None
+                        except Exception:  # ValueError on ESP32 and CPython; a bare Exception from micropython-lib's binascii
+                            pass
+                out.append((comp, raw))
             elif self._buf is None:
                 continue
             elif len(self._buf) >= _MAX_LINE:
@@ -49,27 +68,6 @@ class ReaderParser:
             else:
                 self._buf.append(b)
         return out
-
-
-def _line(line):
-    """(comp, raw) from one line, or (comp or 0, None) if it is malformed."""
-    line = line.strip()
-    sp = line.find(b" ")
-    if sp <= 0:
-        return (0, None)
-    c = line[:sp]
-    comp = 0
-    for ch in c:
-        if ch < 48 or ch > 57 or comp > 99:
-            return (0, None)
-        comp = comp * 10 + ch - 48
-    try:
-        raw = binascii.a2b_base64(line[sp + 1:])
-    except Exception:  # ValueError on ESP32 and CPython; a bare Exception from micropython-lib's binascii
-        return (comp, None)
-    if not raw:
-        return (comp, None)
-    return (comp, raw)
 
 
 def encode_line(comp, raw):

@@ -19,7 +19,17 @@ from locker.app import KEY_PATH, STATE
 
 
 def init(app):
-    """The audit ring, the recent unlock requests and the booking key (the used token ids are build()'s)."""
+    """App.__init__: the audit ring, the recent unlock requests and the booking key (the used token ids
+    are build()'s)."""
+    app.safe = False
+    app.comps = []
+    app._reader = None
+    app._inflight = []
+    app._lost_seen = 0
+    app._occ_sent = 0
+    app._tele_at = None
+    app._lockout_told = False
+    app.refused_quietly = 0
     app.audit = audit.AuditLog("%s/audit.bin" % STATE)
     app.reqs = RecentReqs("%s/reqs.bin" % STATE)
     try:
