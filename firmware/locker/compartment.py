@@ -6,8 +6,8 @@ it is asked, a pulse in progress is never extended, and after each pulse the coi
 REST_FACTOR times its on-time (duty <= 20 %). service() ends the pulse from the main
 loop; an optional one-shot `arm(ms, off)` (a hardware timer) ends it even if the loop
 hangs, and the watchdog reboot re-runs __init__, which drives the pin off first. Tick
-differences are only valid for days, so service() (called every loop) turns old times
-into a state.
+differences are only valid for days, so service() (called every loop) forgets a rest
+that is over.
 
 Debounced: a polled digital input that reports a new level only after it held for `ms`
 (polled from the main loop, not an IRQ: deterministic and allocation free; a door or
@@ -16,7 +16,8 @@ occupancy contact changes far slower than the loop runs).
 Compartment door rules: an opening within `window_ms` after an unlock pulse is
 authorized; any other opening is a tamper alarm. A door open longer than `limit_ms`
 raises door_open_too_long once per opening (value = seconds open). Every door change
-is reported as a door event. Events go to `emit(kind, comp, a, v)`.
+is reported as a door event. Events go to `emit(kind, comp, a, v)`. How a door
+resumes after a reset is locker.setup's (boot only).
 """
 
 try:
@@ -34,32 +35,23 @@ MAX_ON_MS = const(1500)
 MIN_ON_MS = const(50)
 REST_FACTOR = const(4)
 
-# LockActuator.state
-_IDLE = const(0)
-_REST = const(1)  # off, resting after a pulse
-_ON = const(2)
-
-
 class LockActuator:
-    __slots__ = ("_pin", "state", "_since", "_ms", "arm", "pulses")
+    # _since: when the last pulse started, None once its rest is over
+    __slots__ = ("_pin", "energised", "_since", "_ms", "arm", "pulses")
 
     def __init__(self, pin, arm=None):
         self._pin = pin
         pin.value(0)
-        self.state = _IDLE
-        self._since = 0
+        self.energised = False
+        self._since = None
         self._ms = 0
         self.arm = arm
         self.pulses = 0
 
-    @property
-    def energised(self):
-        return self.state == _ON
-
     def ready(self, now):
         """True if a pulse may start now: not on and the previous pulse's rest is over."""
-        s = self.state
-        return s == _IDLE or s == _REST and ticks_diff(now, self._since) >= self._ms * (1 + REST_FACTOR)
+        return not self.energised and (self._since is None
+                                       or ticks_diff(now, self._since) >= self._ms * (1 + REST_FACTOR))
 
     def pulse(self, ms, now):
         """Energise for min(ms, MAX_ON_MS); False (nothing done) if on or resting."""
@@ -71,7 +63,7 @@ class LockActuator:
             ms = MIN_ON_MS
         self._ms = ms
         self._since = now
-        self.state = _ON
+        self.energised = True
         self.pulses += 1
         self._pin.value(1)
         if self.arm is not None:
@@ -81,18 +73,19 @@ class LockActuator:
     def off(self, *_):
         """De-energise; safe any time, also from a timer interrupt (allocates nothing)."""
         self._pin.value(0)
-        if self.state == _ON:
-            self.state = _REST
+        self.energised = False
 
     def service(self, now):
         """End a pulse whose time is up; return ms until this actuator needs service again."""
-        el = ticks_diff(now, self._since)
-        if self.state == _ON:
-            if 0 <= el < self._ms:
-                return self._ms - el
-            self.off()
-        if self.state == _REST and el >= self._ms * (1 + REST_FACTOR):
-            self.state = _IDLE
+        t = self._since
+        if t is not None:
+            el = ticks_diff(now, t)
+            if self.energised:
+                if 0 <= el < self._ms:
+                    return self._ms - el
+                self.off()
+            if el >= self._ms * (1 + REST_FACTOR):
+                self._since = None
         return 60000
 
 
@@ -149,29 +142,6 @@ class Compartment:
             return False
         self._until = ticks_add(now, self.window_ms)
         return True
-
-    def boot(self, now, v):
-        """Resume after a reset from the audit's last word on this compartment.
-
-        v: the `a` of the audit's last door record for it (bit 0 open, bit 1 authorized), or 4
-        if an unlock came after that record, 0 if none; plus 8 if the board watched this door
-        before. A watched door found open that was not open before and had no unlock was
-        forced while the board was down: tamper. A door never watched (first boot, a
-        compartment added by config) that is open was open already: reported as a door
-        event, no alarm.
-        """
-        if self.door.state:
-            if not v & 8:
-                self._since = now
-                self._auth = False
-                self.emit(audit.DOOR, self.n, 1, 0)
-            elif v & 1:
-                self._since = now
-                self._auth = bool(v & 2)
-            else:
-                self._opened(now, v & 4)
-        elif v & 1:
-            self.emit(audit.DOOR, self.n, v & 2, 0)
 
     def _opened(self, now, a):
         self._since = now

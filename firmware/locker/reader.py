@@ -57,8 +57,8 @@ class ReaderParser:
                     else:
                         try:
                             raw = binascii.a2b_base64(line[sp + 1:]) or None
-                        except Exception:  # ValueError on ESP32 and CPython; a bare Exception from micropython-lib's binascii
-                            pass
+                        except Exception:  # ValueError on ESP32 and CPython; a bare Exception from
+                            pass  # micropython-lib's binascii
                 out.append((comp, raw))
             elif self._buf is None:
                 continue

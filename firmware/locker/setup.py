@@ -82,8 +82,12 @@ def build(app, cfg, now):
             occ = Debounced(hal.pin_in("occ" + str(n), None), db, False, now)
         comps.append(Compartment(n, lock, door, occ, app._emit, cfg["window_s"] * 1000, cfg["open_max_s"] * 1000))
     app.comps = comps
-    # comp -> [seq, word] of the audit's last door record or unlock (Compartment.boot)
-    last = {}  # type: dict
+    # Each door resumes from the audit's last word on its compartment: the `a` of its last door
+    # record (bit 0 open, bit 1 authorized), or 4 if an unlock came after it. A door found open
+    # that the board watched before (watched.bin) and that was not open before and had no
+    # unlock was forced while the board was down: tamper. A door never watched (first boot, a
+    # compartment added by config) that is open was open already: a door event, no alarm.
+    last = {}  # type: dict  # comp -> (seq, word)
 
     def fn(r):
         k = r.kind
@@ -104,7 +108,18 @@ def build(app, cfg, now):
         raw = None  # unknown: no alarm for a door found open, which errs on the quiet side once
     watched = raw[0] if raw else 0
     for c in comps:
-        c.boot(now, last.get(c.n, (0, 0))[1] | (8 if c.n <= watched else 0))
+        w = last.get(c.n, (0, 0))[1]
+        if c.door.state:
+            if c.n > watched:
+                c._since = now
+                c.emit(audit.DOOR, c.n, 1, 0)
+            elif w & 1:
+                c._since = now
+                c._auth = bool(w & 2)
+            else:
+                c._opened(now, w == 4)
+        elif w & 1:
+            c.emit(audit.DOOR, c.n, w & 2, 0)
     if len(comps) != watched:
         flash.ensure_dir(path)
         flash.save(path, bytes((len(comps),)))
@@ -128,12 +143,13 @@ def on_config(app, values):
 
 
 def selftest(app):
+    r = app._reader is not None
     out = [("booking_key", app.access.mac is not None, KEY_PATH),
            ("used_ids", not app.used.corrupt, "%d/%d" % (len(app.used), app.used.cap)),
            ("audit", app.audit.lost == 0 and app.audit.bad == 0,
             "pending %d lost %d bad %d" % (len(app.audit.pending()), app.audit.lost, app.audit.bad)),
-           ("reader", app._reader is not None, "%s, %d refused unrecorded while locked out" % (
-               "uart" if app._reader is not None else "none", app.refused_quietly))]
+           ("reader", r, ("uart, %d refused unrecorded while locked out" if r
+                          else "none, %d refused unrecorded while locked out") % app.refused_quietly)]
     for c in app.comps:
         out.append(("lock" + str(c.n), not c.lock.energised, "pulses %d" % c.lock.pulses))
         out.append(("door" + str(c.n), True, "open" if c.is_open else "closed"))

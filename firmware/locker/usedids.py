@@ -48,14 +48,14 @@ class UsedIds:
     def __len__(self):
         return len(self._ids)
 
-    def __contains__(self, tid):
-        return tid in self._ids
+    def __contains__(self, v):
+        return v in self._ids
 
-    def add(self, tid, exp, now):
-        """Remember tid until exp (unix s) and persist; when full, forget the ids whose token expired
-        before `now` first; False if the store is full of live ids."""
+    def add(self, v, exp, now):
+        """Remember token id v until exp (unix s) and persist; when full, forget the ids whose token
+        expired before `now` first; False if the store is full of live ids."""
         ids = self._ids
-        if tid in ids:
+        if v in ids:
             return True
         if len(ids) >= self.cap:
             dead = [t for t in ids if ids[t] < now]
@@ -63,7 +63,7 @@ class UsedIds:
                 return False
             for t in dead:
                 del ids[t]
-        ids[tid] = exp if exp < _U32 else _U32
+        ids[v] = exp if exp < _U32 else _U32
         buf = bytearray(_SZ * len(ids))
         i = 0
         for t in ids:
