@@ -90,24 +90,26 @@ class LockActuator:
 
 
 class Debounced:
-    __slots__ = ("_pin", "_ms", "_inv", "state", "_cand", "_since")
+    # _since: when the input was first seen at the other level (None: at `state`); the input is
+    # binary, so a bounce back resets it
+    __slots__ = ("_pin", "_ms", "_inv", "state", "_since")
 
     def __init__(self, pin, ms, invert, now):
         self._pin = pin
         self._ms = ms
         self._inv = invert
-        self.state = self._cand = bool(pin.value()) != invert
-        self._since = now
+        self.state = bool(pin.value()) != invert
+        self._since = None
 
     def poll(self, now):
         """Sample once; return True when the debounced state just changed."""
-        v = bool(self._pin.value()) != self._inv
-        if v != self._cand:
-            self._cand = v
+        if (bool(self._pin.value()) != self._inv) == self.state:
+            self._since = None
+        elif self._since is None:
             self._since = now
-            return False
-        if v != self.state and ticks_diff(now, self._since) >= self._ms:
-            self.state = v
+        elif ticks_diff(now, self._since) >= self._ms:
+            self.state = not self.state
+            self._since = None
             return True
         return False
 
@@ -143,13 +145,6 @@ class Compartment:
         self._until = ticks_add(now, self.window_ms)
         return True
 
-    def _opened(self, now, a):
-        self._since = now
-        self._auth = bool(a)
-        self.emit(audit.DOOR, self.n, 3 if a else 1, 0)
-        if not a:
-            self.emit(audit.ALARM, self.n, A_TAMPER, 0)
-
     def step(self, now):
         """Poll inputs and timers; return ms until this compartment needs the next step."""
         wait = self.lock.service(now)
@@ -159,8 +154,12 @@ class Compartment:
         if self.occ is not None:
             self.occ.poll(now)
         if self.door.poll(now):
-            if self.door.state:
-                self._opened(now, u is not None)
+            if self.door.state:  # opened: authorized within the window after an unlock, else tamper
+                self._since = now
+                self._auth = u is not None
+                self.emit(audit.DOOR, self.n, 3 if u is not None else 1, 0)
+                if u is None:
+                    self.emit(audit.ALARM, self.n, A_TAMPER, 0)
                 self._until = None
             else:
                 self._since = None

@@ -13,7 +13,7 @@ from locker import audit, flash
 from locker.access import Access, Lockout
 from locker.compartment import Compartment, Debounced, LockActuator
 from locker.usedids import RecentReqs, UsedIds
-from protocol.codes import ACC_OK_COMMAND, ACC_OK_TOKEN, F_FLASH
+from protocol.codes import A_TAMPER, ACC_OK_COMMAND, ACC_OK_TOKEN, F_FLASH
 
 from locker.app import KEY_PATH, STATE
 
@@ -110,14 +110,16 @@ def build(app, cfg, now):
     for c in comps:
         w = last.get(c.n, (0, 0))[1]
         if c.door.state:
-            if c.n > watched:
-                c._since = now
+            c._since = now
+            if c.n > watched:  # never watched: open already
                 c.emit(audit.DOOR, c.n, 1, 0)
-            elif w & 1:
-                c._since = now
+            elif w & 1:  # open before the reset: that opening goes on
                 c._auth = bool(w & 2)
-            else:
-                c._opened(now, w == 4)
+            else:  # opened while the board was down: after an unlock, or forced
+                c._auth = w == 4
+                c.emit(audit.DOOR, c.n, 3 if w == 4 else 1, 0)
+                if w != 4:
+                    c.emit(audit.ALARM, c.n, A_TAMPER, 0)
         elif w & 1:
             c.emit(audit.DOOR, c.n, w & 2, 0)
     if len(comps) != watched:
