@@ -26,15 +26,14 @@ from protocol.codes import (ACC_BUSY, ACC_LOCKED_OUT, ACC_OK_COMMAND, ACC_OK_TOK
 
 from common import forget
 from common.ticks import ticks_diff
-from locker import access, audit, reader, usedids
+from locker import access, audit, reader, usedids  # access, reader, usedids: for App's annotations
 from locker.compartment import MAX_ON_MS, MIN_ON_MS
 
 KEY_PATH = "/booking.key"
 STATE = "/state/locker"
 TELEMETRY_GAP_MS = 2000
 """Occupancy changes are sent as telemetry at once, but not more often than this."""
-_INFLIGHT = const(4)
-# Audit records handed to the link at once: the runtime's own event queue is small.
+_INFLIGHT = const(4)  # audit records handed to the link at once: the runtime's own event queue is small
 
 SCHEMA = {
     "comps": (INT, 4, 1, 32),              # compartments on this locker

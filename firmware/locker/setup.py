@@ -3,8 +3,8 @@ requests, booking key, compartments, used token ids), a config command, the self
 
 locker.app imports this module when one of them runs and forgets it after (common.forget),
 so a locker in service holds only its loop, access and audit code (docs/firmware.md#footprint).
-Its names stay interned once loaded, its literals do not: file names and messages here are
-longer than 10 characters on purpose (docs/firmware.md#footprint).
+Its names stay interned once loaded; its literals longer than 10 characters leave with its code,
+so its file names are written as such ("%s/used.bin") rather than as short suffixes.
 """
 
 from protocol.cose import Mac
@@ -66,7 +66,7 @@ def build(app, cfg, now):
             app._emit(audit.FAULT, 0, F_FLASH, 1)
     app.lockout = Lockout(cfg["max_fail"], cfg["fail_win_s"] * 1000, cfg["lockout_s"] * 1000)
     app.access = Access(app.access.mac, app.rt.id, cfg["comps"], app.used, app.lockout)
-    # (in safe mode no token is ever decided: present() answers busy first)
+    # (in safe mode no token is ever decided: App.step answers busy first)
     comps = []
     db = cfg["debounce_ms"]
     count = cfg["comps"]
