@@ -10,6 +10,12 @@ import gc
 import json
 import sys
 
+try:
+    from micropython import const
+except ImportError:  # CPython (type checks)
+    def const(x):  # type: ignore[misc]  # the stub's const is generic
+        return x
+
 from protocol.codes import (E_BAD_VALUE, E_INTERNAL, E_NOT_READY, F_MEMORY, ST_CAUSE_MASK,  # noqa: F401
                             ST_LINK_ONLY, ST_SAFE_MODE, ST_TIME_VALID)  # (E_INTERNAL, F_MEMORY: common.rare's)
 
@@ -19,12 +25,9 @@ from common.errors import CommandError, ConfigError
 from common.link import Link
 from common.session import Session
 
-BATT_MIN_MV = 1000
-"""Below this a battery reading is no reading: an ESP32 browns out near 2.5 V."""
-MAX_APP_ERRORS = 3
-"""Consecutive failed app steps after which the watchdog is starved (-> reset)."""
-JOB_PAUSE_MS = 5
-"""Longest wait between two items of Runtime.job (the link is polled and the watchdog fed in between)."""
+_BATT_MIN_MV = const(1000)  # below this a battery reading is no reading: an ESP32 browns out near 2.5 V
+_MAX_APP_ERRORS = const(3)  # consecutive failed app steps after which the watchdog is starved (-> reset)
+_JOB_PAUSE_MS = const(5)  # longest wait between two items of Runtime.job (link polled, watchdog fed)
 
 
 class Runtime:
@@ -55,7 +58,6 @@ class Runtime:
         self.logs = []  # type: list
         self.app = None
         self.app_errors = 0
-        self.steps = 0
         self.healthy = True
         self.checks_ok = True
         self._ota = "otaboot" in sys.modules  # main.py loaded it: this board has taken an update (common.ota)
@@ -121,7 +123,7 @@ class Runtime:
         if self._batt is None:
             self._batt = self.hal.adc("batt")
         mv = self._batt.read_uv() * div // 1000000
-        return mv if mv >= BATT_MIN_MV else None
+        return mv if mv >= _BATT_MIN_MV else None
 
     def sleep_request(self, ms):
         """Deep-sleep for ms once pending events are acked (or rt.awake_s is over)."""
@@ -150,10 +152,6 @@ class Runtime:
         finally:
             if ota.idle():
                 forget("common.ota", "common.ota_state", "common.ota_rx", "common.otaboot")
-
-    def _hb_left(self):
-        v = self.retained.get("_hb")
-        return v if type(v) is int else 0
 
     def _welcomed(self, msg, now):
         if not clock.set_time(msg["time"]):
@@ -191,11 +189,10 @@ class Runtime:
         if self.job is not None:
             try:
                 next(self.job)
-                wait = min(wait, JOB_PAUSE_MS)
+                wait = min(wait, _JOB_PAUSE_MS)
             except StopIteration:
                 self.job = None
-        self.steps += 1
-        self.healthy = self.app_errors < MAX_APP_ERRORS
+        self.healthy = self.app_errors < _MAX_APP_ERRORS
         if self.app is not None:
             wait = min(wait, max(clock.ticks_diff(self._app_due, now), 0))
         if clock.ticks_diff(now, self._hb_due) >= 0:
@@ -210,32 +207,31 @@ class Runtime:
             self._reboot_at = now
         if self._reboot_at is not None and clock.ticks_diff(now, self._reboot_at) >= 0:
             self.reboot()
-        if self._sleep_ms is not None and self._may_sleep(now, up):
-            self.deep_sleep(self._sleep_ms)
+        ms = self._sleep_ms
+        if ms is not None and (up >= self._rtc["awake_s"] * 1000 or not (
+                s.events or s.hello_pending or self.link.busy() or self._welcome_ms is not None
+                and clock.ticks_diff(now, self._welcome_ms) < self._rtc["linger_ms"])):
+            # answered (or out of awake time): the events made durable, the heartbeat's wait kept
+            s.persist_events()
+            if not self.safe:
+                self.boot.mark_stable()
+            self.retained["_hb"] = max(clock.ticks_diff(self._hb_due, clock.ticks_ms()) - ms, 0)
+            raw = json.dumps(self.retained)  # RTC slow memory survives deep sleep; flash where a port has none
+            if len(raw) > 2048 or hal.rtc_memory(raw.encode()) is None:
+                self.store.put("retained", self.retained)
+            self.link.close()
+            hal.deepsleep(ms)
         if gc.mem_alloc() > self._gc_mark:
-            self._collect()
+            # in the idle gap between steps, not inside one (a lock pulse, a frame); garbage
+            # kept under rt.gc_kb so the heap stays bounded and measurable
+            gc.collect()
+            self._gc_mark = gc.mem_alloc() + self._rtc["gc_kb"] * 1024
         if self.wdt is not None and self.healthy:
             self.wdt.feed()
         elif self.wdt is None and not self.healthy:
             self.log("app failing and no watchdog: reset", keep=True)
             hal.reset()
         return min(wait, self.dev.link["poll_ms"])
-
-    def _collect(self):
-        """Collect in the idle gap between steps, not in the middle of one (a lock pulse,
-        a frame), and keep garbage under rt.gc_kb so the heap stays bounded and measurable."""
-        gc.collect()
-        self._gc_mark = gc.mem_alloc() + self._rtc["gc_kb"] * 1024
-
-    def _may_sleep(self, now, up):
-        s = self.session
-        if up >= self._rtc["awake_s"] * 1000:
-            return True
-        if s.events or s.hello_pending or self.link.busy():
-            return False
-        if self._welcome_ms is not None and clock.ticks_diff(now, self._welcome_ms) < self._rtc["linger_ms"]:
-            return False
-        return True
 
     def heartbeat(self):
         gc.collect()
@@ -259,15 +255,6 @@ class Runtime:
             except Exception as e:
                 self._crash("telemetry", e)
 
-    def deep_sleep(self, ms):
-        self.session.persist_events()
-        if not self.safe:
-            self.boot.mark_stable()
-        self.retained["_hb"] = max(clock.ticks_diff(self._hb_due, clock.ticks_ms()) - ms, 0)
-        _save_retained(self.store, self.retained)
-        self.link.close()
-        hal.deepsleep(ms)
-
     def reboot(self):
         self.session.persist_events()
         if self.healthy:
@@ -282,45 +269,49 @@ class Runtime:
 
     def _command(self, msg):
         """Carry out one downlink command; the console says what it was and how it ended."""
-        r = self._do_command(msg)
-        if r is None:
-            self.log("command %s: done" % msg["type"])
+        t = msg["type"]
+        r = None
+        if t == "config":  # validate all, let the app check and apply, persist (common.rare)
+            try:
+                from common import rare
+                r = rare.config(self, msg["values"])
+            finally:
+                forget("common.rare", *SETUP_ONLY)  # a rare path: its code leaves the heap again
+        elif t == "time":
+            if not clock.set_time(msg["time"]):
+                r = (E_BAD_VALUE, "time")
+        elif t == "reboot":
+            self._reboot_at = clock.ticks_add(clock.ticks_ms(), msg["delay"] * 1000)
+        elif t[:7] == "update_":  # also in safe mode: an update is how a broken release is fixed
+            r = self.ota("command", msg)
+        elif self.app is None or self.safe:
+            r = (E_NOT_READY, "")
         else:
-            self.log("command %s: refused, code %d field %r" % (msg["type"], r[0], r[1]))
+            try:
+                self.app.on_command(msg)
+            except CommandError as e:
+                r = (e.code, e.field)
+            except ConfigError as e:
+                r = (E_BAD_VALUE, e.field)
+        if r is None:
+            self.log("command %s: done" % t)
+        else:
+            self.log("command %s: refused, code %d field %r" % (t, r[0], r[1]))
         return r
 
-    def _do_command(self, msg):
-        t = msg["type"]
-        if t == "config":
-            return self._config(msg["values"])
-        if t == "time":
-            return None if clock.set_time(msg["time"]) else (E_BAD_VALUE, "time")
-        if t == "reboot":
-            self._reboot_at = clock.ticks_add(clock.ticks_ms(), msg["delay"] * 1000)
-            return None
-        if t[:7] == "update_":  # also in safe mode: an update is how a broken release is fixed
-            return self.ota("command", msg)
-        if self.app is None or self.safe:
-            return (E_NOT_READY, "")
-        try:
-            self.app.on_command(msg)
-        except CommandError as e:
-            return (e.code, e.field)
-        except ConfigError as e:
-            return (E_BAD_VALUE, e.field)
-        return None
-
-    def _config(self, values):
-        """Validate all, let the app check and apply, persist; any refusal keeps the old config."""
-        try:
-            from common import rare
-            return rare.config(self, values)
-        finally:
-            forget("common.rare", *SETUP_ONLY)  # a rare path: its code leaves the heap again
-
     async def run(self):
+        """The loop (common.runtime.serve): out of memory and a runtime bug end it as
+        common.rare says; returns when the board stops serving."""
         while True:
-            await clock.sleep_ms(self.step(clock.ticks_ms()))
+            try:
+                while True:
+                    await clock.sleep_ms(self.step(clock.ticks_ms()))
+            except MemoryError as e:
+                if not _out_of_memory(self, e):
+                    return
+            except Exception as e:  # a runtime bug
+                failed("runtime", e, self.safe)
+                return
 
 
 def _rare(safe):
@@ -345,18 +336,6 @@ def failed(where, e, safe):
         forget("common.rare")
 
 
-async def _serve(rt):
-    while True:
-        try:
-            await rt.run()
-        except MemoryError as e:
-            if not _out_of_memory(rt, e):
-                return
-        except Exception as e:  # a runtime bug
-            failed("runtime", e, rt.safe)
-            return
-
-
 def _out_of_memory(rt, e):
     rt.app = None  # the App's data goes first: the handler's own code has to fit
     rare = _rare(rt.safe)
@@ -372,14 +351,7 @@ def serve(rt):
     drives it (on a chip without asyncio; on the WebAssembly port as a task of its event loop)."""
     if rt is None:
         return
-    clock.run(_serve(rt))
-
-
-def _save_retained(store, d):
-    """RTC slow memory survives deep sleep without a flash write; flash where a port has none."""
-    raw = json.dumps(d)
-    if len(raw) > 2048 or hal.rtc_memory(raw.encode()) is None:
-        store.put("retained", d)
+    clock.run(rt.run())
 
 
 def flash_log(root, text, limit):

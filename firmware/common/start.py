@@ -14,8 +14,6 @@ their code back before the loop runs (common.runtime.serve; docs/firmware.md#foo
 """
 
 import json
-import os
-import sys
 
 from protocol.codes import CAP_OTA_IMAGE, F_CONFIG, F_SAFE_MODE
 from protocol.messages import ROLE_IDS
@@ -29,7 +27,6 @@ from common.session import Session
 from common.store import Store
 
 KEY_PATH = "/key.bin"
-LOG_ROOT = "/state"
 
 
 def read_key(key_path=KEY_PATH):
@@ -43,38 +40,18 @@ def read_key(key_path=KEY_PATH):
     return key
 
 
-def _deployed_roles():
-    """Role packages on the import path (a directory holding app.py or app.mpy)."""
-    out = []
-    for d in sys.path:
-        try:
-            names = os.listdir(d or ".")
-        except OSError:
-            continue
-        for n in names:
-            if n in ("common", "protocol") or n in out:
-                continue
-            for f in ("app.mpy", "app.py"):
-                try:
-                    os.stat("%s/%s/%s" % (d, n, f))
-                    out.append(n)
-                    break
-                except OSError:
-                    pass
-    return out
-
-
 def load_app(role):
-    """The role package's App class (/lib/<role>/app.py); RoleMissing if that package is not deployed."""
+    """The role package's App class (/lib/<role>/app.py); RoleMissing (common.rare) if that
+    package is not deployed."""
     try:
         mod = __import__(role + ".app", None, None, ["App"])
     except ImportError as e:
-        if ("'%s'" % role) not in str(e) and ("'%s.app'" % role) not in str(e):
+        if repr(role) not in str(e) and repr(role + ".app") not in str(e):
             raise  # the package is there; something it imports is not
-        roles = _deployed_roles()
-        raise RoleMissing("role module '%s' is missing: the config says role %s, the board has %s; "
-                          "deploy the %s firmware or provision the deployed role"
-                          % (role, role, ", ".join(roles) if roles else "no role firmware", role))
+        from common import rare
+        missing = rare.role_missing(role)
+        forget("common.rare")
+        raise missing
     return mod.App
 
 
@@ -98,30 +75,24 @@ def boot(config_path=None, key_path=KEY_PATH):
     return build(dev, store, count_boot(dev, store), key_path)
 
 
-def _boot():
-    """The started Runtime, or None when the board cannot run (said on the console and in the
-    flash log; a crash in normal mode resets)."""
+def main():
+    """Entry point for /main.py: boot, forget the boot-only modules; the Runtime for
+    common.runtime.serve, which /main.py calls after dropping this module, or None when the
+    board cannot run (said on the console and in the flash log; a crash in normal mode resets)."""
     from common import config
-    count = None
+    count = rt = None
     try:
         dev = config.load()
         store = Store()
         count = count_boot(dev, store)
-        return build(dev, store, count)
+        rt = build(dev, store, count)
     except RoleMissing as e:
         print("park-edge: cannot start:", e)
-        flash_log(LOG_ROOT, "cannot start: %s" % e, 4096)
+        flash_log("/state", "cannot start: %s" % e, 4096)
     except ProvisionError as e:
         print("park-edge: not provisioned:", e)
     except Exception as e:  # a crash during boot
         failed("boot", e, count is not None and count.safe)
-    return None
-
-
-def main():
-    """Entry point for /main.py: boot, forget the boot-only modules; the Runtime (None if the
-    board cannot run) for common.runtime.serve, which /main.py calls after dropping this module."""
-    rt = _boot()
     forget("common.start", *SETUP_ONLY)
     return rt
 
@@ -151,14 +122,30 @@ def init_runtime(rt, key, transport, count_boot, boot):
         raise ProvisionError("config role %r does not match the firmware's %r" % (dev.role, app_cls.ROLE))
     caps = getattr(app_cls, "caps", None)
     caps = app_cls.CAPS if caps is None else caps(dev.pins, rt._rtc, rt.cfg)
-    hello = {"type": "hello", "role": role, "fw": rt.fw, "caps": caps | _ota_caps()}
+    try:  # CAP_OTA_IMAGE where esp32.Partition has an OTA partition to update into
+        from esp32 import Partition
+        Partition(Partition.RUNNING).get_next_update()  # type: ignore[arg-type]  # stub lacks the int id
+        caps |= CAP_OTA_IMAGE
+    except Exception:  # no esp32 module, or no OTA partitions (OSError)
+        pass
+    hello = {"type": "hello", "role": role, "fw": rt.fw, "caps": caps}
     rt.link = transport or open_link(dev.link, dev.kid)
     if rt.link.fault is not None:
         rt.log("link: the %s radio cannot be used (fault radio, %d); serial if wired"
                % (dev.link["kind"], rt.link.fault[1]), keep=True)
         rt._faults.append(rt.link.fault)
     rt.session = Session(dev.kid, key, rt.link, store, hello, dev.link, rt._command, rt._welcomed)
-    rt.retained = _load_retained(store) if rt.cause == hal.CAUSE_DEEPSLEEP else {}
+    d = None
+    if rt.cause == hal.CAUSE_DEEPSLEEP:
+        raw = hal.rtc_memory()
+        if raw is None:
+            d = store.get("retained")
+        else:
+            try:
+                d = json.loads(raw) if raw else None
+            except ValueError:
+                pass
+    rt.retained = d if type(d) is dict else {}
 
 
 def start_runtime(rt):
@@ -189,7 +176,8 @@ def start_runtime(rt):
     now = clock.ticks_ms()
     rt._app_due = now
     if rt.cause == hal.CAUSE_DEEPSLEEP:
-        left = rt._hb_left()
+        left = rt.retained.get("_hb")
+        left = left if type(left) is int else 0
         rt._hb_due = clock.ticks_add(now, left)
         if rt.session.events or left <= 0:
             rt.session.start_hello(now)
@@ -200,25 +188,3 @@ def start_runtime(rt):
         rt.event({"type": "fault", "code": code, "value": value})
     if rt._ota:
         rt.ota("started")
-
-
-def _load_retained(store):
-    raw = hal.rtc_memory()
-    if raw is None:
-        d = store.get("retained")
-    else:
-        try:
-            d = json.loads(raw) if raw else None
-        except ValueError:
-            d = None
-    return d if type(d) is dict else {}
-
-
-def _ota_caps():
-    """CAP_OTA_IMAGE where esp32.Partition has an OTA partition to update into."""
-    try:
-        from esp32 import Partition
-        Partition(Partition.RUNNING).get_next_update()  # type: ignore[arg-type]  # stub lacks the int id
-        return CAP_OTA_IMAGE
-    except Exception:  # no esp32 module, or no OTA partitions (OSError)
-        return 0
