@@ -49,8 +49,8 @@ class Link:
 
 
 class UartLink(Link):
-    def __init__(self, link_cfg):
-        self.uart = make_uart(link_cfg["uart"], link_cfg["baud"], link_cfg["tx"], link_cfg["rx"])
+    def __init__(self, cfg):
+        self.uart = make_uart(cfg["uart"], cfg["baud"], cfg["tx"], cfg["rx"])
 
     def read(self):
         n = self.uart.any()
@@ -103,38 +103,32 @@ class RadioLink(Link):
         return bool(self._held)
 
 
-def _radio(link_cfg, kid):
-    """(link, None) or (None, why) for the configured radio."""
-    kind = link_cfg["kind"]
-    if kind == "ble":
-        try:
-            from common.ble import BleLink
-            return BleLink(link_cfg, kid), None
-        except (ImportError, OSError):  # no bluetooth module, or the controller did not start
-            return None, RADIO_NO_BLE
-    if not link_cfg["ssid"] or len(link_cfg["psk"]) < 8 or not link_cfg["host"]:
-        return None, RADIO_NO_CREDENTIALS
-    try:
-        from common.wifi import WifiLink
-        return WifiLink(link_cfg), None
-    except (ImportError, OSError):
-        return None, RADIO_NO_WIFI
-
-
-def open_link(link_cfg, kid=b""):
+def open_link(cfg, kid=b""):
     """The transport link.kind names; if its radio cannot be used, the UART (fault set)
     when one is wired (link.uart >= 0), else a Link that carries nothing."""
     why = None
-    if link_cfg["kind"] != "serial":
-        link, why = _radio(link_cfg, kid)
-        if link is not None:
-            return link
-    if link_cfg["uart"] < 0:
+    kind = cfg["kind"]
+    if kind == "ble":
+        try:
+            from common.ble import BleLink
+            return BleLink(cfg, kid)
+        except (ImportError, OSError):  # no bluetooth module, or the controller did not start
+            why = RADIO_NO_BLE
+    elif kind == "wifi":
+        if not cfg["ssid"] or len(cfg["psk"]) < 8 or not cfg["host"]:
+            why = RADIO_NO_CREDENTIALS
+        else:
+            try:
+                from common.wifi import WifiLink
+                return WifiLink(cfg)
+            except (ImportError, OSError):
+                why = RADIO_NO_WIFI
+    if cfg["uart"] < 0:
         if why is None:
             raise ConfigError("link.uart", "a serial link needs a UART (0..2)")
         link = Link()
     else:
-        link = UartLink(link_cfg)
+        link = UartLink(cfg)
     if why is not None:
         link.fault = (F_RADIO, why)
     return link

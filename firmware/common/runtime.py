@@ -144,11 +144,11 @@ class Runtime:
         from common import start
         start.start_runtime(self)
 
-    def ota(self, what, *args):
-        """common.ota's `what`(rt, *args); the module leaves the heap again unless an update is under way."""
+    def ota(self, name, *args):
+        """common.ota's `name`(rt, *args); the module leaves the heap again unless an update is under way."""
         from common import ota
         try:
-            return getattr(ota, what)(self, *args)
+            return getattr(ota, name)(self, *args)
         finally:
             if ota.idle():
                 forget("common.ota", "common.ota_state", "common.ota_rx", "common.otaboot")

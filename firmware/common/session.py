@@ -126,8 +126,72 @@ class Session:
             for env, err in self._d.feed(data):
                 if err is not None:
                     self.dropped += 1
+                    continue
+                try:
+                    r = codec.open_envelope(env, cose.DOWN, lambda kid: self._mac if kid == self.kid else None,
+                                            lambda kid: self.window)
+                except ProtocolError as e:
+                    seq = getattr(e, "seq", None)
+                    if seq is None or isinstance(e, ReplayError):
+                        self.dropped += 1  # framing, forged, unknown kid, replayed: never answered
+                    elif self.window is None:
+                        self.ignored += 1
+                    else:
+                        self.seen_ms = now
+                        code = E_UNKNOWN_TYPE if isinstance(e, UnknownTypeError) else E_MALFORMED
+                        self._reply(seq, (code, getattr(e, "field", "")))
+                    continue
+                msg = r.msg
+                t = msg["type"]
+                if t == "welcome" or t == "resync":
+                    if msg["echo"] != self.nonce:
+                        self.ignored += 1
+                        continue
+                    self.seen_ms = now
+                    if t == "resync":
+                        if self.welcomed:
+                            self.ignored += 1
+                            continue
+                        self.seq.jump(msg["floor"])
+                        self.start_hello(now)
+                        continue
+                    if self.window is None:
+                        self.window = ReplayWindow()
+                        self.window.reset(r.seq + 1)
+                    self.welcomed = True
+                    self._due = None
+                    if msg["hb"]:
+                        self.hb_s = msg["hb"]
+                    if self.on_welcome is not None:
+                        self.on_welcome(msg, now)
+                    continue
+                if self.window is None:
+                    self.ignored += 1
+                    continue
+                self.seen_ms = now
+                if t == "ack" or t == "nack":
+                    nack = msg if t == "nack" else None
+                    ref = msg["ref"]
+                    for i in range(len(self.events)):
+                        e = self.events[i]
+                        if ref in e[1]:
+                            self.events.pop(i)
+                            if nack is not None:
+                                self.last_nack = nack
+                            self._persist()
+                            if e[5] is not None:
+                                e[5](e[0], nack)
+                            break
                 else:
-                    self._frame(env, now)
+                    try:
+                        res = self.handler(msg)
+                    except Exception as e:  # a handler bug must not kill the link
+                        print("session: handler failed for", t, repr(e))
+                        res = (E_INTERNAL, "")
+                    self._reply(r.seq, res)
+                    if self.after_reply is not None:
+                        m, self.after_reply = self.after_reply, None
+                        self.send(m)
         nxt = 60000
         if self._due is not None:
             d = clock.ticks_diff(self._due, now)
@@ -163,73 +227,6 @@ class Session:
                     e[3] = min(d * 2, self.cfg["retry_max"] * 1000)
                 nxt = min(nxt, d)
         return max(nxt, 0)
-
-    def _frame(self, env, now):
-        try:
-            r = codec.open_envelope(env, cose.DOWN, lambda kid: self._mac if kid == self.kid else None,
-                                    lambda kid: self.window)
-        except ProtocolError as e:
-            seq = getattr(e, "seq", None)
-            if seq is None or isinstance(e, ReplayError):
-                self.dropped += 1  # framing, forged, unknown kid, replayed: never answered
-            elif self.window is None:
-                self.ignored += 1
-            else:
-                self.seen_ms = now
-                code = E_UNKNOWN_TYPE if isinstance(e, UnknownTypeError) else E_MALFORMED
-                self._reply(seq, (code, getattr(e, "field", "")))
-            return
-        msg = r.msg
-        t = msg["type"]
-        if t == "welcome" or t == "resync":
-            if msg["echo"] != self.nonce:
-                self.ignored += 1
-                return
-            self.seen_ms = now
-            if t == "resync":
-                if self.welcomed:
-                    self.ignored += 1
-                    return
-                self.seq.jump(msg["floor"])
-                self.start_hello(now)
-                return
-            if self.window is None:
-                self.window = ReplayWindow()
-                self.window.reset(r.seq + 1)
-            self.welcomed = True
-            self._due = None
-            if msg["hb"]:
-                self.hb_s = msg["hb"]
-            if self.on_welcome is not None:
-                self.on_welcome(msg, now)
-            return
-        if self.window is None:
-            self.ignored += 1
-            return
-        self.seen_ms = now
-        if t == "ack" or t == "nack":
-            nack = msg if t == "nack" else None
-            ref = msg["ref"]
-            for i in range(len(self.events)):
-                e = self.events[i]
-                if ref in e[1]:
-                    self.events.pop(i)
-                    if nack is not None:
-                        self.last_nack = nack
-                    self._persist()
-                    if e[5] is not None:
-                        e[5](e[0], nack)
-                    return
-        else:
-            try:
-                res = self.handler(msg)
-            except Exception as e:  # a handler bug must not kill the link
-                print("session: handler failed for", t, repr(e))
-                res = (E_INTERNAL, "")
-            self._reply(r.seq, res)
-            if self.after_reply is not None:
-                m, self.after_reply = self.after_reply, None
-                self.send(m)
 
     def _reply(self, ref, res):
         if res is None:

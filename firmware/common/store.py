@@ -26,20 +26,16 @@ def write_json(path, obj):
         os.rename(tmp, path)
 
 
-def _mkdir(path):
-    try:
-        os.mkdir(path)
-    except OSError:
-        pass
-
-
 class Store:
     def __init__(self, root="/state"):
         self.root = root
-        _mkdir(root)
+        try:
+            os.mkdir(root)
+        except OSError:
+            pass
 
     def _path(self, key):
-        return "%s/%s.json" % (self.root, key)
+        return "%s/%s.%s" % (self.root, key, "json")
 
     def get(self, key, default=None):
         try:
@@ -59,7 +55,7 @@ class Store:
 
     def log(self, name, limit=64):
         """The append log `name`, keeping at most `limit` records (oldest dropped first)."""
-        return Log("%s/%s.log" % (self.root, name), limit)
+        return Log("%s/%s.%s" % (self.root, name, "log"), limit)
 
 
 class Log:
@@ -74,10 +70,10 @@ class Log:
     def __len__(self):
         return self._n
 
-    def append(self, rec):
+    def append(self, value):
         """Add a record; returns False if the oldest had to be dropped to make room."""
         with open(self.path, "a") as f:
-            f.write(json.dumps(rec))
+            f.write(json.dumps(value))
             f.write("\n")
         self._n += 1
         if self._n > self.limit:
