@@ -12,14 +12,12 @@ Serial (a UART), BLE (common.ble: the park link service of SPEC 2) and Wi-Fi + T
     fault       None, or (F_RADIO, why) when the configured radio could not be used
                 and this link is the fallback
 
-A radio module is imported only when the config asks for it.
+common.start.open_link picks one at boot (that code leaves the heap after it); a radio
+module is imported only when the config asks for it.
 """
 
 from micropython import const
 
-from protocol.codes import F_RADIO, RADIO_NO_BLE, RADIO_NO_CREDENTIALS, RADIO_NO_WIFI
-
-from common.errors import ConfigError
 from common.hal import make_uart
 
 _HOLD_MAX = const(2048)
@@ -101,34 +99,3 @@ class RadioLink(Link):
 
     def busy(self):
         return bool(self._held)
-
-
-def open_link(cfg, kid=b""):
-    """The transport link.kind names; if its radio cannot be used, the UART (fault set)
-    when one is wired (link.uart >= 0), else a Link that carries nothing."""
-    why = None
-    kind = cfg["kind"]
-    if kind == "ble":
-        try:
-            from common.ble import BleLink
-            return BleLink(cfg, kid)
-        except (ImportError, OSError):  # no bluetooth module, or the controller did not start
-            why = RADIO_NO_BLE
-    elif kind == "wifi":
-        if not cfg["ssid"] or len(cfg["psk"]) < 8 or not cfg["host"]:
-            why = RADIO_NO_CREDENTIALS
-        else:
-            try:
-                from common.wifi import WifiLink
-                return WifiLink(cfg)
-            except (ImportError, OSError):
-                why = RADIO_NO_WIFI
-    if cfg["uart"] < 0:
-        if why is None:
-            raise ConfigError("link.uart", "a serial link needs a UART (0..2)")
-        link = Link()
-    else:
-        link = UartLink(cfg)
-    if why is not None:
-        link.fault = (F_RADIO, why)
-    return link

@@ -16,11 +16,10 @@ except ImportError:  # CPython (type checks)
     def const(x):  # type: ignore[misc]  # the stub's const is generic
         return x
 
-from protocol.codes import (E_BAD_VALUE, E_INTERNAL, E_NOT_READY, F_MEMORY, ST_CAUSE_MASK,  # noqa: F401
-                            ST_LINK_ONLY, ST_SAFE_MODE, ST_TIME_VALID)  # (E_INTERNAL, F_MEMORY: common.rare's)
+from protocol.codes import (CAUSE_DEEPSLEEP, E_BAD_VALUE, E_INTERNAL, E_NOT_READY, F_MEMORY,  # noqa: F401
+                            ST_CAUSE_MASK, ST_LINK_ONLY, ST_SAFE_MODE, ST_TIME_VALID)  # (E_INTERNAL, F_MEMORY: common.rare's)
 
 from common import SETUP_ONLY, VERSION, clock, forget, hal
-from common.bootcount import BootCount
 from common.errors import CommandError, ConfigError
 from common.link import Link
 from common.session import Session
@@ -28,6 +27,39 @@ from common.session import Session
 _BATT_MIN_MV = const(1000)  # below this a battery reading is no reading: an ESP32 browns out near 2.5 V
 _MAX_APP_ERRORS = const(3)  # consecutive failed app steps after which the watchdog is starved (-> reset)
 _JOB_PAUSE_MS = const(5)  # longest wait between two items of Runtime.job (link polled, watchdog fed)
+
+
+class BootCount:
+    """Boot counter and fast-reboot detection: the way into safe mode. Every reset (not a
+    deep-sleep wake) counts a boot and a "fast" boot; a run that stays healthy for stable_s,
+    finishes a sleep cycle or reboots on purpose clears the fast count. More than safe_boots
+    fast boots in a row means something in the normal path crashes the device: it then runs
+    only its safe behaviour and the link. (Here, not a module of its own: one module fewer.)"""
+
+    def __init__(self, store, cause, safe_boots, count=True):
+        self._store = store
+        st = store.get("boot")
+        if type(st) is not dict:
+            st = {"n": 0, "fast": 0}
+        self.boots = st.get("n", 0)
+        self.fast = st.get("fast", 0)
+        self.cause = cause
+        if count and cause != CAUSE_DEEPSLEEP:
+            self.boots += 1
+            self.fast += 1
+            self._save()
+        self.safe = self.fast > safe_boots
+        self.stable = self.fast == 0
+
+    def _save(self):
+        self._store.put("boot", {"n": self.boots, "fast": self.fast})
+
+    def mark_stable(self):
+        """This run proved healthy: the next reset is not part of a crash loop."""
+        if self.fast:
+            self.fast = 0
+            self._save()
+        self.stable = True
 
 
 class Runtime:
@@ -158,7 +190,7 @@ class Runtime:
             self.log("welcome time %d not valid; keeping RTC" % msg["time"])
         if self._welcome_ms is None:
             self.log("joined the gateway (heartbeat every %d s)" % msg["hb"])
-            if self.cause != hal.CAUSE_DEEPSLEEP:
+            if self.cause != CAUSE_DEEPSLEEP:
                 self._hb_due = now  # first welcome after a reset: report diagnostics at once
             if self._ota:
                 self.ota("joined")

@@ -4,7 +4,9 @@ Imported only on that rare path (common.runtime.selftest imports it lazily), so
 its code costs no heap on a board in service.
 """
 
-from common import config, hal
+from protocol.codes import CAUSE_SOFT
+
+from common import config
 from common.link import Link
 from common.runtime import Runtime
 from common.start import KEY_PATH, load_app, read_key
@@ -27,7 +29,7 @@ class _Recorder(Link):
 def run(config_path=config.PATH, key_path=KEY_PATH):
     """With the main loop stopped: no boot counted, no watchdog, nothing sent to the gateway."""
     dev = config.load(config_path)
-    rt = Runtime(dev, read_key(key_path), Store(), load_app(dev.role), cause=hal.CAUSE_SOFT,
+    rt = Runtime(dev, read_key(key_path), Store(), load_app(dev.role), cause=CAUSE_SOFT,
                  transport=_Recorder(), count_boot=False)
     rt.app = rt.app_cls(rt)
     rt.app.start(False)

@@ -15,14 +15,14 @@ their code back before the loop runs (common.runtime.serve; docs/firmware.md#foo
 
 import json
 
-from protocol.codes import CAP_OTA_IMAGE, F_CONFIG, F_SAFE_MODE
+from protocol.codes import (CAP_OTA_IMAGE, CAUSE_DEEPSLEEP, F_CONFIG, F_RADIO, F_SAFE_MODE, RADIO_NO_BLE,
+                            RADIO_NO_CREDENTIALS, RADIO_NO_WIFI)
 from protocol.messages import ROLE_IDS
 
 from common import SETUP_ONLY, clock, forget, hal
-from common.bootcount import BootCount
 from common.errors import ConfigError, ProvisionError, RoleMissing
-from common.link import open_link
-from common.runtime import Runtime, failed, flash_log
+from common.link import Link, UartLink
+from common.runtime import BootCount, Runtime, failed, flash_log
 from common.session import Session
 from common.store import Store
 
@@ -97,6 +97,37 @@ def main():
     return rt
 
 
+def open_link(cfg, kid):
+    """At boot: the transport link.kind names; if its radio cannot be used, the UART (fault set)
+    when one is wired (link.uart >= 0), else a Link that carries nothing."""
+    why = None
+    kind = cfg["kind"]
+    if kind == "ble":
+        try:
+            from common.ble import BleLink
+            return BleLink(cfg, kid)
+        except (ImportError, OSError):  # no bluetooth module, or the controller did not start
+            why = RADIO_NO_BLE
+    elif kind == "wifi":
+        if not cfg["ssid"] or len(cfg["psk"]) < 8 or not cfg["host"]:
+            why = RADIO_NO_CREDENTIALS
+        else:
+            try:
+                from common.wifi import WifiLink
+                return WifiLink(cfg)
+            except (ImportError, OSError):
+                why = RADIO_NO_WIFI
+    if cfg["uart"] < 0:
+        if why is None:
+            raise ConfigError("link.uart", "a serial link needs a UART (0..2)")
+        link = Link()
+    else:
+        link = UartLink(cfg)
+    if why is not None:
+        link.fault = (F_RADIO, why)
+    return link
+
+
 def init_runtime(rt, key, transport, count_boot, boot):
     """Runtime.__init__'s work (boot only, so its code leaves the heap with this module):
     the boot counted, the app config validated, the link and the session opened."""
@@ -136,7 +167,7 @@ def init_runtime(rt, key, transport, count_boot, boot):
         rt._faults.append(rt.link.fault)
     rt.session = Session(dev.kid, key, rt.link, store, hello, dev.link, rt._command, rt._welcomed)
     d = None
-    if rt.cause == hal.CAUSE_DEEPSLEEP:
+    if rt.cause == CAUSE_DEEPSLEEP:
         raw = hal.rtc_memory()
         if raw is None:
             d = store.get("retained")
@@ -165,7 +196,7 @@ def start_runtime(rt):
             raise
         rt.app = None  # safe mode and still failing: link only
     try:
-        tests = rt.app.selftest() if rt.app and rt.cause != hal.CAUSE_DEEPSLEEP else ()
+        tests = rt.app.selftest() if rt.app and rt.cause != CAUSE_DEEPSLEEP else ()
         for name, ok, detail in tests:
             if not ok:
                 rt.checks_ok = False
@@ -175,7 +206,7 @@ def start_runtime(rt):
         rt._crash("selftest", e)
     now = clock.ticks_ms()
     rt._app_due = now
-    if rt.cause == hal.CAUSE_DEEPSLEEP:
+    if rt.cause == CAUSE_DEEPSLEEP:
         left = rt.retained.get("_hb")
         left = left if type(left) is int else 0
         rt._hb_due = clock.ticks_add(now, left)
