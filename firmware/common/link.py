@@ -28,7 +28,7 @@ class Link:
     """A link that carries nothing: a radio-only device whose radio cannot be used keeps
     doing its job on its own (a pole keeps lighting its path)."""
 
-    fault = None
+    fault = None  # type: tuple | None
 
     def read(self):
         return None

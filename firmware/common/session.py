@@ -173,14 +173,14 @@ class Session:
                     nack = msg if t == "nack" else None
                     ref = msg["ref"]
                     for i in range(len(self.events)):
-                        e = self.events[i]
-                        if ref in e[1]:
+                        ev = self.events[i]
+                        if ref in ev[1]:
                             self.events.pop(i)
                             if nack is not None:
                                 self.last_nack = nack
                             self._persist()
-                            if e[5] is not None:
-                                e[5](e[0], nack)
+                            if ev[5] is not None:
+                                ev[5](ev[0], nack)
                             break
                 else:
                     try:
@@ -205,26 +205,26 @@ class Session:
                 self._wait = min(d * 2, self.cfg["hello_max"] * 1000)
             nxt = min(nxt, d)
         if self.welcomed:
-            for e in self.events:
-                d = clock.ticks_diff(e[2], now)
+            for ev in self.events:
+                d = clock.ticks_diff(ev[2], now)
                 if d <= 0:
-                    if len(e[1]) > _REHELLO_AFTER:
+                    if len(ev[1]) > _REHELLO_AFTER:
                         self.start_hello(now)
-                        e[1] = []
+                        ev[1] = []
                         return 0
-                    msg = e[0]
+                    msg = ev[0]
                     seq = self.seq.take()
                     if msg.get("eid") is None:
                         msg["eid"] = seq
-                        if e[4]:
+                        if ev[4]:
                             self._persist()
                     self._t.write(codec.pack(self._mac, cose.UP, self.kid, seq, msg))
-                    e[1].append(seq)
-                    if len(e[1]) > 8:
-                        e[1].pop(0)
-                    d = e[3]
-                    e[2] = clock.ticks_add(now, d)
-                    e[3] = min(d * 2, self.cfg["retry_max"] * 1000)
+                    ev[1].append(seq)
+                    if len(ev[1]) > 8:
+                        ev[1].pop(0)
+                    d = ev[3]
+                    ev[2] = clock.ticks_add(now, d)
+                    ev[3] = min(d * 2, self.cfg["retry_max"] * 1000)
                 nxt = min(nxt, d)
         return max(nxt, 0)
 

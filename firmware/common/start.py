@@ -100,7 +100,7 @@ def main():
 def open_link(cfg, kid):
     """At boot: the transport link.kind names; if its radio cannot be used, the UART (fault set)
     when one is wired (link.uart >= 0), else a Link that carries nothing."""
-    why = None
+    why = 0  # or the RADIO_* code of a radio that cannot be used
     kind = cfg["kind"]
     if kind == "ble":
         try:
@@ -118,12 +118,12 @@ def open_link(cfg, kid):
             except (ImportError, OSError):
                 why = RADIO_NO_WIFI
     if cfg["uart"] < 0:
-        if why is None:
+        if not why:
             raise ConfigError("link.uart", "a serial link needs a UART (0..2)")
         link = Link()
     else:
         link = UartLink(cfg)
-    if why is not None:
+    if why:
         link.fault = (F_RADIO, why)
     return link
 
