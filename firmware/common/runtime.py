@@ -19,10 +19,11 @@ except ImportError:  # CPython (type checks)
 from protocol.codes import (CAUSE_DEEPSLEEP, E_BAD_VALUE, E_INTERNAL, E_NOT_READY, F_MEMORY,  # noqa: F401
                             ST_CAUSE_MASK, ST_LINK_ONLY, ST_SAFE_MODE, ST_TIME_VALID)  # (E_INTERNAL, F_MEMORY: common.rare's)
 
-from common import SETUP_ONLY, VERSION, clock, forget, hal
+from common import SETUP_ONLY, Device, clock, forget, hal
 from common.errors import CommandError, ConfigError
 from common.link import Link
 from common.session import Session
+from common.store import Store
 
 _BATT_MIN_MV = const(1000)  # below this a battery reading is no reading: an ESP32 browns out near 2.5 V
 _MAX_APP_ERRORS = const(3)  # consecutive failed app steps after which the watchdog is starved (-> reset)
@@ -65,7 +66,29 @@ class BootCount:
 class Runtime:
     """What an App sees as `rt` (the contract in docs/firmware.md)."""
 
-    # set by common.start.init_runtime (boot only)
+    # set by common.start.init_runtime (boot only, so that code leaves the heap after it)
+    dev: "Device"
+    id: "str"
+    store: "Store"
+    hal: "hal.Hal"
+    _rtc: "dict"
+    cause: "int"
+    app_cls: "type"
+    fw: "int"
+    started_ms: "int"
+    _tick: "int"
+    up_ms: "int"  # since boot, summed per step: ticks wrap after 12.4 days, uptime must not
+    gateway_seen_ms: "int | None"
+    logs: "list"
+    app_errors: "int"
+    healthy: "bool"
+    checks_ok: "bool"
+    _ota: "bool"  # main.py loaded otaboot: this board has taken an update (common.ota)
+    _faults: "list"
+    _sleep_ms: "int | None"
+    _welcome_ms: "int | None"
+    _hb_due: "int"
+    _gc_mark: "int"
     boot: "BootCount"
     safe: "bool"
     cfg: "dict"
@@ -75,35 +98,13 @@ class Runtime:
     _app_due: "int"
 
     def __init__(self, dev, key, store, app_cls, cause=None, transport=None, count_boot=True, boot=None):
-        self.dev = dev
-        self.id = dev.id
-        self.store = store
-        self.hal = hal.Hal(dev.pins)
-        self._rtc = dev.rt
-        self.cause = hal.reset_cause() if cause is None else cause
-        self.app_cls = app_cls
-        self.fw = getattr(app_cls, "FW", VERSION)
-        self.started_ms = clock.ticks_ms()
-        self._tick = self.started_ms
-        self.up_ms = 0  # since boot, summed per step: ticks wrap after 12.4 days, uptime must not
-        self.gateway_seen_ms = None
-        self.logs = []  # type: list
         self.app = None
-        self.app_errors = 0
-        self.healthy = True
-        self.checks_ok = True
-        self._ota = "otaboot" in sys.modules  # main.py loaded it: this board has taken an update (common.ota)
-        self._faults = []  # type: list
-        self._sleep_ms = None
-        self._reboot_at = None
-        self._welcome_ms = None
-        self._hb_due = clock.ticks_ms()
         self._batt = None
-        self._gc_mark = 0
+        self._reboot_at = None
         self.wdt = None
         self.job = None  # a generator the loop advances one item a turn (an update's install: common.ota)
         from common import start  # boot only: the code leaves the heap with common.start
-        start.init_runtime(self, key, transport, count_boot, boot)
+        start.init_runtime(self, dev, key, store, app_cls, cause, transport, count_boot, boot)
 
     # ---- the App-facing API ----
 

@@ -14,12 +14,13 @@ their code back before the loop runs (common.runtime.serve; docs/firmware.md#foo
 """
 
 import json
+import sys
 
 from protocol.codes import (CAP_OTA_IMAGE, CAUSE_DEEPSLEEP, F_CONFIG, F_RADIO, F_SAFE_MODE, RADIO_NO_BLE,
                             RADIO_NO_CREDENTIALS, RADIO_NO_WIFI)
 from protocol.messages import ROLE_IDS
 
-from common import SETUP_ONLY, clock, forget, hal
+from common import SETUP_ONLY, VERSION, clock, forget, hal
 from common.errors import ConfigError, ProvisionError, RoleMissing
 from common.link import Link, UartLink
 from common.runtime import BootCount, Runtime, failed, flash_log
@@ -128,12 +129,31 @@ def open_link(cfg, kid):
     return link
 
 
-def init_runtime(rt, key, transport, count_boot, boot):
+def init_runtime(rt, dev, key, store, app_cls, cause, transport, count_boot, boot):
     """Runtime.__init__'s work (boot only, so its code leaves the heap with this module):
     the boot counted, the app config validated, the link and the session opened."""
-    dev = rt.dev
-    store = rt.store
-    app_cls = rt.app_cls
+    rt.dev = dev
+    rt.id = dev.id
+    rt.store = store
+    rt.hal = hal.Hal(dev.pins)
+    rt._rtc = dev.rt
+    rt.cause = hal.reset_cause() if cause is None else cause
+    rt.app_cls = app_cls
+    rt.fw = getattr(app_cls, "FW", VERSION)
+    rt.started_ms = clock.ticks_ms()
+    rt._tick = rt.started_ms
+    rt.up_ms = 0  # since boot, summed per step: ticks wrap after 12.4 days, uptime must not
+    rt.gateway_seen_ms = None
+    rt.logs = []
+    rt.app_errors = 0
+    rt.healthy = True
+    rt.checks_ok = True
+    rt._ota = "otaboot" in sys.modules  # main.py loaded it: this board has taken an update (common.ota)
+    rt._faults = []
+    rt._sleep_ms = None
+    rt._welcome_ms = None
+    rt._hb_due = clock.ticks_ms()
+    rt._gc_mark = 0
     rt.boot = boot or BootCount(store, rt.cause, rt._rtc["safe_boots"], count_boot)
     rt.safe = rt.boot.safe
     from common import config  # boot only: main() forgets it afterwards
