@@ -105,8 +105,8 @@ def open_link(cfg, kid):
     kind = cfg["kind"]
     if kind == "ble":
         try:
-            from common.ble import BleLink
-            return BleLink(cfg, kid)
+            from common import ble  # by the package: no "common.ble" name interned where it is not loaded
+            return ble.BleLink(cfg, kid)
         except (ImportError, OSError):  # no bluetooth module, or the controller did not start
             why = RADIO_NO_BLE
     elif kind == "wifi":
@@ -114,8 +114,8 @@ def open_link(cfg, kid):
             why = RADIO_NO_CREDENTIALS
         else:
             try:
-                from common.wifi import WifiLink
-                return WifiLink(cfg)
+                from common import wifi
+                return wifi.WifiLink(cfg)
             except (ImportError, OSError):
                 why = RADIO_NO_WIFI
     if cfg["uart"] < 0:

@@ -19,10 +19,10 @@ class Log:
     def __len__(self):
         return self._n
 
-    def append(self, value):
+    def append(self, rec):
         """Add a record; returns False if the oldest had to be dropped to make room."""
         with open(self.path, "a") as f:
-            f.write(json.dumps(value))
+            f.write(json.dumps(rec))
             f.write("\n")
         self._n += 1
         if self._n > self.limit:
