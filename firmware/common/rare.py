@@ -11,8 +11,7 @@ import sys
 
 from common import forget, hal
 from common.errors import CommandError, ConfigError, RoleMissing
-# protocol.codes leaves the heap after boot; the runtime keeps the few codes these paths need
-from common.runtime import E_BAD_VALUE, E_INTERNAL, E_NOT_READY, F_MEMORY
+from protocol.codes import E_BAD_VALUE, E_INTERNAL, E_NOT_READY, F_MEMORY
 
 
 def config(rt, values):

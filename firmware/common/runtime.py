@@ -16,8 +16,8 @@ except ImportError:  # CPython (type checks)
     def const(x):  # type: ignore[misc]  # the stub's const is generic
         return x
 
-from protocol.codes import (CAUSE_DEEPSLEEP, E_BAD_VALUE, E_INTERNAL, E_NOT_READY, F_MEMORY,  # noqa: F401
-                            ST_CAUSE_MASK, ST_LINK_ONLY, ST_SAFE_MODE, ST_TIME_VALID)  # (E_INTERNAL, F_MEMORY: common.rare's)
+from protocol.codes import (CAUSE_DEEPSLEEP, E_BAD_VALUE, E_NOT_READY, ST_CAUSE_MASK, ST_LINK_ONLY, ST_SAFE_MODE,
+                            ST_TIME_VALID)
 
 from common import SETUP_ONLY, Device, clock, forget, hal
 from common.errors import CommandError, ConfigError

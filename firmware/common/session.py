@@ -17,7 +17,7 @@ except ImportError:  # CPython (type checks)
         return x
 
 from protocol import codec, cose, framing
-from protocol.codes import E_INTERNAL, E_MALFORMED, E_UNKNOWN_TYPE
+from protocol.codes import DOWN, E_INTERNAL, E_MALFORMED, E_UNKNOWN_TYPE, UP
 from protocol.errors import ProtocolError, ReplayError, UnknownTypeError
 from protocol.messages import NACK_FIELD_MAX
 from protocol.replay import ReplayWindow, SeqCounter
@@ -73,7 +73,7 @@ class Session:
     def send(self, msg):
         """Send one message now; returns its sequence number."""
         seq = self.seq.take()
-        self._t.write(codec.pack(self._mac, cose.UP, self.kid, seq, msg))
+        self._t.write(codec.pack(self._mac, UP, self.kid, seq, msg))
         return seq
 
     def event(self, msg, now, durable=False, on_ack=None):
@@ -128,7 +128,7 @@ class Session:
                     self.dropped += 1
                     continue
                 try:
-                    r = codec.open_envelope(env, cose.DOWN, lambda kid: self._mac if kid == self.kid else None,
+                    r = codec.open_envelope(env, DOWN, lambda kid: self._mac if kid == self.kid else None,
                                             lambda kid: self.window)
                 except ProtocolError as e:
                     seq = getattr(e, "seq", None)
@@ -218,7 +218,7 @@ class Session:
                         msg["eid"] = seq
                         if ev[4]:
                             self._persist()
-                    self._t.write(codec.pack(self._mac, cose.UP, self.kid, seq, msg))
+                    self._t.write(codec.pack(self._mac, UP, self.kid, seq, msg))
                     ev[1].append(seq)
                     if len(ev[1]) > 8:
                         ev[1].pop(0)

@@ -8,7 +8,9 @@ light_pole.app imports this module when one of them runs and forgets it after
 from common.errors import CommandError, ConfigError
 
 from light_pole import control, curve, lamp
-from light_pole.app import _NO_LAMP, F_CONFIG, PROFILE_KEY  # not protocol.codes: it left the heap after boot
+from protocol.codes import F_CONFIG
+
+from light_pole.app import _NO_LAMP, PROFILE_KEY
 from light_pole.daynight import DayNight
 from light_pole.motion import Motion
 from light_pole.profile import Profile, windows

@@ -9,7 +9,9 @@ from protocol.cose import Mac
 
 from locker import access, audit, compartment, flash
 from locker.actuator import LockActuator
-from locker.app import _REBUILD, ACC_OK_COMMAND, ACC_OK_TOKEN, F_FLASH, KEY_PATH, STATE
+from protocol.codes import ACC_OK_COMMAND, ACC_OK_TOKEN, F_FLASH
+
+from locker.app import _REBUILD, KEY_PATH, STATE
 from locker.debounce import Debounced
 from locker.lockout import Lockout
 from locker.usedids import UsedIds

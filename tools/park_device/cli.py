@@ -62,6 +62,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--role", required=True, help="|".join(ROLES))
     p.add_argument("--force", action="store_true", help="deploy even if the board is provisioned for another role")
     p.add_argument("--no-restart", dest="restart", action="store_false", help="leave the firmware stopped")
+    p.add_argument("--lines", action="store_true",
+                   help="keep line numbers in tracebacks (a bench board: costs about 2 KiB of heap)")
 
     p = sub.add_parser("provision", help="write id, site, config and a fresh key; register with the gateway")
     _common(p)
@@ -152,7 +154,7 @@ def run(args: argparse.Namespace, ui: UI) -> tuple[str, dict]:
     if c == "deploy":
         from .deploy import deploy
         return deploy(ui, args.port, args.role, timeout=args.timeout, force=args.force, restart=args.restart,
-                      serial_number=args.serial_number)
+                      serial_number=args.serial_number, lines=args.lines)
     if c == "provision":
         from .provision import provision
         return provision(ui, args.port, args.device_id, args.role, args.site, registry=args.registry,

@@ -48,7 +48,8 @@ def plan(arts: list[Artifact], on_board: dict[str, str | None]) -> tuple[list[Ar
 
 
 def deploy(ui, port: str | None, role: str, *, timeout: float = 10.0, force: bool = False,
-           restart: bool = True, fw_root=None, serial_number: str | None = None) -> tuple[str, dict]:
+           restart: bool = True, fw_root=None, serial_number: str | None = None,
+           lines: bool = False) -> tuple[str, dict]:
     check_role(role)
     cross = mpy_cross_version()
     with Board.open(port, timeout=timeout, serial_number=serial_number) as b:
@@ -65,7 +66,7 @@ def deploy(ui, port: str | None, role: str, *, timeout: float = 10.0, force: boo
             def tick(i, n, name):
                 bar.total = n
                 bar.set(i, name)
-            arts = build(role, fw_root=fw_root, progress=tick)
+            arts = build(role, fw_root=fw_root, progress=tick, lines=lines)
         on_board = b.hashes([a.dest for a in arts])
         todo, same = plan(arts, on_board)
 

@@ -6,7 +6,7 @@
 # survives the watchdog reset, keeps the next boot from spinning again); hog (27) makes
 # each step in normal mode keep 2 KB more, until the heap budget refuses it.
 import machine
-from protocol import messages
+from protocol.codes import E_BAD_VALUE, E_NOT_SUPPORTED
 
 from common.config import BOOL, INT, ConfigError
 from common.errors import CommandError
@@ -54,9 +54,9 @@ class App:
     def on_command(self, msg):
         if msg["type"] == "light_set":
             if msg["level"] > self.rt.cfg["full"]:
-                raise CommandError(messages.E_BAD_VALUE, "level")
+                raise CommandError(E_BAD_VALUE, "level")
             return None
-        raise CommandError(messages.E_NOT_SUPPORTED, "")
+        raise CommandError(E_NOT_SUPPORTED, "")
 
     def on_config(self, v):
         if v["base"] > v["full"]:
