@@ -12,7 +12,7 @@ Serial (a UART), BLE (common.ble: the park link service of SPEC 2) and Wi-Fi + T
     fault       None, or (F_RADIO, why) when the configured radio could not be used
                 and this link is the fallback
 
-common.start.open_link picks one at boot (that code leaves the heap after it); a radio
+common.start.init_runtime picks one at boot (that code leaves the heap after it); a radio
 module is imported only when the config asks for it.
 """
 

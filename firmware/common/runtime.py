@@ -99,7 +99,6 @@ class Runtime:
 
     def __init__(self, dev, key, store, app_cls, cause=None, transport=None, count_boot=True, boot=None):
         self.app = None
-        self._batt = None
         self._reboot_at = None
         self.wdt = None
         self.job = None  # a generator the loop advances one item a turn (an update's install: common.ota)
@@ -149,13 +148,12 @@ class Runtime:
 
     def battery_mv(self):
         """Battery voltage (mV) from ADC "batt" and rt.batt_div, or None on mains power and when
-        there is no reading (an open input reads ~0 V, which a running board cannot have)."""
+        there is no reading (an open input reads ~0 V, which a running board cannot have). The
+        ADC is set up per reading (a heartbeat's, a bin's wake): no object kept for it."""
         div = self._rtc["batt_div"]
         if not div or not self.hal.has("batt"):
             return None
-        if self._batt is None:
-            self._batt = self.hal.adc("batt")
-        mv = self._batt.read_uv() * div // 1000000
+        mv = self.hal.adc("batt").read_uv() * div // 1000000
         return mv if mv >= _BATT_MIN_MV else None
 
     def sleep_request(self, ms):
@@ -340,41 +338,29 @@ class Runtime:
                 while True:
                     await clock.sleep_ms(self.step(clock.ticks_ms()))
             except MemoryError as e:
-                if not _out_of_memory(self, e):
+                if not failed("runtime", e, self.safe, self):
                     return
             except Exception as e:  # a runtime bug
                 failed("runtime", e, self.safe)
                 return
 
 
-def _rare(safe):
-    """common.rare, or None when not even its code fits in the heap: then a board in normal mode
-    resets (its fast boots lead to safe mode) and one in safe mode says so and stays in the console."""
+def failed(where, e, safe, rt=None):
+    """A crash outside the App (common.rare.failed): reset, or stay in the console in safe mode.
+    With rt, the heap ran out (common.rare.out_of_memory): True when the board goes on with the
+    link only. If not even common.rare's code fits, a board in normal mode resets (its fast boots
+    lead to safe mode) and one in safe mode says so and stays in the console."""
+    if rt is not None:
+        rt.app = None  # the App's data goes first: the handler's own code has to fit
     gc.collect()
     try:
         from common import rare
-        return rare
     except MemoryError:
         if not safe:
             hal.reset()
         print("park-edge: out of memory; staying in the console (REPL)")
-        return None
-
-
-def failed(where, e, safe):
-    """A crash outside the App (common.rare.failed): reset, or stay in the console in safe mode."""
-    rare = _rare(safe)
-    if rare is not None:
-        rare.failed(where, e, safe)
-        forget("common.rare")
-
-
-def _out_of_memory(rt, e):
-    rt.app = None  # the App's data goes first: the handler's own code has to fit
-    rare = _rare(rt.safe)
-    if rare is None:
         return False
-    r = rare.out_of_memory(rt, e)
+    r = rare.failed(where, e, safe) if rt is None else rare.out_of_memory(rt, e)
     forget("common.rare")
     return r
 

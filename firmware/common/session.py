@@ -134,64 +134,69 @@ class Session:
                     seq = getattr(e, "seq", None)
                     if seq is None or isinstance(e, ReplayError):
                         self.dropped += 1  # framing, forged, unknown kid, replayed: never answered
-                    elif self.window is None:
-                        self.ignored += 1
-                    else:
-                        self.seen_ms = now
-                        code = E_UNKNOWN_TYPE if isinstance(e, UnknownTypeError) else E_MALFORMED
-                        self._reply(seq, (code, getattr(e, "field", "")))
-                    continue
-                msg = r.msg
-                t = msg["type"]
-                if t == "welcome" or t == "resync":
-                    if msg["echo"] != self.nonce:
+                        continue
+                    if self.window is None:
                         self.ignored += 1
                         continue
                     self.seen_ms = now
-                    if t == "resync":
-                        if self.welcomed:
+                    res = (E_UNKNOWN_TYPE if isinstance(e, UnknownTypeError) else E_MALFORMED, getattr(e, "field", ""))
+                else:
+                    seq = r.seq
+                    msg = r.msg
+                    t = msg["type"]
+                    if t == "welcome" or t == "resync":
+                        if msg["echo"] != self.nonce:
                             self.ignored += 1
                             continue
-                        self.seq.jump(msg["floor"])
-                        self.start_hello(now)
+                        self.seen_ms = now
+                        if t == "resync":
+                            if self.welcomed:
+                                self.ignored += 1
+                                continue
+                            self.seq.jump(msg["floor"])
+                            self.start_hello(now)
+                            continue
+                        if self.window is None:
+                            self.window = ReplayWindow()
+                            self.window.reset(seq + 1)
+                        self.welcomed = True
+                        self._due = None
+                        if msg["hb"]:
+                            self.hb_s = msg["hb"]
+                        if self.on_welcome is not None:
+                            self.on_welcome(msg, now)
                         continue
                     if self.window is None:
-                        self.window = ReplayWindow()
-                        self.window.reset(r.seq + 1)
-                    self.welcomed = True
-                    self._due = None
-                    if msg["hb"]:
-                        self.hb_s = msg["hb"]
-                    if self.on_welcome is not None:
-                        self.on_welcome(msg, now)
-                    continue
-                if self.window is None:
-                    self.ignored += 1
-                    continue
-                self.seen_ms = now
-                if t == "ack" or t == "nack":
-                    nack = msg if t == "nack" else None
-                    ref = msg["ref"]
-                    for i in range(len(self.events)):
-                        ev = self.events[i]
-                        if ref in ev[1]:
-                            self.events.pop(i)
-                            if nack is not None:
-                                self.last_nack = nack
-                            self._persist()
-                            if ev[5] is not None:
-                                ev[5](ev[0], nack)
-                            break
-                else:
+                        self.ignored += 1
+                        continue
+                    self.seen_ms = now
+                    if t == "ack" or t == "nack":
+                        nack = msg if t == "nack" else None
+                        ref = msg["ref"]
+                        for i in range(len(self.events)):
+                            ev = self.events[i]
+                            if ref in ev[1]:
+                                self.events.pop(i)
+                                if nack is not None:
+                                    self.last_nack = nack
+                                self._persist()
+                                if ev[5] is not None:
+                                    ev[5](ev[0], nack)
+                                break
+                        continue
                     try:
                         res = self.handler(msg)
                     except Exception as e:  # a handler bug must not kill the link
                         print("session: handler failed for", t, repr(e))
                         res = (E_INTERNAL, "")
-                    self._reply(r.seq, res)
-                    if self.after_reply is not None:
-                        m, self.after_reply = self.after_reply, None
-                        self.send(m)
+                # the answer to an authentic command: ack, or nack with the field (cut to fit)
+                if res is None:
+                    self.send({"type": "ack", "ref": seq})
+                else:
+                    self.send({"type": "nack", "ref": seq, "code": res[0], "field": res[1][:NACK_FIELD_MAX]})
+                if self.after_reply is not None:
+                    m, self.after_reply = self.after_reply, None
+                    self.send(m)
         nxt = 60000
         if self._due is not None:
             d = clock.ticks_diff(self._due, now)
@@ -227,9 +232,3 @@ class Session:
                     ev[3] = min(d * 2, self.cfg["retry_max"] * 1000)
                 nxt = min(nxt, d)
         return max(nxt, 0)
-
-    def _reply(self, ref, res):
-        if res is None:
-            self.send({"type": "ack", "ref": ref})
-        else:
-            self.send({"type": "nack", "ref": ref, "code": res[0], "field": res[1][:NACK_FIELD_MAX]})

@@ -98,37 +98,6 @@ def main():
     return rt
 
 
-def open_link(cfg, kid):
-    """At boot: the transport link.kind names; if its radio cannot be used, the UART (fault set)
-    when one is wired (link.uart >= 0), else a Link that carries nothing."""
-    why = 0  # or the RADIO_* code of a radio that cannot be used
-    kind = cfg["kind"]
-    if kind == "ble":
-        try:
-            from common import ble  # by the package: no "common.ble" name interned where it is not loaded
-            return ble.BleLink(cfg, kid)
-        except (ImportError, OSError):  # no bluetooth module, or the controller did not start
-            why = RADIO_NO_BLE
-    elif kind == "wifi":
-        if not cfg["ssid"] or len(cfg["psk"]) < 8 or not cfg["host"]:
-            why = RADIO_NO_CREDENTIALS
-        else:
-            try:
-                from common import wifi
-                return wifi.WifiLink(cfg)
-            except (ImportError, OSError):
-                why = RADIO_NO_WIFI
-    if cfg["uart"] < 0:
-        if not why:
-            raise ConfigError("link.uart", "a serial link needs a UART (0..2)")
-        link = Link()
-    else:
-        link = UartLink(cfg)
-    if why:
-        link.fault = (F_RADIO, why)
-    return link
-
-
 def init_runtime(rt, dev, key, store, app_cls, cause, transport, count_boot, boot):
     """Runtime.__init__'s work (boot only, so its code leaves the heap with this module):
     the boot counted, the app config validated, the link and the session opened."""
@@ -180,7 +149,36 @@ def init_runtime(rt, dev, key, store, app_cls, cause, transport, count_boot, boo
     except Exception:  # no esp32 module, or no OTA partitions (OSError)
         pass
     hello = {"type": "hello", "role": role, "fw": rt.fw, "caps": caps}
-    rt.link = transport or open_link(dev.link, dev.kid)
+    link = transport
+    if link is None:  # the transport link.kind names; if its radio cannot be used, the UART (fault
+        cfg = dev.link  # set) when one is wired (link.uart >= 0), else a Link that carries nothing
+        kind = cfg["kind"]
+        why = 0  # or the RADIO_* code of a radio that cannot be used
+        if kind == "ble":
+            try:
+                from common import ble  # by the package: no "common.ble" name interned where it is not loaded
+                link = ble.BleLink(cfg, dev.kid)
+            except (ImportError, OSError):  # no bluetooth module, or the controller did not start
+                why = RADIO_NO_BLE
+        elif kind == "wifi":
+            if not cfg["ssid"] or len(cfg["psk"]) < 8 or not cfg["host"]:
+                why = RADIO_NO_CREDENTIALS
+            else:
+                try:
+                    from common import wifi
+                    link = wifi.WifiLink(cfg)
+                except (ImportError, OSError):
+                    why = RADIO_NO_WIFI
+        if link is None:
+            if cfg["uart"] < 0:
+                if not why:
+                    raise ConfigError("link.uart", "a serial link needs a UART (0..2)")
+                link = Link()
+            else:
+                link = UartLink(cfg)
+            if why:
+                link.fault = (F_RADIO, why)
+    rt.link = link
     if rt.link.fault is not None:
         rt.log("link: the %s radio cannot be used (fault radio, %d); serial if wired"
                % (dev.link["kind"], rt.link.fault[1]), keep=True)

@@ -41,13 +41,12 @@ class WifiLink(RadioLink):
         self._due = clock.ticks_ms()
         self._since = 0
         self._s = None
-        self._p = None
         self.connects = 0
         self.failures = 0
 
     def _fail(self, now):
         s = self._s
-        self._s = self._p = None
+        self._s = None
         if s is not None:
             try:
                 s.close()
@@ -87,8 +86,6 @@ class WifiLink(RadioLink):
                     except OSError as e:
                         if e.errno != errno.EINPROGRESS:
                             raise
-                    self._p = p = select.poll()
-                    p.register(s, select.POLLOUT)
                     self._st = _CONNECT
                     self._since = now
                 elif st == _DOWN:
@@ -100,8 +97,10 @@ class WifiLink(RadioLink):
                             or clock.ticks_diff(now, self._since) >= _JOIN_MS):
                         w.disconnect()
                         self._fail(now)
-                elif self._p is not None:
-                    ev = self._p.poll(0)
+                else:  # connecting: the socket turns writable once the gateway accepted
+                    p = select.poll()
+                    p.register(self._s, select.POLLOUT)
+                    ev = p.poll(0)
                     if ev:
                         if ev[0][1] & (select.POLLERR | select.POLLHUP):
                             self._fail(now)
