@@ -184,17 +184,6 @@ class Runtime:
             if ota.idle():
                 forget("common.ota", "common.ota_state", "common.ota_rx", "common.otaboot")
 
-    def _welcomed(self, msg, now):
-        if not clock.set_time(msg["time"]):
-            self.log("welcome time %d not valid; keeping RTC" % msg["time"])
-        if self._welcome_ms is None:
-            self.log("joined the gateway (heartbeat every %d s)" % msg["hb"])
-            if self.cause != CAUSE_DEEPSLEEP:
-                self._hb_due = now  # first welcome after a reset: report diagnostics at once
-            if self._ota:
-                self.ota("joined")
-        self._welcome_ms = now
-
     def step(self, now):
         """One loop iteration; returns ms to wait before the next."""
         self.up_ms += max(clock.ticks_diff(now, self._tick), 0)
@@ -299,8 +288,21 @@ class Runtime:
     # ---- downlink commands (already authenticated and fresh) ----
 
     def _command(self, msg):
-        """Carry out one downlink command; the console says what it was and how it ended."""
+        """Carry out one downlink command; the console says what it was and how it ended.
+        A welcome comes here too (common.session: no answer to it)."""
         t = msg["type"]
+        if t == "welcome":
+            now = self._tick  # the step's
+            if not clock.set_time(msg["time"]):
+                self.log("welcome time %d not valid; keeping RTC" % msg["time"])
+            if self._welcome_ms is None:
+                self.log("joined the gateway (heartbeat every %d s)" % msg["hb"])
+                if self.cause != CAUSE_DEEPSLEEP:
+                    self._hb_due = now  # first welcome after a reset: report diagnostics at once
+                if self._ota:
+                    self.ota("joined")
+            self._welcome_ms = now
+            return None
         r = None
         if t == "config":  # validate all, let the app check and apply, persist (common.rare)
             try:

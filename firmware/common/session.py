@@ -32,17 +32,16 @@ _EVENT_FIRST_MS = const(2000)
 
 class Session:
     """Built by common.start for the runtime: handler(msg) answers downlink commands,
-    on_welcome(msg, now) hears each welcome. Attributes named as their arguments (hello,
+    and hears each welcome (its result ignored). Attributes named as their arguments (hello,
     handler, cfg) and the backoff as wifi's (_due, _wait) keep the interned names few."""
 
-    def __init__(self, kid, key, transport, store, hello, cfg, handler, on_welcome):
+    def __init__(self, kid, key, transport, store, hello, cfg, handler):
         self.kid = kid
         self._mac = cose.Mac(key)
         self._t = transport
         self._store = store
         self.hello = hello  # {"type": "hello", role, fw, caps}; nonce added per attempt
         self.handler = handler
-        self.on_welcome = on_welcome
         self.cfg = cfg  # the link config: hello_max, retry_max (s)
         self.hb_s = cfg["hb"]
         self.seq = SeqCounter(lambda: store.get("seq"), lambda n: store.put("seq", n))
@@ -163,8 +162,7 @@ class Session:
                         self._due = None
                         if msg["hb"]:
                             self.hb_s = msg["hb"]
-                        if self.on_welcome is not None:
-                            self.on_welcome(msg, now)
+                        self.handler(msg)
                         continue
                     if self.window is None:
                         self.ignored += 1

@@ -30,14 +30,14 @@ from common.store import Store
 KEY_PATH = "/key.bin"
 
 
-def read_key(key_path=KEY_PATH):
+def read_key(path=KEY_PATH):
     try:
-        with open(key_path, "rb") as f:
+        with open(path, "rb") as f:
             key = f.read()
     except OSError:
-        raise ProvisionError("%s is missing: provision the board's link key" % key_path)
+        raise ProvisionError("%s is missing: provision the board's link key" % path)
     if len(key) != 32:
-        raise ProvisionError("%s must hold 32 bytes, not %d" % (key_path, len(key)))
+        raise ProvisionError("%s must hold 32 bytes, not %d" % (path, len(key)))
     return key
 
 
@@ -61,19 +61,20 @@ def count_boot(dev, store):
     return BootCount(store, hal.reset_cause(), dev.rt["safe_boots"])
 
 
-def build(dev, store, count, key_path=KEY_PATH):
-    """The App imported and started under a Runtime, after count_boot."""
-    rt = Runtime(dev, read_key(key_path), store, load_app(dev.role), cause=count.cause, boot=count)
+def build(dev, store, count, key=KEY_PATH):
+    """The App imported and started under a Runtime, after count_boot (key: the key file)."""
+    rt = Runtime(dev, read_key(key), store, load_app(dev.role), cause=count.cause, boot=count)
     rt.start()
     return rt
 
 
-def boot(config_path=None, key_path=KEY_PATH):
-    """Build and start the Runtime from the provisioned files; ProvisionError if the board cannot talk."""
+def boot(path=None, key=KEY_PATH):
+    """Build and start the Runtime from the provisioned files (path: the config file, key: the key
+    file); ProvisionError if the board cannot talk."""
     from common import config
-    dev = config.load(config_path or config.PATH)
+    dev = config.load(path or config.PATH)
     store = Store()
-    return build(dev, store, count_boot(dev, store), key_path)
+    return build(dev, store, count_boot(dev, store), key)
 
 
 def main():
@@ -183,7 +184,7 @@ def init_runtime(rt, dev, key, store, app_cls, cause, transport, count_boot, boo
         rt.log("link: the %s radio cannot be used (fault radio, %d); serial if wired"
                % (dev.link["kind"], rt.link.fault[1]), keep=True)
         rt._faults.append(rt.link.fault)
-    rt.session = Session(dev.kid, key, rt.link, store, hello, dev.link, rt._command, rt._welcomed)
+    rt.session = Session(dev.kid, key, rt.link, store, hello, dev.link, rt._command)
     d = None
     if rt.cause == CAUSE_DEEPSLEEP:
         raw = hal.rtc_memory()
