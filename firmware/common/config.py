@@ -117,15 +117,15 @@ def validate(schema, values, base=None, where=""):
     return out
 
 
-def check_schema(schema, owner="app"):
+def check_schema(schema, where="app"):
     """Catch a broken SCHEMA at boot rather than at the first config command."""
     for k in schema:
         if type(k) is not str or not 0 < len(k) <= MAX_KEY:
-            raise _bad(owner + "." + str(k), "setting names must be 1..%d bytes" % MAX_KEY)
+            raise _bad(where + "." + str(k), "setting names must be 1..%d bytes" % MAX_KEY)
         spec = schema[k]
         if type(spec) is not tuple or len(spec) != 4:
-            raise _bad(owner + "." + k, "schema entry must be (kind, default, lo, hi)")
-        check(schema, k, spec[1], owner + ".")
+            raise _bad(where + "." + k, "schema entry must be (kind, default, lo, hi)")
+        check(schema, k, spec[1], where + ".")
 
 
 def _pins(raw):
@@ -142,18 +142,18 @@ def _pins(raw):
                 x = v[k]
                 if k in ("pin", "tx", "rx"):
                     if type(x) is not int:
-                        raise _bad("pins.%s.%s" % (name, k), "must be a GPIO number")
+                        raise _bad("pins." + name + "." + k, "must be a GPIO number")
                     nums.append(("." + k, x))
                 elif type(x) not in (int, bool, str):
-                    raise _bad("pins.%s.%s" % (name, k), "must be int, bool or text")
+                    raise _bad("pins." + name + "." + k, "must be int, bool or text")
         else:
             raise _bad("pins." + name, "must be a GPIO number or a map")
         for suffix, n in nums:
             if n < 0 or n > 48:
-                raise _bad("pins.%s%s" % (name, suffix), "GPIO %d out of range 0..48" % n)
+                raise _bad("pins." + name + suffix, "GPIO %d out of range 0..48" % n)
             other = used.get(n)
             if other is not None:
-                raise _bad("pins.%s%s" % (name, suffix), "GPIO %d already used by %s" % (n, other))
+                raise _bad("pins." + name + suffix, "GPIO %d already used by %s" % (n, other))
             used[n] = name + suffix
     return raw
 
@@ -196,10 +196,10 @@ def load(path=PATH):
     return DeviceConfig(raw)
 
 
-def save_app(path, dev, app_values):
+def save_app(path, dev, values):
     """Persist a new app section; the rest of the file is kept as provisioned."""
     raw = dict(dev.raw)
-    raw["app"] = app_values
+    raw["app"] = values
     write_json(path, raw)
     dev.raw = raw
-    dev.app = app_values
+    dev.app = values

@@ -30,6 +30,6 @@ class CommandError(FirmwareError):
     """
 
     def __init__(self, code, field="", detail=""):
-        super().__init__(detail or ("nack %d %s" % (code, field)))
+        super().__init__(detail or " ".join(("nack", str(code), field)))
         self.code = code
         self.field = field

@@ -19,12 +19,6 @@ from protocol.codes import (CAUSE_BROWNOUT, CAUSE_DEEPSLEEP, CAUSE_HARD, CAUSE_P
 
 from common.errors import ConfigError
 
-_CAUSES = (
-    ("PWRON_RESET", CAUSE_POWER_ON), ("HARD_RESET", CAUSE_HARD), ("WDT_RESET", CAUSE_WATCHDOG),
-    ("DEEPSLEEP_RESET", CAUSE_DEEPSLEEP), ("SOFT_RESET", CAUSE_SOFT), ("BROWNOUT_RESET", CAUSE_BROWNOUT),
-)
-
-
 class Hal:
     def __init__(self, pins):
         self._pins = pins
@@ -111,15 +105,17 @@ def make_uart(uid, baud, tx=-1, rx=-1):
 def reset_cause():
     """machine.reset_cause() as an index of protocol.messages.RESET_CAUSES."""
     c = machine.reset_cause()
-    for name, idx in _CAUSES:
+    for name, idx in (("PWRON_RESET", CAUSE_POWER_ON), ("HARD_RESET", CAUSE_HARD), ("WDT_RESET", CAUSE_WATCHDOG),
+                      ("DEEPSLEEP_RESET", CAUSE_DEEPSLEEP), ("SOFT_RESET", CAUSE_SOFT),
+                      ("BROWNOUT_RESET", CAUSE_BROWNOUT)):
         if getattr(machine, name, None) == c:
             return idx
     return CAUSE_UNKNOWN
 
 
-def watchdog(timeout_ms):
-    """Start the hardware watchdog (it cannot be stopped); None when timeout_ms is 0."""
-    return machine.WDT(timeout=timeout_ms) if timeout_ms else None
+def watchdog(ms):
+    """Start the hardware watchdog (it cannot be stopped); None when ms is 0."""
+    return machine.WDT(timeout=ms) if ms else None
 
 
 def reset():

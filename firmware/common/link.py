@@ -12,14 +12,12 @@ Serial (a UART), BLE (common.ble: the park link service of SPEC 2) and Wi-Fi + T
     fault       None, or (F_RADIO, why) when the configured radio could not be used
                 and this link is the fallback
 
-A radio module is imported only when the config asks for it.
+common.start.init_runtime picks one at boot (that code leaves the heap after it); a radio
+module is imported only when the config asks for it.
 """
 
 from micropython import const
 
-from protocol.codes import F_RADIO, RADIO_NO_BLE, RADIO_NO_CREDENTIALS, RADIO_NO_WIFI
-
-from common.errors import ConfigError
 from common.hal import make_uart
 
 _HOLD_MAX = const(2048)
@@ -30,7 +28,7 @@ class Link:
     """A link that carries nothing: a radio-only device whose radio cannot be used keeps
     doing its job on its own (a pole keeps lighting its path)."""
 
-    fault = None
+    fault = None  # type: tuple | None
 
     def read(self):
         return None
@@ -49,8 +47,8 @@ class Link:
 
 
 class UartLink(Link):
-    def __init__(self, link_cfg):
-        self.uart = make_uart(link_cfg["uart"], link_cfg["baud"], link_cfg["tx"], link_cfg["rx"])
+    def __init__(self, cfg):
+        self.uart = make_uart(cfg["uart"], cfg["baud"], cfg["tx"], cfg["rx"])
 
     def read(self):
         n = self.uart.any()
@@ -101,40 +99,3 @@ class RadioLink(Link):
 
     def busy(self):
         return bool(self._held)
-
-
-def _radio(link_cfg, kid):
-    """(link, None) or (None, why) for the configured radio."""
-    kind = link_cfg["kind"]
-    if kind == "ble":
-        try:
-            from common.ble import BleLink
-            return BleLink(link_cfg, kid), None
-        except (ImportError, OSError):  # no bluetooth module, or the controller did not start
-            return None, RADIO_NO_BLE
-    if not link_cfg["ssid"] or len(link_cfg["psk"]) < 8 or not link_cfg["host"]:
-        return None, RADIO_NO_CREDENTIALS
-    try:
-        from common.wifi import WifiLink
-        return WifiLink(link_cfg), None
-    except (ImportError, OSError):
-        return None, RADIO_NO_WIFI
-
-
-def open_link(link_cfg, kid=b""):
-    """The transport link.kind names; if its radio cannot be used, the UART (fault set)
-    when one is wired (link.uart >= 0), else a Link that carries nothing."""
-    why = None
-    if link_cfg["kind"] != "serial":
-        link, why = _radio(link_cfg, kid)
-        if link is not None:
-            return link
-    if link_cfg["uart"] < 0:
-        if why is None:
-            raise ConfigError("link.uart", "a serial link needs a UART (0..2)")
-        link = Link()
-    else:
-        link = UartLink(link_cfg)
-    if why is not None:
-        link.fault = (F_RADIO, why)
-    return link

@@ -10,7 +10,6 @@ package(
     files=(
         "__init__.py",
         "ble.py",
-        "bootcount.py",
         "clock.py",
         "config.py",
         "errors.py",
@@ -30,6 +29,7 @@ package(
         "session.py",
         "start.py",
         "store.py",
+        "storelog.py",
         "ticks.py",
         "wifi.py",
     ),

@@ -146,7 +146,7 @@ def installing(rt, u):
         forget("common.ota_inst")
         from common import runtime
         if isinstance(e, MemoryError):
-            runtime._out_of_memory(rt, e)
+            runtime.failed("update install", e, rt.safe, rt)
         else:
             runtime.failed("update install", e, rt.safe)
 

@@ -1,4 +1,5 @@
-"""Rare paths of the runtime: a config command, a crash, running out of memory, the flash log.
+"""Rare paths of the runtime: a config command, a crash, running out of memory, the flash log,
+a config naming a role the board does not have.
 
 Imported when one happens and forgotten after (common.forget), so a board in service
 does not hold their code (docs/firmware.md#footprint). Keep it small: while loaded it counts
@@ -9,7 +10,7 @@ import gc
 import sys
 
 from common import forget, hal
-from common.errors import CommandError, ConfigError
+from common.errors import CommandError, ConfigError, RoleMissing
 from protocol.codes import E_BAD_VALUE, E_INTERNAL, E_NOT_READY, F_MEMORY
 
 
@@ -96,3 +97,28 @@ def flash_log(root, text, limit):
             f.write("\n")
     except OSError:
         pass
+
+
+def role_missing(role):
+    """RoleMissing for a role whose package is not deployed, naming the role packages that are
+    (a directory on the import path holding app.py or app.mpy)."""
+    import os
+    out = []
+    for d in sys.path:
+        try:
+            names = os.listdir(d or ".")
+        except OSError:
+            continue
+        for n in names:
+            if n in ("common", "protocol") or n in out:
+                continue
+            for f in ("app.mpy", "app.py"):
+                try:
+                    os.stat("%s/%s/%s" % (d, n, f))
+                    out.append(n)
+                    break
+                except OSError:
+                    pass
+    return RoleMissing("role module '%s' is missing: the config says role %s, the board has %s; "
+                       "deploy the %s firmware or provision the deployed role"
+                       % (role, role, ", ".join(out) if out else "no role firmware", role))

@@ -10,27 +10,85 @@ import gc
 import json
 import sys
 
+try:
+    from micropython import const
+except ImportError:  # CPython (type checks)
+    def const(x):  # type: ignore[misc]  # the stub's const is generic
+        return x
+
 from protocol.codes import (CAUSE_DEEPSLEEP, E_BAD_VALUE, E_NOT_READY, ST_CAUSE_MASK, ST_LINK_ONLY, ST_SAFE_MODE,
                             ST_TIME_VALID)
 
-from common import SETUP_ONLY, VERSION, clock, forget, hal
-from common.bootcount import BootCount
+from common import SETUP_ONLY, Device, clock, forget, hal
 from common.errors import CommandError, ConfigError
 from common.link import Link
 from common.session import Session
+from common.store import Store
 
-BATT_MIN_MV = 1000
-"""Below this a battery reading is no reading: an ESP32 browns out near 2.5 V."""
-MAX_APP_ERRORS = 3
-"""Consecutive failed app steps after which the watchdog is starved (-> reset)."""
-JOB_PAUSE_MS = 5
-"""Longest wait between two items of Runtime.job (the link is polled and the watchdog fed in between)."""
+_BATT_MIN_MV = const(1000)  # below this a battery reading is no reading: an ESP32 browns out near 2.5 V
+_MAX_APP_ERRORS = const(3)  # consecutive failed app steps after which the watchdog is starved (-> reset)
+_JOB_PAUSE_MS = const(5)  # longest wait between two items of Runtime.job (link polled, watchdog fed)
+
+
+class BootCount:
+    """Boot counter and fast-reboot detection: the way into safe mode. Every reset (not a
+    deep-sleep wake) counts a boot and a "fast" boot; a run that stays healthy for stable_s,
+    finishes a sleep cycle or reboots on purpose clears the fast count. More than safe_boots
+    fast boots in a row means something in the normal path crashes the device: it then runs
+    only its safe behaviour and the link. (Here, not a module of its own: one module fewer.)"""
+
+    def __init__(self, store, cause, safe_boots, count=True):
+        self._store = store
+        st = store.get("boot")
+        if type(st) is not dict:
+            st = {"n": 0, "fast": 0}
+        self.boots = st.get("n", 0)
+        self.fast = st.get("fast", 0)
+        self.cause = cause
+        if count and cause != CAUSE_DEEPSLEEP:
+            self.boots += 1
+            self.fast += 1
+            self._save()
+        self.safe = self.fast > safe_boots
+        self.stable = self.fast == 0
+
+    def _save(self):
+        self._store.put("boot", {"n": self.boots, "fast": self.fast})
+
+    def mark_stable(self):
+        """This run proved healthy: the next reset is not part of a crash loop."""
+        if self.fast:
+            self.fast = 0
+            self._save()
+        self.stable = True
 
 
 class Runtime:
     """What an App sees as `rt` (the contract in docs/firmware.md)."""
 
-    # set by common.start.init_runtime (boot only)
+    # set by common.start.init_runtime (boot only, so that code leaves the heap after it)
+    dev: "Device"
+    id: "str"
+    store: "Store"
+    hal: "hal.Hal"
+    _rtc: "dict"
+    cause: "int"
+    app_cls: "type"
+    fw: "int"
+    started_ms: "int"
+    _tick: "int"
+    up_ms: "int"  # since boot, summed per step: ticks wrap after 12.4 days, uptime must not
+    gateway_seen_ms: "int | None"
+    logs: "list"
+    app_errors: "int"
+    healthy: "bool"
+    checks_ok: "bool"
+    _ota: "bool"  # main.py loaded otaboot: this board has taken an update (common.ota)
+    _faults: "list"
+    _sleep_ms: "int | None"
+    _welcome_ms: "int | None"
+    _hb_due: "int"
+    _gc_mark: "int"
     boot: "BootCount"
     safe: "bool"
     cfg: "dict"
@@ -40,36 +98,12 @@ class Runtime:
     _app_due: "int"
 
     def __init__(self, dev, key, store, app_cls, cause=None, transport=None, count_boot=True, boot=None):
-        self.dev = dev
-        self.id = dev.id
-        self.store = store
-        self.hal = hal.Hal(dev.pins)
-        self._rtc = dev.rt
-        self.cause = hal.reset_cause() if cause is None else cause
-        self.app_cls = app_cls
-        self.fw = getattr(app_cls, "FW", VERSION)
-        self.started_ms = clock.ticks_ms()
-        self._tick = self.started_ms
-        self.up_ms = 0  # since boot, summed per step: ticks wrap after 12.4 days, uptime must not
-        self.gateway_seen_ms = None
-        self.logs = []  # type: list
         self.app = None
-        self.app_errors = 0
-        self.steps = 0
-        self.healthy = True
-        self.checks_ok = True
-        self._ota = "otaboot" in sys.modules  # main.py loaded it: this board has taken an update (common.ota)
-        self._faults = []  # type: list
-        self._sleep_ms = None
         self._reboot_at = None
-        self._welcome_ms = None
-        self._hb_due = clock.ticks_ms()
-        self._batt = None
-        self._gc_mark = 0
         self.wdt = None
         self.job = None  # a generator the loop advances one item a turn (an update's install: common.ota)
         from common import start  # boot only: the code leaves the heap with common.start
-        start.init_runtime(self, key, transport, count_boot, boot)
+        start.init_runtime(self, dev, key, store, app_cls, cause, transport, count_boot, boot)
 
     # ---- the App-facing API ----
 
@@ -114,14 +148,13 @@ class Runtime:
 
     def battery_mv(self):
         """Battery voltage (mV) from ADC "batt" and rt.batt_div, or None on mains power and when
-        there is no reading (an open input reads ~0 V, which a running board cannot have)."""
+        there is no reading (an open input reads ~0 V, which a running board cannot have). The
+        ADC is set up per reading (a heartbeat's, a bin's wake): no object kept for it."""
         div = self._rtc["batt_div"]
         if not div or not self.hal.has("batt"):
             return None
-        if self._batt is None:
-            self._batt = self.hal.adc("batt")
-        mv = self._batt.read_uv() * div // 1000000
-        return mv if mv >= BATT_MIN_MV else None
+        mv = self.hal.adc("batt").read_uv() * div // 1000000
+        return mv if mv >= _BATT_MIN_MV else None
 
     def sleep_request(self, ms):
         """Deep-sleep for ms once pending events are acked (or rt.awake_s is over)."""
@@ -142,29 +175,14 @@ class Runtime:
         from common import start
         start.start_runtime(self)
 
-    def ota(self, what, *args):
-        """common.ota's `what`(rt, *args); the module leaves the heap again unless an update is under way."""
+    def ota(self, name, *args):
+        """common.ota's `name`(rt, *args); the module leaves the heap again unless an update is under way."""
         from common import ota
         try:
-            return getattr(ota, what)(self, *args)
+            return getattr(ota, name)(self, *args)
         finally:
             if ota.idle():
                 forget("common.ota", "common.ota_state", "common.ota_rx", "common.otaboot")
-
-    def _hb_left(self):
-        v = self.retained.get("_hb")
-        return v if type(v) is int else 0
-
-    def _welcomed(self, msg, now):
-        if not clock.set_time(msg["time"]):
-            self.log("welcome time %d not valid; keeping RTC" % msg["time"])
-        if self._welcome_ms is None:
-            self.log("joined the gateway (heartbeat every %d s)" % msg["hb"])
-            if self.cause != CAUSE_DEEPSLEEP:
-                self._hb_due = now  # first welcome after a reset: report diagnostics at once
-            if self._ota:
-                self.ota("joined")
-        self._welcome_ms = now
 
     def step(self, now):
         """One loop iteration; returns ms to wait before the next."""
@@ -191,11 +209,10 @@ class Runtime:
         if self.job is not None:
             try:
                 next(self.job)
-                wait = min(wait, JOB_PAUSE_MS)
+                wait = min(wait, _JOB_PAUSE_MS)
             except StopIteration:
                 self.job = None
-        self.steps += 1
-        self.healthy = self.app_errors < MAX_APP_ERRORS
+        self.healthy = self.app_errors < _MAX_APP_ERRORS
         if self.app is not None:
             wait = min(wait, max(clock.ticks_diff(self._app_due, now), 0))
         if clock.ticks_diff(now, self._hb_due) >= 0:
@@ -210,32 +227,31 @@ class Runtime:
             self._reboot_at = now
         if self._reboot_at is not None and clock.ticks_diff(now, self._reboot_at) >= 0:
             self.reboot()
-        if self._sleep_ms is not None and self._may_sleep(now, up):
-            self.deep_sleep(self._sleep_ms)
+        ms = self._sleep_ms
+        if ms is not None and (up >= self._rtc["awake_s"] * 1000 or not (
+                s.events or s.hello_pending or self.link.busy() or self._welcome_ms is not None
+                and clock.ticks_diff(now, self._welcome_ms) < self._rtc["linger_ms"])):
+            # answered (or out of awake time): the events made durable, the heartbeat's wait kept
+            s.persist_events()
+            if not self.safe:
+                self.boot.mark_stable()
+            self.retained["_hb"] = max(clock.ticks_diff(self._hb_due, clock.ticks_ms()) - ms, 0)
+            raw = json.dumps(self.retained)  # RTC slow memory survives deep sleep; flash where a port has none
+            if len(raw) > 2048 or hal.rtc_memory(raw.encode()) is None:
+                self.store.put("retained", self.retained)
+            self.link.close()
+            hal.deepsleep(ms)
         if gc.mem_alloc() > self._gc_mark:
-            self._collect()
+            # in the idle gap between steps, not inside one (a lock pulse, a frame); garbage
+            # kept under rt.gc_kb so the heap stays bounded and measurable
+            gc.collect()
+            self._gc_mark = gc.mem_alloc() + self._rtc["gc_kb"] * 1024
         if self.wdt is not None and self.healthy:
             self.wdt.feed()
         elif self.wdt is None and not self.healthy:
             self.log("app failing and no watchdog: reset", keep=True)
             hal.reset()
         return min(wait, self.dev.link["poll_ms"])
-
-    def _collect(self):
-        """Collect in the idle gap between steps, not in the middle of one (a lock pulse,
-        a frame), and keep garbage under rt.gc_kb so the heap stays bounded and measurable."""
-        gc.collect()
-        self._gc_mark = gc.mem_alloc() + self._rtc["gc_kb"] * 1024
-
-    def _may_sleep(self, now, up):
-        s = self.session
-        if up >= self._rtc["awake_s"] * 1000:
-            return True
-        if s.events or s.hello_pending or self.link.busy():
-            return False
-        if self._welcome_ms is not None and clock.ticks_diff(now, self._welcome_ms) < self._rtc["linger_ms"]:
-            return False
-        return True
 
     def heartbeat(self):
         gc.collect()
@@ -259,15 +275,6 @@ class Runtime:
             except Exception as e:
                 self._crash("telemetry", e)
 
-    def deep_sleep(self, ms):
-        self.session.persist_events()
-        if not self.safe:
-            self.boot.mark_stable()
-        self.retained["_hb"] = max(clock.ticks_diff(self._hb_due, clock.ticks_ms()) - ms, 0)
-        _save_retained(self.store, self.retained)
-        self.link.close()
-        hal.deepsleep(ms)
-
     def reboot(self):
         self.session.persist_events()
         if self.healthy:
@@ -281,88 +288,81 @@ class Runtime:
     # ---- downlink commands (already authenticated and fresh) ----
 
     def _command(self, msg):
-        """Carry out one downlink command; the console says what it was and how it ended."""
-        r = self._do_command(msg)
-        if r is None:
-            self.log("command %s: done" % msg["type"])
+        """Carry out one downlink command; the console says what it was and how it ended.
+        A welcome comes here too (common.session: no answer to it)."""
+        t = msg["type"]
+        if t == "welcome":
+            now = self._tick  # the step's
+            if not clock.set_time(msg["time"]):
+                self.log("welcome time %d not valid; keeping RTC" % msg["time"])
+            if self._welcome_ms is None:
+                self.log("joined the gateway (heartbeat every %d s)" % msg["hb"])
+                if self.cause != CAUSE_DEEPSLEEP:
+                    self._hb_due = now  # first welcome after a reset: report diagnostics at once
+                if self._ota:
+                    self.ota("joined")
+            self._welcome_ms = now
+            return None
+        r = None
+        if t == "config":  # validate all, let the app check and apply, persist (common.rare)
+            try:
+                from common import rare
+                r = rare.config(self, msg["values"])
+            finally:
+                forget("common.rare", *SETUP_ONLY)  # a rare path: its code leaves the heap again
+        elif t == "time":
+            if not clock.set_time(msg["time"]):
+                r = (E_BAD_VALUE, "time")
+        elif t == "reboot":
+            self._reboot_at = clock.ticks_add(clock.ticks_ms(), msg["delay"] * 1000)
+        elif t[:7] == "update_":  # also in safe mode: an update is how a broken release is fixed
+            r = self.ota("command", msg)
+        elif self.app is None or self.safe:
+            r = (E_NOT_READY, "")
         else:
-            self.log("command %s: refused, code %d field %r" % (msg["type"], r[0], r[1]))
+            try:
+                self.app.on_command(msg)
+            except CommandError as e:
+                r = (e.code, e.field)
+            except ConfigError as e:
+                r = (E_BAD_VALUE, e.field)
+        if r is None:
+            self.log("command %s: done" % t)
+        else:
+            self.log("command %s: refused, code %d field %r" % (t, r[0], r[1]))
         return r
 
-    def _do_command(self, msg):
-        t = msg["type"]
-        if t == "config":
-            return self._config(msg["values"])
-        if t == "time":
-            return None if clock.set_time(msg["time"]) else (E_BAD_VALUE, "time")
-        if t == "reboot":
-            self._reboot_at = clock.ticks_add(clock.ticks_ms(), msg["delay"] * 1000)
-            return None
-        if t[:7] == "update_":  # also in safe mode: an update is how a broken release is fixed
-            return self.ota("command", msg)
-        if self.app is None or self.safe:
-            return (E_NOT_READY, "")
-        try:
-            self.app.on_command(msg)
-        except CommandError as e:
-            return (e.code, e.field)
-        except ConfigError as e:
-            return (E_BAD_VALUE, e.field)
-        return None
-
-    def _config(self, values):
-        """Validate all, let the app check and apply, persist; any refusal keeps the old config."""
-        try:
-            from common import rare
-            return rare.config(self, values)
-        finally:
-            forget("common.rare", *SETUP_ONLY)  # a rare path: its code leaves the heap again
-
     async def run(self):
+        """The loop (common.runtime.serve): out of memory and a runtime bug end it as
+        common.rare says; returns when the board stops serving."""
         while True:
-            await clock.sleep_ms(self.step(clock.ticks_ms()))
+            try:
+                while True:
+                    await clock.sleep_ms(self.step(clock.ticks_ms()))
+            except MemoryError as e:
+                if not failed("runtime", e, self.safe, self):
+                    return
+            except Exception as e:  # a runtime bug
+                failed("runtime", e, self.safe)
+                return
 
 
-def _rare(safe):
-    """common.rare, or None when not even its code fits in the heap: then a board in normal mode
-    resets (its fast boots lead to safe mode) and one in safe mode says so and stays in the console."""
+def failed(where, e, safe, rt=None):
+    """A crash outside the App (common.rare.failed): reset, or stay in the console in safe mode.
+    With rt, the heap ran out (common.rare.out_of_memory): True when the board goes on with the
+    link only. If not even common.rare's code fits, a board in normal mode resets (its fast boots
+    lead to safe mode) and one in safe mode says so and stays in the console."""
+    if rt is not None:
+        rt.app = None  # the App's data goes first: the handler's own code has to fit
     gc.collect()
     try:
         from common import rare
-        return rare
     except MemoryError:
         if not safe:
             hal.reset()
         print("park-edge: out of memory; staying in the console (REPL)")
-        return None
-
-
-def failed(where, e, safe):
-    """A crash outside the App (common.rare.failed): reset, or stay in the console in safe mode."""
-    rare = _rare(safe)
-    if rare is not None:
-        rare.failed(where, e, safe)
-        forget("common.rare")
-
-
-async def _serve(rt):
-    while True:
-        try:
-            await rt.run()
-        except MemoryError as e:
-            if not _out_of_memory(rt, e):
-                return
-        except Exception as e:  # a runtime bug
-            failed("runtime", e, rt.safe)
-            return
-
-
-def _out_of_memory(rt, e):
-    rt.app = None  # the App's data goes first: the handler's own code has to fit
-    rare = _rare(rt.safe)
-    if rare is None:
         return False
-    r = rare.out_of_memory(rt, e)
+    r = rare.failed(where, e, safe) if rt is None else rare.out_of_memory(rt, e)
     forget("common.rare")
     return r
 
@@ -372,14 +372,7 @@ def serve(rt):
     drives it (on a chip without asyncio; on the WebAssembly port as a task of its event loop)."""
     if rt is None:
         return
-    clock.run(_serve(rt))
-
-
-def _save_retained(store, d):
-    """RTC slow memory survives deep sleep without a flash write; flash where a port has none."""
-    raw = json.dumps(d)
-    if len(raw) > 2048 or hal.rtc_memory(raw.encode()) is None:
-        store.put("retained", d)
+    clock.run(rt.run())
 
 
 def flash_log(root, text, limit):

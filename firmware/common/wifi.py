@@ -34,20 +34,19 @@ class WifiLink(RadioLink):
         w = network.WLAN(network.STA_IF)
         w.active(True)
         self._w = w
-        self._cfg = cfg
+        self.cfg = cfg
         self._max = cfg["backoff_max"] * 1000
         self._wait = _FIRST_MS
         self._st = _DOWN
         self._due = clock.ticks_ms()
         self._since = 0
         self._s = None
-        self._p = None
         self.connects = 0
         self.failures = 0
 
     def _fail(self, now):
         s = self._s
-        self._s = self._p = None
+        self._s = None
         if s is not None:
             try:
                 s.close()
@@ -57,69 +56,6 @@ class WifiLink(RadioLink):
         self._st = _DOWN
         self._due = clock.ticks_add(now, self._wait)
         self._wait = min(self._wait * 2, self._max)
-
-    def _open(self, now):
-        s = None
-        try:
-            a = socket.getaddrinfo(self._cfg["host"], self._cfg["port"])[0][-1]
-            s = socket.socket()
-            s.setblocking(False)
-            try:
-                s.connect(a)
-            except OSError as e:
-                if e.errno != errno.EINPROGRESS:
-                    raise
-        except OSError:
-            self._s = s
-            self._fail(now)
-            return
-        p = select.poll()
-        p.register(s, select.POLLOUT)
-        self._s, self._p = s, p
-        self._st = _CONNECT
-        self._since = now
-
-    def _run(self, now):
-        st = self._st
-        w = self._w
-        if st == _UP:
-            if not w.isconnected():
-                self._fail(now)
-            return
-        if clock.ticks_diff(now, self._due) < 0:
-            return
-        try:
-            self._step(st, w, now)
-        except OSError:  # the driver refused a step ("Wifi Internal Error"): try again later
-            self._fail(now)
-
-    def _step(self, st, w, now):
-        if st == _DOWN:
-            if w.isconnected():
-                self._open(now)
-            else:
-                w.connect(self._cfg["ssid"], self._cfg["psk"])
-                self._st = _JOIN
-                self._since = now
-        elif st == _JOIN:
-            if w.isconnected():
-                self._open(now)
-            elif (w.status() in (network.STAT_NO_AP_FOUND, network.STAT_WRONG_PASSWORD)
-                  or clock.ticks_diff(now, self._since) >= _JOIN_MS):
-                w.disconnect()
-                self._fail(now)
-        elif self._p is not None:
-            ev = self._p.poll(0)
-            if ev:
-                if ev[0][1] & (select.POLLERR | select.POLLHUP):
-                    self._fail(now)
-                else:
-                    self._st = _UP
-                    self._wait = _FIRST_MS
-                    self._peer = True
-                    self.connects += 1
-            elif clock.ticks_diff(now, self._since) >= _CONNECT_MS:
-                self._fail(now)
 
     def _send(self, chunk):
         s = self._s
@@ -133,7 +69,50 @@ class WifiLink(RadioLink):
             raise
 
     def _pump(self, now):
-        self._run(now)
+        st = self._st
+        w = self._w
+        if st == _UP:
+            if not w.isconnected():
+                self._fail(now)
+        elif clock.ticks_diff(now, self._due) >= 0:
+            cfg = self.cfg
+            try:
+                if st <= _JOIN and w.isconnected():  # joined: a non-blocking connect to the gateway
+                    a = socket.getaddrinfo(cfg["host"], cfg["port"])[0][-1]
+                    self._s = s = socket.socket()
+                    s.setblocking(False)
+                    try:
+                        s.connect(a)
+                    except OSError as e:
+                        if e.errno != errno.EINPROGRESS:
+                            raise
+                    self._st = _CONNECT
+                    self._since = now
+                elif st == _DOWN:
+                    w.connect(cfg["ssid"], cfg["psk"])
+                    self._st = _JOIN
+                    self._since = now
+                elif st == _JOIN:
+                    if (w.status() in (network.STAT_NO_AP_FOUND, network.STAT_WRONG_PASSWORD)
+                            or clock.ticks_diff(now, self._since) >= _JOIN_MS):
+                        w.disconnect()
+                        self._fail(now)
+                else:  # connecting: the socket turns writable once the gateway accepted
+                    p = select.poll()
+                    p.register(self._s, select.POLLOUT)
+                    ev = p.poll(0)
+                    if ev:
+                        if ev[0][1] & (select.POLLERR | select.POLLHUP):
+                            self._fail(now)
+                        else:
+                            self._st = _UP
+                            self._wait = _FIRST_MS
+                            self._peer = True
+                            self.connects += 1
+                    elif clock.ticks_diff(now, self._since) >= _CONNECT_MS:
+                        self._fail(now)
+            except OSError:  # refused (no route, "Wifi Internal Error"...): the backoff, then again
+                self._fail(now)
         if self._st != _UP:
             return False
         try:

@@ -7,9 +7,15 @@ in level look like equal steps in brightness. Fades run linearly in level.
 """
 from common.ticks import ticks_diff
 
-FULL = 10000
-DUTY_MAX = 65535
-MAX_FADE = 1000000  # ms; (MAX_FADE << 10) < 2**30
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):  # type: ignore[misc]  # the stub's const is generic
+        return x
+
+_FULL = const(10000)
+_DUTY_MAX = const(65535)
+_MAX_FADE = const(1000000)  # ms; (_MAX_FADE << 10) < 2**30
 
 
 # duty at level p% for p = 0..100, little-endian u16: 0, then round(65535 * 10^(3(p-1)/99 - 3)).
@@ -33,15 +39,15 @@ def table(p):
     return _T[2 * p] | _T[2 * p + 1] << 8
 
 
-def duty(cl):
+def duty(level):
     """PWM duty (0..65535) for a level in centi-percent."""
-    if cl <= 0:
+    if level <= 0:
         return 0
-    if cl >= FULL:
-        return DUTY_MAX
-    i = cl // 100
+    if level >= _FULL:
+        return _DUTY_MAX
+    i = level // 100
     a = table(i)
-    return a + (table(i + 1) - a) * (cl - i * 100) // 100
+    return a + (table(i + 1) - a) * (level - i * 100) // 100
 
 
 class Fader:
@@ -50,38 +56,34 @@ class Fader:
     value(now) is pure integer arithmetic on small ints: no allocation per step.
     """
 
-    def __init__(self, cl=0):
-        self._from = cl
-        self._to = cl
+    def __init__(self, level=0):
+        self._from = level
+        self.target = level  # read-only outside
         self._t0 = 0
         self._dur = 0
 
-    def go(self, target, dur_ms, now):
-        """Start fading to `target` from wherever the lamp is now (retargeting mid-fade is smooth)."""
+    def go(self, target, d, now):
+        """Start fading to `target` over d ms from wherever the lamp is now (retargeting mid-fade is smooth)."""
         cur = self.value(now)
         self._from = cur
-        self._to = target
+        self.target = target
         self._t0 = now
-        if dur_ms > MAX_FADE:
-            dur_ms = MAX_FADE
-        self._dur = dur_ms if dur_ms > 0 and cur != target else 0
+        if d > _MAX_FADE:
+            d = _MAX_FADE
+        self._dur = d if d > 0 and cur != target else 0
 
     def value(self, now):
         if self._dur == 0:
-            return self._to
+            return self.target
         e = ticks_diff(now, self._t0)
         if e >= self._dur:
             self._dur = 0
-            return self._to
+            return self.target
         if e <= 0:
             return self._from
-        # 10-bit fraction: e < dur <= MAX_FADE keeps every product below 2**30 (small ints)
+        # 10-bit fraction: e < dur <= _MAX_FADE keeps every product below 2**30 (small ints)
         f = (e << 10) // self._dur
-        return self._from + ((self._to - self._from) * f >> 10)
-
-    @property
-    def target(self):
-        return self._to
+        return self._from + ((self.target - self._from) * f >> 10)
 
     def busy(self):
         return self._dur != 0

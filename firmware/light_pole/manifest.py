@@ -11,13 +11,7 @@ package(
         "app.py",
         "control.py",
         "curve.py",
-        "daynight.py",
-        "lamp.py",
-        "localtime.py",
-        "motion.py",
-        "profile.py",
         "setup.py",
-        "sun.py",
     ),
     base_path="..",
 )

@@ -8,35 +8,41 @@ is counted in `lost` (and that count is itself reported), newest wins.
 
 Record (little endian): seq u32, t u32 (unix s, 0 = no valid time), kind u8,
 comp u8, a u8, flags u8, v i32, eid u64 (the protocol event id once first sent,
-NO_EID before: a resend after a reboot keeps it, so the gateway de-duplicates),
+all ones before: a resend after a reboot keeps it, so the gateway de-duplicates),
 crc16 over the first 24 bytes. Each record is rewritten whole, so a torn write
 shows as a CRC error and is skipped.
 """
+
+try:
+    from micropython import const
+except ImportError:  # CPython (unit tests)
+    def const(x):  # type: ignore[misc]  # the stub's const is generic
+        return x
 
 import struct
 
 from locker import flash
 from protocol.crc16 import crc16
 
-_FMT = "<IIBBBBiQ"
-_BODY = 24
-REC = 26
-EMPTY = 0xFFFFFFFF
-NO_EID = 0xFFFFFFFFFFFFFFFF
+_FMT = const("<IIBBBBiQ")
+_BODY = const(24)
+REC = const(26)
+_EMPTY = const(0xFFFFFFFF)
+_NO_EID = const(0xFFFFFFFFFFFFFFFF)
 
-ACCESS = 1
-DOOR = 2
-ALARM = 3
-FAULT = 4
-KINDS = {1: "access", 2: "door", 3: "alarm", 4: "fault"}
+# Record.kind
+ACCESS = const(1)
+DOOR = const(2)
+ALARM = const(3)
+FAULT = const(4)
 
-F_ACKED = 1
+F_ACKED = const(1)
 
 
 class Record:
     __slots__ = ("seq", "t", "kind", "comp", "a", "flags", "v", "eid")
 
-    def __init__(self, seq, t, kind, comp, a, flags, v, eid=NO_EID):
+    def __init__(self, seq, t, kind, comp, a, flags, v, eid=_NO_EID):
         self.seq = seq
         self.t = t
         self.kind = kind
@@ -45,10 +51,6 @@ class Record:
         self.flags = flags
         self.v = v
         self.eid = eid
-
-    def __repr__(self):
-        return "Record(%d %s comp=%d a=%d v=%d flags=%d t=%d)" % (
-            self.seq, KINDS.get(self.kind, "?"), self.comp, self.a, self.v, self.flags, self.t)
 
     def msg(self):
         """The protocol event for this record, with its original time and, once assigned, its eid."""
@@ -62,7 +64,7 @@ class Record:
         else:
             m = {"type": "fault", "code": self.a, "value": self.v}
         m["t"] = self.t
-        if self.eid != NO_EID:
+        if self.eid != _NO_EID:
             m["eid"] = self.eid
         return m
 
@@ -80,7 +82,10 @@ class AuditLog:
         try:
             f = open(path, "rb")
         except OSError:
-            self._format()
+            with open(path, "wb") as w:  # formatted: every slot empty
+                b = b"\xff" * REC
+                for _ in range(n):
+                    w.write(b)
             return
         with f:
             top = -1
@@ -97,15 +102,9 @@ class AuditLog:
         self._pending.sort()
         self.next_seq = top + 1
 
-    def _format(self):
-        with open(self.path, "wb") as f:
-            blank = b"\xff" * REC
-            for _ in range(self.n):
-                f.write(blank)
-
     def _parse(self, b):
         seq = struct.unpack_from("<I", b, 0)[0]
-        if seq == EMPTY:
+        if seq == _EMPTY:
             return None
         if crc16(memoryview(b)[:_BODY]) != (b[_BODY] << 8) | b[_BODY + 1]:
             self.bad += 1
@@ -182,9 +181,5 @@ class AuditLog:
         """Every readable record, oldest first (diagnostics and tests; allocates)."""
         out = []  # type: list
         self.scan(out.append)
-        out.sort(key=_seq)
+        out.sort(key=lambda r: r.seq)
         return out
-
-
-def _seq(r):
-    return r.seq

@@ -9,7 +9,7 @@ from common.store import Store
 from light_pole import curve
 from light_pole.app import App
 from light_pole.setup import parse_curfew
-from light_pole.localtime import days_from_civil
+from light_pole.control import days_from_civil
 from protocol import codes, rules
 
 try:

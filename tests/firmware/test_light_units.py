@@ -3,12 +3,9 @@
 no fixtures; fakes are the named pins below (the real board is tested in test_light_board*.py)."""
 
 from common.errors import CommandError
-from light_pole import control, curve, lamp
-from light_pole.daynight import DayNight
-from light_pole.localtime import civil, days_from_civil, eu_summer, local_minute
-from light_pole.motion import Motion
-from light_pole.profile import Profile
-from light_pole.sun import SunClock, sun_times
+from light_pole import control, control as lamp, curve
+from light_pole.control import DayNight, Motion, Profile, civil, days_from_civil, eu_summer, local_minute
+from light_pole.setup import SunClock, sun_times
 from common.ticks import ticks_add, ticks_diff
 from protocol import codes
 

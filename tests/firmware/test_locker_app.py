@@ -21,7 +21,8 @@ else:
 
 from common import config
 from common.errors import CommandError
-from locker import actuator, app, reader
+from locker import app, reader
+from locker import compartment as actuator  # LockActuator lives with the compartment
 from protocol import codes, messages, token
 
 KEY = bytes(range(100, 132))

@@ -13,13 +13,12 @@ if sys.implementation.name == "cpython":
 else:
     _BASE = "/tmp_locker"
 
-from locker import access, actuator, audit, flash, reader
-from locker.compartment import Compartment
-from locker.debounce import Debounced
-from locker.lockout import Lockout
-from locker.recent import RecentReqs
+from locker import access, audit, flash, reader
+from locker import compartment as actuator  # LockActuator lives with the compartment
+from locker.access import Lockout
+from locker.compartment import Compartment, Debounced
 from common.ticks import ticks_add
-from locker.usedids import UsedIds
+from locker.usedids import RecentReqs, UsedIds
 from protocol import codes, token
 from protocol.cose import Mac
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from sim import mpvm
+from sim import mpvm, vboard
 
 ROOT = Path(__file__).resolve().parents[2]
 FW = ROOT / "firmware"
@@ -27,10 +27,7 @@ pytestmark = [
     pytest.mark.skipif(not mpvm.node_available(), reason="MicroPython VM not installed: run ./dev setup"),
 ]
 
-serial = pytest.importorskip("serial")
-vboard = pytest.importorskip("vboard")
-if not hasattr(vboard, "VirtualBoard"):
-    pytest.skip("sim/vboard has no VirtualBoard yet", allow_module_level=True)
+import serial  # noqa: E402
 
 from protocol import cbor, codec, cose, framing, messages, names, token  # noqa: E402
 from protocol.cose import Mac  # noqa: E402

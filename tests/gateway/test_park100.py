@@ -158,10 +158,11 @@ async def test_real_firmware_of_each_kind_beside_the_crowd(tmp_path):
         async with running(cfg, ble_factory=radio) as d:
             wired = await start_crowd(d, keys, roles)
             await bins_wake(bins)
-            await until(lambda: all("heartbeat" in d.sessions.by_id[i].state for i in REAL), timeout=60,
-                        what=lambda: "real boards' reports: %s" % {i: sorted(d.sessions.by_id[i].state)
-                                                                   for i in REAL})
-            assert "light" in d.sessions.by_id["l061"].state and "locker" in d.sessions.by_id["k011"].state
+            # each board's own report may follow its heartbeat: wait for both, bounded
+            await until(lambda: all("heartbeat" in d.sessions.by_id[i].state for i in REAL)
+                        and "light" in d.sessions.by_id["l061"].state and "locker" in d.sessions.by_id["k011"].state,
+                        timeout=60, what=lambda: "real boards' reports: %s" % {i: sorted(d.sessions.by_id[i].state)
+                                                                              for i in REAL})
             assert all(d.sessions.by_id[i].online for i in REAL)
             assert all(len(s.state) for s in d.sessions.devices.values() if s.id not in REAL)
             r = await d.command("l061", {"type": "light_set", "level": 80, "hold": 10}, queue_for=20)
