@@ -8,23 +8,29 @@ followed by the body bytes as received. The locker needs no network to
 decide; it remembers used ids until they expire.
 """
 
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):
+        return x
+
 from protocol import cbor
 from protocol.cose import Mac, ct_equal
 from protocol.errors import CborError, TokenError
 
-CONTEXT = b"park-token-v1"
-MAX_TOKEN = 64
+_CONTEXT = const(b"park-token-v1")
+_MAX_TOKEN = const(64)
 
 
 def issue(key, locker, comp, not_before, not_after, token_id):
     body = cbor.dumps([locker, comp, not_before, not_after, token_id])
-    return cbor.dumps([body, Mac(key).digest(CONTEXT + body)[:8]])
+    return cbor.dumps([body, Mac(key).digest(_CONTEXT + body)[:8]])
 
 
 def parse(raw):
     """Structure only: returns (body, (locker, comp, nbf, exp, id), tag) or raises TokenError('malformed')."""
-    if not isinstance(raw, (bytes, bytearray)) or len(raw) > MAX_TOKEN:
-        raise TokenError("malformed", "token must be bytes, at most %d" % MAX_TOKEN)
+    if not isinstance(raw, (bytes, bytearray)) or len(raw) > _MAX_TOKEN:
+        raise TokenError("malformed", "token must be bytes, at most %d" % _MAX_TOKEN)
     try:
         v = cbor.loads(raw)
         if type(v) is not list or len(v) != 2 or type(v[0]) is not bytes or type(v[1]) is not bytes:
@@ -50,7 +56,7 @@ def verify(mac, raw, locker_id, comp, now):
     is the caller's job: it keeps used ids until their not_after.
     """
     body, f, tag = parse(raw)
-    if not ct_equal(mac.digest(CONTEXT + body)[:8], tag):
+    if not ct_equal(mac.digest(_CONTEXT + body)[:8], tag):
         raise TokenError("forged")
     locker, tcomp, nbf, exp, tid = f
     if locker != locker_id:
