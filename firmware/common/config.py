@@ -11,8 +11,6 @@ change leaves the old config untouched.
     CHOICE  one of the strings in the tuple lo (hi unused: None)
 """
 
-import json
-
 from protocol import rules
 from protocol.codes import MAX_CONFIG_KEY as MAX_KEY
 
