@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEVICES = {
     "light_pole": (b"l001", {"lamp": 25, "motion": 27, "ambient": 34}, {"base": 20}, "    FW = 10000  # 1.0.0"),
     "locker": (b"k001", {"lock1": 12, "door1": 13, "lock2": 14, "door2": 15, "reader": {"uart": 2, "tx": 17, "rx": 16}},
-               {"comps": 2, "open_max_s": 120}, "\nFW = 10000\n"),
+               {"comps": 2, "open_max_s": 120}, "    FW = 10000\n"),
 }
 RADIO = "wifi"
 WIFI = {"kind": "wifi", "uart": -1, "ssid": "stadtpark", "psk": "bench-only-passphrase", "host": "10.0.0.1",
@@ -272,6 +272,11 @@ def main(argv=None) -> int:
     ap.add_argument("--squeeze", type=float, default=0, metavar="KIB",
                     help="with --enforce: take this much off the budget (the update's margin)")
     a = ap.parse_args(argv)
+    from sim import vboard
+    least = vboard.esp32_heap_budget(vboard.ROLE_RADIO[a.role]) - 64 * 1024
+    if not 0 <= a.squeeze * 1024 <= least:
+        ap.error(f"--squeeze must be 0..{least / 1024:.1f} KiB: a board's budget is at least 64 KiB "
+                 "(an ESP32's first heap area)")
     with tempfile.TemporaryDirectory(prefix="update-heap-") as d:
         r = run(Path(d), a.window, a.enforce, a.link, int(a.squeeze * 1024), a.role)
     kb = lambda n: f"{(n - r['sim_overhead']) / 1024:.1f} KiB"  # noqa: E731
