@@ -526,25 +526,30 @@ DAYS = {"container_sensor": ContainerDay, "light_pole": LightDay, "locker": Lock
 
 
 def run_day(role: str, hours: float, src: str, heap_mode: str, work: Path, enforce: float = 0,
-            overhead: int = 0) -> dict:
+            overhead: int = 0, park_link: bool = False) -> dict:
     """One scripted day. With enforce (a fraction: 1 the whole budget, 0.75 the 25 % headroom
     goal) the board's budget is that share of the ESP32's free heap with the role's radio active;
     the board subtracts its own Python (the simulator's modules, C on a chip; `overhead` here is
     the same measured by sim_overhead, for the chip figures) and collects from the event loop
-    before it refuses, so this bounds the live data, as on the chip."""
+    before it refuses, so this bounds the live data, as on the chip. park_link: a mains device over
+    its Wi-Fi (the firmware's transport on the virtual radio, the peer on a loopback TCP port: its
+    frames and buffers on the heap as in the park), not the bench's UART."""
     from sim import vboard
     day = DAYS[role]()
     day.w = Windows()
-    img = fw.deploy_tree(work / f"{role}-img", role, day.kid, day.pins, day.app, day.rt, mpy=False)
+    port = fw.TcpServerPort() if park_link and RADIO[role] == "wifi" else None
+    link = dict(PARK_LINK["wifi"], host="10.0.0.1", port=4710) if port else None  # mapped to port's address
+    img = fw.deploy_tree(work / f"{role}-img", role, day.kid, day.pins, day.app, day.rt, link=link, mpy=False)
     day.prepare(img)
     place_code(img, src)
     t0 = time.monotonic()
     with vboard.VirtualBoard(deploy_dir=img, flash_dir=work / f"{role}-flash", start_time=START,
                              heap_mode=heap_mode, record_wdt_feeds=False, console_pty=False,
                              name=day.kid, heap_budget=int(vboard.esp32_heap_budget(RADIO[role]) * enforce) if enforce else UNBOUNDED,
+                             wifi={"ssid": link["ssid"], "psk": link["psk"], "gateway": port.address} if port else None,
                              **day.board_kw) as b:
         day.setup(b)
-        p = fw.Peer(b, day.kid.encode(), welcome_time=None, hb=3600)
+        p = fw.Peer(b, day.kid.encode(), welcome_time=None, hb=3600, port=port)
         try:
             p.connect()
             boot = b.gc_high_water()
@@ -622,6 +627,8 @@ def main(argv=None) -> int:
                     help="also measure what a plain WebAssembly-port await keeps on the heap")
     ap.add_argument("--names", type=Path, metavar="DIR", help="with --boot: write the names each firmware "
                     "interns (ROLE[-radio].names, in order; the simulator's own left out) to DIR")
+    ap.add_argument("--park-link", action="store_true", help="run a pole's or a locker's day over its Wi-Fi "
+                    "(the firmware's transport on the virtual radio), not the bench's UART")
     ap.add_argument("--boot", action="store_true",
                     help="only each role's live heap after boot on a chip against its budget and the 25 %% goal, no day")
     ap.add_argument("--imports", action="store_true",
@@ -653,14 +660,18 @@ def main(argv=None) -> int:
                       f"{overheads[RADIO[role]] / 1024:.1f} KiB", flush=True)
             overhead = overheads[RADIO[role]]
             hours = a.hours if a.hours is not None else (24 if role == "container_sensor" else 4)
-            r = run_day(role, hours, a.src, a.heap, Path(d), a.enforce, overhead)
+            park = a.park_link and RADIO[role] == "wifi"
+            if a.park_link and not park:
+                print(f"{role}: --park-link runs Wi-Fi roles only; its day runs over the bench's UART", flush=True)
+            r = run_day(role, hours, a.src, a.heap, Path(d), a.enforce, overhead, park)
+            r["link"] = "wifi" if park else "uart"
             r["mpy"] = mpy_sizes(role)
             r["import"] = import_cost(role, a.src) if a.src != "frozen" else 0  # frozen: no module on the heap
-            r["boot_live"] = boot_live(role, a.src, Path(d))
+            r["boot_live"] = boot_live(role, a.src, Path(d), park)
             r["chip_boot_live"] = r["boot_live"] - overhead
             results.append(r)
             ok = "meets" if r["peak"] <= GOAL else "misses"
-            print(f"{role:17s} heap after boot {r['boot_peak']/1024:6.1f} KiB  peak over {r['hours']} h "
+            print(f"{role:17s} over {'its Wi-Fi' if park else 'the UART'}: heap after boot {r['boot_peak']/1024:6.1f} KiB  peak over {r['hours']} h "
                   f"{r['peak']/1024:6.1f} KiB ({ok} the 40 KiB goal)  working {r['working']/1024:5.1f} KiB  "
                   f".mpy {r['mpy']['total']/1024:5.1f} KiB (role {r['mpy'][role]/1024:.1f})  "
                   f"boots {r['boots']} crashes {r['crashes']}  {r['seconds']} s", flush=True)
