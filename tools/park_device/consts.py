@@ -33,9 +33,7 @@ def table(proto_root: Path) -> dict[str, dict[str, int]]:
     for mod in CONST_MODULES:
         path = proto_root / (mod.split(".", 1)[1] + ".py")
         tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
-        known: dict[str, int] = {}
-        for name, vals in out.items():
-            known.update(vals)
+        known = {k: v for vals in out.values() for k, v in vals.items()}
         defs: dict[str, int] = {}
         for node in tree.body:
             if (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
